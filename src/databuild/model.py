@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from attrs import field, frozen
@@ -41,6 +41,13 @@ def validate_refs(values: object) -> tuple[str, ...]:
     if not isinstance(values, list | tuple) or not values:
         raise InvalidRefError("expected a non-empty list of partition refs")
     return tuple(dict.fromkeys(validate_ref(v) for v in values))
+
+
+def describe_refs(refs: Sequence[str], limit: int = 5) -> str:
+    """Refs for a message: the first ``limit`` of them, then how many more."""
+    shown = ", ".join(refs[:limit])
+    more = len(refs) - limit
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def new_id() -> str:
@@ -207,7 +214,11 @@ class JobGraph:
         return self._producers().get(ref)
 
     def _producers(self) -> dict[str, JobRun]:
-        return {o: run for run in self.job_runs for o in run.outputs}
+        producers: dict[str, JobRun] = {}
+        for run in self.job_runs:
+            for ref in run.outputs:
+                producers.setdefault(ref, run)
+        return producers
 
     def upstream(self, run: JobRun) -> Iterator[JobRun]:
         """The runs of this graph producing ``run``'s materialize inputs."""

@@ -1,0 +1,30 @@
+"""The graph: ``databuild.toml``, lookup, the ``config`` side of the job protocol, analysis."""
+
+from databuild.graph.analysis import AvailableQuery, analyze
+from databuild.graph.commands import CommandResolver, plain_commands
+from databuild.graph.config import run_config
+from databuild.graph.lookup import lookup, match_job
+from databuild.graph.workspace import (
+    BazelSettings,
+    JobSpec,
+    ServiceSettings,
+    Workspace,
+    find_workspace,
+    load_workspace,
+)
+
+__all__ = [
+    "AvailableQuery",
+    "BazelSettings",
+    "CommandResolver",
+    "JobSpec",
+    "ServiceSettings",
+    "Workspace",
+    "analyze",
+    "find_workspace",
+    "load_workspace",
+    "lookup",
+    "match_job",
+    "plain_commands",
+    "run_config",
+]

@@ -1,0 +1,207 @@
+"""Analysis (SPEC §3.4): turning requested refs into a job graph.
+
+Analysis goes in rounds. Each round looks up the jobs of the refs not yet covered, calls each
+job's ``config`` once for its batch of refs (batches of different jobs concurrently), and adds
+one job run per config. The next round takes every ``materialize`` input that no run covers
+and that is not AVAILABLE already. When no such input is left, the runs are checked for
+cycles and put in dependency order, upstream first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    ensureDeferred,
+    gatherResults,
+)
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+
+from databuild.errors import AnalysisError
+from databuild.graph.capture import DEFAULT_TIMEOUT_S
+from databuild.graph.commands import CommandResolver, plain_commands
+from databuild.graph.config import run_config
+from databuild.graph.lookup import lookup
+from databuild.graph.workspace import Workspace
+from databuild.model import JobConfig, JobGraph, JobRun, describe_refs, new_id, validate_refs
+
+AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]
+"""Answers which of some refs are AVAILABLE now."""
+
+MAX_JOB_RUNS = 100_000
+"""A graph growing past this many runs is taken for a job whose inputs never end."""
+
+log = Logger()
+
+
+def analyze(
+    reactor: IReactorProcess,
+    workspace: Workspace,
+    refs: Sequence[str],
+    *,
+    available: AvailableQuery,
+    resolve: CommandResolver = plain_commands,
+    force: bool = False,
+    config_timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_concurrent_configs: int | None = None,
+) -> Deferred[JobGraph]:
+    """Analyse a build of ``refs`` into a JobGraph.
+
+    Every requested ref gets a run, AVAILABLE or not (the orchestrator records the skip, or
+    rebuilds it when ``force`` is set; analysis plans the same either way). A ``materialize``
+    input that is AVAILABLE is not expanded. Errbacks with InvalidRefError, LookupFailed or
+    AnalysisError (a job's config failed, a dependency cycle, a graph without end).
+    """
+    analysis = _Analysis(
+        reactor,
+        workspace,
+        available,
+        resolve,
+        config_timeout_s,
+        DeferredSemaphore(max_concurrent_configs or os.cpu_count() or 2),
+    )
+    return ensureDeferred(analysis.run(refs))
+
+
+class _Analysis:
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        workspace: Workspace,
+        available: AvailableQuery,
+        resolve: CommandResolver,
+        config_timeout_s: float,
+        configs_at_once: DeferredSemaphore,
+    ) -> None:
+        self._reactor = reactor
+        self._workspace = workspace
+        self._available = available
+        self._resolve = resolve
+        self._timeout_s = config_timeout_s
+        self._configs_at_once = configs_at_once
+        self._commands: dict[str, tuple[str, ...]] = {}
+        self._runs: list[JobRun] = []
+        self._producers: dict[str, JobRun] = {}
+        self._known_available: set[str] = set()
+
+    async def run(self, refs: Sequence[str]) -> JobGraph:
+        requested = validate_refs(list(refs))
+        pending: Sequence[str] = requested
+        while pending:
+            new_runs = await self._round(pending)
+            pending = await self._unbuilt_inputs(new_runs)
+        graph = JobGraph(outputs=requested, job_runs=tuple(_upstream_first(self._runs)))
+        log.debug(
+            "analysed {refs} into {count} job runs",
+            refs=describe_refs(requested),
+            count=len(graph.job_runs),
+        )
+        return graph
+
+    async def _round(self, refs: Sequence[str]) -> list[JobRun]:
+        """Configure ``refs`` (none of them covered yet); return the runs this added."""
+        assignment = await lookup(self._reactor, self._workspace, refs, timeout_s=self._timeout_s)
+        await self._resolve_commands(assignment)
+        calls = [
+            self._configs_at_once.run(
+                run_config,
+                self._reactor,
+                self._workspace,
+                self._workspace.job(label),
+                self._commands[label],
+                batch,
+                self._timeout_s,
+            )
+            for label, batch in assignment.items()
+        ]
+        try:
+            replies: list[tuple[JobConfig, ...]] = await gatherResults(calls, consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+        new_runs = []
+        for label, configs in zip(assignment, replies, strict=True):
+            for config in configs:
+                if all(ref in self._producers for ref in config.outputs):
+                    continue
+                run = JobRun(new_id(), label, config)
+                for ref in config.outputs:
+                    self._producers.setdefault(ref, run)
+                new_runs.append(run)
+        self._runs.extend(new_runs)
+        if len(self._runs) > MAX_JOB_RUNS:
+            raise AnalysisError(
+                f"the job graph grew past {MAX_JOB_RUNS} job runs; does a job's config keep "
+                f"asking for new inputs? The last round added runs of "
+                f"{', '.join(sorted({r.job_label for r in new_runs}))}"
+            )
+        return new_runs
+
+    async def _resolve_commands(self, assignment: dict[str, tuple[str, ...]]) -> None:
+        jobs = [self._workspace.job(label) for label in assignment if label not in self._commands]
+        if not jobs:
+            return
+        commands = await self._resolve(jobs)
+        missing = [job.label for job in jobs if job.label not in commands]
+        if missing:
+            raise AnalysisError(f"no command to run job(s) {', '.join(map(repr, missing))}")
+        self._commands.update(commands)
+
+    async def _unbuilt_inputs(self, runs: Sequence[JobRun]) -> list[str]:
+        """The materialize inputs of ``runs`` that no run covers and that are not AVAILABLE."""
+        candidates = [
+            ref
+            for ref in dict.fromkeys(r for run in runs for r in run.config.materialize_inputs)
+            if ref not in self._producers and ref not in self._known_available
+        ]
+        if not candidates:
+            return []
+        self._known_available |= set(await self._available(candidates))
+        return [ref for ref in candidates if ref not in self._known_available]
+
+
+def _upstream_first(runs: Sequence[JobRun]) -> Iterator[JobRun]:
+    """``runs`` in dependency order, upstream first; AnalysisError naming the refs of a cycle."""
+    producers: dict[str, JobRun] = {}
+    for run in runs:
+        for ref in run.outputs:
+            producers.setdefault(ref, run)
+
+    def needs(run: JobRun) -> Iterator[tuple[str, JobRun]]:
+        for ref in run.config.materialize_inputs:
+            upstream = producers.get(ref)
+            if upstream is not None:
+                yield ref, upstream
+
+    done: set[str] = set()
+    for root in runs:
+        if root.job_run_id in done:
+            continue
+        # An iterative depth-first walk: graphs can be far deeper than Python's recursion limit.
+        stack = [(root, needs(root))]
+        on_stack = {root.job_run_id: 0}
+        entered_by: list[str] = []  # entered_by[i]: the ref by which stack[i + 1] was reached
+        while stack:
+            run, edges = stack[-1]
+            for ref, upstream in edges:
+                if upstream.job_run_id in done:
+                    continue
+                position = on_stack.get(upstream.job_run_id)
+                if position is not None:
+                    cycle = [ref, *entered_by[position:], ref]
+                    raise AnalysisError(f"dependency cycle: {' needs '.join(cycle)}")
+                on_stack[upstream.job_run_id] = len(stack)
+                stack.append((upstream, needs(upstream)))
+                entered_by.append(ref)
+                break
+            else:
+                stack.pop()
+                del on_stack[run.job_run_id]
+                if entered_by:
+                    entered_by.pop()
+                done.add(run.job_run_id)
+                yield run
