@@ -1,0 +1,233 @@
+"""Where an event log lives (SPEC §4.3): the URI, the connection, and the SQL dialect.
+
+A ``Database`` wraps one DB-API connection. Code above it writes SQL with ``?`` placeholders
+and standard SQL that both SQLite and PostgreSQL understand; the few differences (how a write
+transaction starts, glob matching, duplicate keys) live here.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from attrs import frozen
+
+from databuild.errors import DataBuildError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_GLOB_SPECIAL = "*?["
+# Any constant will do: it only serialises schema changes of services sharing one database.
+_PG_SCHEMA_LOCK = 0x0DA7AB1D
+
+
+class EventLogError(DataBuildError):
+    """The event log cannot be opened or used (bad URI, unreachable, newer schema, closed)."""
+
+    code = "event_log"
+
+
+@frozen
+class Location:
+    """A parsed event-log URI: ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""
+
+    dialect: str
+    target: str
+    """The SQLite file's absolute path, or the PostgreSQL connection URI."""
+
+    def describe(self) -> str:
+        """The location without any password, for messages and logs."""
+        if self.dialect == "sqlite":
+            return self.target
+        parts = urlsplit(self.target)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql://{parts.username or ''}@{host}{port}{parts.path}"
+
+
+def parse_uri(uri: str, workspace_root: Path) -> Location:
+    """Parse an event-log URI; a relative plain path is taken from ``workspace_root``."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise EventLogError("the event log URI is empty")
+    match = _SCHEME.match(uri)
+    if match is None:
+        path = Path(uri).expanduser()
+        return Location("sqlite", str(path if path.is_absolute() else workspace_root / path))
+    scheme = match.group(1).lower()
+    if scheme in ("postgresql", "postgres"):
+        return Location("postgresql", uri)
+    if scheme == "sqlite":
+        path = unquote(urlsplit(uri).path)
+        if urlsplit(uri).netloc or not path.startswith("/") or path == "/":
+            raise EventLogError(
+                f"event log URI {uri!r}: write SQLite URIs as sqlite:///ABSOLUTE/PATH"
+            )
+        return Location("sqlite", path)
+    raise EventLogError(
+        f"event log URI {uri!r}: unknown scheme {scheme!r}; "
+        "use a path, sqlite:///ABSOLUTE/PATH or postgresql://user@host/dbname"
+    )
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A POSIX regular expression matching what the glob ``pattern`` matches, whole."""
+    out = ["^"]
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[" and (end := pattern.find("]", i + 1)) != -1:
+            body = pattern[i:end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(ch))
+    out.append("$")
+    return "".join(out)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard."""
+    cut = min((i for i in (pattern.find(c) for c in _GLOB_SPECIAL) if i != -1), default=None)
+    return pattern if cut is None else pattern[:cut]
+
+
+class Database:
+    """One connection to an event log, used from one thread at a time."""
+
+    dialect: str
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.dialect = location.dialect
+        self._conn: Any = None
+        self._sql_cache: dict[str, str] = {}
+
+    def connect(self) -> None:
+        """Open the connection (blocking: call it off the reactor thread)."""
+        try:
+            if self.dialect == "sqlite":
+                self._conn = _connect_sqlite(Path(self.location.target))
+            else:
+                import psycopg
+
+                self._conn = psycopg.connect(self.location.target, autocommit=True)
+        except Exception as e:
+            raise EventLogError(
+                f"cannot open the event log at {self.location.describe()}: {e}"
+            ) from e
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _sql(self, sql: str) -> str:
+        if self.dialect == "sqlite":
+            return sql
+        cached = self._sql_cache.get(sql)
+        if cached is None:
+            cached = self._sql_cache[sql] = sql.replace("?", "%s")
+        return cached
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement written with ``?`` placeholders; returns the cursor."""
+        return self._conn.execute(self._sql(sql), params)
+
+    def execute_script(self, script: str) -> None:
+        """Run several statements within the current transaction."""
+        if self.dialect == "postgresql":
+            self._conn.execute(script)
+            return
+        # sqlite3's executescript would commit the open transaction first.
+        statement = ""
+        for line in script.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                self._conn.execute(statement)
+                statement = ""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.execute(sql, params).fetchall()
+
+    @contextmanager
+    def write_transaction(self, *, schema_change: bool = False) -> Iterator[None]:
+        """A transaction that holds the log's write lock until it commits or rolls back.
+
+        On PostgreSQL the lock also orders writers of other services sharing the log, so
+        ``idx`` order is commit order and readers paging with ``since`` miss nothing. A
+        ``schema_change`` takes an advisory lock instead, as the tables may not exist yet.
+        """
+        if self.dialect == "sqlite":
+            self.execute("BEGIN IMMEDIATE")
+        elif schema_change:
+            self.execute("BEGIN")
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_PG_SCHEMA_LOCK,))
+        else:
+            self.execute("BEGIN")
+            self.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo everything done inside if it raises."""
+        self.execute("SAVEPOINT one_event")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK TO SAVEPOINT one_event")
+            self.execute("RELEASE SAVEPOINT one_event")
+            raise
+        self.execute("RELEASE SAVEPOINT one_event")
+
+    def glob_condition(self, column: str, pattern: str) -> tuple[str, list[Any]]:
+        """SQL and parameters selecting rows whose ``column`` matches the glob ``pattern``.
+
+        A literal prefix becomes a range on ``column`` too, so an index on it is used.
+        """
+        if self.dialect == "sqlite":
+            sql, params = f"{column} GLOB ?", [pattern.replace("[!", "[^")]
+        else:
+            sql, params = f"{column} ~ ?", [glob_to_regex(pattern)]
+        prefix = literal_prefix(pattern)
+        if prefix and ord(prefix[-1]) < 0x10FFFF:
+            sql += f" AND {column} >= ? AND {column} < ?"
+            params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+        return sql, params
+
+    def is_duplicate_key(self, error: Exception) -> bool:
+        if self.dialect == "sqlite":
+            return isinstance(error, sqlite3.IntegrityError)
+        import psycopg
+
+        return isinstance(error, psycopg.errors.UniqueViolation)
+
+
+def _connect_sqlite(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are begun and ended explicitly, never implicitly.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit is fsynced to the WAL before it returns, so it survives power loss too;
+    # group commit keeps the fsync count low.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn

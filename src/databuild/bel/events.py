@@ -1,0 +1,217 @@
+"""Build Event Log events (SPEC §4.1): one envelope, one payload class per ``event_type``.
+
+An event's JSON form is the envelope's fields (``idx``, ``event_id``, ``timestamp``,
+``build_request_id``, ``event_type``) followed by its payload's fields, in one flat object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from attrs import evolve, field, frozen
+
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
+from databuild.errors import DataBuildError
+from databuild.model import JobGraph, new_id, validate_ref
+
+
+class InvalidEvent(DataBuildError, ValueError):
+    """An event's JSON form is missing fields or has fields of the wrong type."""
+
+    code = "invalid_event"
+
+
+def _refs(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list | tuple):
+        raise InvalidEvent(f"expected a list of partition refs, got {values!r}")
+    return tuple(validate_ref(v) for v in values)
+
+
+@frozen
+class BuildRequestEvent:
+    """A build request moved to ``status``."""
+
+    event_type: ClassVar[str] = "build_request"
+
+    status: BuildStatus = field(converter=BuildStatus.parse)
+    requested_partitions: tuple[str, ...] = field(default=(), converter=_refs)
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "requested_partitions": list(self.requested_partitions),
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildRequestEvent:
+        return cls(data["status"], data.get("requested_partitions", ()), data.get("message", ""))
+
+
+@frozen
+class PartitionEvent:
+    """A partition moved to ``status`` within the event's build request."""
+
+    event_type: ClassVar[str] = "partition"
+
+    partition_ref: str = field(converter=validate_ref)
+    status: PartitionStatus = field(converter=PartitionStatus.parse)
+    message: str = ""
+    job_run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition_ref": self.partition_ref,
+            "status": self.status.value,
+            "message": self.message,
+            "job_run_id": self.job_run_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PartitionEvent:
+        return cls(
+            data["partition_ref"], data["status"], data.get("message", ""), data.get("job_run_id")
+        )
+
+
+@frozen
+class JobEvent:
+    """A job run moved to ``status``."""
+
+    event_type: ClassVar[str] = "job"
+
+    job_run_id: str
+    job_label: str
+    status: JobStatus = field(converter=JobStatus.parse)
+    outputs: tuple[str, ...] = field(default=(), converter=_refs)
+    message: str = ""
+    exit_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_run_id": self.job_run_id,
+            "job_label": self.job_label,
+            "outputs": list(self.outputs),
+            "status": self.status.value,
+            "message": self.message,
+            "exit_code": self.exit_code,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobEvent:
+        return cls(
+            data["job_run_id"],
+            data["job_label"],
+            data["status"],
+            data.get("outputs", ()),
+            data.get("message", ""),
+            data.get("exit_code"),
+        )
+
+
+@frozen
+class DelegationEvent:
+    """The build waits for another live build that is producing ``partition_ref``."""
+
+    event_type: ClassVar[str] = "delegation"
+
+    partition_ref: str = field(converter=validate_ref)
+    delegated_to_build_request_id: str
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition_ref": self.partition_ref,
+            "delegated_to_build_request_id": self.delegated_to_build_request_id,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DelegationEvent:
+        return cls(
+            data["partition_ref"], data["delegated_to_build_request_id"], data.get("message", "")
+        )
+
+
+@frozen
+class JobGraphEvent:
+    """The result of a build request's analysis."""
+
+    event_type: ClassVar[str] = "job_graph"
+
+    job_graph: JobGraph
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_graph": self.job_graph.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobGraphEvent:
+        return cls(JobGraph.from_json(data["job_graph"]))
+
+
+Payload = BuildRequestEvent | PartitionEvent | JobEvent | DelegationEvent | JobGraphEvent
+
+PAYLOADS: Mapping[str, type[Payload]] = {
+    p.event_type: p
+    for p in (BuildRequestEvent, PartitionEvent, JobEvent, DelegationEvent, JobGraphEvent)
+}
+
+
+@frozen
+class Event:
+    """One entry of the log. ``idx`` is None until the log has stored the event."""
+
+    build_request_id: str
+    payload: Payload
+    event_id: str = field(factory=new_id)
+    timestamp: int = field(factory=time.time_ns)
+    idx: int | None = None
+
+    @property
+    def event_type(self) -> str:
+        return self.payload.event_type
+
+    def stored_at(self, idx: int) -> Event:
+        """This event as stored at position ``idx``."""
+        return evolve(self, idx=idx)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "idx": self.idx,
+            "event_id": self.event_id,
+            "timestamp": self.timestamp,
+            "build_request_id": self.build_request_id,
+            "event_type": self.event_type,
+            **self.payload.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Event:
+        """Parse an event's JSON form; raises InvalidEvent naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise InvalidEvent(f"an event must be a JSON object, got {data!r}")
+        payload_type = PAYLOADS.get(data.get("event_type"))  # type: ignore[arg-type]
+        if payload_type is None:
+            raise InvalidEvent(
+                f"unknown event_type {data.get('event_type')!r}; "
+                f"expected one of {', '.join(PAYLOADS)}"
+            )
+        try:
+            return cls(
+                build_request_id=data["build_request_id"],
+                payload=payload_type.from_json(data),
+                event_id=data["event_id"],
+                timestamp=data["timestamp"],
+                idx=data.get("idx"),
+            )
+        except KeyError as e:
+            raise InvalidEvent(
+                f"{payload_type.event_type} event lacks field {e.args[0]!r}"
+            ) from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, DataBuildError):
+                raise
+            raise InvalidEvent(f"invalid {payload_type.event_type} event: {e}") from None

@@ -1,0 +1,240 @@
+"""``EventLog``: the asynchronous face of one event log, with one connection on one thread.
+
+Every database call runs on the log's own single-thread pool, so the reactor never blocks and
+the connection is never shared between threads. Appends queue up while a transaction commits
+and go into the next transaction together (group commit); each append's Deferred fires once
+its transaction has committed, so an acknowledged event is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from databuild.bel import queries, schema
+from databuild.bel.backend import Database, EventLogError, Location, parse_uri
+from databuild.bel.events import Event
+from databuild.bel.status import PartitionStatus
+from databuild.bel.writer import append_batch
+
+MAX_BATCH = 1000
+"""At most this many appends share one transaction, which bounds each one's latency."""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def open_event_log(uri: str, workspace_root: Path, reactor: Any) -> EventLog:
+    """An EventLog for ``uri`` (SPEC §4.3); call ``open()`` before using it."""
+    return EventLog(reactor, parse_uri(uri, workspace_root))
+
+
+class EventLog:
+    """The Build Event Log: serialised, group-committed appends and indexed reads."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore | IReactorThreads | Any, location: Location) -> None:
+        self._reactor = reactor
+        self.location = location
+        self._db = Database(location)
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"bel:{location.describe()}")
+        self._pending: list[tuple[Event, Deferred[Event]]] = []
+        self._committing = False
+        self._drained: list[Deferred[None]] = []
+        self._state = "new"
+        self._shutdown_trigger: Any = None
+
+    def __repr__(self) -> str:
+        return f"<EventLog {self.location.describe()} {self._state}>"
+
+    def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+    def _read(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        if self._state != "open":
+            return self._not_open()
+        return self._run(fn, self._db, *args)
+
+    def _not_open(self) -> Deferred[Any]:
+        return fail(EventLogError(f"the event log at {self.location.describe()} is not open"))
+
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema."""
+        if self._state != "new":
+            raise EventLogError(f"the event log at {self.location.describe()} was opened before")
+        self._pool.start()
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger(
+            "during", "shutdown", self._pool.stop
+        )
+        self._state = "opening"
+        try:
+            version = await self._run(self._connect)
+        except BaseException:
+            await self._stop_thread()
+            self._state = "closed"
+            raise
+        self._state = "open"
+        self.log.info(
+            "opened event log {location} (schema version {version})",
+            location=self.location.describe(),
+            version=version,
+        )
+
+    def _connect(self) -> int:
+        self._db.connect()
+        try:
+            return schema.create_or_upgrade(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    async def close(self) -> None:
+        """Wait for queued appends to commit, then disconnect. Closing twice is harmless."""
+        if self._state != "open":
+            return
+        self._state = "closing"
+        if self._committing or self._pending:
+            drained: Deferred[None] = Deferred()
+            self._drained.append(drained)
+            await drained
+        try:
+            await self._run(self._db.close)
+        finally:
+            await self._stop_thread()
+            self._state = "closed"
+            self.log.info("closed event log {location}", location=self.location.describe())
+
+    async def _stop_thread(self) -> None:
+        self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+        self._pool.stop()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def append(self, event: Event) -> Deferred[Event]:
+        """Store ``event``; fires with it, ``idx`` set, once durable.
+
+        Errbacks with IllegalTransition (nothing written) if its status may not follow the
+        current one, or with EventLogError if the log is not open or the database failed.
+        """
+        if self._state != "open":
+            return self._not_open()
+        waiting: Deferred[Event] = Deferred()
+        self._pending.append((event, waiting))
+        if not self._committing:
+            self._commit_next()
+        return waiting
+
+    def _commit_next(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._committing = True
+        d = self._run(append_batch, self._db, [event for event, _ in batch])
+        d.addCallbacks(self._deliver, self._fail_batch, (batch,), None, (batch,), None)
+        d.addBoth(self._committed)
+
+    def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:
+        for (_, waiting), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                waiting.errback(Failure(result))
+            else:
+                waiting.callback(result)
+
+    def _fail_batch(self, failure: Failure, batch: list[tuple[Event, Deferred[Event]]]) -> None:
+        self.log.failure(
+            "event log {location}: a transaction of {count} appends failed",
+            failure,
+            location=self.location.describe(),
+            count=len(batch),
+        )
+        error = EventLogError(
+            f"the event log at {self.location.describe()} could not store the event: "
+            f"{failure.getErrorMessage()}"
+        )
+        for _, waiting in batch:
+            waiting.errback(Failure(error))
+
+    def _committed(self, _: object) -> None:
+        self._committing = False
+        if self._pending:
+            self._commit_next()
+            return
+        drained, self._drained = self._drained, []
+        for d in drained:
+            d.callback(None)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def list_builds(
+        self, status: object = None, limit: object = None, offset: object = None
+    ) -> Deferred[dict[str, Any]]:
+        """``{"builds": [...]}``, newest first; ``status`` in SPEC or short form."""
+        return self._read(queries.list_builds, status, limit, offset)
+
+    def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]:
+        """One build with its ``tasks`` and per-build ``partitions``, or None."""
+        return self._read(queries.get_build, build_request_id)
+
+    def unfinished_builds(self) -> Deferred[list[str]]:
+        """Ids of builds not in a final status, oldest first."""
+        return self._read(queries.unfinished_builds)
+
+    def list_partitions(
+        self,
+        status: object = None,
+        pattern: str | None = None,
+        limit: object = None,
+        offset: object = None,
+    ) -> Deferred[dict[str, Any]]:
+        """``{"partitions": [...]}`` from the catalog, most recently changed first."""
+        return self._read(queries.list_partitions, status, pattern, limit, offset)
+
+    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]:
+        """One partition with its ``history`` and producing ``job_runs``, or None."""
+        return self._read(queries.get_partition, ref)
+
+    def partition_statuses(self, refs: Iterable[str]) -> Deferred[dict[str, PartitionStatus]]:
+        """The catalog status of each of ``refs`` the log knows (unknown refs are left out)."""
+        return self._read(queries.partition_statuses, list(refs))
+
+    def list_jobs(self, limit: object = None, offset: object = None) -> Deferred[dict[str, Any]]:
+        """``{"jobs": [...]}``, most recently active first."""
+        return self._read(queries.list_jobs, limit, offset)
+
+    def get_job(self, job_label: str) -> Deferred[dict[str, Any] | None]:
+        return self._read(queries.get_job, job_label)
+
+    def list_tasks(
+        self,
+        build_request_id: str | None = None,
+        job_label: str | None = None,
+        status: object = None,
+        limit: object = None,
+        offset: object = None,
+    ) -> Deferred[dict[str, Any]]:
+        """``{"tasks": [...]}``, newest first."""
+        return self._read(queries.list_tasks, build_request_id, job_label, status, limit, offset)
+
+    def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]:
+        return self._read(queries.get_task, job_run_id)
+
+    def events(
+        self,
+        since: object = 0,
+        limit: object = None,
+        build_request_id: str | None = None,
+        partition_ref: str | None = None,
+        job_label: str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """``{"events": [...], "next_since": N}``: events after ``since``, oldest first."""
+        return self._read(
+            queries.events, since, limit, build_request_id, partition_ref, job_label
+        )
+

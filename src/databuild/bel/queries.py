@@ -1,0 +1,345 @@
+"""The read side of the log: JSON-ready dicts shaped as SPEC §5.5, read from summary tables.
+
+Every list is newest first and paged; no query scans the log itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from databuild.bel.backend import Database
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
+from databuild.errors import DataBuildError
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+HISTORY_LIMIT = 1000
+"""At most this many of a partition's latest events (and producing runs) in ``get_partition``."""
+_IN_CHUNK = 500
+
+
+class InvalidQuery(DataBuildError, ValueError):
+    """A filter or paging parameter that is out of range or malformed."""
+
+    code = "invalid_query"
+
+
+def _int(value: object, name: str, default: int, low: int, high: int | None) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InvalidQuery(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, float | bool) or number < low or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidQuery(f"{name} must be an integer {bounds}, got {value!r}")
+    return number
+
+
+def paging(limit: object, offset: object) -> tuple[int, int]:
+    """Validated ``(limit, offset)``: limit 1..1000 (default 100), offset ≥ 0 (default 0)."""
+    return (
+        _int(limit, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+        _int(offset, "offset", 0, 0, None),
+    )
+
+
+class _Where:
+    """A conjunction of SQL conditions and their parameters."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, term: str, *params: Any) -> None:
+        self.terms.append(term)
+        self.params.extend(params)
+
+    def __str__(self) -> str:
+        return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
+
+
+def _duration_s(start: int | None, end: int | None) -> float | None:
+    return None if start is None or end is None else (end - start) / 1e9
+
+
+# --- builds ---------------------------------------------------------------------------
+
+_BUILD_COLUMNS = (
+    "build_request_id, status, requested_partitions, created_at, updated_at, message"
+)
+
+
+def _builds(db: Database, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    counts: dict[str, dict[str, int]] = {
+        row[0]: {s.value: 0 for s in JobStatus} for row in rows
+    }
+    ids = list(counts)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for build_id, status, count in db.all(
+            "SELECT build_request_id, status, count FROM build_job_counts"
+            f" WHERE build_request_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            counts[build_id][status] = count
+    return [
+        {
+            "build_request_id": build_id,
+            "status": status,
+            "requested_partitions": json.loads(requested),
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "message": message,
+            "job_runs": counts[build_id],
+        }
+        for build_id, status, requested, created_at, updated_at, message in rows
+    ]
+
+
+def list_builds(db: Database, status: object, limit: object, offset: object) -> dict[str, Any]:
+    limit, offset = paging(limit, offset)
+    where = _Where()
+    if status is not None and status != "":
+        where.add("status = ?", BuildStatus.parse(status).value)  # type: ignore[arg-type]
+    rows = db.all(
+        f"SELECT {_BUILD_COLUMNS} FROM builds{where} ORDER BY created_idx DESC LIMIT ? OFFSET ?",
+        [*where.params, limit, offset],
+    )
+    return {"builds": _builds(db, rows)}
+
+
+def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    rows = db.all(
+        f"SELECT {_BUILD_COLUMNS} FROM builds WHERE build_request_id = ?", (build_request_id,)
+    )
+    if not rows:
+        return None
+    build = _builds(db, rows)[0]
+    build["tasks"] = _tasks(
+        db.all(
+            f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE build_request_id = ?"
+            " ORDER BY created_idx DESC",
+            (build_request_id,),
+        )
+    )
+    build["partitions"] = [
+        {"partition_ref": ref, "status": status}
+        for ref, status in db.all(
+            "SELECT partition_ref, status FROM build_partitions WHERE build_request_id = ?"
+            " ORDER BY partition_ref",
+            (build_request_id,),
+        )
+    ]
+    return build
+
+
+def unfinished_builds(db: Database) -> list[str]:
+    """Builds not in a final status, oldest first."""
+    open_statuses = [s.value for s in BuildStatus if not s.final]
+    return [
+        row[0]
+        for row in db.all(
+            "SELECT build_request_id FROM builds"
+            f" WHERE status IN ({', '.join('?' * len(open_statuses))}) ORDER BY created_idx",
+            open_statuses,
+        )
+    ]
+
+
+# --- partitions -----------------------------------------------------------------------
+
+_PARTITION_COLUMNS = "partition_ref, status, updated_at, build_request_id, job_run_id, job_label"
+_PARTITION_KEYS = tuple(c.strip() for c in _PARTITION_COLUMNS.split(","))
+
+
+def list_partitions(
+    db: Database, status: object, pattern: str | None, limit: object, offset: object
+) -> dict[str, Any]:
+    limit, offset = paging(limit, offset)
+    where = _Where()
+    if status is not None and status != "":
+        where.add("status = ?", PartitionStatus.parse(status).value)  # type: ignore[arg-type]
+    if pattern:
+        if not isinstance(pattern, str):
+            raise InvalidQuery(f"pattern must be a string, got {pattern!r}")
+        term, params = db.glob_condition("partition_ref", pattern)
+        where.add(term, *params)
+    rows = db.all(
+        f"SELECT {_PARTITION_COLUMNS} FROM partitions{where}"
+        " ORDER BY updated_idx DESC LIMIT ? OFFSET ?",
+        [*where.params, limit, offset],
+    )
+    return {"partitions": [dict(zip(_PARTITION_KEYS, row, strict=True)) for row in rows]}
+
+
+def get_partition(db: Database, ref: str) -> dict[str, Any] | None:
+    row = db.one(f"SELECT {_PARTITION_COLUMNS} FROM partitions WHERE partition_ref = ?", (ref,))
+    if row is None:
+        return None
+    partition = dict(zip(_PARTITION_KEYS, row, strict=True))
+    history = db.all(
+        "SELECT idx, body FROM events WHERE partition_ref = ? ORDER BY idx DESC LIMIT ?",
+        (ref, HISTORY_LIMIT),
+    )
+    partition["history"] = [_event(idx, body) for idx, body in reversed(history)]
+    partition["job_runs"] = _tasks(
+        db.all(
+            f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE job_run_id IN"
+            " (SELECT job_run_id FROM job_run_outputs WHERE partition_ref = ?)"
+            " ORDER BY created_idx DESC LIMIT ?",
+            (ref, HISTORY_LIMIT),
+        )
+    )
+    return partition
+
+
+def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, PartitionStatus]:
+    """The catalog status of each of ``refs`` the log knows."""
+    wanted = list(dict.fromkeys(refs))
+    found: dict[str, PartitionStatus] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        for ref, status in db.all(
+            "SELECT partition_ref, status FROM partitions"
+            f" WHERE partition_ref IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            found[ref] = PartitionStatus(status)
+    return found
+
+
+# --- jobs -----------------------------------------------------------------------------
+
+_JOB_COLUMNS = "job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at"
+
+
+def _job(row: tuple[Any, ...]) -> dict[str, Any]:
+    label, runs, succeeded, failed, timed_runs, total_ns, last_run_at = row
+    return {
+        "job_label": label,
+        "runs": runs,
+        "succeeded": succeeded,
+        "failed": failed,
+        "mean_duration_s": total_ns / timed_runs / 1e9 if timed_runs else None,
+        "last_run_at": last_run_at,
+    }
+
+
+def list_jobs(db: Database, limit: object, offset: object) -> dict[str, Any]:
+    limit, offset = paging(limit, offset)
+    rows = db.all(
+        f"SELECT {_JOB_COLUMNS} FROM job_stats ORDER BY updated_idx DESC LIMIT ? OFFSET ?",
+        (limit, offset),
+    )
+    return {"jobs": [_job(row) for row in rows]}
+
+
+def get_job(db: Database, job_label: str) -> dict[str, Any] | None:
+    row = db.one(f"SELECT {_JOB_COLUMNS} FROM job_stats WHERE job_label = ?", (job_label,))
+    return None if row is None else _job(row)
+
+
+# --- tasks (job runs) -----------------------------------------------------------------
+
+_TASK_COLUMNS = (
+    "job_run_id, job_label, build_request_id, status, outputs, scheduled_at, started_at,"
+    " ended_at, exit_code, message"
+)
+
+
+def _tasks(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_run_id": run_id,
+            "job_label": label,
+            "build_request_id": build_id,
+            "status": status,
+            "outputs": json.loads(outputs),
+            "scheduled_at": scheduled_at,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "duration_s": _duration_s(started_at, ended_at),
+            "exit_code": exit_code,
+            "message": message,
+        }
+        for (
+            run_id,
+            label,
+            build_id,
+            status,
+            outputs,
+            scheduled_at,
+            started_at,
+            ended_at,
+            exit_code,
+            message,
+        ) in rows
+    ]
+
+
+def list_tasks(
+    db: Database,
+    build_request_id: str | None,
+    job_label: str | None,
+    status: object,
+    limit: object,
+    offset: object,
+) -> dict[str, Any]:
+    limit, offset = paging(limit, offset)
+    where = _Where()
+    if build_request_id:
+        where.add("build_request_id = ?", build_request_id)
+    if job_label:
+        where.add("job_label = ?", job_label)
+    if status is not None and status != "":
+        where.add("status = ?", JobStatus.parse(status).value)  # type: ignore[arg-type]
+    rows = db.all(
+        f"SELECT {_TASK_COLUMNS} FROM job_runs{where} ORDER BY created_idx DESC LIMIT ? OFFSET ?",
+        [*where.params, limit, offset],
+    )
+    return {"tasks": _tasks(rows)}
+
+
+def get_task(db: Database, job_run_id: str) -> dict[str, Any] | None:
+    rows = db.all(f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE job_run_id = ?", (job_run_id,))
+    return _tasks(rows)[0] if rows else None
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+def _event(idx: int, body: str) -> dict[str, Any]:
+    return {"idx": idx, **json.loads(body)}
+
+
+def events(
+    db: Database,
+    since: object,
+    limit: object,
+    build_request_id: str | None,
+    partition_ref: str | None,
+    job_label: str | None,
+) -> dict[str, Any]:
+    """Events after ``since`` (exclusive), oldest first; ``next_since`` continues from there."""
+    since = _int(since, "since", 0, 0, None)
+    limit = _int(limit, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    where = _Where()
+    where.add("idx > ?", since)
+    for column, value in (
+        ("build_request_id", build_request_id),
+        ("partition_ref", partition_ref),
+        ("job_label", job_label),
+    ):
+        if value:
+            where.add(f"{column} = ?", value)
+    rows = db.all(
+        f"SELECT idx, body FROM events{where} ORDER BY idx LIMIT ?", [*where.params, limit]
+    )
+    return {
+        "events": [_event(idx, body) for idx, body in rows],
+        "next_since": rows[-1][0] if rows else since,
+    }

@@ -1,0 +1,271 @@
+"""Storing events: the transition check, the log row and the summary tables, in one go.
+
+Everything here runs inside the caller's write transaction on the log's own thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from databuild.bel.backend import Database, EventLogError
+from databuild.bel.events import (
+    BuildRequestEvent,
+    DelegationEvent,
+    Event,
+    JobEvent,
+    JobGraphEvent,
+    PartitionEvent,
+)
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
+from databuild.bel.transitions import IllegalTransition, check_transition
+from databuild.errors import DataBuildError
+
+_RAN = (JobStatus.JOB_COMPLETED, JobStatus.JOB_FAILED)
+
+
+def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuildError]:
+    """Store ``events`` in one transaction; each comes back stored, or as the error refusing it.
+
+    A refused event writes nothing and does not affect the others. If the transaction
+    itself fails, the exception propagates and none of the events is stored.
+    """
+    results: list[Event | DataBuildError] = []
+    with db.write_transaction():
+        for event in events:
+            try:
+                with db.savepoint():
+                    results.append(append_one(db, event))
+            except DataBuildError as e:
+                results.append(e)
+            except Exception as e:
+                if not db.is_duplicate_key(e):
+                    raise
+                results.append(EventLogError(f"event {event.event_id} is already in the log"))
+    return results
+
+
+def append_one(db: Database, event: Event) -> Event:
+    """Check and store one event; raises IllegalTransition before writing anything."""
+    if event.idx is not None:
+        raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
+    payload = event.payload
+    build = db.one(
+        "SELECT status FROM builds WHERE build_request_id = ?", (event.build_request_id,)
+    )
+    subject = f"build request {event.build_request_id}"
+    if isinstance(payload, BuildRequestEvent):
+        check_transition(BuildStatus(build[0]) if build else None, payload.status, subject)
+    elif build is None:
+        raise IllegalTransition(
+            f"{subject} is unknown: its first event must be {BuildStatus.BUILD_REQUEST_RECEIVED}"
+        )
+
+    job_label: str | None = None
+    run: tuple[str, str] | None = None
+    if isinstance(payload, PartitionEvent):
+        row = db.one(
+            "SELECT status FROM build_partitions"
+            " WHERE build_request_id = ? AND partition_ref = ?",
+            (event.build_request_id, payload.partition_ref),
+        )
+        check_transition(
+            PartitionStatus(row[0]) if row else None,
+            payload.status,
+            f"partition {payload.partition_ref} in {subject}",
+        )
+        if payload.job_run_id is not None:
+            found = db.one(
+                "SELECT job_label FROM job_runs WHERE job_run_id = ?", (payload.job_run_id,)
+            )
+            job_label = found[0] if found else None
+    elif isinstance(payload, JobEvent):
+        job_label = payload.job_label
+        run = db.one(
+            "SELECT status, build_request_id FROM job_runs WHERE job_run_id = ?",
+            (payload.job_run_id,),
+        )
+        if run is not None and run[1] != event.build_request_id:
+            raise IllegalTransition(
+                f"job run {payload.job_run_id} belongs to build request {run[1]}, "
+                f"not {event.build_request_id}"
+            )
+        check_transition(
+            JobStatus(run[0]) if run else None, payload.status, f"job run {payload.job_run_id}"
+        )
+
+    idx = _insert_event(db, event, job_label)
+    match payload:
+        case BuildRequestEvent():
+            _update_build(db, event, payload, idx, is_new=build is None)
+        case PartitionEvent():
+            _update_partition(db, event, payload, idx, job_label)
+        case JobEvent():
+            _update_job_run(db, event, payload, idx, previous=run)
+        case DelegationEvent() | JobGraphEvent():
+            pass
+    return event.stored_at(idx)
+
+
+def _insert_event(db: Database, event: Event, job_label: str | None) -> int:
+    body = event.to_json()
+    del body["idx"]
+    row = db.one(
+        "INSERT INTO events (event_id, timestamp, build_request_id, event_type,"
+        " partition_ref, job_run_id, job_label, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING idx",
+        (
+            event.event_id,
+            event.timestamp,
+            event.build_request_id,
+            event.event_type,
+            getattr(event.payload, "partition_ref", None),
+            getattr(event.payload, "job_run_id", None),
+            job_label,
+            json.dumps(body, separators=(",", ":")),
+        ),
+    )
+    assert row is not None
+    return int(row[0])
+
+
+def _update_build(
+    db: Database, event: Event, payload: BuildRequestEvent, idx: int, *, is_new: bool
+) -> None:
+    if is_new:
+        db.execute(
+            "INSERT INTO builds (build_request_id, created_idx, status, requested_partitions,"
+            " created_at, updated_at, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.build_request_id,
+                idx,
+                payload.status.value,
+                json.dumps(list(payload.requested_partitions)),
+                event.timestamp,
+                event.timestamp,
+                payload.message,
+            ),
+        )
+    else:
+        db.execute(
+            "UPDATE builds SET status = ?, updated_at = ?, message = ?"
+            " WHERE build_request_id = ?",
+            (payload.status.value, event.timestamp, payload.message, event.build_request_id),
+        )
+
+
+def _update_partition(
+    db: Database, event: Event, payload: PartitionEvent, idx: int, job_label: str | None
+) -> None:
+    db.execute(
+        "INSERT INTO build_partitions (build_request_id, partition_ref, status) VALUES (?, ?, ?)"
+        " ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
+        (event.build_request_id, payload.partition_ref, payload.status.value),
+    )
+    db.execute(
+        "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
+        " build_request_id, job_run_id, job_label) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
+        " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
+        " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
+        " job_label = excluded.job_label",
+        (
+            payload.partition_ref,
+            payload.status.value,
+            event.timestamp,
+            idx,
+            event.build_request_id,
+            payload.job_run_id,
+            job_label,
+        ),
+    )
+
+
+def _update_job_run(
+    db: Database,
+    event: Event,
+    payload: JobEvent,
+    idx: int,
+    previous: tuple[str, str] | None,
+) -> None:
+    status, ts = payload.status, event.timestamp
+    if previous is None:
+        db.execute(
+            "INSERT INTO job_runs (job_run_id, build_request_id, job_label, outputs, status,"
+            " created_idx, updated_idx, scheduled_at, exit_code, message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                payload.job_run_id,
+                event.build_request_id,
+                payload.job_label,
+                json.dumps(list(payload.outputs)),
+                status.value,
+                idx,
+                idx,
+                ts,
+                payload.exit_code,
+                payload.message,
+            ),
+        )
+        for ref in dict.fromkeys(payload.outputs):
+            db.execute(
+                "INSERT INTO job_run_outputs (partition_ref, job_run_id) VALUES (?, ?)",
+                (ref, payload.job_run_id),
+            )
+        db.execute(
+            "INSERT INTO job_stats (job_label, runs, succeeded, failed, timed_runs,"
+            " total_duration_ns, updated_idx) VALUES (?, 1, 0, 0, 0, 0, ?)"
+            " ON CONFLICT (job_label) DO UPDATE SET runs = job_stats.runs + 1,"
+            " updated_idx = excluded.updated_idx",
+            (payload.job_label, idx),
+        )
+    else:
+        row = db.one(
+            "UPDATE job_runs SET status = ?, updated_idx = ?, message = ?,"
+            " exit_code = COALESCE(?, exit_code),"
+            " started_at = CASE WHEN ? THEN ? ELSE started_at END,"
+            " ended_at = CASE WHEN ? THEN ? ELSE ended_at END"
+            " WHERE job_run_id = ? RETURNING job_label, started_at",
+            (
+                status.value,
+                idx,
+                payload.message,
+                payload.exit_code,
+                status is JobStatus.JOB_RUNNING,
+                ts,
+                status.final,
+                ts,
+                payload.job_run_id,
+            ),
+        )
+        assert row is not None
+        label, started_at = row
+        ran = status in _RAN and started_at is not None
+        db.execute(
+            "UPDATE build_job_counts SET count = count - 1"
+            " WHERE build_request_id = ? AND status = ?",
+            (event.build_request_id, previous[0]),
+        )
+        db.execute(
+            "UPDATE job_stats SET updated_idx = ?,"
+            " succeeded = succeeded + ?, failed = failed + ?,"
+            " timed_runs = timed_runs + ?, total_duration_ns = total_duration_ns + ?,"
+            " last_run_at = CASE WHEN ? THEN ? ELSE last_run_at END"
+            " WHERE job_label = ?",
+            (
+                idx,
+                int(status is JobStatus.JOB_COMPLETED),
+                int(status is JobStatus.JOB_FAILED),
+                int(ran),
+                ts - started_at if ran else 0,
+                status is JobStatus.JOB_RUNNING,
+                ts,
+                label,
+            ),
+        )
+    db.execute(
+        "INSERT INTO build_job_counts (build_request_id, status, count) VALUES (?, ?, 1)"
+        " ON CONFLICT (build_request_id, status) DO UPDATE"
+        " SET count = build_job_counts.count + 1",
+        (event.build_request_id, status.value),
+    )
