@@ -1,0 +1,150 @@
+"""Running Bazel in a workspace: ``bazel build``, ``bazel info``, where a target's executable is.
+
+Each call here is one Bazel client process started with :func:`databuild.executor.process.spawn`
+in the workspace root. Bazel's output goes to the service log line by line; a failed command
+raises :class:`~databuild.errors.AnalysisError` carrying Bazel's own error lines. Callers make
+sure that only one Bazel command runs at a time (see :class:`databuild.executor.launcher.Launcher`).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+from attrs import field, frozen
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+
+from databuild.errors import AnalysisError
+from databuild.executor.process import ChildProcess, ProcessResult, spawn
+
+# The client's progress output as plain lines, whether or not it writes to a terminal.
+PLAIN_OUTPUT = ("--color=no", "--curses=no")
+ERROR_LINES = 25
+"""How many of Bazel's error lines an AnalysisError carries."""
+COMMAND_NOT_FOUND = 127
+
+_LABEL = re.compile(r"(?:@(?P<repo>[\w.-]*))?//(?P<package>[^:\s]*)(?::(?P<name>\S+))?")
+
+
+def executable_path(bazel_bin: Path, target: str) -> Path:
+    """Where ``bazel build`` puts the executable of the ``*_binary`` rule ``target``.
+
+    A rule's executable is named after the rule, in its package's directory under ``bazel-bin``
+    (``//jobs:ingest`` → ``bazel-bin/jobs/ingest``; ``@repo//p:n`` → ``external/repo/p/n``).
+    Raises ValueError for anything but one absolute label.
+    """
+    match = _LABEL.fullmatch(target)
+    if match is None:
+        raise ValueError(f"{target!r} is not an absolute Bazel label like '//package:name'")
+    package = match["package"].strip("/")
+    name = match["name"] or PurePosixPath(package).name
+    if not name or name in ("all", "*", "all-targets") or package.endswith("..."):
+        raise ValueError(f"{target!r} names a set of targets, not one executable target")
+    parts = ["external", match["repo"]] if match["repo"] else []
+    return bazel_bin.joinpath(*parts, *PurePosixPath(package).parts, *PurePosixPath(name).parts)
+
+
+@frozen
+class _Output:
+    """Bazel's output lines, logged as they come, with its error lines kept for the message."""
+
+    log: Logger
+    fields: Mapping[str, object]
+    lines: list[str] = field(factory=list)
+    stdout: list[str] = field(factory=list)
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.log.info("bazel: {line}", line=text, stream=stream, **self.fields)
+        self.lines.append(text)
+        if stream == "stdout":
+            self.stdout.append(text)
+
+    def errors(self) -> str:
+        """Bazel's ``ERROR:`` lines with their indented continuations, else its last lines."""
+        errors: collections.deque[str] = collections.deque(maxlen=ERROR_LINES)
+        in_error = False
+        for line in self.lines:
+            in_error = line.startswith("ERROR:") or (in_error and line[:1] in (" ", "\t"))
+            if in_error:
+                errors.append(line)
+        return "\n".join(errors or self.lines[-ERROR_LINES:])
+
+
+@frozen
+class Bazel:
+    """The Bazel client of one workspace: ``command`` with its startup options, then flags."""
+
+    reactor: IReactorProcess
+    root: Path
+    command: tuple[str, ...]
+    build_flags: tuple[str, ...]
+    env: Mapping[str, str]
+
+    log = Logger()
+
+    async def build(self, targets: Sequence[str]) -> None:
+        """``bazel build`` every target in one invocation; AnalysisError if it fails."""
+        fields = {"workspace": str(self.root), "targets": tuple(targets)}
+        self.log.info("bazel build started: {targets}", **fields)
+        output = _Output(self.log, fields)
+        result = await self._run("build", *self.build_flags, "--", *targets, output=output)
+        self.log.info(
+            "bazel build finished: {targets} {outcome}", outcome=result.describe(), **fields
+        )
+        if not result.succeeded:
+            raise AnalysisError(
+                f"bazel build of {' '.join(targets)} failed ({self._why(result)}):\n"
+                f"{output.errors()}"
+            )
+
+    async def info(self, key: str) -> str:
+        """``bazel info KEY`` under the same flags as builds (they decide paths like bazel-bin)."""
+        fields = {"workspace": str(self.root), "targets": ()}
+        output = _Output(self.log, fields)
+        result = await self._run("info", *self.build_flags, key, output=output)
+        if not result.succeeded:
+            why = self._why(result)
+            raise AnalysisError(f"bazel info {key} failed ({why}):\n{output.errors()}")
+        if not output.stdout:
+            raise AnalysisError(f"bazel info {key} printed no answer:\n{output.errors()}")
+        return output.stdout[-1].strip()
+
+    async def _run(self, verb: str, *args: str, output: _Output) -> ProcessResult:
+        argv = (*self.command, verb, *PLAIN_OUTPUT, *args)
+        try:
+            child = spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
+        except OSError as e:
+            raise AnalysisError(f"cannot start {argv[0]}: {e}") from e
+        return await _until_ended(child)
+
+    def _why(self, result: ProcessResult) -> str:
+        if result.exit_code == COMMAND_NOT_FOUND:
+            return (
+                f"{self.command[0]!r} was not found; is Bazel installed, "
+                f"or does [bazel] command in databuild.toml name it?"
+            )
+        return result.describe()
+
+
+async def _until_ended(child: ChildProcess) -> ProcessResult:
+    """Wait for ``child``; if the wait is cancelled, stop it and wait until it has ended.
+
+    Waiting out the end keeps "one Bazel command at a time" true even for cancelled builds.
+    """
+    waiting: Deferred[ProcessResult] = Deferred(lambda _: child.terminate())
+
+    def ended(result: ProcessResult) -> ProcessResult:
+        if not waiting.called:
+            waiting.callback(result)
+        return result
+
+    child.result.addCallback(ended)
+    try:
+        return await waiting
+    except CancelledError:
+        await child.result
+        raise

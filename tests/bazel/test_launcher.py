@@ -1,0 +1,265 @@
+"""The Launcher against a real (offline) Bazel: builds, failures and one command at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from attrs import evolve
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import globalLogPublisher
+
+from databuild.errors import AnalysisError
+from databuild.executor.launcher import Launcher
+from databuild.graph.workspace import JobSpec, Workspace, load_workspace
+
+from .conftest import BAZEL, job_env
+
+RECORDING_BAZEL = """#!/bin/sh
+echo "start $$" >> "{record}"
+"$@"
+status=$?
+echo "end $$" >> "{record}"
+exit $status
+"""
+# The first call waits (as if Bazel were busy) until it is terminated, which it records slowly,
+# so that a lock released before Bazel has ended would let the next call start before "end".
+SLOW_FIRST_BAZEL = """#!/bin/sh
+trap 'echo "stopping $$" >> "{record}"; sleep 0.5; echo "end $$" >> "{record}"; exit 143' TERM
+echo "start $$" >> "{record}"
+if mkdir "{record}.slow" 2>/dev/null; then
+    sleep 60 &
+    wait $!
+fi
+"$@"
+status=$?
+echo "end $$" >> "{record}"
+exit $status
+"""
+
+
+def target_job(label: str, target: str) -> JobSpec:
+    return JobSpec(label=label, outputs=(re.compile(f"{label}/.*"),), target=target)
+
+
+def with_bazel_command(workspace: Workspace, command: tuple[str, ...]) -> Workspace:
+    return evolve(workspace, bazel=evolve(workspace.bazel, command=command))
+
+
+def launcher(workspace: Workspace) -> Launcher:
+    return Launcher(reactor, workspace, env=job_env())
+
+
+class LogLines:
+    """Collects the messages of events logged from one module while active."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith(self.namespace):
+            self.events.append(event)
+
+    def __enter__(self) -> LogLines:
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        globalLogPublisher.removeObserver(self)
+
+    def formats(self, prefix: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["log_format"].startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def workspace(bazel_workspace: Path) -> Workspace:
+    return load_workspace(bazel_workspace)
+
+
+@pytest_twisted.ensureDeferred
+async def test_target_jobs_resolve_to_executables_built_under_bazel_bin(
+    workspace: Workspace,
+) -> None:
+    targets = [job for job in workspace.jobs if job.target is not None]
+    assert targets, "the example declares its jobs as Bazel targets"
+
+    with LogLines("databuild.executor.bazel") as log:
+        argv = await launcher(workspace).resolve(workspace.jobs)
+
+    assert set(argv) == {job.label for job in workspace.jobs}
+    (started,) = log.formats("bazel build started")
+    assert started["workspace"] == str(workspace.root)
+    assert set(started["targets"]) == {job.target for job in targets}
+    assert any("Build completed successfully" in e.get("line", "") for e in log.events)
+    for job in targets:
+        (executable,) = argv[job.label]
+        package, _, name = job.target.removeprefix("//").partition(":")
+        assert Path(executable).parts[-2:] == (package.split("/")[-1], name)
+        assert "bazel-out" in Path(executable).parts
+        assert os.access(executable, os.X_OK)
+
+
+@pytest_twisted.ensureDeferred
+async def test_built_job_answers_the_job_protocol_when_run_directly(workspace: Workspace) -> None:
+    job = next(job for job in workspace.jobs if job.target is not None)
+    argv = await launcher(workspace).resolve([job])
+    ref = _example_ref(job)
+
+    out, err, code = await getProcessOutputAndValue(
+        argv[job.label][0], ("config", ref), env=job_env(), path=str(workspace.root)
+    )
+
+    assert code == 0, err.decode()
+    configs = json.loads(out)["configs"]
+    assert ref in json.dumps(configs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mixed_jobs_keep_commands_and_build_only_targets(workspace: Workspace) -> None:
+    command = JobSpec(label="plain", outputs=(re.compile("plain/.*"),), command=("echo", "hi"))
+    target = next(job for job in workspace.jobs if job.target is not None)
+
+    with LogLines("databuild.executor.bazel") as log:
+        argv = await launcher(workspace).resolve([command, target])
+
+    assert argv["plain"] == ("echo", "hi")
+    assert argv[target.label][0].endswith(target.target.rpartition(":")[2])
+    (started,) = log.formats("bazel build started")
+    assert started["targets"] == (target.target,)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_commands_never_run_bazel(workspace: Workspace) -> None:
+    command = JobSpec(label="plain", outputs=(re.compile("plain/.*"),), command=("true",))
+    broken = with_bazel_command(workspace, ("/nonexistent/bazel",))
+
+    with LogLines("databuild.executor.bazel") as log:
+        argv = await launcher(broken).resolve([command])
+
+    assert argv == {"plain": ("true",)}
+    assert log.events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_target_that_fails_to_build_raises_analysis_error_with_bazels_error(
+    workspace: Workspace,
+) -> None:
+    job = target_job("broken", "//broken:missing_source")
+
+    with pytest.raises(AnalysisError) as caught:
+        await launcher(workspace).resolve([job])
+
+    message = str(caught.value)
+    assert "//broken:missing_source" in message
+    assert "ERROR:" in message
+    assert "missing_source.py" in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_target_that_is_no_label_fails_without_running_bazel(workspace: Workspace) -> None:
+    job = target_job("odd", "jobs:ingest")
+
+    with LogLines("databuild.executor.bazel") as log, pytest.raises(AnalysisError) as caught:
+        await launcher(workspace).resolve([job])
+
+    assert "job odd" in str(caught.value)
+    assert "'jobs:ingest' is not an absolute Bazel label" in str(caught.value)
+    assert log.events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_bazel_command_is_named_in_the_error(workspace: Workspace) -> None:
+    job = next(job for job in workspace.jobs if job.target is not None)
+    missing = with_bazel_command(workspace, ("/nonexistent/bazel",))
+
+    with pytest.raises(AnalysisError) as caught:
+        await launcher(missing).resolve([job])
+
+    assert "'/nonexistent/bazel' was not found" in str(caught.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_resolves_run_bazel_strictly_one_at_a_time(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    record = tmp_path / "record"
+    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
+    jobs = [job for job in workspace.jobs if job.target is not None]
+
+    with LogLines("databuild.executor.bazel") as log:
+        results = await defer.gatherResults(
+            [shared.resolve(jobs), shared.resolve(jobs[:1]), shared.resolve(jobs)],
+            consumeErrors=True,
+        )
+
+    assert [set(r) for r in results] == [
+        {j.label for j in jobs},
+        {jobs[0].label},
+        {j.label for j in jobs},
+    ]
+    lines = [line.split() for line in record.read_text().splitlines()]
+    # Three builds and the one `bazel info bazel-bin`, each ended before the next started.
+    assert [kind for kind, _ in lines] == ["start", "end"] * 4
+    assert all(lines[i][1] == lines[i + 1][1] for i in range(0, 8, 2))
+    build_lines = [
+        e["log_format"].split(":")[0]
+        for e in log.events
+        if e["log_format"].startswith("bazel build")
+    ]
+    assert build_lines == ["bazel build started", "bazel build finished"] * 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_resolve_stops_bazel_and_frees_the_lock_only_after_it_ended(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    record = tmp_path / "record"
+    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, SLOW_FIRST_BAZEL), *BAZEL)))
+    job = next(job for job in workspace.jobs if job.target is not None)
+
+    first = shared.resolve([job])
+    await until(record.exists)
+    second = shared.resolve([job])
+    first.cancel()
+
+    with pytest.raises(defer.CancelledError):
+        await first
+    argv = await second
+    assert job.label in argv
+    kinds = [line.split()[0] for line in record.read_text().splitlines()]
+    assert kinds[:3] == ["start", "stopping", "end"]
+    assert kinds[3:] == ["start", "end"] * 2  # the second call's build and bazel info
+
+
+def wrapper(directory: Path, script: str) -> str:
+    """A Bazel command that records its calls in ``directory/record`` around ``"$@"``."""
+    path = directory / "bazel-wrapper"
+    path.write_text(script.format(record=directory / "record"))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+async def until(condition: Any, timeout_s: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
+    deadline = reactor.seconds() + timeout_s
+    while not condition():
+        assert reactor.seconds() < deadline, "condition not met in time"
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+def _example_ref(job: JobSpec) -> str:
+    """A ref the job's first output pattern matches, for the example's date/colour groups."""
+    pattern = job.outputs[0].pattern
+    values = {"date": "2026-01-02", "color": "red"}
+    ref = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: values.get(m[1], "x"), pattern)
+    assert job.outputs[0].fullmatch(ref), (pattern, ref)
+    return ref
