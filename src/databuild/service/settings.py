@@ -1,0 +1,169 @@
+"""The service's settings, each from the first of: flag, environment, ``databuild.toml``, default.
+
+SPEC §5.1 and §6 ("Precedence"). Parsers raise ``ValueError`` with a sentence naming the
+setting, so the same checks serve flags, environment variables and the graph file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from attrs import frozen
+
+from databuild.graph import Workspace
+
+DEFAULT_PORT = 8080
+DEFAULT_PORT_RANGE = 20
+DEFAULT_INTERFACE = "127.0.0.1"
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+DEFAULT_EVENT_LOG = ".databuild/bel.sqlite"
+DEFAULT_KEEPALIVE_S = 15.0
+ENV_IDLE_TIMEOUT = "DATABUILD_SERVICE_TIMEOUT"
+ENV_EVENT_LOG = "DATABUILD_BUILD_EVENT_LOG"
+
+
+def parse_port(value: object, what: str = "--port") -> int:
+    """A TCP port number, 0 meaning any free port."""
+    port = _int(value, what)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what} must be between 0 and 65535, not {port}")
+    return port
+
+
+def parse_count(value: object, what: str, minimum: int) -> int:
+    """A whole number of at least ``minimum``."""
+    n = _int(value, what)
+    if n < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {n}")
+    return n
+
+
+def parse_seconds(value: object, what: str) -> float:
+    """A non-negative number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r}")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{what} must be a finite number of seconds, at least 0, not {value!r}")
+    return seconds
+
+
+def parse_interface(value: str) -> str:
+    """An IPv4 or IPv6 address to listen on."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"--interface must be an IP address, not {value!r}") from None
+
+
+def is_loopback(interface: str) -> bool:
+    return ipaddress.ip_address(interface).is_loopback
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token held in ``path`` (surrounding whitespace ignored)."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read --token-file {str(path)!r}: {e}") from None
+    if not token:
+        raise ValueError(f"--token-file {str(path)!r} is empty")
+    if any(not c.isprintable() or c.isspace() for c in token):
+        raise ValueError(f"--token-file {str(path)!r} must hold one token without spaces")
+    return token
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a whole number, not {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number, not {value!r}") from None
+
+
+@frozen
+class ServiceConfig:
+    """Everything the running service needs, resolved once at start."""
+
+    workspace: Workspace
+    event_log: str
+    port: int
+    port_range: int
+    interface: str
+    idle_timeout_s: float
+    max_parallel_jobs: int
+    token: str
+    keepalive_s: float = DEFAULT_KEEPALIVE_S
+
+    @property
+    def root(self) -> Path:
+        return self.workspace.root
+
+
+@frozen
+class Flags:
+    """The service options as given on the command line; ``None`` when not given."""
+
+    port: int | None = None
+    port_range: int = DEFAULT_PORT_RANGE
+    interface: str = DEFAULT_INTERFACE
+    event_log: str | None = None
+    idle_timeout_s: float | None = None
+    max_parallel_jobs: int | None = None
+    token_file: Path | None = None
+    keepalive_s: float = DEFAULT_KEEPALIVE_S
+
+
+def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> ServiceConfig:
+    """Combine flags, environment and ``[service]`` of the graph file; ValueError if invalid."""
+    if flags.token_file is None and not is_loopback(flags.interface):
+        raise ValueError(
+            f"refusing to listen on the non-loopback address {flags.interface} without "
+            "--token-file: anyone who can reach it could run builds"
+        )
+    file = workspace.service
+    idle = _first(
+        (flags.idle_timeout_s, "--idle-timeout"),
+        (environ.get(ENV_IDLE_TIMEOUT) or None, ENV_IDLE_TIMEOUT),
+        (file.idle_timeout, "[service] idle_timeout"),
+    )
+    event_log = _first(
+        (flags.event_log, "--event-log"),
+        (environ.get(ENV_EVENT_LOG) or None, ENV_EVENT_LOG),
+        (file.event_log, "[service] event_log"),
+    )
+    port = _first((flags.port, "--port"), (file.port, "[service] port"))
+    jobs = _first(
+        (flags.max_parallel_jobs, "--max-parallel-jobs"),
+        (file.max_parallel_jobs, "[service] max_parallel_jobs"),
+    )
+    return ServiceConfig(
+        workspace=workspace,
+        event_log=DEFAULT_EVENT_LOG if event_log is None else str(event_log[0]),
+        port=DEFAULT_PORT if port is None else parse_port(*port),
+        port_range=flags.port_range,
+        interface=flags.interface,
+        idle_timeout_s=DEFAULT_IDLE_TIMEOUT_S if idle is None else parse_seconds(*idle),
+        max_parallel_jobs=(os.cpu_count() or 1) if jobs is None else parse_count(*jobs, 1),
+        token=(
+            read_token_file(flags.token_file)
+            if flags.token_file is not None
+            else secrets.token_urlsafe(32)
+        ),
+        keepalive_s=flags.keepalive_s,
+    )
+
+
+def _first(*candidates: tuple[object, str]) -> tuple[object, str] | None:
+    """The first candidate ``(value, where it came from)`` whose value is set."""
+    return next((c for c in candidates if c[0] is not None), None)
