@@ -1,0 +1,233 @@
+"""The ``exec`` side of the job protocol (SPEC §3.2): job runs as process groups.
+
+One Executor serves every build of the service; its semaphore is the one limit on parallel
+exec processes. Each attempt of a run is recorded in ``.databuild/running/`` while it runs and
+its lines go to the run's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from attrs import define, field
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+
+from databuild.executor.process import (
+    DEFAULT_GRACE_S,
+    ChildProcess,
+    ProcessResult,
+    process_start_time,
+    spawn,
+)
+from databuild.executor.runlog import RunLogWriter, run_log_path
+from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
+from databuild.model import JobRun
+
+STATE_DIR = ".databuild"
+CANNOT_START_EXIT_CODE = 127
+
+
+def exec_env(
+    base: Mapping[str, str],
+    job_run: JobRun,
+    build_request_id: str,
+    workspace_root: Path,
+) -> dict[str, str]:
+    """The environment of a run's ``exec``: ``base``, the config's env, then DataBuild's own."""
+    env = dict(base)
+    env.update(job_run.config.env)
+    env.update(
+        DATABUILD_JOB_RUN_ID=job_run.job_run_id,
+        DATABUILD_BUILD_REQUEST_ID=build_request_id,
+        DATABUILD_JOB_LABEL=job_run.job_label,
+        DATABUILD_OUTPUTS=json.dumps(list(job_run.outputs)),
+        DATABUILD_WORKSPACE=str(workspace_root),
+    )
+    return env
+
+
+@define(eq=False)
+class RunHandle:
+    """A job run handed to the Executor.
+
+    ``started`` fires when the run got a slot and its first attempt begins; ``result`` fires
+    with the ProcessResult of its last attempt and never errbacks. A run cancelled before it
+    got a slot ends with ``cancelled=True`` and ``started`` never fires.
+    """
+
+    job_run_id: str
+    started: Deferred[None] = field(factory=Deferred)
+    result: Deferred[ProcessResult] = field(factory=Deferred)
+    attempts: int = 0
+    _cancelled: bool = False
+    _waiting: Deferred[DeferredSemaphore] | None = None
+    _child: ChildProcess | None = None
+
+    def cancel(self) -> None:
+        """Stop the run: drop it from the queue, or terminate its process group."""
+        if self._cancelled or self.result.called:
+            return
+        self._cancelled = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+        elif self._child is not None:
+            self._child.terminate()
+
+
+class Executor:
+    """Runs job runs' ``exec`` entrypoints under one shared parallelism limit."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        workspace_root: Path,
+        max_parallel_jobs: int,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> None:
+        if max_parallel_jobs < 1:
+            raise ValueError(f"max_parallel_jobs must be at least 1, not {max_parallel_jobs}")
+        self._reactor = reactor
+        self.workspace_root = workspace_root
+        self.state_dir = workspace_root / STATE_DIR
+        self.running_dir = self.state_dir / RUNNING_DIR
+        self.max_parallel_jobs = max_parallel_jobs
+        self._slots = DeferredSemaphore(max_parallel_jobs)
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._grace_s = grace_s
+
+    @property
+    def running(self) -> int:
+        """How many exec processes hold a slot now."""
+        return self.max_parallel_jobs - self._slots.tokens
+
+    def run(
+        self,
+        job_run: JobRun,
+        build_request_id: str,
+        argv_prefix: Sequence[str],
+        timeout_s: float | None,
+        *,
+        retries: int = 0,
+    ) -> RunHandle:
+        """Queue ``job_run`` for a slot, then run ``PREFIX exec ARGS``, at most 1+retries times."""
+        handle = RunHandle(job_run.job_run_id)
+        ensureDeferred(
+            self._run(handle, job_run, build_request_id, tuple(argv_prefix), timeout_s, retries)
+        )
+        return handle
+
+    async def _run(
+        self,
+        handle: RunHandle,
+        job_run: JobRun,
+        build_request_id: str,
+        argv_prefix: tuple[str, ...],
+        timeout_s: float | None,
+        retries: int,
+    ) -> None:
+        handle._waiting = self._slots.acquire()
+        try:
+            await handle._waiting
+        except CancelledError:
+            handle.result.callback(ProcessResult(exit_code=None, signal=None, cancelled=True))
+            return
+        finally:
+            handle._waiting = None
+        try:
+            result = await self._attempts(
+                handle, job_run, build_request_id, argv_prefix, timeout_s, retries
+            )
+        finally:
+            self._slots.release()
+        handle.result.callback(result)
+
+    async def _attempts(
+        self,
+        handle: RunHandle,
+        job_run: JobRun,
+        build_request_id: str,
+        argv_prefix: tuple[str, ...],
+        timeout_s: float | None,
+        retries: int,
+    ) -> ProcessResult:
+        started_ns = time.time_ns()
+        writer = RunLogWriter(
+            self._reactor, run_log_path(self.state_dir, job_run.job_run_id, started_ns)  # type: ignore[arg-type]
+        )
+        argv = [*argv_prefix, "exec", *job_run.config.args]
+        stdin = json.dumps(job_run.config.to_json()).encode()
+        env = exec_env(self._base_env, job_run, build_request_id, self.workspace_root)
+        handle.started.callback(None)
+        try:
+            while True:
+                handle.attempts += 1
+                result = await self._attempt(
+                    handle, job_run, build_request_id, argv, stdin, env, writer, timeout_s
+                )
+                if result.succeeded or result.cancelled or handle.attempts > retries:
+                    return result
+                self.log.info(
+                    "job run {job_run_id} ({job_label}) {outcome}; retry {attempt} of {retries}",
+                    job_run_id=job_run.job_run_id,
+                    job_label=job_run.job_label,
+                    outcome=result.describe(),
+                    attempt=handle.attempts,
+                    retries=retries,
+                )
+        finally:
+            writer.close()
+
+    async def _attempt(
+        self,
+        handle: RunHandle,
+        job_run: JobRun,
+        build_request_id: str,
+        argv: list[str],
+        stdin: bytes,
+        env: dict[str, str],
+        writer: RunLogWriter,
+        timeout_s: float | None,
+    ) -> ProcessResult:
+        try:
+            child = spawn(
+                self._reactor,
+                argv,
+                cwd=self.workspace_root,
+                env=env,
+                stdin=stdin,
+                on_line=writer.line,
+                timeout_s=timeout_s,
+                grace_s=self._grace_s,
+            )
+        except OSError as e:
+            writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")
+            return ProcessResult(
+                exit_code=CANNOT_START_EXIT_CODE, signal=None, stderr_tail=str(e)
+            )
+        handle._child = child
+        record = write_record(
+            self.running_dir,
+            RunningRecord(
+                job_run_id=job_run.job_run_id,
+                build_request_id=build_request_id,
+                pid=child.pid,
+                start_time=process_start_time(child.pid) or 0,
+            ),
+        )
+        if handle._cancelled:
+            child.terminate()
+        try:
+            return await child.result
+        finally:
+            handle._child = None
+            remove_record(record)

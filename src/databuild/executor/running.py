@@ -1,0 +1,130 @@
+"""Records of running job process groups, and reaping the ones a dead service left (SPEC §5.3).
+
+While a job run's process group runs, ``.databuild/running/<job_run_id>.json`` holds its leader's
+pid and start time. A service that starts after a crash finds these records; a group is
+signalled only if its leader still has the recorded start time, so a reused pid is never hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from attrs import asdict, frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from databuild.executor.process import DEFAULT_GRACE_S, kill_group, process_start_time
+
+RUNNING_DIR = "running"
+_POLL_S = 0.05
+
+log = Logger()
+
+
+@frozen
+class RunningRecord:
+    """A job run's process group as recorded while it runs."""
+
+    job_run_id: str
+    build_request_id: str
+    pid: int
+    start_time: int
+
+
+def write_record(running_dir: Path, record: RunningRecord) -> Path:
+    """Record a running group (written to a temporary file and renamed)."""
+    running_dir.mkdir(parents=True, exist_ok=True)
+    path = running_dir / f"{record.job_run_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record)))
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(running_dir: Path) -> list[tuple[Path, RunningRecord | None]]:
+    """Every record file with its record, or None for a file that is not a valid record."""
+    found: list[tuple[Path, RunningRecord | None]] = []
+    for path in sorted(running_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            record = RunningRecord(
+                job_run_id=str(data["job_run_id"]),
+                build_request_id=str(data["build_request_id"]),
+                pid=int(data["pid"]),
+                start_time=int(data["start_time"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            record = None
+        found.append((path, record))
+    return found
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _leader_alive(record: RunningRecord) -> bool:
+    """Whether the recorded leader still runs (same pid, same start time, not a zombie)."""
+    if process_start_time(record.pid) != record.start_time:
+        return False
+    fields = _stat_fields(record.pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def group_has_members(pgid: int) -> bool:
+    """Whether some live process (not a zombie) belongs to process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] != "Z" and fields[2] == str(pgid):
+                return True
+    return False
+
+
+async def reap_orphans(
+    reactor: IReactorTime, running_dir: Path, grace_s: float = DEFAULT_GRACE_S
+) -> list[RunningRecord]:
+    """Terminate the groups whose recorded leader still runs, then clear every record.
+
+    SIGTERM first; a group whose leader is still there after ``grace_s`` gets SIGKILL. Returns
+    the records of the groups that were signalled.
+    """
+    reaped: list[RunningRecord] = []
+    for path, record in read_records(running_dir):
+        if record is not None and _leader_alive(record):
+            log.info(
+                "terminating orphaned job run {job_run_id} (process group {pid})",
+                job_run_id=record.job_run_id,
+                pid=record.pid,
+            )
+            kill_group(record.pid, signal.SIGTERM)
+            reaped.append(record)
+        elif record is None:
+            log.warn("ignoring unreadable running-process record {path}", path=str(path))
+    waited = 0.0
+    while any(group_has_members(r.pid) for r in reaped) and waited < grace_s:
+        await deferLater(reactor, _POLL_S, lambda: None)
+        waited += _POLL_S
+    for record in reaped:
+        # The leader was verified above; the kernel does not hand out a pid that is still some
+        # group's id, so members left in the group are still that job's processes.
+        if group_has_members(record.pid):
+            kill_group(record.pid, signal.SIGKILL)
+    for path, _ in read_records(running_dir):
+        path.unlink(missing_ok=True)
+    return reaped
+
+
+def remove_record(path: Path) -> None:
+    """Forget a group that has ended."""
+    path.unlink(missing_ok=True)
+

@@ -1,0 +1,83 @@
+"""databuild.executor.running: records of running groups and reaping a dead service's orphans."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+
+from databuild.executor.process import process_start_time, spawn
+from databuild.executor.running import RunningRecord, read_records, reap_orphans, write_record
+
+SLEEPER = (
+    "import os, subprocess, sys, time\n"
+    "child = subprocess.Popen(['sleep', '300'])\n"
+    "open(sys.argv[1], 'w').write(str(child.pid))\n"
+    "time.sleep(300)\n"
+)
+
+
+async def started_sleeper(tmp_path: Path, name: str):
+    pidfile = tmp_path / f"{name}.pid"
+    child = spawn(
+        reactor, [sys.executable, "-c", SLEEPER, str(pidfile)], cwd=tmp_path, env=os.environ
+    )
+    end = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text()):
+        assert time.monotonic() < end
+        await deferLater(reactor, 0.02, lambda: None)
+    return child, int(pidfile.read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+@pytest_twisted.ensureDeferred
+async def test_reaping_terminates_recorded_groups_but_never_a_reused_pid(tmp_path: Path) -> None:
+    running = tmp_path / "running"
+    orphan, orphan_grandchild = await started_sleeper(tmp_path, "orphan")
+    stranger, _ = await started_sleeper(tmp_path, "stranger")
+    try:
+        write_record(
+            running, RunningRecord("run-1", "build-1", orphan.pid, process_start_time(orphan.pid))
+        )
+        # Same pid, other start time: what a pid reused by an unrelated process looks like.
+        write_record(
+            running,
+            RunningRecord("run-2", "build-1", stranger.pid, process_start_time(stranger.pid) + 1),
+        )
+        (running / "junk.json").write_text("not json")
+
+        reaped = await ensureDeferred(reap_orphans(reactor, running, grace_s=2))
+
+        assert [r.job_run_id for r in reaped] == ["run-1"]
+        result = await orphan.result
+        assert result.signal is not None
+        assert not alive(orphan_grandchild)
+        assert alive(stranger.pid)
+        assert read_records(running) == []
+    finally:
+        await stranger.terminate()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reaping_an_empty_or_missing_directory_does_nothing(tmp_path: Path) -> None:
+    assert await ensureDeferred(reap_orphans(reactor, tmp_path / "nothing")) == []
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    record = RunningRecord("run", "build", 123, 456)
+    path = write_record(tmp_path, record)
+    assert path.name == "run.json"
+    assert read_records(tmp_path) == [(path, record)]
