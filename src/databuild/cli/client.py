@@ -1,0 +1,151 @@
+"""The HTTP side of the CLI: a small treq client of the DataBuild API (SPEC §5.4).
+
+Every failure becomes a CliError with one sentence and the exit code of SPEC §6: the service
+unreachable (3), an error answer (2, 3 or 4 by its HTTP status).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urljoin
+
+import treq
+from attrs import frozen
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorTCP
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.iweb import IResponse
+
+from databuild.cli.exits import UNAVAILABLE, CliError, exit_code_for_http
+
+DEFAULT_TIMEOUT_S = 60.0
+HEALTH_TIMEOUT_S = 5.0
+ANALYZE_TIMEOUT_S = 600.0
+
+
+@frozen
+class Answer:
+    """A successful API answer: the raw body (printed as is by ``--format json``) and its JSON."""
+
+    status: int
+    raw: bytes
+    doc: Any
+
+
+def segment(value: str) -> str:
+    """A ref, label or id percent-encoded as one path segment (``/`` as ``%2F``)."""
+    return quote(value, safe="")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a request got no answer, in a few words."""
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, defer.TimeoutError | error.TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, ResponseFailed) or type(exc).__name__ == "ResponseNeverReceived":
+        reasons = getattr(exc, "reasons", None) or []
+        if reasons and not reasons[0].check(error.ConnectionDone, error.ConnectionLost):
+            return describe_failure(reasons[0].value)
+        return "the connection closed before an answer came"
+    if isinstance(exc, error.ConnectError):
+        return exc.osError if isinstance(getattr(exc, "osError", None), str) else str(exc)
+    return str(exc) or type(exc).__name__
+
+
+class ApiClient:
+    """Requests to one DataBuild service, with its bearer token."""
+
+    def __init__(self, reactor: IReactorTCP, base_url: str, token: str | None) -> None:
+        self.reactor = reactor
+        self.base_url = base_url.rstrip("/") + "/"
+        self._headers = {b"Accept": [b"application/json"]}
+        if token:
+            self._headers[b"Authorization"] = [f"Bearer {token}".encode()]
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+
+    def url(self, path: str, params: Mapping[str, object] | None = None) -> str:
+        url = urljoin(self.base_url, path.lstrip("/"))
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return f"{url}?{urlencode(query)}" if query else url
+
+    async def get(
+        self, path: str, params: Mapping[str, object] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> Answer:
+        return await self._call("GET", self.url(path, params), None, timeout)
+
+    async def post(
+        self, path: str, body: object = None, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> Answer:
+        data = None if body is None else json.dumps(body).encode()
+        return await self._call("POST", self.url(path), data, timeout)
+
+    async def _call(self, method: str, url: str, data: bytes | None, timeout: float) -> Answer:
+        d = defer.ensureDeferred(self._exchange(method, url, data))
+        d.addTimeout(timeout, self.reactor)  # type: ignore[arg-type]
+        try:
+            status, raw = await d
+        except CliError:
+            raise
+        except Exception as e:
+            raise self.unreachable(e) from None
+        return self.answer(status, raw)
+
+    async def _exchange(self, method: str, url: str, data: bytes | None) -> tuple[int, bytes]:
+        headers = dict(self._headers)
+        if data is not None:
+            headers[b"Content-Type"] = [b"application/json"]
+        response = await self._http.request(method, url, headers=headers, data=data)
+        return response.code, await treq.content(response)
+
+    def unreachable(self, exc: BaseException) -> CliError:
+        return CliError(
+            f"cannot reach the DataBuild service at {self.base_url}: {describe_failure(exc)}",
+            UNAVAILABLE,
+        )
+
+    def answer(self, status: int, raw: bytes) -> Answer:
+        """The answer, or the CliError for an error status or a body that is not JSON."""
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = None
+            if status < 400:
+                raise CliError(
+                    f"the service at {self.base_url} answered with something that is not JSON",
+                    UNAVAILABLE,
+                ) from None
+        if status >= 400:
+            raise CliError(error_message(status, doc), exit_code_for_http(status))
+        return Answer(status, raw, doc)
+
+    async def open_stream(self, path: str, last_event_id: str | None) -> IResponse:
+        """Start reading a Server-Sent Events stream; the body is left unread."""
+        headers = dict(self._headers)
+        headers[b"Accept"] = [b"text/event-stream"]
+        if last_event_id is not None:
+            headers[b"Last-Event-ID"] = [last_event_id.encode()]
+        d = self._http.get(self.url(path), headers=headers, unbuffered=True)
+        d.addTimeout(DEFAULT_TIMEOUT_S, self.reactor)
+        try:
+            response = await d
+        except Exception as e:
+            raise self.unreachable(e) from None
+        if response.code >= 400:
+            self.answer(response.code, await treq.content(response))
+        return response
+
+
+def error_message(status: int, doc: object) -> str:
+    """The message of an API error document, or a sentence about the bare status."""
+    if isinstance(doc, Mapping) and isinstance(doc.get("error"), Mapping):
+        message = doc["error"].get("message")
+        if message:
+            return str(message)
+    if status == 401:
+        return "the service refused the token (HTTP 401); is DATABUILD_SERVICE_TOKEN right?"
+    return f"the service answered HTTP {status}"

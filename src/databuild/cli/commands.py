@@ -1,0 +1,348 @@
+"""The commands of ``databuild`` (SPEC §6), each an ``async`` function of a ``Context``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from attrs import define
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+
+from databuild.cli import render
+from databuild.cli.client import ANALYZE_TIMEOUT_S, HEALTH_TIMEOUT_S, Answer, ApiClient, segment
+from databuild.cli.discovery import POLL_S, Discovery, Service, resolve_workspace
+from databuild.cli.exits import (
+    BUILD_EXIT_CODES,
+    CANCELLED,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    CliError,
+)
+from databuild.cli.procinfo import alive
+from databuild.cli.progress import (
+    BuildProgress,
+    Display,
+    JsonDisplay,
+    LiveDisplay,
+    PlainDisplay,
+)
+from databuild.cli.stream import Follower
+
+STOP_DEADLINE_S = 60.0
+
+
+@define
+class Context:
+    """What a command works with: its arguments, the world around it, and its outputs."""
+
+    reactor: Any
+    args: argparse.Namespace
+    environ: Mapping[str, str]
+    cwd: Path
+    out: TextIO
+    err: TextIO
+    on_interrupt: Callable[[], None] | None = None
+    _discovery: Discovery | None = None
+
+    @property
+    def json(self) -> bool:
+        return self.args.format == "json"
+
+    def say(self, text: str) -> None:
+        """A remark for the person at the terminal, on stderr, never mixed with the output."""
+        self.err.write(f"databuild: {text}\n")
+        self.err.flush()
+
+    def print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    @property
+    def discovery(self) -> Discovery:
+        if self._discovery is None:
+            workspace = None
+            if not self.environ.get("DATABUILD_SERVICE_URL"):
+                workspace = resolve_workspace(self.args.workspace, self.environ, self.cwd)
+            self._discovery = Discovery(self.reactor, workspace, self.environ, self.say)
+        return self._discovery
+
+    async def service(self) -> Service:
+        """The workspace's service, started if none answers."""
+        service = await self.discovery.locate(start=True)
+        assert service is not None
+        return service
+
+    def show(self, answer: Answer, table: Callable[[Any], str]) -> int:
+        """Print an API document: as it came (``json``) or as a table."""
+        if self.json:
+            self.print(answer.raw.decode("utf-8", errors="replace").rstrip("\n"))
+        else:
+            self.print(table(answer.doc))
+        return OK
+
+
+Command = Callable[[Context], Awaitable[int]]
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _page(args: argparse.Namespace, **params: object) -> dict[str, object]:
+    return {**params, "limit": args.limit, "offset": args.offset}
+
+
+async def _get(ctx: Context, path: str, params: Mapping[str, object] | None,
+               table: Callable[[Any], str]) -> int:
+    service = await ctx.service()
+    return ctx.show(await service.client.get(path, params), table)
+
+
+def _listing(key: str) -> Callable[[Any], str]:
+    return lambda doc: render.listing(doc, key)
+
+
+async def builds_list(ctx: Context) -> int:
+    a = ctx.args
+    return await _get(ctx, "/api/v1/builds", _page(a, status=a.status), _listing("builds"))
+
+
+async def builds_show(ctx: Context) -> int:
+    return await _get(ctx, f"/api/v1/builds/{segment(ctx.args.id)}", None, render.details)
+
+
+async def partitions_list(ctx: Context) -> int:
+    a = ctx.args
+    params = _page(a, status=a.status, pattern=a.pattern)
+    return await _get(ctx, "/api/v1/partitions", params, _listing("partitions"))
+
+
+async def partitions_show(ctx: Context) -> int:
+    return await _get(ctx, f"/api/v1/partitions/{segment(ctx.args.ref)}", None, render.details)
+
+
+async def jobs_list(ctx: Context) -> int:
+    return await _get(ctx, "/api/v1/jobs", _page(ctx.args), _listing("jobs"))
+
+
+async def jobs_show(ctx: Context) -> int:
+    return await _get(ctx, f"/api/v1/jobs/{segment(ctx.args.label)}", None, render.details)
+
+
+async def tasks_list(ctx: Context) -> int:
+    a = ctx.args
+    params = _page(a, build_request_id=a.build, job_label=a.job, status=a.status)
+    return await _get(ctx, "/api/v1/tasks", params, _listing("tasks"))
+
+
+async def tasks_show(ctx: Context) -> int:
+    return await _get(ctx, f"/api/v1/tasks/{segment(ctx.args.id)}", None, render.details)
+
+
+async def tasks_logs(ctx: Context) -> int:
+    return await _get(ctx, f"/api/v1/tasks/{segment(ctx.args.id)}/logs", None, render.log_lines)
+
+
+async def analyze(ctx: Context) -> int:
+    service = await ctx.service()
+    body = {"partitions": ctx.args.refs}
+    answer = await service.client.post("/api/v1/analyze", body, timeout=ANALYZE_TIMEOUT_S)
+    return ctx.show(answer, render.job_graph)
+
+
+# -- cancelling ---------------------------------------------------------------------------------
+
+
+def _cancelled(kind: str) -> Callable[[Any], str]:
+    def table(doc: Any) -> str:
+        ident = doc.get("build_request_id" if kind == "build" else "job_run_id", "")
+        return f"cancel requested for {kind} {ident} ({render.short_status(doc.get('status'))})"
+
+    return table
+
+
+async def builds_cancel(ctx: Context) -> int:
+    service = await ctx.service()
+    answer = await service.client.post(f"/api/v1/builds/{segment(ctx.args.id)}/cancel")
+    return ctx.show(answer, _cancelled("build"))
+
+
+async def tasks_cancel(ctx: Context) -> int:
+    service = await ctx.service()
+    answer = await service.client.post(f"/api/v1/tasks/{segment(ctx.args.id)}/cancel")
+    return ctx.show(answer, _cancelled("task"))
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def _display(ctx: Context, build_request_id: str) -> Display:
+    if ctx.json:
+        return JsonDisplay(ctx.out)
+    progress = BuildProgress(build_request_id)
+    if ctx.out.isatty():
+        return LiveDisplay(ctx.out, progress, ctx.reactor.callLater)
+    return PlainDisplay(ctx.out, progress)
+
+
+async def _reconnect(ctx: Context, client: ApiClient) -> ApiClient | None:
+    """After a dropped stream: a live service to resume from (never a new one)."""
+    if ctx.environ.get("DATABUILD_SERVICE_URL"):
+        try:
+            await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+        except CliError:
+            return None
+        return client
+    service = await ctx.discovery.running()
+    return None if service is None else service.client
+
+
+async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner: bool) -> int:
+    """Stream a build to its end. The ``owner`` (``build``) cancels on the first Ctrl-C and
+    stops waiting on the second; anyone else (``tail``) detaches on the first."""
+    display = _display(ctx, build_request_id)
+    follower = Follower(
+        ctx.reactor, service.client, build_request_id, display.event,
+        lambda: _reconnect(ctx, follower.client),
+    )  # fmt: skip
+    interrupts = 0
+
+    async def cancel() -> None:
+        try:
+            await follower.client.post(f"/api/v1/builds/{segment(build_request_id)}/cancel")
+        except CliError as e:
+            ctx.say(f"could not cancel build {build_request_id}: {e.message}")
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        display.close()
+        if not owner:
+            ctx.say(f"detached from build {build_request_id}; it goes on")
+            follower.detach()
+        elif interrupts == 1:
+            ctx.say(f"cancelling build {build_request_id} (Ctrl-C again to stop waiting)")
+            ensureDeferred(cancel())
+        else:
+            ctx.say(f"stopped waiting for build {build_request_id}")
+            follower.detach()
+
+    ctx.on_interrupt = interrupted
+    try:
+        finished = await follower.follow()
+    finally:
+        ctx.on_interrupt = None
+        display.close()
+    if finished is None:
+        return CANCELLED if owner else OK
+    raw, doc = finished
+    display.finished(raw, doc)
+    return BUILD_EXIT_CODES.get(doc.get("status"), UNAVAILABLE)
+
+
+async def build(ctx: Context) -> int:
+    a = ctx.args
+    service = await ctx.service()
+    body = {"partitions": a.refs, "force": a.force}
+    answer = await service.client.post("/api/v1/cli/build", body)
+    build_request_id = answer.doc["build_request_id"]
+    if a.background:
+        return ctx.show(answer, lambda doc: doc["build_request_id"])
+    return await _watch(ctx, service, build_request_id, owner=True)
+
+
+async def tail(ctx: Context) -> int:
+    service = await ctx.service()
+    return await _watch(ctx, service, ctx.args.build_id, owner=False)
+
+
+# -- the service --------------------------------------------------------------------------------
+
+
+def _where(ctx: Context) -> str:
+    return ctx.environ.get("DATABUILD_SERVICE_URL") or str(ctx.discovery.workspace)
+
+
+def _health_table(service: Service) -> Callable[[Any], str]:
+    return lambda doc: render.details({**doc, "url": service.client.base_url.rstrip("/")})
+
+
+async def service_status(ctx: Context) -> int:
+    service = await ctx.discovery.locate(start=False)
+    if service is None:
+        stopped = f"no service is running for {_where(ctx)}"
+        ctx.print('{"status": "stopped"}' if ctx.json else stopped)
+        return UNAVAILABLE
+    answer = await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+    return ctx.show(answer, _health_table(service))
+
+
+async def service_start(ctx: Context) -> int:
+    service = await ctx.service()
+    if not service.started:
+        ctx.say(f"a service is already running for {_where(ctx)}")
+    answer = await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+    return ctx.show(answer, _health_table(service))
+
+
+async def service_stop(ctx: Context) -> int:
+    service = await ctx.discovery.locate(start=False)
+    if service is None:
+        ctx.say(f"no service is running for {_where(ctx)}")
+        return OK
+    body = {"force": True} if ctx.args.force else None
+    try:
+        answer = await service.client.post("/api/v1/service/shutdown", body)
+    except CliError as e:
+        if e.exit_code == USAGE:
+            raise CliError(f"{e.message.split(';')[0]}; `databuild service stop --force` "
+                           "cancels them and stops the service", USAGE) from None
+        raise
+    await _gone(ctx, service)
+    pid = f" (pid {service.pid})" if service.pid else ""
+    return ctx.show(answer, lambda doc: f"service{pid} stopped")
+
+
+async def _gone(ctx: Context, service: Service) -> None:
+    """Wait until the service's process is gone (a remote one: until it stops answering)."""
+    deadline = ctx.reactor.seconds() + STOP_DEADLINE_S
+    while ctx.reactor.seconds() < deadline:
+        if service.pid is not None:
+            if not alive(service.pid):
+                return
+        else:
+            try:
+                await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+            except CliError:
+                return
+        await deferLater(ctx.reactor, POLL_S)
+    raise CliError(f"the service is still running {STOP_DEADLINE_S:.0f}s after it was asked "
+                   "to stop", UNAVAILABLE)
+
+
+COMMANDS: dict[tuple[str, str | None], Command] = {
+    ("build", None): build,
+    ("tail", None): tail,
+    ("analyze", None): analyze,
+    ("builds", "list"): builds_list,
+    ("builds", "show"): builds_show,
+    ("builds", "cancel"): builds_cancel,
+    ("partitions", "list"): partitions_list,
+    ("partitions", "show"): partitions_show,
+    ("jobs", "list"): jobs_list,
+    ("jobs", "show"): jobs_show,
+    ("tasks", "list"): tasks_list,
+    ("tasks", "show"): tasks_show,
+    ("tasks", "cancel"): tasks_cancel,
+    ("tasks", "logs"): tasks_logs,
+    ("service", "status"): service_status,
+    ("service", "start"): service_start,
+    ("service", "stop"): service_stop,
+}
+
+
+def command_of(args: argparse.Namespace) -> Command:
+    return COMMANDS[(args.command, getattr(args, "action", None))]

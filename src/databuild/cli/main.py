@@ -1,0 +1,75 @@
+"""``databuild``: the thin client of the DataBuild service (SPEC §6).
+
+Start-up cost matters (SPEC §7): this module imports only argparse at load time; Twisted,
+treq and the commands load once the arguments are known to be good.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from databuild.cli.args import parse_args
+
+INTERRUPTED = 130
+"""Ctrl-C outside a build's progress: the shell's convention."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``databuild`` command; returns its exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(args, os.environ, Path.cwd(), sys.stdout, sys.stderr)
+
+
+def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: TextIO) -> int:
+    """Run the command ``args`` names on the reactor until it is done; returns the exit code.
+
+    SIGINT goes to the command's ``on_interrupt`` when it has one (``build``, ``tail``);
+    otherwise it ends the command at once.
+    """
+    import signal
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.python.failure import Failure
+
+    from databuild.cli.commands import Context, command_of
+    from databuild.cli.exits import UNAVAILABLE, CliError
+
+    ctx = Context(reactor, args, environ, cwd, out, err)  # type: ignore[arg-type]
+    outcome: list[object] = []
+
+    def finish(result: object) -> None:
+        if not outcome:
+            outcome.append(result)
+            reactor.stop()
+
+    def begin() -> None:
+        ensureDeferred(command_of(args)(ctx)).addBoth(finish)  # type: ignore[arg-type]
+
+    def interrupted() -> None:
+        if ctx.on_interrupt is not None:
+            ctx.on_interrupt()
+        else:
+            finish(INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(interrupted))
+    reactor.callWhenRunning(begin)
+    try:
+        reactor.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    result = outcome[0] if outcome else INTERRUPTED
+    if isinstance(result, int):
+        return result
+    assert isinstance(result, Failure)
+    if result.check(CliError):
+        err.write(f"databuild: {result.value.message}\n")
+        return result.value.exit_code
+    err.write(f"databuild: unexpected error: {result.getErrorMessage()}\n")
+    if environ.get("DATABUILD_DEBUG"):
+        err.write(result.getTraceback())
+    return UNAVAILABLE

@@ -1,0 +1,249 @@
+"""Showing a build's progress: what its events say, and three ways to print it.
+
+``BuildProgress`` folds BEL events (SPEC §4.1) into counts and one line per thing worth
+telling. ``PlainDisplay`` prints those lines (not a terminal), ``LiveDisplay`` adds a status
+line redrawn at most every 0.2 s below them (Bazel-style), ``JsonDisplay`` prints each event
+and the final ``build_finished`` object as one JSON line each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TextIO
+
+from attrs import define, field
+
+from databuild.cli.render import refs, seconds, short_status
+
+REDRAW_S = 0.2
+FINISHED_JOB_STATUSES = ("JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED", "JOB_SKIPPED")
+
+
+@define
+class JobState:
+    label: str
+    outputs: list[str]
+    status: str = "JOB_SCHEDULED"
+    started_ns: int | None = None
+
+
+@define
+class Note:
+    """A line to print; ``started`` lines matter only where no live line shows running jobs."""
+
+    text: str
+    started: bool = False
+
+
+@define
+class BuildProgress:
+    """The state of one build as its events tell it."""
+
+    build_request_id: str
+    status: str | None = None
+    received_ns: int | None = None
+    last_ns: int | None = None
+    planned: int = 0
+    jobs: dict[str, JobState] = field(factory=dict)
+
+    @property
+    def total(self) -> int:
+        return max(self.planned, len(self.jobs))
+
+    @property
+    def done(self) -> int:
+        return sum(j.status in FINISHED_JOB_STATUSES for j in self.jobs.values())
+
+    @property
+    def running(self) -> list[JobState]:
+        return [j for j in self.jobs.values() if j.status == "JOB_RUNNING"]
+
+    def elapsed_s(self, now_ns: int) -> float:
+        return 0.0 if self.received_ns is None else max(0, now_ns - self.received_ns) / 1e9
+
+    def apply(self, event: Mapping[str, Any]) -> list[Note]:
+        """Take one event into account; returns the lines it is worth."""
+        ts = event.get("timestamp")
+        if isinstance(ts, int):
+            self.last_ns = ts
+            if self.received_ns is None:
+                self.received_ns = ts
+        kind = event.get("event_type")
+        if kind == "build_request":
+            return self._build(event)
+        if kind == "job_graph":
+            self.planned = len((event.get("job_graph") or {}).get("job_runs") or [])
+            return []
+        if kind == "job":
+            return self._job(event)
+        if kind == "delegation":
+            return [Note(
+                f"waiting  {event.get('partition_ref')}: built by build "
+                f"{event.get('delegated_to_build_request_id')}"
+            )]  # fmt: skip
+        return []
+
+    def _build(self, event: Mapping[str, Any]) -> list[Note]:
+        status = event.get("status")
+        self.status = status
+        if status == "BUILD_REQUEST_RECEIVED":
+            wanted = refs(event.get("requested_partitions"))
+            return [Note(f"build {self.build_request_id}: {wanted}")]
+        if status == "BUILD_REQUEST_ANALYSIS_COMPLETED":
+            return [Note(f"analysed: {self.planned} job run{'s' if self.planned != 1 else ''}")]
+        return []
+
+    def _job(self, event: Mapping[str, Any]) -> list[Note]:
+        run_id = str(event.get("job_run_id"))
+        job = self.jobs.get(run_id)
+        if job is None:
+            job = self.jobs[run_id] = JobState(
+                str(event.get("job_label")), list(event.get("outputs") or [])
+            )
+        job.status = str(event.get("status"))
+        what = f"{job.label}  {refs(job.outputs, most=2)}"
+        if job.status == "JOB_RUNNING":
+            job.started_ns = event.get("timestamp")
+            return [Note(f"started  {what}", started=True)]
+        if job.status not in FINISHED_JOB_STATUSES:
+            return []
+        text = f"{short_status(job.status):<8} {what}"
+        ts = event.get("timestamp")
+        if job.started_ns is not None and isinstance(ts, int):
+            text += f"  {seconds((ts - job.started_ns) / 1e9)}"
+        if job.status == "JOB_FAILED" and event.get("exit_code") is not None:
+            text += f"  exit {event['exit_code']}"
+        if job.status != "JOB_COMPLETED" and event.get("message"):
+            text += f": {event['message']}"
+        return [Note(text)]
+
+    def live_line(self, now_ns: int) -> str:
+        running = self.running
+        line = f"[{self.done} / {self.total}] {self.elapsed_s(now_ns):.0f}s"
+        if running:
+            line += f"  {len(running)} running: " + ", ".join(j.label for j in running)
+        return line
+
+    def summary(self, finished: Mapping[str, Any]) -> str:
+        """The last line: outcome, elapsed time and job counts."""
+        status = short_status(finished.get("status"))
+        elapsed = ""
+        if self.received_ns is not None and self.last_ns is not None:
+            elapsed = f" in {seconds(self.elapsed_s(self.last_ns))}"
+        tally: dict[str, int] = {}
+        for job in self.jobs.values():
+            tally[short_status(job.status)] = tally.get(short_status(job.status), 0) + 1
+        jobs = ", ".join(f"{n} {s}" for s, n in tally.items()) or "no job runs"
+        line = f"build {self.build_request_id} {status}{elapsed} ({jobs})"
+        if finished.get("message") and status != "completed":
+            line += f": {finished['message']}"
+        return line
+
+
+class Display(Protocol):
+    def event(self, raw: str, event: Mapping[str, Any]) -> None: ...
+    def finished(self, raw: str, finished: Mapping[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+@define
+class JsonDisplay:
+    """One JSON object per line: each event as the service sent it, then ``build_finished``."""
+
+    out: TextIO
+
+    def event(self, raw: str, event: Mapping[str, Any]) -> None:
+        self.out.write(raw + "\n")
+        self.out.flush()
+
+    def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
+        self.event(raw, finished)
+
+    def close(self) -> None:
+        pass
+
+
+@define
+class PlainDisplay:
+    """Plain lines, no cursor control: for pipes and files."""
+
+    out: TextIO
+    progress: BuildProgress
+
+    def event(self, raw: str, event: Mapping[str, Any]) -> None:
+        for note in self.progress.apply(event):
+            self.out.write(note.text + "\n")
+        self.out.flush()
+
+    def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
+        self.out.write(self.progress.summary(finished) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+@define
+class LiveDisplay:
+    """Lines for finished jobs, with a live status line below them redrawn every 0.2 s."""
+
+    out: TextIO
+    progress: BuildProgress
+    schedule: Callable[[float, Callable[[], None]], Any]
+    clock: Callable[[], float] = time.time
+    _shown: str = ""
+    _timer: Any = None
+    _closed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self._tick()
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        self._draw(self.progress.live_line(int(self.clock() * 1e9)))
+        self._timer = self.schedule(REDRAW_S, self._tick)
+
+    def _draw(self, line: str) -> None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        line = line[: max(width - 1, 10)]
+        if line != self._shown:
+            self.out.write("\r\x1b[K" + line)
+            self.out.flush()
+            self._shown = line
+
+    def _above(self, text: str) -> None:
+        self.out.write("\r\x1b[K" + text + "\n" + self._shown)
+        self.out.flush()
+
+    def event(self, raw: str, event: Mapping[str, Any]) -> None:
+        for note in self.progress.apply(event):
+            if not note.started:
+                self._above(note.text)
+
+    def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
+        self.close()
+        self.out.write(self.progress.summary(finished) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self.out.write("\r\x1b[K")
+        self.out.flush()
+
+
+def parse_event(raw: str) -> dict[str, Any]:
+    """The JSON object of one frame's data (an empty object if it is not one)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

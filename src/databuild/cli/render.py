@@ -1,0 +1,229 @@
+"""Tables for people: aligned columns, short status names, local times, seconds.
+
+Every function here is pure: it turns an API document (SPEC §5.5) into text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+_STATUS_PREFIXES = ("BUILD_REQUEST_", "JOB_", "PARTITION_")
+MISSING = "-"
+
+
+def short_status(status: object) -> str:
+    """``BUILD_REQUEST_COMPLETED`` -> ``completed``; anything else is shown as it is."""
+    if not isinstance(status, str):
+        return MISSING
+    for prefix in _STATUS_PREFIXES:
+        if status.startswith(prefix):
+            return status[len(prefix) :].lower()
+    return status.lower()
+
+
+def local_time(ns: object) -> str:
+    """Unix nanoseconds as local time, to the second."""
+    if not isinstance(ns, int | float) or isinstance(ns, bool):
+        return MISSING
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+
+
+def seconds(value: object) -> str:
+    """A duration in seconds, as ``1.2s``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return MISSING
+    return f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
+
+
+def refs(value: object, most: int = 3) -> str:
+    """A list of refs, cut short after ``most`` of them."""
+    if not isinstance(value, list):
+        return cell("", value)
+    shown = ", ".join(str(v) for v in value[:most])
+    return f"{shown} (+{len(value) - most} more)" if len(value) > most else shown
+
+
+def counts(value: object) -> str:
+    """A ``{status: count}`` object as ``completed 3, failed 1`` (zero counts left out)."""
+    if not isinstance(value, Mapping):
+        return cell("", value)
+    return ", ".join(f"{short_status(k)} {n}" for k, n in value.items() if n) or "none"
+
+
+def cell(key: str, value: object) -> str:
+    """One value, formatted by what its field name says it is."""
+    if value is None:
+        return MISSING
+    if key == "status" or key.endswith("_status"):
+        return short_status(value)
+    if key.endswith("_at") or key in ("timestamp", "time"):
+        return local_time(value)
+    if key.endswith("_s"):
+        return seconds(value)
+    if key == "job_runs" and isinstance(value, Mapping):
+        return counts(value)
+    if isinstance(value, list):
+        return refs(value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={cell(k, v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+Column = tuple[str, str]
+"""A table column: its heading and the field it shows."""
+
+
+def records(items: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """A table of API objects, one per row."""
+    rows = [[cell(key, item.get(key)) for _, key in columns] for item in items]
+    return table([heading for heading, _ in columns], rows)
+
+
+def details(obj: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
+    """A show document: its scalar fields as ``key: value`` lines, then one table per list
+    of objects in it."""
+    scalars = [
+        (k, v)
+        for k, v in obj.items()
+        if k not in skip and not (isinstance(v, list) and v and isinstance(v[0], Mapping))
+    ]
+    width = max((len(k) for k, _ in scalars), default=0)
+    parts = ["\n".join(f"{k + ':':<{width + 1}} {cell(k, v)}" for k, v in scalars)]
+    for key, value in obj.items():
+        if key in skip or not (isinstance(value, list) and value and isinstance(value[0], Mapping)):
+            continue
+        columns = SUBTABLES.get(key) or _columns_of(value)
+        parts.append(f"{key}:\n" + _indent(records(value, columns)))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _columns_of(items: Sequence[Mapping[str, Any]]) -> list[Column]:
+    keys = dict.fromkeys(
+        k for item in items for k, v in item.items() if not isinstance(v, Mapping | list)
+    )
+    return [(k.upper().replace("_", " "), k) for k in keys]
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+BUILD_COLUMNS: list[Column] = [
+    ("BUILD", "build_request_id"),
+    ("STATUS", "status"),
+    ("CREATED", "created_at"),
+    ("UPDATED", "updated_at"),
+    ("JOB RUNS", "job_runs"),
+    ("PARTITIONS", "requested_partitions"),
+]
+PARTITION_COLUMNS: list[Column] = [
+    ("PARTITION", "partition_ref"),
+    ("STATUS", "status"),
+    ("UPDATED", "updated_at"),
+    ("JOB", "job_label"),
+    ("BUILD", "build_request_id"),
+]
+JOB_COLUMNS: list[Column] = [
+    ("JOB", "job_label"),
+    ("RUNS", "runs"),
+    ("SUCCEEDED", "succeeded"),
+    ("FAILED", "failed"),
+    ("MEAN", "mean_duration_s"),
+    ("LAST RUN", "last_run_at"),
+]
+TASK_COLUMNS: list[Column] = [
+    ("TASK", "job_run_id"),
+    ("JOB", "job_label"),
+    ("STATUS", "status"),
+    ("STARTED", "started_at"),
+    ("DURATION", "duration_s"),
+    ("EXIT", "exit_code"),
+    ("OUTPUTS", "outputs"),
+]
+SUBTABLES: dict[str, list[Column]] = {
+    "tasks": TASK_COLUMNS,
+    "builds": BUILD_COLUMNS,
+    "partitions": [("PARTITION", "partition_ref"), ("STATUS", "status")],
+    "history": [
+        ("TIME", "timestamp"),
+        ("STATUS", "status"),
+        ("BUILD", "build_request_id"),
+        ("JOB RUN", "job_run_id"),
+        ("MESSAGE", "message"),
+    ],
+}
+
+LISTS: dict[str, list[Column]] = {
+    "builds": BUILD_COLUMNS,
+    "partitions": PARTITION_COLUMNS,
+    "jobs": JOB_COLUMNS,
+    "tasks": TASK_COLUMNS,
+}
+
+
+def listing(doc: Mapping[str, Any], key: str) -> str:
+    """A list document (``{"builds": [...]}`` and the like) as a table."""
+    items = doc.get(key) or []
+    if not items:
+        return f"no {key}"
+    return records(items, LISTS[key])
+
+
+def job_graph(doc: Mapping[str, Any]) -> str:
+    """The job graph an analysis returned, one job run per row."""
+    graph = doc.get("job_graph") or {}
+    runs = graph.get("job_runs") or []
+    rows = [
+        [
+            str(run.get("job_label")),
+            refs(run.get("outputs"), most=2),
+            refs([_input_ref(i) for i in run.get("inputs") or [] if _materialized(i)], most=2)
+            or MISSING,
+        ]
+        for run in runs
+    ]
+    head = f"{len(runs)} job run{'s' if len(runs) != 1 else ''} for {refs(graph.get('outputs'))}"
+    return head + "\n" + table(["JOB", "OUTPUTS", "INPUTS"], rows) if rows else head
+
+
+def _materialized(item: Mapping[str, Any]) -> bool:
+    return item.get("dep_type_code", 1) == 1
+
+
+def _input_ref(item: Mapping[str, Any]) -> str:
+    ref = item.get("partition_ref")
+    return str(ref.get("str") if isinstance(ref, Mapping) else ref)
+
+
+def log_lines(doc: Mapping[str, Any]) -> str:
+    """A job run's log: time, stream and text of each line."""
+    lines = next((v for v in doc.values() if isinstance(v, list)), [])
+    out = []
+    for line in lines:
+        text = line.get("text")
+        if text is None and "data" in line:
+            import json
+
+            text = json.dumps(line["data"])
+        out.append(f"{local_time(line.get('time'))}  {line.get('stream', ''):<6}  {text}")
+    return "\n".join(out) if out else "no log lines"
+
+
+Renderer = Callable[[Mapping[str, Any]], str]
