@@ -1,0 +1,74 @@
+"""Putting the service together: event log, executor, orchestrator, API, idle timer.
+
+The tree starts in this order and stops in the reverse one: the event log is open before
+anything records and closed after the last build was cancelled; orphans are reaped and
+unfinished builds recovered before the port opens; the idle timer runs only while listening.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
+
+from databuild.bel import open_event_log
+from databuild.executor.launcher import Launcher
+from databuild.executor.runner import Executor
+from databuild.orchestrator.orchestrator import Orchestrator
+from databuild.service.api import Api
+from databuild.service.edge import api_site
+from databuild.service.idle import IdleTimer
+from databuild.service.settings import ServiceConfig
+from databuild.service.tree import ApiListener, EventLogService, InOrder
+
+log = Logger()
+
+
+class Stopper:
+    """Stops the reactor once (twistd then stops the service tree), saying why in the log."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.reason: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        log.info("shutting down: {shutdown_reason}", shutdown_reason=reason)
+        # Let the current request's answer go out before the shutdown begins.
+        self._reactor.callLater(0, self._stop)
+
+    def _stop(self) -> None:
+        with contextlib.suppress(ReactorNotRunning):
+            self._reactor.stop()
+
+
+def build_service(config: ServiceConfig, reactor: Any) -> IService:
+    """The whole service for ``config``, as one service tree."""
+    stop = Stopper(reactor)
+    event_log = open_event_log(config.event_log, config.root, reactor)
+    executor = Executor(reactor, config.root, config.max_parallel_jobs)
+    resolve = Launcher(reactor, config.workspace).resolve
+    orchestrator = Orchestrator(reactor, config.workspace, event_log, executor, resolve)
+    idle = IdleTimer(
+        reactor, config.idle_timeout_s, lambda: stop(f"idle for {config.idle_timeout_s:g} s")
+    )
+    api = Api(
+        clock=reactor,
+        config=config,
+        event_log=event_log,
+        orchestrator=orchestrator,
+        idle=idle,
+        shutdown=stop,
+    )
+    top = InOrder(on_failure=lambda failure: stop(f"could not start: {failure.value}"))
+    EventLogService(event_log, config.event_log).setServiceParent(top)
+    orchestrator.setServiceParent(top)
+    site = api_site(api.app.resource(), config.token, idle)
+    ApiListener(reactor, config, site).setServiceParent(top)
+    idle.setServiceParent(top)
+    return top
