@@ -1,0 +1,159 @@
+"""Progress fan-out: each build's events, replayed from the log and then live (SPEC §5.6).
+
+The orchestrator publishes every event it has stored. A subscriber is registered before its
+replay starts, so live events that arrive while the log is being read are held back and then
+delivered after the replay, with anything the replay already delivered dropped by ``idx``:
+every event reaches a subscriber exactly once, in ``idx`` order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from databuild.bel.events import Event
+from databuild.bel.status import BuildStatus
+from databuild.errors import NotFound
+
+REPLAY_PAGE = 1000
+
+EventCallback = Callable[[dict[str, Any]], None]
+"""Called with each event's JSON form (SPEC §4.1); it should return quickly."""
+
+
+class EventSource(Protocol):
+    """What the hub reads from the event log."""
+
+    def events(
+        self,
+        since: int | None = None,
+        limit: int = 100,
+        build_request_id: str | None = None,
+        partition_ref: str | None = None,
+        job_label: str | None = None,
+    ) -> Deferred[dict[str, Any]]: ...
+
+    def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
+
+
+def finish_of(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``build_finished`` object if ``event`` ends its build, else None."""
+    if event["event_type"] != "build_request" or not BuildStatus.parse(event["status"]).final:
+        return None
+    return {
+        "build_request_id": event["build_request_id"],
+        "status": event["status"],
+        "message": event["message"],
+    }
+
+
+@define(eq=False)
+class Subscription:
+    """One watcher of one build. ``finished`` fires after the build's last event."""
+
+    build_request_id: str
+    _on_event: EventCallback
+    _hub: ProgressHub
+    finished: Deferred[dict[str, Any]] = field(factory=Deferred)
+    _last_idx: int = 0
+    _held: list[dict[str, Any]] | None = field(factory=list)
+    """Live events that arrived during the replay; None once the replay is over."""
+
+    def _offer(self, event: dict[str, Any]) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        if self.finished.called or event["idx"] <= self._last_idx:
+            return
+        self._last_idx = event["idx"]
+        try:
+            self._on_event(event)
+        except Exception:
+            self._hub.log.failure("progress subscriber of {build_request_id} failed",
+                                  build_request_id=self.build_request_id)
+        done = finish_of(event)
+        if done is not None:
+            self.close()
+            self.finished.callback(done)
+
+    def _replayed(self) -> None:
+        held, self._held = self._held or [], None
+        for event in sorted(held, key=lambda e: e["idx"]):
+            self._deliver(event)
+
+    def close(self) -> None:
+        """Stop watching; the build goes on."""
+        self._hub._remove(self)
+
+
+class ProgressHub:
+    """Fans each build's events out to its subscribers."""
+
+    log = Logger()
+
+    def __init__(self, event_log: EventSource) -> None:
+        self._log = event_log
+        self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+
+    def subscribers(self, build_request_id: str | None = None) -> int:
+        """How many subscriptions are open (on one build, or on all)."""
+        if build_request_id is not None:
+            return len(self._subscribers.get(build_request_id, ()))
+        return sum(len(s) for s in self._subscribers.values())
+
+    def publish(self, event: Event) -> None:
+        """Hand a stored event (``idx`` set) to its build's subscribers."""
+        subscriptions = self._subscribers.get(event.build_request_id)
+        if subscriptions:
+            data = event.to_json()
+            for subscription in list(subscriptions):
+                subscription._offer(data)
+
+    def subscribe(
+        self, build_request_id: str, since: int | None, on_event: EventCallback
+    ) -> Deferred[Subscription]:
+        """Watch a build: its events after ``since`` from the log, then live ones.
+
+        Errbacks with NotFound for an unknown build.
+        """
+        return ensureDeferred(self._subscribe(build_request_id, since or 0, on_event))
+
+    async def _subscribe(
+        self, build_request_id: str, since: int, on_event: EventCallback
+    ) -> Subscription:
+        subscription = Subscription(build_request_id, on_event, self, last_idx=since)
+        self._subscribers[build_request_id].add(subscription)
+        try:
+            if await self._log.get_build(build_request_id) is None:
+                raise NotFound(f"no build request {build_request_id!r}")
+            after = since
+            while not subscription.finished.called:
+                page = await self._log.events(
+                    since=after, limit=REPLAY_PAGE, build_request_id=build_request_id
+                )
+                events = sorted(page["events"], key=lambda e: e["idx"])
+                for event in events:
+                    subscription._deliver(event)
+                if len(events) < REPLAY_PAGE:
+                    break
+                after = events[-1]["idx"]
+        except BaseException:
+            subscription.close()
+            raise
+        subscription._replayed()
+        return subscription
+
+    def _remove(self, subscription: Subscription) -> None:
+        subs = self._subscribers.get(subscription.build_request_id)
+        if subs is not None:
+            subs.discard(subscription)
+            if not subs:
+                del self._subscribers[subscription.build_request_id]

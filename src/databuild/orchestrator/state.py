@@ -1,0 +1,99 @@
+"""The in-memory state of live builds: their runs, partitions and who is producing what."""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict, deque
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+
+from databuild.bel.status import PartitionStatus
+from databuild.executor.runner import RunHandle
+from databuild.model import JobRun
+
+
+class TaskState(enum.Enum):
+    PENDING = "pending"
+    """Waiting for its inputs (or for its command to be resolved)."""
+    STARTED = "started"
+    """Handed to the executor: queued for a slot, or running."""
+    DONE = "done"
+    """Final: completed, failed, cancelled or skipped."""
+
+
+@frozen
+class Outcome:
+    """How a partition ended within the build producing it."""
+
+    status: PartitionStatus
+    message: str
+    build_request_id: str
+
+
+@define(eq=False)
+class Task:
+    """A job run of a live build."""
+
+    job_run: JobRun
+    state: TaskState = TaskState.PENDING
+    waiting_on: set[str] = field(factory=set)
+    handle: RunHandle | None = None
+    cancel_message: str = ""
+    done: Deferred[None] = field(factory=Deferred)
+
+    @property
+    def job_run_id(self) -> str:
+        return self.job_run.job_run_id
+
+
+@define(eq=False)
+class Producer:
+    """The live build producing a ref now, and the builds waiting for the outcome."""
+
+    build_request_id: str
+    waiters: list[Deferred[Outcome]] = field(factory=list)
+
+    def wait(self) -> Deferred[Outcome]:
+        d: Deferred[Outcome] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def settle(self, outcome: Outcome) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(outcome)
+
+
+@define(eq=False)
+class Build:
+    """A live build request."""
+
+    build_request_id: str
+    requested: tuple[str, ...]
+    force: bool
+    tasks: dict[str, Task] = field(factory=dict)
+    partitions: dict[str, PartitionStatus] = field(factory=dict)
+    """The latest status this build recorded for each ref."""
+    root_causes: dict[str, str] = field(factory=dict)
+    """For a FAILED ref, the first failure that caused it, for downstream messages."""
+    dependents: defaultdict[str, list[Task]] = field(factory=lambda: defaultdict(list))
+    ready: deque[Task] = field(factory=deque)
+    open: int = 0
+    """Own runs not yet final plus delegated refs not yet settled."""
+    prefixes: dict[str, tuple[str, ...]] | None = None
+    analysis: Deferred[object] | None = None
+    executing: bool = False
+    cancelled: bool = False
+    message: str = ""
+    settled: Deferred[None] = field(factory=Deferred)
+    done: Deferred[None] = field(factory=Deferred)
+    """Fires once the build's final status is recorded."""
+
+    def is_final(self, ref: str) -> bool:
+        status = self.partitions.get(ref)
+        return status is not None and status.final
+
+    def check_settled(self) -> None:
+        if self.executing and self.open == 0 and not self.settled.called:
+            self.settled.callback(None)

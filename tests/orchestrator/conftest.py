@@ -1,0 +1,134 @@
+"""A test workspace driven by plan.json, a real SQLite event log and a running Orchestrator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from attrs import define
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from databuild.bel import EventLog, open_event_log
+from databuild.executor.runner import Executor
+from databuild.graph.workspace import Workspace, load_workspace
+from databuild.orchestrator import Orchestrator
+
+HERE = Path(__file__).parent
+
+
+def workspace_toml(python: str, jobs: list[dict[str, Any]]) -> str:
+    lines = ['[graph]\nlabel = "test"\n']
+    for job in jobs:
+        lines.append("[[jobs]]")
+        lines.append(f"label = {json.dumps(job['label'])}")
+        lines.append(f"outputs = [{json.dumps(job['pattern'])}]")
+        lines.append(f"command = {json.dumps([python, 'testjob.py'])}")
+        for key in ("timeout", "retries"):
+            if key in job:
+                lines.append(f"{key} = {job[key]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+DEFAULT_JOBS = [
+    {"label": "work", "pattern": r"work/[a-z0-9_]+"},
+    {"label": "slow", "pattern": r"slow/[a-z0-9_]+", "timeout": 0.5},
+    {"label": "flaky", "pattern": r"flaky/[a-z0-9_]+", "retries": 2},
+]
+
+
+@define
+class Harness:
+    root: Path
+    workspace: Workspace
+    log: EventLog
+    executor: Executor
+    orchestrator: Orchestrator
+
+    def plan(self, plan: dict[str, dict[str, Any]]) -> None:
+        (self.root / "plan.json").write_text(json.dumps(plan))
+
+    def runs(self) -> list[dict[str, Any]]:
+        path = self.root / "runs.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def starts(self, ref: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.runs() if r["phase"] == "start" and ref in (None, r["ref"])]
+
+    async def events(self, build_request_id: str | None = None) -> list[dict[str, Any]]:
+        found, since = [], 0
+        while True:
+            page = await self.log.events(
+                since=since, limit=1000, build_request_id=build_request_id
+            )
+            found += page["events"]
+            if len(page["events"]) < 1000:
+                return found
+            since = page["next_since"]
+
+    async def build(self, refs: list[str], force: bool = False) -> dict[str, Any]:
+        """Submit a build, wait for its end, return the build as the log has it."""
+        build_id = await self.orchestrator.submit(refs, force)
+        return await self.finished(build_id)
+
+    async def finished(self, build_id: str) -> dict[str, Any]:
+        subscription = await self.orchestrator.hub.subscribe(build_id, 0, lambda e: None)
+        await subscription.finished
+        build = await self.log.get_build(build_id)
+        assert build is not None
+        return build
+
+
+async def wait_for(predicate: Callable[[], object], deadline_s: float = 20.0) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached before the deadline"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+async def start_harness(
+    root: Path, max_parallel_jobs: int = 4, jobs: list[dict[str, Any]] | None = None
+) -> Harness:
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "databuild.toml").exists():
+        (root / "databuild.toml").write_text(workspace_toml(sys.executable, jobs or DEFAULT_JOBS))
+        shutil.copy(HERE / "testjob.py", root / "testjob.py")
+        (root / "plan.json").write_text("{}")
+    workspace = load_workspace(root)
+    log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
+    await log.open()
+    executor = Executor(reactor, root, max_parallel_jobs, grace_s=2)
+    orchestrator = Orchestrator(reactor, workspace, log, executor)
+    orchestrator.startService()
+    return Harness(root, workspace, log, executor, orchestrator)
+
+
+async def stop_harness(harness: Harness) -> None:
+    if harness.orchestrator.running:
+        await harness.orchestrator.stopService()
+    await harness.log.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await start_harness(tmp_path / "ws")
+    yield h
+    await stop_harness(h)

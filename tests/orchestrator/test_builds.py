@@ -1,0 +1,155 @@
+"""Orchestrator: builds of real job processes recorded in a real SQLite event log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness
+
+from databuild.errors import InvalidRefError
+
+
+def statuses(events: list[dict[str, Any]], event_type: str, key: str) -> dict[str, list[str]]:
+    """For each subject (job run id or partition ref), its statuses in log order."""
+    found: dict[str, list[str]] = {}
+    for e in events:
+        if e["event_type"] == event_type:
+            found.setdefault(e[key], []).append(e["status"])
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_start_in_dependency_order_and_the_build_completes(harness: Harness) -> None:
+    harness.plan(
+        {
+            "work/c": {"inputs": ["work/a", "work/b"]},
+            "work/b": {"inputs": ["work/a"]},
+        }
+    )
+    build = await harness.build(["work/c"])
+    assert build["status"] == "BUILD_REQUEST_COMPLETED"
+    runs = {r["ref"]: r for r in harness.runs() if r["phase"] == "end"}
+    starts = {r["ref"]: r["start"] for r in harness.starts()}
+    assert runs["work/a"]["end"] <= starts["work/b"]
+    assert runs["work/b"]["end"] <= starts["work/c"]
+    events = await harness.events(build["build_request_id"])
+    assert [e["status"] for e in events if e["event_type"] == "build_request"] == [
+        "BUILD_REQUEST_RECEIVED",
+        "BUILD_REQUEST_PLANNING",
+        "BUILD_REQUEST_ANALYSIS_COMPLETED",
+        "BUILD_REQUEST_EXECUTING",
+        "BUILD_REQUEST_COMPLETED",
+    ]
+    jobs = statuses(events, "job", "job_run_id")
+    assert list(jobs.values()) == [["JOB_SCHEDULED", "JOB_RUNNING", "JOB_COMPLETED"]] * 3
+    parts = statuses(events, "partition", "partition_ref")
+    assert parts["work/c"] == [
+        "PARTITION_REQUESTED",
+        "PARTITION_SCHEDULED",
+        "PARTITION_BUILDING",
+        "PARTITION_AVAILABLE",
+    ]
+    assert parts["work/a"] == ["PARTITION_SCHEDULED", "PARTITION_BUILDING", "PARTITION_AVAILABLE"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_parallel_runs_of_all_builds_stay_within_the_shared_limit(tmp_path: Path) -> None:
+    harness = await start_harness(tmp_path / "ws", max_parallel_jobs=2)
+    try:
+        harness.plan({f"work/{i}": {"sleep": 0.2} for i in range(6)})
+        ids = [
+            await harness.orchestrator.submit([f"work/{i}" for i in range(k, 6, 2)])
+            for k in range(2)
+        ]
+        builds = [await harness.finished(i) for i in ids]
+        assert {b["status"] for b in builds} == {"BUILD_REQUEST_COMPLETED"}
+        ends = {r["job_run_id"]: r["end"] for r in harness.runs() if r["phase"] == "end"}
+        spans = [(r["start"], ends[r["job_run_id"]]) for r in harness.starts()]
+        assert len(spans) == 6
+        overlap = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+        assert overlap == 2
+    finally:
+        await stop_harness(harness)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_fails_everything_downstream_and_siblings_go_on(harness: Harness) -> None:
+    harness.plan(
+        {
+            "work/a": {"exit": 3},
+            "work/b": {"inputs": ["work/a"]},
+            "work/c": {"inputs": ["work/b"]},
+            "work/d": {"sleep": 0.3},
+        }
+    )
+    build = await harness.build(["work/c", "work/d"])
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    assert "work/c" in build["message"] and "work/d" not in build["message"]
+    assert {r["ref"] for r in harness.starts()} == {"work/a", "work/d"}
+    tasks = {t["outputs"][0]: t for t in build["tasks"]}
+    assert tasks["work/a"]["status"] == "JOB_FAILED"
+    assert tasks["work/a"]["exit_code"] == 3
+    assert "exited with code 3" in tasks["work/a"]["message"]
+    for ref in ("work/b", "work/c"):
+        assert tasks[ref]["status"] == "JOB_FAILED"
+        assert "upstream failed: work/a" in tasks[ref]["message"]
+    assert tasks["work/d"]["status"] == "JOB_COMPLETED"
+    parts = {p["partition_ref"]: p["status"] for p in build["partitions"]}
+    assert parts == {
+        "work/a": "PARTITION_FAILED",
+        "work/b": "PARTITION_FAILED",
+        "work/c": "PARTITION_FAILED",
+        "work/d": "PARTITION_AVAILABLE",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_past_its_timeout_fails(harness: Harness) -> None:
+    harness.plan({"slow/a": {"block": True}})
+    build = await harness.build(["slow/a"])
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    [task] = build["tasks"]
+    assert task["status"] == "JOB_FAILED"
+    assert "timed out" in task["message"]
+    assert [r["ref"] for r in harness.runs() if r["phase"] == "end"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_run_is_retried(harness: Harness) -> None:
+    harness.plan({"flaky/a": {"fail_attempts": 2}, "flaky/b": {"fail_attempts": 5}})
+    build = await harness.build(["flaky/a", "flaky/b"])
+    assert len(harness.starts("flaky/a")) == 3
+    assert len(harness.starts("flaky/b")) == 3
+    tasks = {t["outputs"][0]: t for t in build["tasks"]}
+    assert tasks["flaky/a"]["status"] == "JOB_COMPLETED"
+    assert tasks["flaky/b"]["status"] == "JOB_FAILED"
+    assert "after 3 attempts" in tasks["flaky/b"]["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_analysis_failure_fails_the_build_from_planning(harness: Harness) -> None:
+    build = await harness.build(["nothing/matches"])
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    assert build["message"].startswith("analysis failed:")
+    assert "nothing/matches" in build["message"]
+    events = await harness.events(build["build_request_id"])
+    assert [e["status"] for e in events if e["event_type"] == "build_request"] == [
+        "BUILD_REQUEST_RECEIVED",
+        "BUILD_REQUEST_PLANNING",
+        "BUILD_REQUEST_FAILED",
+    ]
+    assert build["partitions"] == [
+        {"partition_ref": "nothing/matches", "status": "PARTITION_FAILED"}
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_refs_are_refused_before_anything_is_recorded(harness: Harness) -> None:
+    with pytest.raises(InvalidRefError):
+        await harness.orchestrator.submit(["has space"])
+    with pytest.raises(InvalidRefError):
+        await harness.orchestrator.submit([])
+    assert await harness.events() == []
