@@ -36,8 +36,6 @@ AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]
 MAX_JOB_RUNS = 100_000
 """A graph growing past this many runs is taken for a job whose inputs never end."""
 
-log = Logger()
-
 
 def analyze(
     reactor: IReactorProcess,
@@ -69,6 +67,8 @@ def analyze(
 
 
 class _Analysis:
+    log = Logger()
+
     def __init__(
         self,
         reactor: IReactorProcess,
@@ -90,13 +90,13 @@ class _Analysis:
         self._known_available: set[str] = set()
 
     async def run(self, refs: Sequence[str]) -> JobGraph:
-        requested = validate_refs(list(refs))
+        requested = validate_refs(refs)
         pending: Sequence[str] = requested
         while pending:
             new_runs = await self._round(pending)
             pending = await self._unbuilt_inputs(new_runs)
         graph = JobGraph(outputs=requested, job_runs=tuple(_upstream_first(self._runs)))
-        log.debug(
+        self.log.debug(
             "analysed {refs} into {count} job runs",
             refs=describe_refs(requested),
             count=len(graph.job_runs),
