@@ -128,7 +128,7 @@ async def test_ref_covered_by_a_multi_output_run_is_not_configured_again(
         ["top", "mid", "pair"],
     )
     graph = await analyze(reactor, ws, ["top/1"], available=nothing_available)
-    assert calls(ws) == ["top top/1", "mid mid/1", "pair pair/a"]
+    assert sorted(calls(ws)) == ["mid mid/1", "pair pair/a", "top top/1"]
     assert runs_by_outputs(graph) == {
         ("top/1",): "top",
         ("mid/1",): "mid",
