@@ -27,15 +27,16 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
 SLOW_JOB = '''\
-"""A job that runs until the file ``release`` appears in the workspace; writes its pid first."""
+"""Job ``slow``: the run for ``slow/NAME`` writes pids/NAME, then waits for release-NAME."""
 import json, os, sys, time
 if sys.argv[1] == "config":
     print(json.dumps({"configs": [{"outputs": [r], "args": [r]} for r in sys.argv[2:]]}))
     sys.exit(0)
+name = sys.argv[2].split("/")[1]
 workspace = os.environ["DATABUILD_WORKSPACE"]
-with open(os.path.join(workspace, "pids", os.environ["DATABUILD_JOB_RUN_ID"]), "w") as f:
+with open(os.path.join(workspace, "pids", name), "w") as f:
     f.write(str(os.getpid()))
-while not os.path.exists(os.path.join(workspace, "release")):
+while not os.path.exists(os.path.join(workspace, f"release-{name}")):
     time.sleep(0.05)
 print("released", flush=True)
 '''
@@ -48,7 +49,7 @@ def free_port() -> int:
 
 
 def with_slow_job(workspace: Path) -> Path:
-    """Add the job ``slow`` (refs ``slow/<name>``) that waits for ``<workspace>/release``."""
+    """Add the job ``slow``: its run for ``slow/NAME`` waits for ``<workspace>/release-NAME``."""
     (workspace / "jobs" / "slow.py").write_text(SLOW_JOB)
     (workspace / "pids").mkdir()
     with (workspace / "databuild.toml").open("a") as f:
