@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from attrs import define
+from attrs import define, field
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 
 from databuild.bel import EventLog, open_event_log
 from databuild.executor.runner import Executor
@@ -51,6 +52,14 @@ class Harness:
     log: EventLog
     executor: Executor
     orchestrator: Orchestrator
+    errors: list[dict[str, Any]] = field(factory=list)
+    """Failures the orchestrator logged (a refused event, a broken build): none expected."""
+
+    def observe(self, event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None and str(
+            event.get("log_namespace", "")
+        ).startswith("databuild.orchestrator"):
+            self.errors.append(event)
 
     def plan(self, plan: dict[str, dict[str, Any]]) -> None:
         (self.root / "plan.json").write_text(json.dumps(plan))
@@ -117,14 +126,18 @@ async def start_harness(
     await log.open()
     executor = Executor(reactor, root, max_parallel_jobs, grace_s=2)
     orchestrator = Orchestrator(reactor, workspace, log, executor)
+    harness = Harness(root, workspace, log, executor, orchestrator)
+    globalLogPublisher.addObserver(harness.observe)
     orchestrator.startService()
-    return Harness(root, workspace, log, executor, orchestrator)
+    return harness
 
 
 async def stop_harness(harness: Harness) -> None:
     if harness.orchestrator.running:
         await harness.orchestrator.stopService()
     await harness.log.close()
+    globalLogPublisher.removeObserver(harness.observe)
+    assert [e["log_failure"].getErrorMessage() for e in harness.errors] == []
 
 
 @pytest_twisted.async_yield_fixture

@@ -104,6 +104,7 @@ class Orchestrator(Service):
         self._tasks: dict[str, tuple[Build, Task]] = {}
         self._producers: dict[str, Producer] = {}
         self._windows: list[dict[str, Outcome]] = []
+        self._shadows: dict[str, set[str]] = {}
         self._ready = False
         self._ready_waiters: list[Deferred[None]] = []
 
@@ -181,6 +182,7 @@ class Orchestrator(Service):
         build = Build(new_id(), requested, bool(force))
         self._builds[build.build_request_id] = build
         try:
+            self._shadow(build, await self._statuses(requested))
             await self._append(
                 Event(
                     build.build_request_id,
@@ -283,7 +285,7 @@ class Orchestrator(Service):
         window: dict[str, Outcome] = {}
         self._windows.append(window)
         try:
-            statuses = await self._log.partition_statuses(
+            statuses = await self._statuses(
                 list(dict.fromkeys(ref for run in graph.job_runs for ref in run.outputs))
             )
             producers = await self._producers_of(
@@ -294,6 +296,7 @@ class Orchestrator(Service):
         if build.cancelled:
             return
         statuses = {**statuses, **{ref: o.status for ref, o in window.items()}}
+        self._shadow(build, statuses)
         producers.update({ref: o.build_request_id for ref, o in window.items()})
 
         # One synchronous step: decide every run and claim refs, so no other build can
@@ -320,11 +323,18 @@ class Orchestrator(Service):
         await build.settled
 
     async def _producers_of(self, refs: list[str]) -> dict[str, str]:
-        """For AVAILABLE refs, the build that last recorded each (for delegation events)."""
+        """For AVAILABLE refs, the build whose run last made each (for delegation events)."""
         found = {}
         for ref in refs:
-            partition = await self._log.get_partition(ref)
-            found[ref] = (partition or {}).get("build_request_id") or "unknown"
+            partition = await self._log.get_partition(ref) or {}
+            found[ref] = next(
+                (
+                    run["build_request_id"]
+                    for run in partition.get("job_runs", ())
+                    if run["status"] == J.JOB_COMPLETED.value
+                ),
+                partition.get("build_request_id") or "unknown",
+            )
         return found
 
     def _schedule(
@@ -592,6 +602,8 @@ class Orchestrator(Service):
                 producer.settle(Outcome(P.PARTITION_FAILED, message, build.build_request_id))
         for run_id in build.tasks:
             self._tasks.pop(run_id, None)
+        for ref in build.shadowed:
+            self._unshadow(build, ref)
         del self._builds[build.build_request_id]
         self.log.info(
             "build {build_request_id} ended: {status} {message}",
@@ -603,10 +615,39 @@ class Orchestrator(Service):
 
     # -- recording -----------------------------------------------------------------------
 
+    # A live build's bookkeeping events (REQUESTED, SCHEDULED, DELEGATED) become the catalog
+    # status of a ref that is in fact AVAILABLE. While such a build lives, the ref is
+    # "shadowed": this service still knows it AVAILABLE until some build changes it for real
+    # (BUILDING, AVAILABLE or FAILED).
+
+    def _statuses(self, refs: Sequence[str]) -> Deferred[dict[str, PartitionStatus]]:
+        """Catalog statuses of ``refs``, with shadowed refs AVAILABLE."""
+
+        def unshadowed(statuses: dict[str, PartitionStatus]) -> dict[str, PartitionStatus]:
+            for ref in refs:
+                if ref in self._shadows:
+                    statuses[ref] = P.PARTITION_AVAILABLE
+            return statuses
+
+        return self._log.partition_statuses(refs).addCallback(unshadowed)
+
     def _available(self, refs: Sequence[str]) -> Deferred[set[str]]:
-        return self._log.partition_statuses(refs).addCallback(
+        return self._statuses(refs).addCallback(
             lambda statuses: {r for r, s in statuses.items() if s is P.PARTITION_AVAILABLE}
         )
+
+    def _shadow(self, build: Build, statuses: dict[str, PartitionStatus]) -> None:
+        for ref, status in statuses.items():
+            if status is P.PARTITION_AVAILABLE and not build.is_final(ref):
+                build.shadowed.add(ref)
+                self._shadows.setdefault(ref, set()).add(build.build_request_id)
+
+    def _unshadow(self, build: Build, ref: str) -> None:
+        holders = self._shadows.get(ref)
+        if holders is not None:
+            holders.discard(build.build_request_id)
+            if not holders:
+                del self._shadows[ref]
 
     def _append(self, event: Event) -> Deferred[Event]:
         d = self._log.append(event)
@@ -657,6 +698,10 @@ class Orchestrator(Service):
         job_run_id: str | None = None,
     ) -> None:
         build.partitions[ref] = status
+        if status in (P.PARTITION_BUILDING, P.PARTITION_FAILED):
+            self._shadows.pop(ref, None)
+        elif status is P.PARTITION_AVAILABLE:
+            self._unshadow(build, ref)
         self._emit(build, PartitionEvent(ref, status, message, job_run_id))
 
 

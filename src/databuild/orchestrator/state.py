@@ -75,6 +75,8 @@ class Build:
     tasks: dict[str, Task] = field(factory=dict)
     partitions: dict[str, PartitionStatus] = field(factory=dict)
     """The latest status this build recorded for each ref."""
+    shadowed: set[str] = field(factory=set)
+    """Refs this build knows AVAILABLE while its own events hide that in the catalog."""
     root_causes: dict[str, str] = field(factory=dict)
     """For a FAILED ref, the first failure that caused it, for downstream messages."""
     dependents: defaultdict[str, list[Task]] = field(factory=lambda: defaultdict(list))

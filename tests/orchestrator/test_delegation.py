@@ -1,0 +1,108 @@
+"""Delegation: no job runs for a partition that is AVAILABLE or being built by another build."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest_twisted
+from tests.orchestrator.conftest import Harness
+from twisted.internet.defer import gatherResults
+
+
+async def running_events(harness: Harness) -> Counter[str]:
+    """How many times the log saw each ref's producing run start."""
+    return Counter(
+        ref
+        for e in await harness.events()
+        if e["event_type"] == "job" and e["status"] == "JOB_RUNNING"
+        for ref in e["outputs"]
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
+    harness: Harness,
+) -> None:
+    harness.plan({"work/b": {"inputs": ["work/a"]}})
+    first = await harness.build(["work/b"])
+    again = await harness.build(["work/b"])
+    assert again["status"] == "BUILD_REQUEST_COMPLETED"
+    assert [t["status"] for t in again["tasks"]] == ["JOB_SKIPPED"]
+    events = await harness.events(again["build_request_id"])
+    [delegation] = [e for e in events if e["event_type"] == "delegation"]
+    assert delegation["partition_ref"] == "work/b"
+    assert delegation["delegated_to_build_request_id"] == first["build_request_id"]
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/a": 1, "work/b": 1}
+
+    forced = await harness.build(["work/b"], force=True)
+    assert forced["status"] == "BUILD_REQUEST_COMPLETED"
+    assert [t["status"] for t in forced["tasks"]] == ["JOB_COMPLETED"]
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/a": 1, "work/b": 2}
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_builds_of_one_partition_run_its_job_once(harness: Harness) -> None:
+    harness.plan(
+        {
+            "work/base": {"sleep": 0.3},
+            "work/x": {"inputs": ["work/base"]},
+            "work/y": {"inputs": ["work/base"]},
+        }
+    )
+    ids = await gatherResults(
+        [harness.orchestrator.submit(["work/x"]), harness.orchestrator.submit(["work/y"])]
+    )
+    builds = [await harness.finished(i) for i in ids]
+    assert [b["status"] for b in builds] == ["BUILD_REQUEST_COMPLETED"] * 2
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1, "work/x": 1, "work/y": 1}
+    assert await running_events(harness) == {"work/base": 1, "work/x": 1, "work/y": 1}
+    delegations = [e for e in await harness.events() if e["event_type"] == "delegation"]
+    assert len(delegations) == 1
+    waiting = delegations[0]["build_request_id"]
+    assert {waiting, delegations[0]["delegated_to_build_request_id"]} == set(ids)
+    waiting_events = await harness.events(waiting)
+    assert [
+        e["status"] for e in waiting_events
+        if e["event_type"] == "partition" and e["partition_ref"] == "work/base"
+    ] == ["PARTITION_SCHEDULED", "PARTITION_DELEGATED", "PARTITION_AVAILABLE"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_concurrent_overlapping_builds_run_each_job_exactly_once(
+    harness: Harness,
+) -> None:
+    plan = {"work/base": {"sleep": 0.2}, "work/shared": {"inputs": ["work/base"]}}
+    for i in range(10):
+        plan[f"work/own{i}"] = {"inputs": ["work/shared", "work/base"]}
+    harness.plan(plan)
+    ids = await gatherResults(
+        [
+            harness.orchestrator.submit([f"work/own{i}", "work/shared", f"work/own{(i + 1) % 10}"])
+            for i in range(10)
+        ]
+    )
+    builds = [await harness.finished(i) for i in ids]
+    assert {b["status"] for b in builds} == {"BUILD_REQUEST_COMPLETED"}
+    expected = {ref: 1 for ref in plan}
+    assert Counter(r["ref"] for r in harness.starts()) == expected
+    assert await running_events(harness) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delegated_partition_that_fails_fails_the_waiting_build(harness: Harness) -> None:
+    harness.plan(
+        {
+            "work/base": {"sleep": 0.3, "exit": 2},
+            "work/x": {"inputs": ["work/base"]},
+            "work/y": {"inputs": ["work/base"]},
+        }
+    )
+    first = await harness.orchestrator.submit(["work/x"])
+    second = await harness.orchestrator.submit(["work/y"])
+    builds = [await harness.finished(i) for i in (first, second)]
+    assert [b["status"] for b in builds] == ["BUILD_REQUEST_FAILED"] * 2
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1}
+    [y] = [t for t in builds[1]["tasks"] if t["outputs"] == ["work/y"]]
+    assert y["status"] == "JOB_FAILED"
+    assert "work/base" in y["message"]
+    assert "exited with code 2" in y["message"]
