@@ -127,6 +127,12 @@ class Database:
                 f"cannot open the event log at {self.location.describe()}: {e}"
             ) from e
 
+    def reconnect_if_lost(self) -> None:
+        """Connect again if the server dropped the connection (PostgreSQL restarts, failovers)."""
+        if self.dialect == "postgresql" and (self._conn.closed or self._conn.broken):
+            self._conn.close()
+            self.connect()
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -212,13 +218,6 @@ class Database:
             sql += f" AND {column} >= ? AND {column} < ?"
             params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
         return sql, params
-
-    def is_duplicate_key(self, error: Exception) -> bool:
-        if self.dialect == "sqlite":
-            return isinstance(error, sqlite3.IntegrityError)
-        import psycopg
-
-        return isinstance(error, psycopg.errors.UniqueViolation)
 
 
 def _connect_sqlite(path: Path) -> sqlite3.Connection:

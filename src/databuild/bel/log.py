@@ -52,6 +52,8 @@ class EventLog:
         self._drained: list[Deferred[None]] = []
         self._state = "new"
         self._shutdown_trigger: Any = None
+        self.commits = 0
+        """Write transactions committed so far (tests and benchmarks read it)."""
 
     def __repr__(self) -> str:
         return f"<EventLog {self.location.describe()} {self._state}>"
@@ -62,7 +64,12 @@ class EventLog:
     def _read(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._state != "open":
             return self._not_open()
-        return self._run(fn, self._db, *args)
+        return self._run(self._work, fn, *args)
+
+    def _work(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(db, *args)`` on the log's thread, reconnecting first if need be."""
+        self._db.reconnect_if_lost()
+        return fn(self._db, *args)
 
     def _not_open(self) -> Deferred[Any]:
         return fail(EventLogError(f"the event log at {self.location.describe()} is not open"))
@@ -136,11 +143,12 @@ class EventLog:
     def _commit_next(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._committing = True
-        d = self._run(append_batch, self._db, [event for event, _ in batch])
+        d = self._run(self._work, append_batch, [event for event, _ in batch])
         d.addCallbacks(self._deliver, self._fail_batch, (batch,), None, (batch,), None)
         d.addBoth(self._committed)
 
     def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:
+        self.commits += 1
         for (_, waiting), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 waiting.errback(Failure(result))

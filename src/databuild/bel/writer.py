@@ -38,10 +38,6 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
                     results.append(append_one(db, event))
             except DataBuildError as e:
                 results.append(e)
-            except Exception as e:
-                if not db.is_duplicate_key(e):
-                    raise
-                results.append(EventLogError(f"event {event.event_id} is already in the log"))
     return results
 
 
@@ -49,6 +45,8 @@ def append_one(db: Database, event: Event) -> Event:
     """Check and store one event; raises IllegalTransition before writing anything."""
     if event.idx is not None:
         raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
+    if db.one("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)):
+        raise EventLogError(f"event {event.event_id} is already in the log")
     payload = event.payload
     build = db.one(
         "SELECT status FROM builds WHERE build_request_id = ?", (event.build_request_id,)

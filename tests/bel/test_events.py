@@ -1,0 +1,141 @@
+"""Statuses and events: names, short forms, parsing, and JSON round-trips (SPEC §4.1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from databuild.bel import (
+    BuildRequestEvent,
+    BuildStatus,
+    DelegationEvent,
+    Event,
+    InvalidEvent,
+    InvalidStatus,
+    JobEvent,
+    JobGraphEvent,
+    JobStatus,
+    PartitionEvent,
+    PartitionStatus,
+)
+from databuild.errors import InvalidRefError
+from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
+
+
+def test_status_values_are_the_spec_names() -> None:
+    assert [s.value for s in BuildStatus] == [
+        "BUILD_REQUEST_RECEIVED", "BUILD_REQUEST_PLANNING", "BUILD_REQUEST_ANALYSIS_COMPLETED",
+        "BUILD_REQUEST_EXECUTING", "BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED",
+        "BUILD_REQUEST_CANCELLED",
+    ]
+    assert [s.value for s in JobStatus] == [
+        "JOB_SCHEDULED", "JOB_RUNNING", "JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED",
+        "JOB_SKIPPED",
+    ]
+    assert [s.value for s in PartitionStatus] == [
+        "PARTITION_REQUESTED", "PARTITION_SCHEDULED", "PARTITION_BUILDING",
+        "PARTITION_AVAILABLE", "PARTITION_FAILED", "PARTITION_DELEGATED",
+    ]
+
+
+def test_short_forms_are_lower_case_without_prefix() -> None:
+    assert BuildStatus.BUILD_REQUEST_ANALYSIS_COMPLETED.short == "analysis_completed"
+    assert JobStatus.JOB_SKIPPED.short == "skipped"
+    assert PartitionStatus.PARTITION_AVAILABLE.short == "available"
+
+
+@pytest.mark.parametrize("kind", [BuildStatus, JobStatus, PartitionStatus])
+def test_parse_accepts_spec_and_short_forms_in_any_case(kind: type) -> None:
+    for status in kind:
+        assert kind.parse(status.value) is status
+        assert kind.parse(status.short) is status
+        assert kind.parse(status.short.upper()) is status
+        assert kind.parse(status) is status
+
+
+def test_parse_refuses_other_kinds_and_names_the_choices() -> None:
+    with pytest.raises(InvalidStatus, match="unknown job status 'available'; expected one of"):
+        JobStatus.parse("available")
+    with pytest.raises(InvalidStatus, match="unknown partition status 42"):
+        PartitionStatus.parse(42)  # type: ignore[arg-type]
+
+
+def test_final_statuses() -> None:
+    assert {s for s in BuildStatus if s.final} == {
+        BuildStatus.BUILD_REQUEST_COMPLETED, BuildStatus.BUILD_REQUEST_FAILED,
+        BuildStatus.BUILD_REQUEST_CANCELLED,
+    }
+    assert {s for s in PartitionStatus if s.final} == {
+        PartitionStatus.PARTITION_AVAILABLE, PartitionStatus.PARTITION_FAILED,
+    }
+
+
+GRAPH = JobGraph(
+    outputs=("daily/2026-01-01",),
+    job_runs=(
+        JobRun(
+            "r1",
+            "agg",
+            JobConfig(
+                outputs=("daily/2026-01-01",),
+                inputs=(PartitionInput("raw/2026-01-01", DepType.MATERIALIZE),),
+                args=("2026-01-01",),
+                env={"DATE": "2026-01-01"},
+            ),
+        ),
+    ),
+)
+
+PAYLOADS = [
+    BuildRequestEvent("received", ("daily/2026-01-01",), "hello"),
+    PartitionEvent("daily/2026-01-01", "building", "", "r1"),
+    PartitionEvent("daily/2026-01-01", "requested"),
+    JobEvent("r1", "agg", "failed", ("daily/2026-01-01",), "exit 3", 3),
+    DelegationEvent("daily/2026-01-01", "b0", "b0 is building it"),
+    JobGraphEvent(GRAPH),
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.event_type)
+def test_event_json_round_trips(payload: object) -> None:
+    event = Event("b1", payload, idx=7)  # type: ignore[arg-type]
+    data = json.loads(json.dumps(event.to_json()))
+    assert list(data)[:5] == ["idx", "event_id", "timestamp", "build_request_id", "event_type"]
+    assert data["event_type"] == event.event_type
+    assert Event.from_json(data) == event
+
+
+def test_event_json_has_the_spec_fields() -> None:
+    data = Event("b1", JobEvent("r1", "agg", "completed", ("x",), exit_code=0)).to_json()
+    assert data["idx"] is None
+    assert isinstance(data["timestamp"], int) and data["timestamp"] > 1_700_000_000 * 10**9
+    assert {k: data[k] for k in ("job_run_id", "job_label", "outputs", "status", "exit_code")} == {
+        "job_run_id": "r1", "job_label": "agg", "outputs": ["x"], "status": "JOB_COMPLETED",
+        "exit_code": 0,
+    }
+    graph = Event("b1", JobGraphEvent(GRAPH)).to_json()["job_graph"]
+    assert graph["job_runs"][0]["inputs"][0]["partition_ref"] == {"str": "raw/2026-01-01"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({"event_type": "nope"}, "unknown event_type 'nope'"),
+        ({"event_type": "job", "event_id": "e", "timestamp": 1, "build_request_id": "b"},
+         "job event lacks field 'job_run_id'"),
+        ({"event_type": "partition", "event_id": "e", "timestamp": 1, "build_request_id": "b",
+          "partition_ref": "x", "status": "done"}, "unknown partition status 'done'"),
+    ],
+)
+def test_bad_event_json_is_refused_with_a_reason(data: object, message: str) -> None:
+    with pytest.raises((InvalidEvent, InvalidStatus), match=message):
+        Event.from_json(data)
+
+
+def test_events_validate_refs() -> None:
+    with pytest.raises(InvalidRefError):
+        PartitionEvent("has space", "requested")
+    with pytest.raises(InvalidRefError):
+        BuildRequestEvent("received", ("",))

@@ -1,0 +1,155 @@
+"""Schema versions (create, upgrade in place, refuse newer) and event-log URIs (SPEC §4.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from databuild.bel import EventLogError, open_event_log
+from databuild.bel.backend import Database, Location, glob_to_regex, literal_prefix, parse_uri
+from databuild.bel.schema import create_or_upgrade, current_version, latest_version, migrations
+
+
+@pytest.fixture
+def database(log_uri: str, tmp_path: Path) -> Iterator[Database]:
+    """A bare connection to an empty log, for driving the schema directly."""
+    db = Database(parse_uri(log_uri, tmp_path))
+    db.connect()
+    yield db
+    db.close()
+
+
+def table_names(db: Database) -> set[str]:
+    if db.dialect == "sqlite":
+        rows = db.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = db.all(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema()"
+        )
+    return {row[0] for row in rows}
+
+
+def test_migrations_are_numbered_from_one_for_both_dialects() -> None:
+    for dialect in ("sqlite", "postgresql"):
+        assert list(migrations(dialect)) == list(range(1, latest_version(dialect) + 1))
+    assert latest_version("sqlite") == latest_version("postgresql") == 2
+
+
+def test_an_empty_database_gets_the_latest_schema(database: Database) -> None:
+    assert current_version(database) == 0
+    assert create_or_upgrade(database) == 2
+    assert current_version(database) == 2
+    assert {"events", "builds", "partitions", "job_runs", "job_stats"} <= table_names(database)
+    assert create_or_upgrade(database) == 2
+
+
+def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) -> None:
+    assert create_or_upgrade(database, target=1) == 1
+    assert "job_stats" not in table_names(database)
+    rows = [
+        ("r1", "ingest", "JOB_COMPLETED", 10, 12, 1),
+        ("r2", "ingest", "JOB_FAILED", 20, 26, 2),
+        ("r3", "ingest", "JOB_SKIPPED", None, 30, 3),
+        ("r4", "agg", "JOB_RUNNING", 40, None, 4),
+    ]
+    for run_id, label, status, started, ended, idx in rows:
+        database.execute(
+            "INSERT INTO job_runs (job_run_id, build_request_id, job_label, outputs, status,"
+            " created_idx, updated_idx, scheduled_at, started_at, ended_at, message)"
+            " VALUES (?, 'b1', ?, '[]', ?, ?, ?, 0, ?, ?, '')",
+            (run_id, label, status, idx, idx, started, ended),
+        )
+    assert create_or_upgrade(database) == 2
+    stats = database.all(
+        "SELECT job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at,"
+        " updated_idx FROM job_stats ORDER BY job_label"
+    )
+    assert [tuple(row) for row in stats] == [
+        ("agg", 1, 0, 0, 0, 0, 40, 4),
+        ("ingest", 3, 1, 1, 2, 8, 20, 3),
+    ]
+    assert len(database.all("SELECT * FROM job_runs")) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_log_from_a_newer_databuild_is_refused_untouched(
+    database: Database, log_uri: str, tmp_path: Path
+) -> None:
+    create_or_upgrade(database)
+    database.execute("UPDATE schema_version SET version = 99")
+    log = open_event_log(log_uri, tmp_path, reactor)
+    with pytest.raises(EventLogError, match=r"has schema version 99, newer than this DataBuild "
+                       r"understands \(up to 2\); upgrade DataBuild or use another event log"):
+        await log.open()
+    assert current_version(database) == 99
+
+
+@pytest_twisted.ensureDeferred
+async def test_opening_creates_the_schema_and_reopening_keeps_it(
+    log_uri: str, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        log = open_event_log(log_uri, tmp_path, reactor)
+        await log.open()
+        assert await log.list_builds() == {"builds": []}
+        await log.close()
+
+
+def test_relative_paths_are_taken_from_the_workspace_root(tmp_path: Path) -> None:
+    assert parse_uri(".databuild/bel.sqlite", tmp_path) == Location(
+        "sqlite", str(tmp_path / ".databuild" / "bel.sqlite")
+    )
+    assert parse_uri("/abs/bel.db", tmp_path) == Location("sqlite", "/abs/bel.db")
+    assert parse_uri("sqlite:///abs/my%20bel.db", tmp_path) == Location(
+        "sqlite", "/abs/my bel.db"
+    )
+
+
+def test_postgresql_uris_in_both_spellings(tmp_path: Path) -> None:
+    for uri in ("postgresql://u:pw@db.example:5433/bel", "postgres://u:pw@db.example:5433/bel"):
+        location = parse_uri(uri, tmp_path)
+        assert location == Location("postgresql", uri)
+        assert location.describe() == "postgresql://u@db.example:5433/bel"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("", "the event log URI is empty"),
+        ("mysql://x/y", "unknown scheme 'mysql'"),
+        ("sqlite://relative/bel.db", "write SQLite URIs as sqlite:///ABSOLUTE/PATH"),
+        ("sqlite:///", "write SQLite URIs as sqlite:///ABSOLUTE/PATH"),
+    ],
+)
+def test_bad_uris_are_refused_with_a_reason(uri: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(EventLogError, match=message):
+        parse_uri(uri, tmp_path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_parent_directories_are_created(tmp_path: Path) -> None:
+    log = open_event_log("deep/er/bel.sqlite", tmp_path, reactor)
+    await log.open()
+    await log.close()
+    assert (tmp_path / "deep" / "er" / "bel.sqlite").is_file()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "bel.sqlite").write_bytes(b"not a database at all" * 100)
+    log = open_event_log("bel.sqlite", tmp_path, reactor)
+    with pytest.raises(EventLogError, match=r"cannot open the event log at .*bel\.sqlite"):
+        await log.open()
+
+
+def test_glob_translation() -> None:
+    assert glob_to_regex("a.b/*/[!x]?[ab]") == r"^a\.b/.*/[^x].[ab]$"
+    assert glob_to_regex("[unclosed") == r"^\[unclosed$"
+    assert literal_prefix("daily/2026-*") == "daily/2026-"
+    assert literal_prefix("*x") == ""
+    assert literal_prefix("plain") == "plain"
