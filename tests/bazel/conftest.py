@@ -2,9 +2,9 @@
 
 Bazel's first start in a workspace (its server JVM, its output base) is the slow part, so all
 tests share one copy, one output base and one server, which the session ends with
-``bazel clean --expunge``. The copy's ``databuild.toml`` gets build flags that replace the
-``rules_cc`` and ``rules_java`` repositories Bazel would download with the stand-ins in
-``offline/``; the example itself stays usable with a networked Bazel.
+``bazel clean --expunge`` and ``bazel shutdown``. The copy's ``databuild.toml`` gets build flags
+that replace the ``rules_cc`` and ``rules_java`` repositories Bazel would download with the
+stand-ins in ``offline/``; the example itself stays usable with a networked Bazel.
 """
 
 from __future__ import annotations
@@ -72,11 +72,12 @@ def bazel_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield root
     finally:
-        subprocess.run(
-            [*BAZEL, "clean", "--expunge"],
-            cwd=root,
-            env=job_env(),
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
+        for command in ("clean", "--expunge"), ("shutdown",):
+            subprocess.run(
+                [*BAZEL, *command],
+                cwd=root,
+                env=job_env(),
+                capture_output=True,
+                timeout=300,
+                check=False,
+            )
