@@ -55,10 +55,10 @@ def test_plain_lines_tell_the_build_and_each_job_run() -> None:
     assert out.getvalue().splitlines() == [
         "build b1: p/a",
         "analysed: 2 job runs",
-        "started  job_b  p/b",
+        "started   job_b  p/b",
         "completed job_b  p/b  1.5s",
-        "started  job_a  p/a",
-        "failed   job_a  p/a  0.5s  exit 3: exited with code 3",
+        "started   job_a  p/a",
+        "failed    job_a  p/a  0.5s  exit 3: exited with code 3",
         "build b1 failed in 2.6s (1 completed, 1 failed): 1 job run failed",
     ]
     assert "\x1b" not in out.getvalue()
@@ -120,3 +120,9 @@ def test_finished_jobs_print_above_the_live_line() -> None:
     assert out.getvalue().endswith("\r\x1b[Kbuild b1 failed in 1.9s (1 completed, 1 scheduled): "
                                    "1 job run failed\n")
     assert clock.getDelayedCalls() == []
+
+
+def test_a_long_failure_reason_continues_on_indented_lines() -> None:
+    progress = BuildProgress("b1")
+    line = progress.summary({"status": "BUILD_REQUEST_FAILED", "message": "analysis failed\nwhy"})
+    assert line == "build b1 failed (no job runs): analysis failed\n  why"

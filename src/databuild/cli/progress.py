@@ -81,7 +81,7 @@ class BuildProgress:
             return self._job(event)
         if kind == "delegation":
             return [Note(
-                f"waiting  {event.get('partition_ref')}: built by build "
+                f"{'waiting':<9} {event.get('partition_ref')}: built by build "
                 f"{event.get('delegated_to_build_request_id')}"
             )]  # fmt: skip
         return []
@@ -107,10 +107,10 @@ class BuildProgress:
         what = f"{job.label}  {refs(job.outputs, most=2)}"
         if job.status == "JOB_RUNNING":
             job.started_ns = event.get("timestamp")
-            return [Note(f"started  {what}", started=True)]
+            return [Note(f"{'started':<9} {what}", started=True)]
         if job.status not in FINISHED_JOB_STATUSES:
             return []
-        text = f"{short_status(job.status):<8} {what}"
+        text = f"{short_status(job.status):<9} {what}"
         ts = event.get("timestamp")
         if job.started_ns is not None and isinstance(ts, int):
             text += f"  {seconds((ts - job.started_ns) / 1e9)}"
@@ -128,7 +128,8 @@ class BuildProgress:
         return line
 
     def summary(self, finished: Mapping[str, Any]) -> str:
-        """The last line: outcome, elapsed time and job counts."""
+        """The last line: outcome, elapsed time, job counts and why it failed (a long reason
+        continues on indented lines)."""
         status = short_status(finished.get("status"))
         elapsed = ""
         if self.received_ns is not None and self.last_ns is not None:
@@ -138,8 +139,10 @@ class BuildProgress:
             tally[short_status(job.status)] = tally.get(short_status(job.status), 0) + 1
         jobs = ", ".join(f"{n} {s}" for s, n in tally.items()) or "no job runs"
         line = f"build {self.build_request_id} {status}{elapsed} ({jobs})"
-        if finished.get("message") and status != "completed":
-            line += f": {finished['message']}"
+        message = str(finished.get("message") or "")
+        if message and status != "completed":
+            first, *more = message.splitlines()
+            line = "\n  ".join([f"{line}: {first}", *more])
         return line
 
 

@@ -89,6 +89,8 @@ class Follower:
             return
         if frame.event == "build_finished":
             self.finished = (frame.data, parse_event(frame.data))
+            if self._reader is not None:  # the service closes the stream next; no need to wait
+                self._reader.abort()
             return
         self.last_event_id = frame.id
         self.on_event(frame.data, parse_event(frame.data))

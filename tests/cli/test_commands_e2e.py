@@ -1,0 +1,187 @@
+"""Every command against a real service, in both formats, and every exit code provoked."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from .conftest import Run, server_info
+
+DAY = "2026-01-01"
+TOTAL = f"daily_votes/{DAY}"
+INGESTS = [f"daily_color_votes/{DAY}/{c}" for c in ("red", "green", "blue")]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_first_call_starts_the_service_and_the_second_reuses_it(
+    databuild: Run, workspace: Path
+) -> None:
+    first = databuild("builds", "list")
+    assert first.returncode == 0, first.stderr
+    assert "starting the DataBuild service" in first.stderr
+    assert first.stdout == "no builds\n"
+    pid = server_info(workspace)["pid"]
+    second = databuild("builds", "list", "--format", "json")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == ""
+    assert json.loads(second.stdout) == {"builds": []}
+    assert server_info(workspace)["pid"] == pid
+
+
+def test_every_command_in_both_formats_against_a_known_build(databuild: Run) -> None:
+    built = databuild("build", TOTAL, "--format", "json")
+    assert built.returncode == 0, built.stderr
+    events = [json.loads(line) for line in built.stdout.splitlines()]
+    finished = events.pop()
+    assert finished["status"] == "BUILD_REQUEST_COMPLETED"
+    build_id = finished["build_request_id"]
+    assert [e["idx"] for e in events] == sorted({e["idx"] for e in events})
+    assert {e["build_request_id"] for e in events} == {build_id}
+    completed = {(e["job_label"], tuple(e["outputs"])) for e in events
+                 if e["event_type"] == "job" and e["status"] == "JOB_COMPLETED"}
+    assert completed == {("aggregate_color_votes", (TOTAL,))} | {
+        ("ingest_color_votes", (ref,)) for ref in INGESTS
+    }
+
+    def both(*args: str) -> tuple[str, object]:
+        table = databuild(*args)
+        as_json = databuild(*args, "--format", "json")
+        assert table.returncode == as_json.returncode == 0, (table.stderr, as_json.stderr)
+        return table.stdout, json.loads(as_json.stdout)
+
+    table, doc = both("builds", "list")
+    assert [b["build_request_id"] for b in doc["builds"]] == [build_id]
+    assert table.splitlines()[0].split()[:2] == ["BUILD", "STATUS"]
+    assert table.splitlines()[1].split()[:2] == [build_id, "completed"]
+
+    table, doc = both("builds", "show", build_id)
+    assert doc["status"] == "BUILD_REQUEST_COMPLETED"
+    assert doc["requested_partitions"] == [TOTAL]
+    assert "status:" in table and "completed" in table and TOTAL in table
+
+    table, doc = both("partitions", "list", "--status", "available")
+    assert {p["partition_ref"] for p in doc["partitions"]} == {TOTAL, *INGESTS}
+    assert all(line.split()[1] == "available" for line in table.splitlines()[1:])
+
+    table, doc = both("partitions", "list", "--pattern", "daily_votes/*", "--limit", "5")
+    assert [p["partition_ref"] for p in doc["partitions"]] == [TOTAL]
+
+    table, doc = both("partitions", "show", TOTAL)
+    assert doc["partition_ref"] == TOTAL and doc["status"] == "PARTITION_AVAILABLE"
+    assert "available" in table
+
+    table, doc = both("jobs", "list")
+    runs = {j["job_label"]: (j["runs"], j["succeeded"], j["failed"]) for j in doc["jobs"]}
+    assert runs["ingest_color_votes"] == (3, 3, 0)
+    assert runs["aggregate_color_votes"] == (1, 1, 0)
+    assert "ingest_color_votes" in table
+
+    table, doc = both("jobs", "show", "aggregate_color_votes")
+    assert doc["job_label"] == "aggregate_color_votes" and doc["runs"] == 1
+
+    table, doc = both("tasks", "list", "--build", build_id, "--job", "ingest_color_votes")
+    tasks = doc["tasks"]
+    assert sorted(t["outputs"][0] for t in tasks) == sorted(INGESTS)
+    assert len(table.splitlines()) == 4
+    task_id = tasks[0]["job_run_id"]
+
+    table, doc = both("tasks", "show", task_id)
+    assert doc["job_run_id"] == task_id and doc["status"] == "JOB_COMPLETED"
+    assert "completed" in table
+
+    table, doc = both("tasks", "logs", task_id)
+    assert doc["job_run_id"] == task_id
+    assert isinstance(doc["lines"], list)
+
+    table, doc = both("analyze", f"daily_votes/{DAY[:-1]}2")
+    assert len(doc["job_graph"]["job_runs"]) == 4
+    assert table.startswith("4 job runs for daily_votes/2026-01-02")
+
+    table, doc = both("service", "status")
+    assert doc["status"] == "ok" and isinstance(doc["pid"], int)
+    assert "url:" in table
+
+
+def test_cancelling_what_has_finished_is_refused_with_exit_2(databuild: Run) -> None:
+    built = databuild("build", INGESTS[0], "--background")
+    assert built.returncode == 0, built.stderr
+    build_id = built.stdout.strip()
+    assert databuild("tail", build_id).returncode == 0
+    refused = databuild("builds", "cancel", build_id)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("databuild: ") and "Traceback" not in refused.stderr
+
+
+def test_exit_codes_0_1_2_3_4_each_for_real(databuild: Run, workspace: Path) -> None:
+    ok = databuild("build", INGESTS[0])
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1].startswith("build ")
+    assert " completed in " in ok.stdout.splitlines()[-1]
+
+    failed = databuild("build", f"daily_color_votes/{DAY}/purple")
+    assert failed.returncode == 1, failed.stderr
+    summary = failed.stdout.split("\nbuild ")[-1]
+    assert " failed in " in summary and "unknown colour 'purple'" in summary
+
+    usage = databuild("builds", "list", "--limit", "0")
+    assert usage.returncode == 2
+    refused = databuild("build", "bad\tref")
+    assert refused.returncode == 2
+    assert "databuild: " in refused.stderr and "Traceback" not in refused.stderr
+
+    missing = databuild("builds", "show", "no-such-build")
+    assert missing.returncode == 4
+    assert "no-such-build" in missing.stderr
+    assert databuild("tail", "no-such-build").returncode == 4
+    assert databuild("partitions", "show", "never/built").returncode == 4
+
+    port = closed_port()
+    unreachable = databuild(
+        "builds", "list", env={"DATABUILD_SERVICE_URL": f"http://127.0.0.1:{port}"}
+    )
+    assert unreachable.returncode == 3
+    assert unreachable.stderr == (
+        f"databuild: cannot reach the DataBuild service at http://127.0.0.1:{port}/: "
+        "connection refused\n"
+    )
+
+
+def test_a_service_that_cannot_start_is_exit_3_with_the_end_of_its_log(
+    databuild: Run, workspace: Path
+) -> None:
+    toml = workspace / "databuild.toml"
+    toml.write_text(toml.read_text() + '\n[service]\nmax_parallel_jobs = "many"\n')
+    broken = databuild("builds", "list")
+    assert broken.returncode == 3
+    assert broken.stderr.count("\n") > 1
+    assert "could not start" in broken.stderr
+    assert "max_parallel_jobs" in broken.stderr
+    assert "Traceback (most recent call last)" not in broken.stderr.splitlines()[1]
+
+
+def test_service_status_and_stop_never_start_one(databuild: Run, workspace: Path) -> None:
+    status = databuild("service", "status")
+    assert status.returncode == 3
+    assert "no service is running" in status.stdout
+    stop = databuild("service", "stop")
+    assert stop.returncode == 0
+    assert not (workspace / ".databuild" / "server.json").exists()
+
+    started = databuild("service", "start")
+    assert started.returncode == 0, started.stderr
+    pid = server_info(workspace)["pid"]
+    again = databuild("service", "start", "--format", "json")
+    assert "already running" in again.stderr
+    assert json.loads(again.stdout)["pid"] == pid
+
+    stopped = databuild("service", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == f"service (pid {pid}) stopped\n"
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert databuild("service", "status").returncode == 3
