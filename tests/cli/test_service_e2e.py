@@ -1,0 +1,123 @@
+"""Finding, starting and replacing the service: concurrency, stale files, crashes, idling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import Run, alive, server_info, service_pid, wait_for
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def test_ten_concurrent_builds_share_one_service_and_run_each_job_once(
+    workspace: Path, spawn_databuild: Spawn, databuild: Run
+) -> None:
+    days = [f"2026-02-0{d}" for d in range(1, 6)]
+    procs = [
+        spawn_databuild("build", f"daily_votes/{days[i % 5]}", f"daily_votes/{days[(i + 1) % 5]}")
+        for i in range(10)
+    ]
+    results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0] * 10, [err for _, _, err in results]
+    starters = [err for _, _, err in results if "starting the DataBuild service" in err]
+    assert len(starters) == 1
+
+    tasks = json.loads(
+        databuild("tasks", "list", "--status", "completed", "--limit", "1000", "--format",
+                  "json").stdout
+    )["tasks"]  # fmt: skip
+    runs_per_output = Counter(ref for t in tasks for ref in t["outputs"])
+    assert set(runs_per_output) == {f"daily_votes/{d}" for d in days} | {
+        f"daily_color_votes/{d}/{c}" for d in days for c in ("red", "green", "blue")
+    }
+    assert set(runs_per_output.values()) == {1}
+    twistds = [
+        pid for pid in os.listdir("/proc") if pid.isdigit()
+        and str(workspace) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]  # fmt: skip
+    assert twistds == [str(service_pid(workspace))]
+
+
+def test_stale_files_naming_a_reused_pid_are_cleaned_and_a_service_started(
+    workspace: Path, databuild: Run
+) -> None:
+    """Both files name a live process that is not a service (as after a reboot)."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state = workspace / ".databuild"
+        state.mkdir()
+        (state / "twistd.pid").write_text(str(stranger.pid))
+        (state / "server.json").write_text(json.dumps({
+            "pid": stranger.pid, "port": 1, "url": "http://127.0.0.1:1", "token": "x",
+            "started_at": time.time_ns(), "version": "0.1.0", "workspace": str(workspace),
+        }))  # fmt: skip
+        listed = databuild("builds", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "removed stale .databuild/server.json" in listed.stderr
+        assert "removed stale .databuild/twistd.pid" in listed.stderr
+        assert "starting the DataBuild service" in listed.stderr
+        new = server_info(workspace)["pid"]
+        assert new != stranger.pid and service_pid(workspace) == new
+        assert stranger.poll() is None  # the stranger was never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_after_kill_9_of_the_service_the_next_call_starts_one_and_the_build_shows_failed(
+    workspace: Path, databuild: Run
+) -> None:
+    build_id = databuild("build", "slow/crashed", "--background").stdout.strip()
+    job_file = workspace / "slow_pids" / "slow_crashed"
+    wait_for(job_file.exists, "the job to start")
+    old = server_info(workspace)["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), "the service to die")
+
+    shown = databuild("builds", "show", build_id, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert "starting the DataBuild service" in shown.stderr
+    assert server_info(workspace)["pid"] != old
+    build = json.loads(shown.stdout)
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    assert "service" in build["message"]
+
+    table = databuild("builds", "show", build_id)
+    assert "failed" in table.stdout and build["message"].splitlines()[0] in table.stdout
+    assert databuild("tail", build_id).returncode == 1
+
+
+def test_a_build_following_a_service_that_dies_exits_3_saying_so(
+    workspace: Path, spawn_databuild: Spawn
+) -> None:
+    proc = spawn_databuild("build", "slow/orphaned")
+    wait_for((workspace / "slow_pids" / "slow_orphaned").exists, "the job to start")
+    os.kill(server_info(workspace)["pid"], signal.SIGKILL)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert "lost the DataBuild service while following build" in err
+    assert "Traceback" not in err
+
+
+def test_an_idle_service_exits_and_the_next_call_starts_a_new_one(
+    workspace: Path, databuild: Run
+) -> None:
+    first = databuild("builds", "list", env={"DATABUILD_SERVICE_TIMEOUT": "1"})
+    assert first.returncode == 0, first.stderr
+    pid = server_info(workspace)["pid"]
+    wait_for(lambda: not alive(pid), "the idle service to exit")
+    assert not (workspace / ".databuild" / "server.json").exists()
+    assert "idle" in (workspace / ".databuild" / "service.log").read_text()
+
+    second = databuild("builds", "list")
+    assert second.returncode == 0, second.stderr
+    assert "starting the DataBuild service" in second.stderr
+    assert server_info(workspace)["pid"] != pid
