@@ -115,12 +115,17 @@ class Orchestrator(Service):
         """How many builds are live (not yet final) in this service."""
         return len(self._builds)
 
-    def startService(self) -> None:
-        """Reap orphaned job processes and fail unfinished builds, then take new builds."""
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        """Reap orphaned job processes and fail unfinished builds, then take new builds.
+
+        Returns a Deferred that fires once that is done (a parent may wait for it); builds
+        submitted before then wait too. A failing recovery is logged, not fatal.
+        """
         super().startService()
-        ensureDeferred(self._recover()).addErrback(
-            lambda f: self.log.failure("crash recovery failed", f)
-        ).addBoth(lambda _: self._now_ready())
+        recovered = ensureDeferred(self._recover())
+        recovered.addErrback(lambda f: self.log.failure("crash recovery failed", f))
+        recovered.addBoth(lambda _: self._now_ready())
+        return self.when_ready()
 
     async def _recover(self) -> None:
         reaped = await reap_orphans(self._reactor, self._executor.running_dir)  # type: ignore[arg-type]
@@ -139,7 +144,8 @@ class Orchestrator(Service):
         for d in waiters:
             d.callback(None)
 
-    def _when_ready(self) -> Deferred[None]:
+    def when_ready(self) -> Deferred[None]:
+        """Fires once crash recovery is over (at once if it is)."""
         if self._ready:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -176,7 +182,7 @@ class Orchestrator(Service):
 
     async def _submit(self, refs: Sequence[str], force: bool) -> str:
         requested = validate_refs(refs)
-        await self._when_ready()
+        await self.when_ready()
         if not self.running:
             raise Conflict("the service is stopping; no new builds are taken")
         build = Build(new_id(), requested, bool(force))

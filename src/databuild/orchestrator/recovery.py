@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from databuild.bel.events import BuildRequestEvent, Event, JobEvent, PartitionEvent
@@ -31,49 +31,51 @@ async def fail_unfinished_builds(
     """
     failed = []
     for build_request_id in await event_log.unfinished_builds():
-        build = await event_log.get_build(build_request_id)
-        if build is None:
-            continue
-        for task in build["tasks"]:
-            if not JobStatus.parse(task["status"]).final:
-                record(
-                    Event(
-                        build_request_id,
-                        JobEvent(
-                            task["job_run_id"],
-                            task["job_label"],
-                            JobStatus.JOB_FAILED,
-                            task["outputs"],
-                            STOPPED_MESSAGE,
-                        ),
-                    )
-                )
-        for partition in build["partitions"]:
-            if not PartitionStatus.parse(partition["status"]).final:
-                record(
-                    Event(
-                        build_request_id,
-                        PartitionEvent(
-                            partition["partition_ref"],
-                            PartitionStatus.PARTITION_FAILED,
-                            STOPPED_MESSAGE,
-                        ),
-                    )
-                )
-        await record(
-            Event(
-                build_request_id,
-                BuildRequestEvent(
-                    BuildStatus.BUILD_REQUEST_FAILED,
-                    build["requested_partitions"],
-                    STOPPED_MESSAGE,
-                ),
-            )
-        )
-        log.info(
-            "recovered build {build_request_id}: recorded as failed ({message})",
-            build_request_id=build_request_id,
-            message=STOPPED_MESSAGE,
-        )
-        failed.append(build_request_id)
+        try:
+            await _fail_build(event_log, record, build_request_id)
+        except Exception:
+            log.failure("could not recover build {build_request_id}",
+                        build_request_id=build_request_id)
+        else:
+            failed.append(build_request_id)
     return failed
+
+
+async def _fail_build(
+    event_log: RecoverySource, record: Callable[[Event], Deferred[Event]], build_request_id: str
+) -> None:
+    build = await event_log.get_build(build_request_id)
+    if build is None:
+        return
+    events = [
+        JobEvent(
+            task["job_run_id"],
+            task["job_label"],
+            JobStatus.JOB_FAILED,
+            task["outputs"],
+            STOPPED_MESSAGE,
+        )
+        for task in build["tasks"]
+        if not JobStatus.parse(task["status"]).final
+    ] + [
+        PartitionEvent(p["partition_ref"], PartitionStatus.PARTITION_FAILED, STOPPED_MESSAGE)
+        for p in build["partitions"]
+        if not PartitionStatus.parse(p["status"]).final
+    ]
+    # Appends keep their order; the build's own event goes last.
+    await gatherResults(
+        [record(Event(build_request_id, payload)) for payload in events], consumeErrors=True
+    )
+    await record(
+        Event(
+            build_request_id,
+            BuildRequestEvent(
+                BuildStatus.BUILD_REQUEST_FAILED, build["requested_partitions"], STOPPED_MESSAGE
+            ),
+        )
+    )
+    log.info(
+        "recovered build {build_request_id}: recorded as failed ({message})",
+        build_request_id=build_request_id,
+        message=STOPPED_MESSAGE,
+    )
