@@ -263,3 +263,20 @@ def _example_ref(job: JobSpec) -> str:
     ref = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: values.get(m[1], "x"), pattern)
     assert job.outputs[0].fullmatch(ref), (pattern, ref)
     return ref
+
+
+@pytest_twisted.ensureDeferred
+async def test_workspace_outside_any_bazel_workspace_gets_bazels_explanation(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "databuild.toml").write_text(
+        '[graph]\nlabel = "lonely"\n\n'
+        '[[jobs]]\nlabel = "tool"\noutputs = ["tool/.+"]\ntarget = "//tools:tool"\n'
+    )
+    workspace = with_bazel_command(load_workspace(tmp_path), BAZEL)
+
+    with pytest.raises(AnalysisError) as caught:
+        await launcher(workspace).resolve(workspace.jobs)
+
+    assert "bazel build of //tools:tool failed" in str(caught.value)
+    assert "only supported from within a workspace" in str(caught.value)

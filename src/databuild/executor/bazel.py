@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
@@ -30,12 +30,12 @@ COMMAND_NOT_FOUND = 127
 _LABEL = re.compile(r"(?:@(?P<repo>[\w.-]*))?//(?P<package>[^:\s]*)(?::(?P<name>\S+))?")
 
 
-def executable_path(bazel_bin: Path, target: str) -> Path:
-    """Where ``bazel build`` puts the executable of the ``*_binary`` rule ``target``.
+def executable_path(target: str) -> PurePosixPath:
+    """Where, under ``bazel-bin``, ``bazel build`` puts the executable of the rule ``target``.
 
-    A rule's executable is named after the rule, in its package's directory under ``bazel-bin``
-    (``//jobs:ingest`` → ``bazel-bin/jobs/ingest``; ``@repo//p:n`` → ``external/repo/p/n``).
-    Raises ValueError for anything but one absolute label.
+    An executable rule's (``py_binary``, ``sh_binary``, ...) output is named after the rule, in
+    its package's directory: ``//jobs:ingest`` → ``jobs/ingest``, ``@repo//p:n`` →
+    ``external/repo/p/n``. Raises ValueError for anything but one absolute label.
     """
     match = _LABEL.fullmatch(target)
     if match is None:
@@ -44,34 +44,34 @@ def executable_path(bazel_bin: Path, target: str) -> Path:
     name = match["name"] or PurePosixPath(package).name
     if not name or name in ("all", "*", "all-targets") or package.endswith("..."):
         raise ValueError(f"{target!r} names a set of targets, not one executable target")
-    parts = ["external", match["repo"]] if match["repo"] else []
-    return bazel_bin.joinpath(*parts, *PurePosixPath(package).parts, *PurePosixPath(name).parts)
+    repo = ("external", match["repo"]) if match["repo"] else ()
+    return PurePosixPath(*repo, package, name)
 
 
-@frozen
+@define
 class _Output:
-    """Bazel's output lines, logged as they come, with its error lines kept for the message."""
+    """Bazel's output lines, logged as they come; its error lines are kept for the message."""
 
     log: Logger
     fields: Mapping[str, object]
-    lines: list[str] = field(factory=list)
     stdout: list[str] = field(factory=list)
+    _errors: collections.deque[str] = field(factory=lambda: collections.deque(maxlen=ERROR_LINES))
+    _tail: collections.deque[str] = field(factory=lambda: collections.deque(maxlen=ERROR_LINES))
+    _in_error: bool = False
 
     def __call__(self, stream: str, text: str) -> None:
         self.log.info("bazel: {line}", line=text, stream=stream, **self.fields)
-        self.lines.append(text)
         if stream == "stdout":
             self.stdout.append(text)
+        self._tail.append(text)
+        # An error's continuation lines (a Starlark traceback, say) are indented.
+        self._in_error = text.startswith("ERROR:") or (self._in_error and text[:1] in " \t")
+        if self._in_error:
+            self._errors.append(text)
 
     def errors(self) -> str:
-        """Bazel's ``ERROR:`` lines with their indented continuations, else its last lines."""
-        errors: collections.deque[str] = collections.deque(maxlen=ERROR_LINES)
-        in_error = False
-        for line in self.lines:
-            in_error = line.startswith("ERROR:") or (in_error and line[:1] in (" ", "\t"))
-            if in_error:
-                errors.append(line)
-        return "\n".join(errors or self.lines[-ERROR_LINES:])
+        """Bazel's last ``ERROR:`` lines with their continuations, else its last lines."""
+        return "\n".join(self._errors or self._tail)
 
 
 @frozen

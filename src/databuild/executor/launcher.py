@@ -59,15 +59,16 @@ class Launcher:
         targets = {job.label: job.target for job in jobs if job.target is not None}
         if not targets:
             return argv
+        executables = {}
         for label, target in targets.items():
             try:
-                executable_path(Path(), target)
+                executables[label] = executable_path(target)
             except ValueError as e:
                 raise AnalysisError(f"job {label}: {e}") from e
         async with self._lock:
             bazel_bin = await self._build(sorted(set(targets.values())))
         for label, target in targets.items():
-            path = executable_path(bazel_bin, target)
+            path = bazel_bin / executables[label]
             if not os.access(path, os.X_OK):
                 raise AnalysisError(
                     f"job {label}: bazel built {target} but there is no executable at {path};"
