@@ -52,14 +52,16 @@ def job_env() -> dict[str, str]:
 def bazel_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The Bazel example with its plain sibling (whose job sources it builds), ready offline.
 
-    Holds the test-only package ``//broken`` too, whose target cannot be built.
+    Holds the test-only packages too: ``//broken``, whose target cannot be built, and ``//slow``,
+    whose build only ends when it is stopped.
     """
     examples = tmp_path_factory.mktemp("examples")
     ignore = shutil.ignore_patterns(".databuild", "data", "bazel-*")
     for name in ("color_votes", "color_votes_bazel"):
         shutil.copytree(EXAMPLES / name, examples / name, symlinks=True, ignore=ignore)
     root = examples / "color_votes_bazel"
-    shutil.copytree(PACKAGES / "broken", root / "broken")
+    for package in PACKAGES.iterdir():
+        shutil.copytree(package, root / package.name)
     graph = root / "databuild.toml"
     text = graph.read_text()
     assert EXAMPLE_BAZEL_TABLE in text, "the example's [bazel] table changed; update this fixture"

@@ -23,22 +23,12 @@ from databuild.graph.workspace import JobSpec, Workspace, load_workspace
 
 from .conftest import BAZEL, job_env
 
+# Records each call's start and end around the real command. Terminated, it records that it is
+# stopping, and its end only a moment later: a lock released before the command has ended would
+# let the next call start before that "end".
 RECORDING_BAZEL = """#!/bin/sh
-echo "start $$" >> "{record}"
-"$@"
-status=$?
-echo "end $$" >> "{record}"
-exit $status
-"""
-# The first call waits (as if Bazel were busy) until it is terminated, which it records slowly,
-# so that a lock released before Bazel has ended would let the next call start before "end".
-SLOW_FIRST_BAZEL = """#!/bin/sh
 trap 'echo "stopping $$" >> "{record}"; sleep 0.5; echo "end $$" >> "{record}"; exit 143' TERM
 echo "start $$" >> "{record}"
-if mkdir "{record}.slow" 2>/dev/null; then
-    sleep 60 &
-    wait $!
-fi
 "$@"
 status=$?
 echo "end $$" >> "{record}"
@@ -223,21 +213,25 @@ async def test_cancelled_resolve_stops_bazel_and_frees_the_lock_only_after_it_en
     workspace: Workspace, tmp_path: Path
 ) -> None:
     record = tmp_path / "record"
-    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, SLOW_FIRST_BAZEL), *BAZEL)))
+    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
     job = next(job for job in workspace.jobs if job.target is not None)
 
-    first = shared.resolve([job])
-    await until(record.exists)
-    second = shared.resolve([job])
-    first.cancel()
+    with LogLines("databuild.executor.bazel") as log:
+        endless = shared.resolve([target_job("slow", "//slow:slow")])
+        await until(lambda: any("genrule //slow:forever" in e.get("line", "") for e in log.events))
+        queued = shared.resolve([job])
+        endless.cancel()
 
-    with pytest.raises(defer.CancelledError):
-        await first
-    argv = await second
+        with pytest.raises(defer.CancelledError):
+            await endless
+        argv = await queued
+
     assert job.label in argv
     kinds = [line.split()[0] for line in record.read_text().splitlines()]
-    assert kinds[:3] == ["start", "stopping", "end"]
-    assert kinds[3:] == ["start", "end"] * 2  # the second call's build and bazel info
+    # The endless build, stopped; then the queued one's build and its `bazel info`.
+    assert kinds == ["start", "stopping", "end", "start", "end", "start", "end"]
+    finished = [e for e in log.events if e["log_format"].startswith("bazel build finished")]
+    assert [e["outcome"] for e in finished] == ["cancelled", "exited with code 0"]
 
 
 def wrapper(directory: Path, script: str) -> str:

@@ -91,10 +91,15 @@ class Bazel:
         fields = {"workspace": str(self.root), "targets": tuple(targets)}
         self.log.info("bazel build started: {targets}", **fields)
         output = _Output(self.log, fields)
-        result = await self._run("build", *self.build_flags, "--", *targets, output=output)
-        self.log.info(
-            "bazel build finished: {targets} {outcome}", outcome=result.describe(), **fields
-        )
+        outcome = "did not start"
+        try:
+            result = await self._run("build", *self.build_flags, "--", *targets, output=output)
+            outcome = result.describe()
+        except CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.log.info("bazel build finished: {targets} {outcome}", outcome=outcome, **fields)
         if not result.succeeded:
             raise AnalysisError(
                 f"bazel build of {' '.join(targets)} failed ({self._why(result)}):\n"
