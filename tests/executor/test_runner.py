@@ -279,3 +279,20 @@ def test_structured_data_only_for_json_objects_on_stdout() -> None:
     assert "data" not in log_record("stderr", '{"a": 1}', 5)
     assert "data" not in log_record("stdout", "{not json", 5)
     assert json.loads(json.dumps(log_record("stdout", "x", 1)))["text"] == "x"
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_instantly_exiting_runs_never_signal_the_service_itself(tmp_path: Path) -> None:
+    # A child can be reaped inside spawnProcess, before it returns; the group kill that follows
+    # a leader's exit must then target the child's group, never pgid 0 (our own group).
+    executor = Executor(reactor, tmp_path, 4, base_env={"PATH": os.environ["PATH"]})
+    handles = [executor.run(job_run(), "b", ("true",), None) for _ in range(100)]
+    results = await gatherResults([h.result for h in handles])
+    assert all(r.succeeded for r in results)
+
+
+def test_group_kill_refuses_our_own_group_and_init() -> None:
+    from databuild.executor.process import kill_group
+
+    assert kill_group(0, 0) is False
+    assert kill_group(1, 0) is False

@@ -67,7 +67,12 @@ def process_start_time(pid: int) -> int | None:
 
 
 def kill_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; False if the group no longer exists."""
+    """Send ``sig`` to process group ``pgid``; False if the group no longer exists.
+
+    ``pgid`` 0 or 1 (our own group, init) is refused: that is never a child's group.
+    """
+    if pgid <= 1:
+        return False
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
@@ -108,6 +113,9 @@ class _GroupProtocol(ProcessProtocol):
         }
 
     def connectionMade(self) -> None:
+        # A child that exits at once is reaped inside spawnProcess, before it returns: the
+        # pid must be known by then, or the group kill in processExited has no target.
+        self._child.pid = self.transport.pid
         if self._stdin:
             self.transport.write(self._stdin)
         self.transport.closeStdin()
