@@ -1,0 +1,231 @@
+"""Starting and stopping a real ``twistd databuild`` (SPEC §5.1-5.3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from tests.conftest import installed
+from tests.service.conftest import Service, call, free_port, poll, wait_until
+
+
+@pytest.fixture
+def listening_socket() -> Iterator[int]:
+    """A port some other program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def exited(service: Service) -> int:
+    async def code() -> tuple[int] | None:
+        returncode = service.process.poll()
+        return None if returncode is None else (returncode,)
+
+    (returncode,) = await poll(code, 60, "the service to exit")
+    return returncode
+
+
+async def start_slow_build(service: Service, name: str) -> tuple[str, int]:
+    """Request ``slow/NAME``; the build id and the pid of its job once it runs."""
+    code, body = await call(service, "POST", "/api/v1/builds", {"partitions": [f"slow/{name}"]})
+    assert code == 202
+    pid_file = service.workspace / "pids" / name
+
+    async def job_pid() -> int | None:
+        text = pid_file.read_text() if pid_file.exists() else ""
+        return int(text) if text else None
+
+    return body["build_request_id"], await poll(job_pid, 60, "the slow job to start")
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_json_describes_the_running_service(
+    color_votes: Path, service_factory: Any
+) -> None:
+    port = free_port()
+    before = time.time_ns()
+    service = service_factory(color_votes, "--port", str(port))
+    info = json.loads(service.server_file.read_text())
+    assert info == {
+        "pid": service.process.pid,
+        "port": port,
+        "url": f"http://127.0.0.1:{port}",
+        "token": info["token"],
+        "started_at": info["started_at"],
+        "version": "0.1.0",
+        "workspace": str(color_votes.resolve()),
+    }
+    assert before < info["started_at"] < time.time_ns()
+    assert len(info["token"]) >= 32
+    assert stat.S_IMODE(service.server_file.stat().st_mode) == 0o600
+    assert int(service.pid_file.read_text()) == service.process.pid
+    code, health = await call(service, "GET", "/api/v1/health")
+    assert (code, health["pid"]) == (200, service.process.pid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_taken_preferred_port_moves_to_the_next_free_one(
+    color_votes: Path, service_factory: Any, listening_socket: int
+) -> None:
+    service = service_factory(color_votes, "--port", str(listening_socket))
+    chosen = service.info["port"]
+    assert listening_socket < chosen <= listening_socket + 20
+    assert service.info["url"] == f"http://127.0.0.1:{chosen}"
+    code, _ = await call(service, "GET", "/api/v1/health")
+    assert code == 200
+    assert f"port {listening_socket} on 127.0.0.1 is taken" in service.log_text()
+
+
+def test_no_free_port_in_the_range_says_so_and_stops(
+    color_votes: Path, listening_socket: int
+) -> None:
+    from tests.service.conftest import start_service
+
+    with pytest.raises(AssertionError, match="service exited with 0") as failure:
+        start_service(color_votes, "--port", str(listening_socket), "--port-range", "0")
+    assert "could not start" in str(failure.value)
+    assert f"no free port among {listening_socket}..{listening_socket}" in str(failure.value)
+    assert not (color_votes / ".databuild" / "server.json").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_service_stops_cleanly_and_removes_its_files(
+    color_votes: Path, service_factory: Any
+) -> None:
+    service = service_factory(color_votes, "--idle-timeout", "1")
+    code, _ = await call(service, "GET", "/api/v1/builds")
+    assert code == 200
+    assert await exited(service) == 0
+    assert not service.server_file.exists()
+    assert not service.pid_file.exists()
+    log = service.log_text()
+    assert "idle for 1.0 s" in log and "shutting down: idle for 1 s" in log
+    assert "closed event log" in log
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_timeout_waits_for_a_running_build(
+    slow_workspace: Path, service_factory: Any
+) -> None:
+    service = service_factory(slow_workspace, "--idle-timeout", "0.5")
+    build_id, _ = await start_slow_build(service, "keepsalive")
+    # Well past the timeout, with no request in flight: the running build keeps it up.
+    waited = time.monotonic()
+
+    async def quiet_for_a_while() -> bool:
+        return time.monotonic() - waited > 2
+
+    await poll(quiet_for_a_while, 10, "two seconds")
+    assert service.process.poll() is None
+    (slow_workspace / "release-keepsalive").touch()
+    assert await exited(service) == 0
+    assert "shutting down: idle" in service.log_text()
+    assert f"build {build_id}" in service.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_cancels_the_running_build_and_leaves_no_job_process(
+    slow_workspace: Path, service_factory: Any
+) -> None:
+    service = service_factory(slow_workspace, "--idle-timeout", "0")
+    build_id, job_pid = await start_slow_build(service, "interrupted")
+    assert pid_alive(job_pid)
+    service.process.send_signal(signal.SIGTERM)
+    await exited(service)
+    assert not pid_alive(job_pid)
+    assert not service.server_file.exists()
+    assert not service.pid_file.exists()
+
+    again = service_factory(slow_workspace, "--idle-timeout", "0")
+    code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
+    assert (code, build["status"]) == (200, "BUILD_REQUEST_CANCELLED")
+    assert [t["status"] for t in build["tasks"]] == ["JOB_CANCELLED"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_request_is_refused_while_building_unless_forced(
+    slow_workspace: Path, service_factory: Any
+) -> None:
+    service = service_factory(slow_workspace, "--idle-timeout", "0")
+    _, job_pid = await start_slow_build(service, "forced")
+    code, body = await call(service, "POST", "/api/v1/service/shutdown")
+    assert (code, body["error"]["code"]) == (409, "builds_running")
+    code, body = await call(service, "POST", "/api/v1/service/shutdown", {"force": True})
+    assert (code, body) == (202, {"status": "stopping", "active_builds": 1})
+    assert await exited(service) == 0
+    assert not pid_alive(job_pid)
+    assert "shutting down: requested over the API, cancelling 1 build(s)" in service.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_request_of_an_idle_service(
+    color_votes: Path, service_factory: Any
+) -> None:
+    service = service_factory(color_votes, "--idle-timeout", "0")
+    code, body = await call(service, "POST", "/api/v1/service/shutdown")
+    assert (code, body) == (202, {"status": "stopping", "active_builds": 0})
+    assert await exited(service) == 0
+    assert not service.server_file.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_file_token_is_the_one_clients_must_send(
+    color_votes: Path, service_factory: Any, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("team-secret-token\n")
+    service = service_factory(color_votes, "--token-file", str(token_file))
+    assert service.info["token"] == "team-secret-token"
+    code, _ = await call(service, "GET", "/api/v1/builds", token="team-secret-token")
+    assert code == 200
+
+
+def test_non_loopback_interface_without_token_file_is_refused_at_start(
+    color_votes: Path,
+) -> None:
+    result = subprocess.run(
+        [installed("twistd"), "-n", "--pidfile", "", "databuild", "--workspace",
+         str(color_votes), "--interface", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")},
+    )
+    assert result.returncode == 1
+    assert "refusing to listen on the non-loopback address 0.0.0.0 without --token-file" in (
+        result.stdout + result.stderr)
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_after_kill_fails_the_unfinished_build(
+    slow_workspace: Path, service_factory: Any
+) -> None:
+    service = service_factory(slow_workspace, "--idle-timeout", "0")
+    build_id, job_pid = await start_slow_build(service, "killed")
+    service.process.kill()
+    service.process.wait()
+    assert pid_alive(job_pid)  # orphaned by the kill
+
+    again = service_factory(slow_workspace, "--idle-timeout", "0")
+    wait_until(lambda: not pid_alive(job_pid), 30, "the orphaned job to be reaped")
+    code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
+    assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
+    assert "stopped" in build["message"]
