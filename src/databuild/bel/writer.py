@@ -1,6 +1,8 @@
 """Storing events: the transition check, the log row and the summary tables, in one go.
 
-Everything here runs inside the caller's write transaction on the log's own thread.
+Everything here runs on the log's own thread. Each event's checks all come before its first
+write, so a refused event writes nothing without needing a savepoint. ``idx`` is the previous
+largest ``idx`` plus one, read under the write lock: it is gapless and in commit order.
 """
 
 from __future__ import annotations
@@ -32,17 +34,21 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     """
     results: list[Event | DataBuildError] = []
     with db.write_transaction():
+        row = db.one("SELECT COALESCE(MAX(idx), 0) FROM events")
+        assert row is not None
+        idx = int(row[0]) + 1
         for event in events:
             try:
-                with db.savepoint():
-                    results.append(append_one(db, event))
+                results.append(append_one(db, event, idx))
             except DataBuildError as e:
                 results.append(e)
+            else:
+                idx += 1
     return results
 
 
-def append_one(db: Database, event: Event) -> Event:
-    """Check and store one event; raises IllegalTransition before writing anything."""
+def append_one(db: Database, event: Event, idx: int) -> Event:
+    """Check ``event`` and store it at ``idx``; raises before writing anything if refused."""
     if event.idx is not None:
         raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
     if db.one("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)):
@@ -60,7 +66,7 @@ def append_one(db: Database, event: Event) -> Event:
         )
 
     job_label: str | None = None
-    run: tuple[str, str] | None = None
+    run: tuple[str, str, str, int | None] | None = None
     if isinstance(payload, PartitionEvent):
         row = db.one(
             "SELECT status FROM build_partitions"
@@ -80,7 +86,8 @@ def append_one(db: Database, event: Event) -> Event:
     elif isinstance(payload, JobEvent):
         job_label = payload.job_label
         run = db.one(
-            "SELECT status, build_request_id FROM job_runs WHERE job_run_id = ?",
+            "SELECT status, build_request_id, job_label, started_at FROM job_runs"
+            " WHERE job_run_id = ?",
             (payload.job_run_id,),
         )
         if run is not None and run[1] != event.build_request_id:
@@ -92,7 +99,7 @@ def append_one(db: Database, event: Event) -> Event:
             JobStatus(run[0]) if run else None, payload.status, f"job run {payload.job_run_id}"
         )
 
-    idx = _insert_event(db, event, job_label)
+    _insert_event(db, event, idx, job_label)
     match payload:
         case BuildRequestEvent():
             _update_build(db, event, payload, idx, is_new=build is None)
@@ -105,14 +112,14 @@ def append_one(db: Database, event: Event) -> Event:
     return event.stored_at(idx)
 
 
-def _insert_event(db: Database, event: Event, job_label: str | None) -> int:
+def _insert_event(db: Database, event: Event, idx: int, job_label: str | None) -> None:
     body = event.to_json()
     del body["idx"]
-    row = db.one(
-        "INSERT INTO events (event_id, timestamp, build_request_id, event_type,"
-        " partition_ref, job_run_id, job_label, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " RETURNING idx",
+    db.execute(
+        "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type,"
+        " partition_ref, job_run_id, job_label, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            idx,
             event.event_id,
             event.timestamp,
             event.build_request_id,
@@ -123,8 +130,6 @@ def _insert_event(db: Database, event: Event, job_label: str | None) -> int:
             json.dumps(body, separators=(",", ":")),
         ),
     )
-    assert row is not None
-    return int(row[0])
 
 
 def _update_build(
@@ -184,7 +189,7 @@ def _update_job_run(
     event: Event,
     payload: JobEvent,
     idx: int,
-    previous: tuple[str, str] | None,
+    previous: tuple[str, str, str, int | None] | None,
 ) -> None:
     status, ts = payload.status, event.timestamp
     if previous is None:
@@ -218,31 +223,30 @@ def _update_job_run(
             (payload.job_label, idx),
         )
     else:
-        row = db.one(
+        old_status, _, label, started_at = previous
+        if status is JobStatus.JOB_RUNNING:
+            started_at = ts
+        db.execute(
             "UPDATE job_runs SET status = ?, updated_idx = ?, message = ?,"
-            " exit_code = COALESCE(?, exit_code),"
-            " started_at = CASE WHEN ? THEN ? ELSE started_at END,"
+            " exit_code = COALESCE(?, exit_code), started_at = ?,"
             " ended_at = CASE WHEN ? THEN ? ELSE ended_at END"
-            " WHERE job_run_id = ? RETURNING job_label, started_at",
+            " WHERE job_run_id = ?",
             (
                 status.value,
                 idx,
                 payload.message,
                 payload.exit_code,
-                status is JobStatus.JOB_RUNNING,
-                ts,
+                started_at,
                 status.final,
                 ts,
                 payload.job_run_id,
             ),
         )
-        assert row is not None
-        label, started_at = row
         ran = status in _RAN and started_at is not None
         db.execute(
             "UPDATE build_job_counts SET count = count - 1"
             " WHERE build_request_id = ? AND status = ?",
-            (event.build_request_id, previous[0]),
+            (event.build_request_id, old_status),
         )
         db.execute(
             "UPDATE job_stats SET updated_idx = ?,"

@@ -4,9 +4,10 @@
 CREATE TABLE schema_version (version BIGINT NOT NULL);
 INSERT INTO schema_version (version) VALUES (1);
 
--- The log. body is the event's JSON without idx; the other columns exist for filtering.
+-- The log. idx is assigned by the writer under the write lock (previous largest + 1).
+-- body is the event's JSON without idx; the other columns exist for filtering.
 CREATE TABLE events (
-    idx BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    idx BIGINT PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
     timestamp BIGINT NOT NULL,
     build_request_id TEXT NOT NULL,

@@ -4,7 +4,8 @@
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 INSERT INTO schema_version (version) VALUES (1);
 
--- The log. body is the event's JSON without idx; the other columns exist for filtering.
+-- The log. idx is assigned by the writer under the write lock (previous largest + 1).
+-- body is the event's JSON without idx; the other columns exist for filtering.
 CREATE TABLE events (
     idx INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
