@@ -155,6 +155,16 @@ async def test_target_that_fails_to_build_raises_analysis_error_with_bazels_erro
 
 
 @pytest_twisted.ensureDeferred
+async def test_target_that_builds_no_executable_is_refused(workspace: Workspace) -> None:
+    job = target_job("library", "//jobs:shared")
+
+    with pytest.raises(AnalysisError) as caught:
+        await launcher(workspace).resolve([job])
+
+    assert "job library: bazel built //jobs:shared but there is no executable" in str(caught.value)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_target_that_is_no_label_fails_without_running_bazel(workspace: Workspace) -> None:
     job = target_job("odd", "jobs:ingest")
 

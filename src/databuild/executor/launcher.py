@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorProcess
-from twisted.logger import Logger
 
 from databuild.errors import AnalysisError
 from databuild.executor.bazel import Bazel, executable_path
@@ -39,8 +38,6 @@ class Launcher:
     _lock: DeferredLock = field(init=False, factory=DeferredLock)
     _bazel_bin: Path | None = field(init=False, default=None)
 
-    log = Logger()
-
     def __attrs_post_init__(self) -> None:
         self._bazel = Bazel(
             reactor=self.reactor,
@@ -59,7 +56,7 @@ class Launcher:
         targets = {job.label: job.target for job in jobs if job.target is not None}
         if not targets:
             return argv
-        executables = {}
+        executables: dict[str, PurePosixPath] = {}
         for label, target in targets.items():
             try:
                 executables[label] = executable_path(target)
