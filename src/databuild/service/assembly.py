@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from databuild.bel import open_event_log
 from databuild.executor.launcher import Launcher
 from databuild.executor.runner import Executor
-from databuild.orchestrator.orchestrator import Orchestrator
+from databuild.orchestrator import Orchestrator
 from databuild.service.api import Api
 from databuild.service.edge import api_site
 from databuild.service.idle import IdleTimer
