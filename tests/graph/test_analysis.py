@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 
 from databuild.errors import AnalysisError, InvalidRefError, LookupFailed
-from databuild.graph import analyze, load_workspace
+from databuild.graph import analysis, analyze, load_workspace
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
 
@@ -263,3 +263,75 @@ async def test_target_job_needs_a_resolver_that_can_build_it(tmp_path: Path) -> 
         ("//j:j", ("j/1",)),
         ("//j:j", ("j/2",)),
     ]
+
+
+# Each of these jobs' config waits for the other's to have started, so the analysis only
+# finishes if both run at the same time.
+RENDEZVOUS_JOB = """
+import json, os, sys, time
+label = os.path.basename(sys.argv[0])[:-3]
+other = {"a": "b", "b": "a"}[label]
+open(label + ".started", "w").close()
+deadline = time.monotonic() + 20
+while not os.path.exists(other + ".started"):
+    if time.monotonic() > deadline:
+        sys.exit(label + " never met " + other)
+    time.sleep(0.01)
+print(json.dumps({"configs": [{"outputs": [r]} for r in sys.argv[2:]]}))
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_configs_of_different_jobs_in_one_round_run_concurrently(
+    write_workspace: WriteWorkspace,
+) -> None:
+    ws = write_workspace({"a": (r"a/.*", RENDEZVOUS_JOB), "b": (r"b/.*", RENDEZVOUS_JOB)})
+    graph = await analyze(
+        reactor, ws, ["a/1", "b/1"], available=nothing_available, max_concurrent_configs=2
+    )
+    assert {run.outputs for run in graph.job_runs} == {("a/1",), ("b/1",)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_lookup_is_asked_once_per_round(write_workspace: WriteWorkspace) -> None:
+    ws = write_workspace(
+        {"top": (r"top/.*", PLANNED_JOB), "leaf": (r"leaf/.*", PLANNED_JOB)},
+        extra=f"lookup = {json.dumps([sys.executable, 'lookup.py'])}\n",
+        files={
+            "plan.json": json.dumps({"top/1": {"inputs": ["leaf/1", "leaf/2"]}}),
+            "lookup.py": """
+                import json, sys
+                open("lookups.log", "a").write(" ".join(sys.argv[1:]) + "\\n")
+                owner = {}
+                for ref in sys.argv[1:]:
+                    owner.setdefault(ref.split("/")[0], []).append(ref)
+                print(json.dumps(owner))
+            """,
+        },
+    )
+    graph = await analyze(reactor, ws, ["top/1"], available=nothing_available)
+    assert (ws.root / "lookups.log").read_text().splitlines() == ["top/1", "leaf/1 leaf/2"]
+    assert len(graph.job_runs) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_graph_that_never_ends_is_refused(
+    write_workspace: WriteWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(analysis, "MAX_JOB_RUNS", 5)
+    ws = write_workspace(
+        {
+            "chain": (
+                r"chain/\d+",
+                """
+                import json, sys
+                print(json.dumps({"configs": [
+                    {"outputs": [r], "inputs": [
+                        {"partition_ref": "chain/%d" % (int(r.split("/")[1]) + 1)}]}
+                    for r in sys.argv[2:]]}))
+                """,
+            )
+        }
+    )
+    with pytest.raises(AnalysisError, match=r"grew past 5 job runs.*runs of chain"):
+        await analyze(reactor, ws, ["chain/1"], available=nothing_available)
