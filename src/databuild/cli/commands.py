@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from attrs import define
 from twisted.internet.defer import ensureDeferred
@@ -23,14 +23,9 @@ from databuild.cli.exits import (
     CliError,
 )
 from databuild.cli.procinfo import alive
-from databuild.cli.progress import (
-    BuildProgress,
-    Display,
-    JsonDisplay,
-    LiveDisplay,
-    PlainDisplay,
-)
-from databuild.cli.stream import Follower
+
+if TYPE_CHECKING:
+    from databuild.cli.progress import Display
 
 STOP_DEADLINE_S = 60.0
 
@@ -180,6 +175,8 @@ async def tasks_cancel(ctx: Context) -> int:
 
 
 def _display(ctx: Context, build_request_id: str) -> Display:
+    from databuild.cli.progress import BuildProgress, JsonDisplay, LiveDisplay, PlainDisplay
+
     if ctx.json:
         return JsonDisplay(ctx.out)
     progress = BuildProgress(build_request_id)
@@ -203,6 +200,8 @@ async def _reconnect(ctx: Context, client: ApiClient) -> ApiClient | None:
 async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner: bool) -> int:
     """Stream a build to its end. The ``owner`` (``build``) cancels on the first Ctrl-C and
     stops waiting on the second; anyone else (``tail``) detaches on the first."""
+    from databuild.cli.stream import Follower
+
     display = _display(ctx, build_request_id)
     follower = Follower(
         ctx.reactor, service.client, build_request_id, display.event,

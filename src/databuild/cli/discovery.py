@@ -39,6 +39,7 @@ from databuild.cli.client import HEALTH_TIMEOUT_S, ApiClient
 from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
 from databuild.cli.procinfo import command_line, started_at
 
+GRAPH_FILE = "databuild.toml"
 STATE_DIR = ".databuild"
 SERVER_JSON = "server.json"
 PIDFILE = "twistd.pid"
@@ -57,20 +58,25 @@ Say = Callable[[str], None]
 
 def resolve_workspace(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
     """``--workspace``, else ``DATABUILD_WORKSPACE``, else the nearest ancestor holding
-    ``databuild.toml`` (SPEC §2)."""
+    ``databuild.toml`` (SPEC §2).
+
+    This is ``databuild.graph.workspace.find_workspace``'s walk, kept here because importing
+    ``databuild.graph`` loads the whole analysis machinery, which the CLI's start-up cannot
+    afford (SPEC §7).
+    """
     chosen = flag or environ.get("DATABUILD_WORKSPACE")
     if chosen:
         root = (cwd / chosen).resolve()
-        if not (root / "databuild.toml").is_file():
-            raise CliError(f"{root} is not a workspace: it holds no databuild.toml", USAGE)
+        if not (root / GRAPH_FILE).is_file():
+            raise CliError(f"{root} is not a workspace: it holds no {GRAPH_FILE}", USAGE)
         return root
-    from databuild.errors import GraphFileError
-    from databuild.graph.workspace import find_workspace
-
-    try:
-        return find_workspace(cwd)
-    except GraphFileError as e:
-        raise CliError(f"{e}; use --workspace DIR", USAGE) from None
+    start = cwd.resolve()
+    for directory in (start, *start.parents):
+        if (directory / GRAPH_FILE).is_file():
+            return directory
+    raise CliError(
+        f"no {GRAPH_FILE} found in {start} or any directory above it; use --workspace DIR", USAGE
+    )
 
 
 def state_dir(workspace: Path) -> Path:

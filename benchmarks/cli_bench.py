@@ -1,0 +1,141 @@
+"""CLI benchmark: warm ``builds list`` against its floor, cold ``build``, ``bazel info``.
+
+    .venv/bin/python benchmarks/cli_bench.py [--runs N] [--cold-runs N]
+
+All in one run, on a fresh copy of ``examples/color_votes`` in a temporary directory:
+
+1. Floor: ``python -c "import treq; from twisted.internet import reactor"`` with the venv's
+   python, the stack the client cannot do without (SPEC §7).
+2. Warm: ``databuild builds list`` against a running service, runs interleaved with the floor's
+   so both see the same machine load. Target: median <= 1.15x the floor's median.
+3. Cold: ``databuild build REF`` with no service running, from spawn to the first line on
+   stdout (the service starts in between). Target: <= 2 s. Each run stops the service first
+   and builds a new ref.
+4. ``bazel info`` (warm server, in a tiny temporary workspace, offline) if bazel is installed,
+   for comparison with a C++ client; its server is shut down afterwards.
+
+Prints a table: median, p95, ratio to the floor, target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DATABUILD = str(BIN / "databuild")
+FLOOR = [sys.executable, "-c", "import treq; from twisted.internet import reactor"]
+WARM_TARGET = 1.15
+COLD_TARGET_S = 2.0
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
+    return elapsed
+
+
+def first_line(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """Seconds from spawning ``argv`` to its first line on stdout; lets it finish."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    elapsed = time.perf_counter() - start
+    proc.communicate()
+    if not line or proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode})")
+    return elapsed
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def interleaved(runs: int, *measures: Callable[[], float]) -> list[list[float]]:
+    results: list[list[float]] = [[] for _ in measures]
+    for _ in range(runs):
+        for result, measure in zip(results, measures, strict=True):
+            result.append(measure())
+    return results
+
+
+def bazel_info(runs: int) -> list[float] | None:
+    bazel = shutil.which("bazel")
+    if bazel is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="bazel-bench-") as tmp:
+        ws = Path(tmp)
+        (ws / "WORKSPACE").touch()
+        env = dict(os.environ)
+        try:
+            timed([bazel, "info"], ws, env)  # starts the server
+            return [timed([bazel, "info"], ws, env) for _ in range(runs)]
+        finally:
+            subprocess.run([bazel, "shutdown"], cwd=ws, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="warm runs of each command")
+    parser.add_argument("--cold-runs", type=int, default=5, help="cold builds")
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="cli-bench-") as tmp:
+        ws = Path(tmp) / "color_votes"
+        shutil.copytree(REPO / "examples" / "color_votes", ws,
+                        ignore=shutil.ignore_patterns(".databuild", "data"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")}
+        env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+        env["DATABUILD_SERVICE_TIMEOUT"] = "600"
+        try:
+            cold = []
+            for n in range(options.cold_runs):
+                timed([DATABUILD, "service", "stop"], ws, env)
+                ref = f"daily_color_votes/2026-03-{n + 1:02d}/red"
+                cold.append(first_line([DATABUILD, "build", ref], ws, env))
+            timed([DATABUILD, "builds", "list"], ws, env)  # warm the service and the caches
+            timed(FLOOR, ws, env)
+            floor, warm = interleaved(
+                options.runs,
+                lambda: timed(FLOOR, ws, env),
+                lambda: timed([DATABUILD, "builds", "list"], ws, env),
+            )
+        finally:
+            subprocess.run([DATABUILD, "service", "stop", "--force"], cwd=ws, env=env,
+                           capture_output=True)
+    bazel = bazel_info(max(10, options.runs // 3))
+
+    base = statistics.median(floor)
+    rows = [
+        ("floor: python -c 'import treq; reactor'", floor, "baseline"),
+        ("warm: databuild builds list", warm, f"<= {WARM_TARGET:.2f}x floor"),
+        ("cold: databuild build, to 1st line", cold, f"<= {COLD_TARGET_S:.1f} s"),
+    ]
+    if bazel is not None:
+        rows.append(("bazel info (warm server)", bazel, "for comparison"))
+    print(f"{'measurement':<40} {'runs':>4} {'median s':>9} {'p95 s':>7} {'x floor':>8}  target")
+    for name, values, target in rows:
+        median = statistics.median(values)
+        print(f"{name:<40} {len(values):>4} {median:>9.3f} {p95(values):>7.3f} "
+              f"{median / base:>8.2f}  {target}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+          f"{os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
