@@ -24,6 +24,9 @@ from tests.service.conftest import (
     start_service,
     with_slow_job,
 )
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
 
 KEEPALIVE_S = 0.2
 
@@ -366,6 +369,37 @@ async def test_bad_request_gets_a_json_error_naming_it(
     assert answer[1]["error"]["message"]
     health, _ = await call(service, "GET", "/api/v1/health")
     assert health == 200
+
+
+@implementer(IBodyProducer)
+class Chunked:
+    """A body of unknown length, so it is sent chunked, without Content-Length."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        chunk = b"x" * 65536
+        for _ in range(self._size // len(chunk) + 1):
+            consumer.write(chunk)
+        return succeed(None)
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_over_the_limit_is_refused(service: Service) -> None:
+    response = await treq.post(
+        service.url + "/api/v1/builds", data=Chunked(1024 * 1024), headers=service.headers()
+    )
+    assert response.code == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
 
 
 @pytest_twisted.ensureDeferred

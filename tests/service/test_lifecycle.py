@@ -151,7 +151,7 @@ async def test_sigterm_cancels_the_running_build_and_leaves_no_job_process(
     build_id, job_pid = await start_slow_build(service, "interrupted")
     assert pid_alive(job_pid)
     service.process.send_signal(signal.SIGTERM)
-    await exited(service)
+    assert await exited(service) == -signal.SIGTERM  # twistd re-raises the signal at exit
     assert not pid_alive(job_pid)
     assert not service.server_file.exists()
     assert not service.pid_file.exists()

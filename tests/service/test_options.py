@@ -103,7 +103,7 @@ def test_bad_environment_value_names_the_variable(color_votes: Path, monkeypatch
 
 
 def test_non_loopback_interface_needs_a_token_file(color_votes: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match="non-loopback address 0.0.0.0 without --token-file"):
+    with pytest.raises(UsageError, match=r"non-loopback address 0\.0\.0\.0 without --token-file"):
         parsed(color_votes, "--interface", "0.0.0.0", monkeypatch=monkeypatch)
 
 
@@ -129,7 +129,7 @@ def test_unusable_token_file_is_refused(
 
 
 def test_directory_without_graph_file_is_refused(tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match="databuild.toml"):
+    with pytest.raises(UsageError, match=r"databuild\.toml"):
         parsed(tmp_path, monkeypatch=monkeypatch)
 
 

@@ -66,7 +66,7 @@ def build_service(config: ServiceConfig, reactor: Any) -> IService:
         shutdown=stop,
     )
     top = InOrder(on_failure=lambda failure: stop(f"could not start: {failure.value}"))
-    EventLogService(event_log, config.event_log).setServiceParent(top)
+    EventLogService(event_log).setServiceParent(top)
     orchestrator.setServiceParent(top)
     site = api_site(api.app.resource(), config.token, idle)
     ApiListener(reactor, config, site).setServiceParent(top)

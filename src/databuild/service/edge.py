@@ -64,7 +64,7 @@ class ApiEdge(Resource):
                 )
         length = request.getHeader(b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
-            raise body_too_large(int(length))
+            raise body_too_large()
 
 
 def api_site(inner: Resource, token: str, idle: IdleTimer) -> Site:

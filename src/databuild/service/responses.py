@@ -26,9 +26,9 @@ def bad_request(message: str, code: str = "bad_request") -> ApiError:
     return ApiError(400, code, message)
 
 
-def body_too_large(size: int) -> ApiError:
+def body_too_large() -> ApiError:
     return ApiError(
-        413, "body_too_large", f"request body is {size} bytes; at most {MAX_BODY_BYTES} allowed"
+        413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes (1 MiB), the limit"
     )
 
 
@@ -54,7 +54,7 @@ def read_json_object(request: IRequest, *, allow_empty: bool = False) -> dict[st
     """The request body as a JSON object; ApiError 400 or 413 otherwise."""
     raw = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
     if len(raw) > MAX_BODY_BYTES:
-        raise body_too_large(len(raw))
+        raise body_too_large()
     if not raw.strip() and allow_empty:
         return {}
     try:

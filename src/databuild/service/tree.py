@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
@@ -76,18 +75,15 @@ class EventLogService(Service):
 
     log = Logger()
 
-    def __init__(self, event_log: Any, uri: str) -> None:
+    def __init__(self, event_log: Any) -> None:
         self._event_log = event_log
-        self._uri = uri
 
     def startService(self) -> Deferred[None]:
         super().startService()
-        self.log.info("opening the event log {event_log}", event_log=_redacted(self._uri))
         return maybeDeferred(self._event_log.open)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.log.info("closing the event log")
         return maybeDeferred(self._event_log.close)
 
 
@@ -149,13 +145,4 @@ class ApiListener(Service):
             self.log.info("stopped listening on port {port}", port=port)
         if self.info is not None:
             remove_server_info(self._server_file, self.info)
-
-
-def _redacted(uri: str) -> str:
-    """``uri`` without a password, fit for the log."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
