@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 
 from databuild.errors import AnalysisError, InvalidRefError, LookupFailed
 from databuild.graph import analysis, analyze, load_workspace
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
 
-from .conftest import WriteWorkspace, nothing_available
+from .conftest import WriteWorkspace, nothing_available, poll, process_alive
 
 # One script serves every job: it logs each call and answers from plan.json, which maps a ref
 # to {"inputs": [...], "query": [...], "outputs": [...]} (outputs default to the ref itself).
@@ -335,3 +335,25 @@ async def test_graph_that_never_ends_is_refused(
     )
     with pytest.raises(AnalysisError, match=r"grew past 5 job runs.*runs of chain"):
         await analyze(reactor, ws, ["chain/1"], available=nothing_available)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_analysis_kills_the_config_processes(
+    write_workspace: WriteWorkspace,
+) -> None:
+    ws = write_workspace(
+        {
+            "slow": (
+                r"slow/.*",
+                'import os, time; open("config.pid", "w").write(str(os.getpid())); time.sleep(60)',
+            )
+        }
+    )
+    analysing = analyze(reactor, ws, ["slow/1"], available=nothing_available)
+    pid_file = ws.root / "config.pid"
+    await poll(lambda: pid_file.exists() and pid_file.read_text() != "")
+    pid = int(pid_file.read_text())
+    analysing.cancel()
+    with pytest.raises(CancelledError):
+        await analysing
+    await poll(lambda: not process_alive(pid))

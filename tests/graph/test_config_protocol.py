@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from databuild.graph import run_config
 from databuild.graph.capture import argv_batches
 from databuild.model import DepType, JobConfig, PartitionInput
 
-from .conftest import WriteWorkspace
+from .conftest import WriteWorkspace, poll, process_alive
 
 
 async def configure(write_workspace: WriteWorkspace, source: str, refs, timeout_s=30.0):  # type: ignore[no-untyped-def]
@@ -135,14 +134,6 @@ async def test_command_that_cannot_start_is_named(write_workspace: WriteWorkspac
     assert "no-such-program" in str(caught.value)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 @pytest_twisted.ensureDeferred
 async def test_hanging_config_is_killed_with_its_whole_group(
     write_workspace: WriteWorkspace, tmp_path: Path
@@ -164,10 +155,7 @@ async def test_hanging_config_is_killed_with_its_whole_group(
     assert message.startswith("job 'job': config for out/1 timed out after 1 s and was killed")
     assert message.endswith("stderr:\nwaiting forever")
     grandchild = int((tmp_path / "ws" / "grandchild.pid").read_text())
-    deadline = time.monotonic() + 10
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(grandchild)
+    await poll(lambda: not process_alive(grandchild))
 
 
 def test_argv_batches_split_by_size_and_keep_order() -> None:

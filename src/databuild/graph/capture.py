@@ -47,7 +47,10 @@ class Captured:
 def capture(
     reactor: IReactorProcess, argv: Sequence[str], *, cwd: Path, timeout_s: float
 ) -> Deferred[Captured]:
-    """Run ``argv`` in ``cwd`` with the service's environment; fires with a Captured."""
+    """Run ``argv`` in ``cwd`` with the service's environment; fires with a Captured.
+
+    Cancelling the returned Deferred terminates the child's process group.
+    """
     stdout: list[str] = []
 
     def on_line(stream: str, text: str) -> None:
@@ -58,7 +61,14 @@ def capture(
         child = spawn(reactor, argv, cwd=cwd, env=os.environ, on_line=on_line, timeout_s=timeout_s)
     except OSError as e:
         return fail(e)
-    return child.result.addCallback(lambda result: Captured(result, "\n".join(stdout), timeout_s))
+    captured: Deferred[Captured] = Deferred(lambda _: child.terminate())
+
+    def ended(result: ProcessResult) -> None:
+        if not captured.called:  # else it was cancelled already
+            captured.callback(Captured(result, "\n".join(stdout), timeout_s))
+
+    child.result.addCallback(ended)
+    return captured
 
 
 def argv_batches(refs: Sequence[str], limit: int = MAX_ARGV_BYTES) -> Iterator[tuple[str, ...]]:
