@@ -16,7 +16,9 @@ from databuild.model import DepType, JobConfig, PartitionInput
 from .conftest import WriteWorkspace, poll, process_alive
 
 
-async def configure(write_workspace: WriteWorkspace, source: str, refs, timeout_s=30.0):  # type: ignore[no-untyped-def]
+async def configure(
+    write_workspace: WriteWorkspace, source: str, refs: list[str], timeout_s: float = 30.0
+) -> tuple[JobConfig, ...]:
     ws = write_workspace({"job": (r"out/.*", source)})
     job = ws.job("job")
     assert job.command is not None

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from databuild.errors import LookupFailed
-from databuild.graph import lookup, match_job
+from databuild.graph import Workspace, lookup, match_job
 
 from .conftest import WriteWorkspace
 
 JOB = 'print("unused")'
 
 
-def two_jobs(write_workspace: WriteWorkspace, **kwargs: object):  # type: ignore[no-untyped-def]
+def two_jobs(write_workspace: WriteWorkspace, **kwargs: Any) -> Workspace:
     return write_workspace({"daily": (r"daily/\d+", JOB), "weekly": (r"weekly/\d+", JOB)}, **kwargs)
 
 
-def with_lookup(write_workspace: WriteWorkspace, source: str):  # type: ignore[no-untyped-def]
+def with_lookup(write_workspace: WriteWorkspace, source: str) -> Workspace:
     return two_jobs(
         write_workspace,
         extra=f"lookup = {json.dumps([sys.executable, 'lookup.py'])}\n",
