@@ -16,12 +16,20 @@ from databuild.cli.args import parse_args
 
 INTERRUPTED = 130
 """Ctrl-C outside a build's progress: the shell's convention."""
+OUTPUT_CLOSED = 141
+"""Stdout closed by its reader: what a shell reports for a death by SIGPIPE."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``databuild`` command; returns its exit code."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    return run(args, os.environ, Path.cwd(), sys.stdout, sys.stderr)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return run(args, os.environ, Path.cwd(), sys.stdout, sys.stderr)
+    except KeyboardInterrupt:  # before the reactor took over SIGINT
+        return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OUTPUT_CLOSED
 
 
 def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: TextIO) -> int:
@@ -66,6 +74,8 @@ def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: T
     if isinstance(result, int):
         return result
     assert isinstance(result, Failure)
+    if result.check(BrokenPipeError):
+        raise result.value
     if result.check(CliError):
         err.write(f"databuild: {result.value.message}\n")
         return result.value.exit_code
