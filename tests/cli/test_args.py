@@ -79,3 +79,18 @@ def test_usage_errors_exit_2_and_say_why(
         parse_args(argv)
     assert exit.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_workspace_named_like_a_command_is_not_taken_for_one() -> None:
+    args = parse_args(["--workspace", "builds", "build", "a/1"])
+    assert (args.workspace, args.command, args.refs) == ("builds", "build", ["a/1"])
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse_args(["--help"])
+    assert exit.value.code == 0
+    listed = capsys.readouterr().out
+    for command in ("build", "tail", "analyze", "builds", "partitions", "jobs", "tasks",
+                    "service"):
+        assert f"    {command} " in listed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from databuild.cli.render import short_status
 
@@ -92,7 +93,85 @@ def _pages(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=offset_type, default=0, help="skip the first N rows")
 
 
-def build_parser() -> argparse.ArgumentParser:
+Parser = argparse.ArgumentParser
+Adder = Callable[[Any, str, str], Parser]
+"""Adds one subcommand to a subparsers action: ``(subparsers, name, help) -> its parser``."""
+
+
+def _build(add: Adder, sub: Any) -> None:
+    build = add(sub, "build", "request a build and stream its progress until it ends")
+    build.add_argument("refs", nargs="+", metavar="REF", help="partition refs to build")
+    build.add_argument("--background", action="store_true", help="print the build id and return")
+    build.add_argument("--force", action="store_true", help="rebuild even if available")
+
+
+def _tail(add: Adder, sub: Any) -> None:
+    add(sub, "tail", "attach to a build's progress stream").add_argument(
+        "build_id", metavar="BUILD_ID"
+    )
+
+
+def _analyze(add: Adder, sub: Any) -> None:
+    add(sub, "analyze", "show the job graph a build would run").add_argument(
+        "refs", nargs="+", metavar="REF"
+    )
+
+
+def _builds(add: Adder, sub: Any) -> None:
+    listing = add(sub, "list", "builds, newest first")
+    listing.add_argument("--status", type=status_type("build"))
+    _pages(listing)
+    add(sub, "show", "one build").add_argument("id", metavar="ID")
+    add(sub, "cancel", "cancel a running build").add_argument("id", metavar="ID")
+
+
+def _partitions(add: Adder, sub: Any) -> None:
+    listing = add(sub, "list", "partitions, newest first")
+    listing.add_argument("--status", type=status_type("partition"))
+    listing.add_argument("--pattern", metavar="GLOB", help="only refs matching GLOB")
+    _pages(listing)
+    add(sub, "show", "one partition and its history").add_argument("ref", metavar="REF")
+
+
+def _jobs(add: Adder, sub: Any) -> None:
+    _pages(add(sub, "list", "every job with its run statistics"))
+    add(sub, "show", "one job").add_argument("label", metavar="LABEL")
+
+
+def _tasks(add: Adder, sub: Any) -> None:
+    listing = add(sub, "list", "job runs, newest first")
+    listing.add_argument("--build", metavar="ID", help="only runs of this build")
+    listing.add_argument("--job", metavar="LABEL", help="only runs of this job")
+    listing.add_argument("--status", type=status_type("job"))
+    _pages(listing)
+    add(sub, "show", "one job run").add_argument("id", metavar="ID")
+    add(sub, "cancel", "cancel a job run").add_argument("id", metavar="ID")
+    add(sub, "logs", "a job run's log lines").add_argument("id", metavar="ID")
+
+
+def _service(add: Adder, sub: Any) -> None:
+    add(sub, "status", "show the service (never starts one)")
+    add(sub, "start", "start the service unless it runs")
+    stop = add(sub, "stop", "stop the service and wait until it is gone")
+    stop.add_argument("--force", action="store_true", help="stop even while builds run")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Adder, Any], None]]] = {
+    "build": ("", _build),
+    "tail": ("", _tail),
+    "analyze": ("", _analyze),
+    "builds": ("list, show or cancel builds", _builds),
+    "partitions": ("the partition catalog", _partitions),
+    "jobs": ("job statistics", _jobs),
+    "tasks": ("job runs", _tasks),
+    "service": ("the workspace's service", _service),
+}
+"""Each command: the help of a command group (empty for a single command), and what adds it."""
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The parser of ``databuild``; with ``only``, every other command is a bare name (enough
+    for ``--help``), which keeps start-up cheap (SPEC §7)."""
     common = _globals(defaults=False)
     parser = argparse.ArgumentParser(
         prog="databuild",
@@ -101,66 +180,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    def add(sub: Any, name: str, help: str) -> Parser:
         return sub.add_parser(name, help=help, description=help, parents=[common])
 
-    build = command(commands, "build", "request a build and stream its progress until it ends")
-    build.add_argument("refs", nargs="+", metavar="REF", help="partition refs to build")
-    build.add_argument("--background", action="store_true", help="print the build id and return")
-    build.add_argument("--force", action="store_true", help="rebuild even if available")
+    def placeholder(sub: Any, name: str, help: str) -> Parser:
+        return sub.add_parser(name, help=help)
 
-    tail = command(commands, "tail", "attach to a build's progress stream")
-    tail.add_argument("build_id", metavar="BUILD_ID")
-
-    analyze = command(commands, "analyze", "show the job graph a build would run")
-    analyze.add_argument("refs", nargs="+", metavar="REF")
-
-    builds = commands.add_parser("builds", help="list, show or cancel builds").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    listing = command(builds, "list", "builds, newest first")
-    listing.add_argument("--status", type=status_type("build"))
-    _pages(listing)
-    command(builds, "show", "one build").add_argument("id", metavar="ID")
-    command(builds, "cancel", "cancel a running build").add_argument("id", metavar="ID")
-
-    partitions = commands.add_parser("partitions", help="the partition catalog").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    listing = command(partitions, "list", "partitions, newest first")
-    listing.add_argument("--status", type=status_type("partition"))
-    listing.add_argument("--pattern", metavar="GLOB", help="only refs matching GLOB")
-    _pages(listing)
-    command(partitions, "show", "one partition and its history").add_argument("ref", metavar="REF")
-
-    jobs = commands.add_parser("jobs", help="job statistics").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    _pages(command(jobs, "list", "every job with its run statistics"))
-    command(jobs, "show", "one job").add_argument("label", metavar="LABEL")
-
-    tasks = commands.add_parser("tasks", help="job runs").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    listing = command(tasks, "list", "job runs, newest first")
-    listing.add_argument("--build", metavar="ID", help="only runs of this build")
-    listing.add_argument("--job", metavar="LABEL", help="only runs of this job")
-    listing.add_argument("--status", type=status_type("job"))
-    _pages(listing)
-    command(tasks, "show", "one job run").add_argument("id", metavar="ID")
-    command(tasks, "cancel", "cancel a job run").add_argument("id", metavar="ID")
-    command(tasks, "logs", "a job run's log lines").add_argument("id", metavar="ID")
-
-    service = commands.add_parser("service", help="the workspace's service").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    command(service, "status", "show the service (never starts one)")
-    command(service, "start", "start the service unless it runs")
-    stop = command(service, "stop", "stop the service and wait until it is gone")
-    stop.add_argument("--force", action="store_true", help="stop even while builds run")
+    for name, (group_help, fill) in COMMANDS.items():
+        wanted = only is None or only == name
+        if not group_help:
+            fill(add if wanted else placeholder, commands)
+        elif wanted:
+            actions = add(commands, name, group_help).add_subparsers(
+                dest="action", metavar="ACTION", required=True
+            )
+            fill(add, actions)
+        else:
+            placeholder(commands, name, group_help)
     return parser
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, skipping the global options and their values."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("--workspace", "--format"):
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; on a usage error argparse prints it and exits 2."""
-    return build_parser().parse_args(argv)
+    return build_parser(_command_word(argv)).parse_args(argv)
