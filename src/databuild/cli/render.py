@@ -5,8 +5,9 @@ Every function here is pure: it turns an API document (SPEC §5.5) into text.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _STATUS_PREFIXES = ("BUILD_REQUEST_", "JOB_", "PARTITION_")
@@ -219,11 +220,6 @@ def log_lines(doc: Mapping[str, Any]) -> str:
     for line in lines:
         text = line.get("text")
         if text is None and "data" in line:
-            import json
-
             text = json.dumps(line["data"])
         out.append(f"{local_time(line.get('time'))}  {line.get('stream', ''):<6}  {text}")
     return "\n".join(out) if out else "no log lines"
-
-
-Renderer = Callable[[Mapping[str, Any]], str]
