@@ -106,7 +106,7 @@ def details(obj: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
         if k not in skip and not (isinstance(v, list) and v and isinstance(v[0], Mapping))
     ]
     width = max((len(k) for k, _ in scalars), default=0)
-    parts = ["\n".join(f"{k + ':':<{width + 1}} {cell(k, v)}" for k, v in scalars)]
+    parts = ["\n".join(f"{k + ':':<{width + 1}} {cell(k, v)}".rstrip() for k, v in scalars)]
     for key, value in obj.items():
         if key in skip or not (isinstance(value, list) and value and isinstance(value[0], Mapping)):
             continue
@@ -160,6 +160,7 @@ TASK_COLUMNS: list[Column] = [
 ]
 SUBTABLES: dict[str, list[Column]] = {
     "tasks": TASK_COLUMNS,
+    "job_runs": TASK_COLUMNS,
     "builds": BUILD_COLUMNS,
     "partitions": [("PARTITION", "partition_ref"), ("STATUS", "status")],
     "history": [
