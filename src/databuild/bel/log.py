@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,7 +32,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def open_event_log(uri: str, workspace_root: Path, reactor: Any) -> EventLog:
+def open_event_log(uri: str, workspace_root: Path, reactor: IReactorCore) -> EventLog:
     """An EventLog for ``uri`` (SPEC §4.3); call ``open()`` before using it."""
     return EventLog(reactor, parse_uri(uri, workspace_root))
 
@@ -42,7 +42,7 @@ class EventLog:
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore | IReactorThreads | Any, location: Location) -> None:
+    def __init__(self, reactor: IReactorCore, location: Location) -> None:
         self._reactor = reactor
         self.location = location
         self._db = Database(location)
@@ -86,7 +86,7 @@ class EventLog:
         try:
             version = await self._run(self._connect)
         except BaseException:
-            await self._stop_thread()
+            self._stop_thread()
             self._state = "closed"
             raise
         self._state = "open"
@@ -116,11 +116,11 @@ class EventLog:
         try:
             await self._run(self._db.close)
         finally:
-            await self._stop_thread()
+            self._stop_thread()
             self._state = "closed"
             self.log.info("closed event log {location}", location=self.location.describe())
 
-    async def _stop_thread(self) -> None:
+    def _stop_thread(self) -> None:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
         self._pool.stop()
 
@@ -144,7 +144,10 @@ class EventLog:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._committing = True
         d = self._run(self._work, append_batch, [event for event, _ in batch])
-        d.addCallbacks(self._deliver, self._fail_batch, (batch,), None, (batch,), None)
+        d.addCallbacks(
+            lambda results: self._deliver(results, batch),
+            lambda failure: self._fail_batch(failure, batch),
+        )
         d.addBoth(self._committed)
 
     def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:

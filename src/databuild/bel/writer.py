@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from attrs import frozen
+
 from databuild.bel.backend import Database, EventLogError
 from databuild.bel.events import (
     BuildRequestEvent,
@@ -47,66 +49,95 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     return results
 
 
+# Everything the checks of one event need, in one query (one round trip on PostgreSQL).
+# The job run columns describe the run the event names: a job event's own run, or the run
+# that a partition event says produces it.
+_CURRENT_STATE = (
+    "SELECT"
+    " (SELECT 1 FROM events WHERE event_id = ?),"
+    " (SELECT status FROM builds WHERE build_request_id = ?),"
+    " (SELECT status FROM build_partitions WHERE build_request_id = ? AND partition_ref = ?),"
+    " (SELECT status FROM job_runs WHERE job_run_id = ?),"
+    " (SELECT build_request_id FROM job_runs WHERE job_run_id = ?),"
+    " (SELECT job_label FROM job_runs WHERE job_run_id = ?),"
+    " (SELECT started_at FROM job_runs WHERE job_run_id = ?)"
+)
+
+
+@frozen
+class _Current:
+    """What the log holds, before an event, about the things the event names."""
+
+    duplicate: bool
+    build: BuildStatus | None
+    partition: PartitionStatus | None
+    run: JobStatus | None
+    run_build: str | None
+    run_label: str | None
+    run_started_at: int | None
+
+    @classmethod
+    def read(cls, db: Database, event: Event) -> _Current:
+        payload = event.payload
+        ref = payload.partition_ref if isinstance(payload, PartitionEvent) else None
+        run_id = payload.job_run_id if isinstance(payload, PartitionEvent | JobEvent) else None
+        row = db.one(
+            _CURRENT_STATE,
+            (event.event_id, event.build_request_id, event.build_request_id, ref)
+            + (run_id,) * 4,
+        )
+        assert row is not None
+        duplicate, build, partition, run, run_build, run_label, run_started_at = row
+        return cls(
+            duplicate is not None,
+            None if build is None else BuildStatus(build),
+            None if partition is None else PartitionStatus(partition),
+            None if run is None else JobStatus(run),
+            run_build,
+            run_label,
+            run_started_at,
+        )
+
+
 def append_one(db: Database, event: Event, idx: int) -> Event:
     """Check ``event`` and store it at ``idx``; raises before writing anything if refused."""
     if event.idx is not None:
         raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
-    if db.one("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)):
+    now = _Current.read(db, event)
+    if now.duplicate:
         raise EventLogError(f"event {event.event_id} is already in the log")
     payload = event.payload
-    build = db.one(
-        "SELECT status FROM builds WHERE build_request_id = ?", (event.build_request_id,)
-    )
     subject = f"build request {event.build_request_id}"
     if isinstance(payload, BuildRequestEvent):
-        check_transition(BuildStatus(build[0]) if build else None, payload.status, subject)
-    elif build is None:
+        check_transition(now.build, payload.status, subject)
+    elif now.build is None:
         raise IllegalTransition(
             f"{subject} is unknown: its first event must be {BuildStatus.BUILD_REQUEST_RECEIVED}"
         )
 
-    job_label: str | None = None
-    run: tuple[str, str, str, int | None] | None = None
-    if isinstance(payload, PartitionEvent):
-        row = db.one(
-            "SELECT status FROM build_partitions"
-            " WHERE build_request_id = ? AND partition_ref = ?",
-            (event.build_request_id, payload.partition_ref),
-        )
-        check_transition(
-            PartitionStatus(row[0]) if row else None,
-            payload.status,
-            f"partition {payload.partition_ref} in {subject}",
-        )
-        if payload.job_run_id is not None:
-            found = db.one(
-                "SELECT job_label FROM job_runs WHERE job_run_id = ?", (payload.job_run_id,)
+    job_label = now.run_label
+    match payload:
+        case PartitionEvent():
+            check_transition(
+                now.partition, payload.status, f"partition {payload.partition_ref} in {subject}"
             )
-            job_label = found[0] if found else None
-    elif isinstance(payload, JobEvent):
-        job_label = payload.job_label
-        run = db.one(
-            "SELECT status, build_request_id, job_label, started_at FROM job_runs"
-            " WHERE job_run_id = ?",
-            (payload.job_run_id,),
-        )
-        if run is not None and run[1] != event.build_request_id:
-            raise IllegalTransition(
-                f"job run {payload.job_run_id} belongs to build request {run[1]}, "
-                f"not {event.build_request_id}"
-            )
-        check_transition(
-            JobStatus(run[0]) if run else None, payload.status, f"job run {payload.job_run_id}"
-        )
+        case JobEvent():
+            job_label = payload.job_label
+            if now.run is not None and now.run_build != event.build_request_id:
+                raise IllegalTransition(
+                    f"job run {payload.job_run_id} belongs to build request {now.run_build}, "
+                    f"not {event.build_request_id}"
+                )
+            check_transition(now.run, payload.status, f"job run {payload.job_run_id}")
 
     _insert_event(db, event, idx, job_label)
     match payload:
         case BuildRequestEvent():
-            _update_build(db, event, payload, idx, is_new=build is None)
+            _update_build(db, event, payload, idx, is_new=now.build is None)
         case PartitionEvent():
             _update_partition(db, event, payload, idx, job_label)
         case JobEvent():
-            _update_job_run(db, event, payload, idx, previous=run)
+            _update_job_run(db, event, payload, idx, now)
         case DelegationEvent() | JobGraphEvent():
             pass
     return event.stored_at(idx)
@@ -189,10 +220,10 @@ def _update_job_run(
     event: Event,
     payload: JobEvent,
     idx: int,
-    previous: tuple[str, str, str, int | None] | None,
+    now: _Current,
 ) -> None:
     status, ts = payload.status, event.timestamp
-    if previous is None:
+    if now.run is None:
         db.execute(
             "INSERT INTO job_runs (job_run_id, build_request_id, job_label, outputs, status,"
             " created_idx, updated_idx, scheduled_at, exit_code, message)"
@@ -223,9 +254,8 @@ def _update_job_run(
             (payload.job_label, idx),
         )
     else:
-        old_status, _, label, started_at = previous
-        if status is JobStatus.JOB_RUNNING:
-            started_at = ts
+        label = now.run_label
+        started_at = ts if status is JobStatus.JOB_RUNNING else now.run_started_at
         db.execute(
             "UPDATE job_runs SET status = ?, updated_idx = ?, message = ?,"
             " exit_code = COALESCE(?, exit_code), started_at = ?,"
@@ -246,7 +276,7 @@ def _update_job_run(
         db.execute(
             "UPDATE build_job_counts SET count = count - 1"
             " WHERE build_request_id = ? AND status = ?",
-            (event.build_request_id, old_status),
+            (event.build_request_id, now.run.value),
         )
         db.execute(
             "UPDATE job_stats SET updated_idx = ?,"
