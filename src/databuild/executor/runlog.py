@@ -1,9 +1,10 @@
 """Run logs: every line a job run prints, one JSON object per line (SPEC §3.2).
 
 A run's log lives at ``.databuild/logs/<YYYY-MM-DD>/<job_run_id>.jsonl``, the date being the
-UTC day the run started. Lines are appended to a buffered file and flushed at most
-``FLUSH_DELAY_S`` after they arrive (and when the run ends), so a chatty job costs one small
-write per burst rather than one per line, and a reader sees a line within that delay.
+UTC day the run started; a run that prints nothing has no file. Lines are appended to a
+buffered file and flushed at most ``FLUSH_DELAY_S`` after they arrive (and when the run ends),
+so a chatty job costs one small write per burst rather than one per line, and a reader sees a
+line within that delay.
 """
 
 from __future__ import annotations
@@ -57,19 +58,22 @@ def log_record(stream: str, text: str, time_ns: int) -> dict[str, Any]:
 
 
 class RunLogWriter:
-    """Appends the lines of one job run to its log file."""
+    """Appends the lines of one job run to its log file, created with the first line."""
 
     def __init__(self, reactor: IReactorTime, path: Path) -> None:
         self._reactor = reactor
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        self._file: IO[str] | None = None
+        self._closed = False
         self._flush_call: IDelayedCall | None = None
 
     def line(self, stream: str, text: str) -> None:
         """Append one line; it reaches the file within FLUSH_DELAY_S."""
-        if self._file is None:
+        if self._closed:
             return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
         self._file.write(json.dumps(log_record(stream, text, time.time_ns())) + "\n")
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_DELAY_S, self._flush)
@@ -84,6 +88,7 @@ class RunLogWriter:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None

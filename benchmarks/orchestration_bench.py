@@ -1,0 +1,163 @@
+"""Orchestration overhead (SPEC §7): N trivial jobs through the orchestrator vs ``xargs -P``.
+
+    .venv/bin/python benchmarks/orchestration_bench.py [--jobs 500] [--parallel 4]
+        [--work-ms 0 50] [--repeat 3]
+
+The job is a POSIX shell script, ``sh job.sh``. Its ``config`` entrypoint answers every
+requested ref in one call with a loop of ``printf`` (one config per ref, no inputs); its
+``exec`` entrypoint does nothing but ``sleep`` for ``--work-ms`` milliseconds (0 = exit at
+once: a pure measure of per-job overhead, the process start included on both sides).
+
+For each ``--work-ms`` value, in one run:
+
+- baseline: the very processes the executor starts, ``/usr/bin/setsid sh job.sh exec REF``,
+  run by ``xargs -P <parallel> -n 1``;
+- databuild: a fresh workspace and SQLite event log in a temporary directory, an Executor
+  with ``max_parallel_jobs = <parallel>`` and an Orchestrator; the time from ``submit`` of
+  all N refs in one build to its ``BUILD_REQUEST_FINISHED`` (analysis, the job graph, every
+  job and partition event durably committed, run logs and running-process records
+  included).
+
+Each side runs ``--repeat`` times; the table shows the median and the ratio of medians
+(target: at most 1.25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.internet import task
+from twisted.internet.defer import ensureDeferred
+
+from databuild.bel import open_event_log
+from databuild.executor.process import SETSID
+from databuild.executor.runner import Executor
+from databuild.graph.workspace import load_workspace
+from databuild.orchestrator import Orchestrator
+
+TARGET_RATIO = 1.25
+
+JOB_SH = """\
+if [ "$1" = config ]; then
+  shift
+  printf '{"configs": ['
+  sep=
+  for ref in "$@"; do
+    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
+    sep=,
+  done
+  printf ']}\\n'
+  exit 0
+fi
+[ "$WORK_S" = 0 ] || sleep "$WORK_S"
+"""
+
+GRAPH = """\
+[graph]
+label = "bench"
+
+[[jobs]]
+label = "trivial"
+outputs = ['bench/\\d+']
+command = ["sh", "job.sh"]
+"""
+
+
+def make_workspace(root: Path) -> None:
+    root.mkdir(parents=True)
+    (root / "databuild.toml").write_text(GRAPH)
+    (root / "job.sh").write_text(JOB_SH)
+
+
+
+def run_xargs(root: Path, refs: list[str], parallel: int, work_s: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["xargs", "-P", str(parallel), "-n", "1", SETSID, "sh", "job.sh", "exec"],
+        input="\n".join(refs).encode(),
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "WORK_S": work_s},
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, work_s: str) -> float:
+    # The service runs in its workspace (the CLI starts it there); so does this one.
+    previous = os.getcwd()
+    os.chdir(root)
+    workspace = load_workspace(root)
+    log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
+    await log.open()
+    executor = Executor(
+        reactor, root, parallel, base_env={"PATH": "/usr/bin:/bin", "WORK_S": work_s}
+    )
+    orchestrator = Orchestrator(reactor, workspace, log, executor)
+    await orchestrator.startService()
+    try:
+        start = time.perf_counter()
+        build_id = await orchestrator.submit(refs)
+        subscription = await orchestrator.hub.subscribe(build_id, None, lambda event: None)
+        finished = await subscription.finished
+        elapsed = time.perf_counter() - start
+        if finished["status"] != "BUILD_REQUEST_COMPLETED":
+            raise SystemExit(f"the benchmark build failed: {finished['message']}")
+        return elapsed
+    finally:
+        await orchestrator.stopService()
+        await log.close()
+        os.chdir(previous)
+
+
+async def main(reactor, args: argparse.Namespace) -> None:
+    refs = [f"bench/{i}" for i in range(args.jobs)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="orchestration-bench-") as tmp:
+        for work_ms in args.work_ms:
+            work_s = "0" if work_ms == 0 else f"{work_ms / 1000:g}"
+            baseline, ours = [], []
+            for i in range(args.repeat):
+                root = Path(tmp) / f"w{work_ms}-{i}"
+                make_workspace(root)
+                baseline.append(run_xargs(root, refs, args.parallel, work_s))
+                ours.append(await run_databuild(reactor, root, refs, args.parallel, work_s))
+                shutil.rmtree(root)
+            rows.append((work_ms, statistics.median(baseline), statistics.median(ours)))
+    print(f"{args.jobs} jobs, parallelism {args.parallel}, median of {args.repeat} runs each")
+    print()
+    header = f"{'exec work':>10}  {'xargs -P (s)':>12}  {'databuild (s)':>13}  "
+    header += f"{'ratio':>6}  {'per job (ms)':>12}  target"
+    print(header)
+    print("-" * len(header))
+    for work_ms, base, ours in rows:
+        ratio = ours / base
+        per_job = (ours - base) / args.jobs * 1000
+        verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
+        print(
+            f"{work_ms:>8}ms  {base:>12.2f}  {ours:>13.2f}  {ratio:>6.2f}  "
+            f"{per_job:>12.2f}  <= {TARGET_RATIO} {verdict}"
+        )
+    print()
+    print("per job = extra wall time of databuild over xargs, divided by the number of jobs")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--work-ms", type=int, nargs="+", default=[0, 50])
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])
+    task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))
