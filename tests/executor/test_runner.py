@@ -260,7 +260,10 @@ async def test_a_command_that_cannot_start_fails_the_run(tmp_path: Path) -> None
     run = job_run()
     result = await executor.run(run, "b", (str(tmp_path / "missing"),), None).result
     assert not result.succeeded
-    assert result.exit_code not in (0, None)
+    assert result.exit_code == 127
+    assert "missing" in result.stderr_tail
+    [line] = read_run_log(find_run_log(tmp_path / ".databuild", run.job_run_id))
+    assert line["stream"] == "stderr" and "No such file" in line["text"]
 
 
 def test_the_parallelism_limit_must_be_positive(tmp_path: Path) -> None:
