@@ -1,12 +1,14 @@
 """Service benchmark: API throughput and latency, and progress-stream fan-out.
 
     .venv/bin/python benchmarks/service_bench.py [--clients 20] [--requests 200] [--streams 100]
+                                                 [--rounds 3]
 
 1. Throughput: ``--clients`` concurrent clients (persistent connections, treq) each send
    ``--requests`` requests one after another to ``GET /api/v1/health`` and
    ``GET /api/v1/builds`` of a running ``twistd databuild`` (a copy of examples/color_votes
-   with a few builds done). Baseline, same run, same client: a bare ``twisted.web`` server
-   answering a fixed JSON document on every path (the floor of the HTTP stack).
+   with a few builds done); ``--rounds`` interleaved rounds, the median shown. Baseline,
+   same run, same client: a bare ``twisted.web`` server answering a fixed JSON document on
+   every path (the floor of the HTTP stack).
 2. Fan-out: ``--streams`` readers open the progress stream of one build of 40 job runs right
    after it is requested; each must see every event of the build (checked against
    ``/api/v1/events``) and the final ``build_finished``. Baseline, same run: the same kind of
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,12 +179,20 @@ async def run(args: argparse.Namespace, service: Service, bare_url: str) -> None
                                                service.headers(), args.clients,
                                                args.requests)),
     ]
-    results = {}
-    for name, measurement in measure:
-        await measurement()  # warm-up round, not counted
-        results[name] = await measurement()
+    for _, measurement in measure:
+        await measurement()  # warm-up, not counted
+    # Interleaved rounds, so a change in the machine's load hits every line alike.
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _ in measure}
+    for _ in range(args.rounds):
+        for name, measurement in measure:
+            rounds[name].append(await measurement())
+    results = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
     base = results["baseline: bare twisted.web"]
-    print(f"\nThroughput: {args.clients} concurrent clients x {args.requests} requests each")
+    print(f"\nThroughput: {args.clients} concurrent clients x {args.requests} requests each, "
+          f"median of {args.rounds} interleaved rounds")
     print(f"{'endpoint':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs baseline':>18}")
     for name, r in results.items():
         print(f"{name:<28} {r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
@@ -206,6 +217,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="service_bench-"))
     workspace = tmp / "color_votes"
