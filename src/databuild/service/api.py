@@ -24,9 +24,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 import databuild
+from databuild.bel import EventLog
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.model import validate_ref, validate_refs
+from databuild.orchestrator import Orchestrator, Subscription
 from databuild.service import responses as r
 from databuild.service.idle import IdleTimer
 from databuild.service.responses import ApiError
@@ -111,8 +113,8 @@ class Api:
         *,
         clock: IReactorTime,
         config: ServiceConfig,
-        event_log: Any,
-        orchestrator: Any,
+        event_log: EventLog,
+        orchestrator: Orchestrator,
         idle: IdleTimer,
         shutdown: Callable[[str], object],
     ) -> None:
@@ -167,9 +169,7 @@ class Api:
     async def submit(self, request: IRequest) -> dict[str, Any]:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions", "force"})
-        if "partitions" not in body:
-            raise r.bad_request("'partitions' is missing: give a list of partition refs")
-        refs = validate_refs(body["partitions"])
+        refs = _partitions(body)
         force = r.boolean(body, "force")
         build_id = await self._orchestrator.submit(refs, force)
         self.log.info(
@@ -217,9 +217,7 @@ class Api:
     async def analyze(self, request: IRequest) -> dict[str, Any]:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions"})
-        if "partitions" not in body:
-            raise r.bad_request("'partitions' is missing: give a list of partition refs")
-        graph = await self._orchestrator.analyze(validate_refs(body["partitions"]))
+        graph = await self._orchestrator.analyze(_partitions(body))
         return {"job_graph": graph.to_json()}
 
     # -- partitions, jobs, tasks, events ------------------------------------------------------
@@ -296,7 +294,7 @@ class Api:
         """Keep the service from idling out until the build finishes."""
         release = self._idle.hold()
 
-        def watch(subscription: Any) -> None:
+        def watch(subscription: Subscription) -> None:
             subscription.finished.addBoth(lambda _: (subscription.close(), release()))
 
         def failed(failure: Failure) -> None:
@@ -307,6 +305,12 @@ class Api:
         self._orchestrator.hub.subscribe(build_id, 0, lambda _: None).addCallbacks(
             watch, failed
         )
+
+
+def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
+    if "partitions" not in body:
+        raise r.bad_request("'partitions' is missing: give a list of partition refs")
+    return validate_refs(body["partitions"])
 
 
 def _since(request: IRequest) -> int:

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 import databuild
+from databuild.bel import EventLog
 from databuild.service.listening import listen_first_free
 from databuild.service.serverinfo import (
     SERVER_FILE,
@@ -75,7 +76,7 @@ class EventLogService(Service):
 
     log = Logger()
 
-    def __init__(self, event_log: Any) -> None:
+    def __init__(self, event_log: EventLog) -> None:
         self._event_log = event_log
 
     def startService(self) -> Deferred[None]:
