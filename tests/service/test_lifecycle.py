@@ -229,3 +229,25 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
     assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
     assert "stopped" in build["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_keeps_its_log_in_postgresql(
+    color_votes: Path, service_factory: Any, pg_schema: str
+) -> None:
+    service = service_factory(
+        color_votes, "--idle-timeout", "0", env={"DATABUILD_BUILD_EVENT_LOG": pg_schema}
+    )
+    code, body = await call(
+        service, "POST", "/api/v1/builds", {"partitions": ["daily_color_votes/2026-06-01/red"]}
+    )
+    assert code == 202
+    build_id = body["build_request_id"]
+
+    async def completed() -> bool:
+        _, build = await call(service, "GET", f"/api/v1/builds/{build_id}")
+        return build["status"] == "BUILD_REQUEST_COMPLETED"
+
+    await poll(completed, 60, "the build to complete")
+    assert not (color_votes / ".databuild" / "bel.sqlite").exists()
+    assert "postgresql://postgres@127.0.0.1:5432/test" in service.log_text()

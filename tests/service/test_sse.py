@@ -1,0 +1,151 @@
+"""Progress streams in-process: the real hub over a real SQLite log, a fake clock for keepalives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.web.test.requesthelper import DummyRequest
+
+from databuild.bel import BuildRequestEvent, BuildStatus, Event, EventLog, open_event_log
+from databuild.errors import NotFound
+from databuild.model import new_id
+from databuild.orchestrator import ProgressHub
+from databuild.service.sse import KEEPALIVE, ProgressStream, frame
+
+KEEPALIVE_S = 15.0
+
+
+@pytest_twisted.async_yield_fixture
+async def event_log(tmp_path: Path) -> AsyncIterator[EventLog]:
+    log = open_event_log(str(tmp_path / "bel.sqlite"), tmp_path, reactor)
+    await log.open()
+    yield log
+    await log.close()
+
+
+class Build:
+    """One build whose statuses are appended to the log and published to the hub."""
+
+    def __init__(self, event_log: EventLog, hub: ProgressHub) -> None:
+        self.id = new_id()
+        self._log = event_log
+        self._hub = hub
+
+    async def record(self, status: BuildStatus) -> None:
+        stored = await self._log.append(
+            Event(self.id, BuildRequestEvent(status, ("out/1",), message=status.short))
+        )
+        self._hub.publish(stored)
+
+
+def frames(request: DummyRequest) -> list[dict[str, str]]:
+    """The SSE frames written to ``request`` (comments left out)."""
+    parsed = []
+    for block in b"".join(request.written).decode().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.split("\n") if line and not line.startswith(":")
+        )
+        if fields:
+            parsed.append(fields)
+    return parsed
+
+
+def open_stream(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
+    request = DummyRequest([b""])
+    done = ProgressStream(request, clock, KEEPALIVE_S).run(
+        lambda on_event: hub.subscribe(build.id, 0, on_event)
+    )
+    return request, done
+
+
+def test_frame_is_id_event_and_one_line_of_json() -> None:
+    data = {"idx": 7, "message": "two\nlines"}
+    assert frame("job", data, 7) == (
+        b'id: 7\nevent: job\ndata: {"idx":7,"message":"two\\nlines"}\n\n'
+    )
+    assert frame("build_finished", {"a": 1}) == b'event: build_finished\ndata: {"a":1}\n\n'
+
+
+@pytest_twisted.ensureDeferred
+async def test_replays_then_follows_live_events_and_ends_with_build_finished(
+    event_log: EventLog,
+) -> None:
+    hub = ProgressHub(event_log)
+    build = Build(event_log, hub)
+    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
+    request, done = open_stream(hub, build, Clock())
+    await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    await build.record(BuildStatus.BUILD_REQUEST_FAILED)
+    await done
+    sent = frames(request)
+    assert [(f.get("id"), f["event"]) for f in sent] == [
+        ("1", "build_request"), ("2", "build_request"), ("3", "build_request"),
+        (None, "build_finished"),
+    ]
+    assert json.loads(sent[-1]["data"]) == {
+        "build_request_id": build.id, "status": "BUILD_REQUEST_FAILED", "message": "failed"}
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [
+        b"text/event-stream; charset=utf-8"]
+    assert hub.subscribers(build.id) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_quiet_stream_sends_a_keepalive_every_interval(event_log: EventLog) -> None:
+    hub = ProgressHub(event_log)
+    build = Build(event_log, hub)
+    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
+    clock = Clock()
+    request, _ = await _opened(hub, build, clock)
+    clock.advance(KEEPALIVE_S - 0.1)
+    assert request.written.count(KEEPALIVE) == 0
+    clock.advance(0.1)
+    assert request.written.count(KEEPALIVE) == 1
+    clock.advance(KEEPALIVE_S)
+    assert request.written.count(KEEPALIVE) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_reader_leaving_only_unsubscribes(event_log: EventLog) -> None:
+    hub = ProgressHub(event_log)
+    build = Build(event_log, hub)
+    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
+    clock = Clock()
+    request, done = await _opened(hub, build, clock)
+    assert hub.subscribers(build.id) == 1
+    request.processingFailed(Failure(ConnectionDone()))
+    assert await done is None
+    assert hub.subscribers(build.id) == 0
+    written = len(request.written)
+    clock.advance(10 * KEEPALIVE_S)
+    await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    assert len(request.written) == written
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_build_fails_before_anything_is_sent(event_log: EventLog) -> None:
+    hub = ProgressHub(event_log)
+    request, done = open_stream(hub, Build(event_log, hub), Clock())
+    with pytest.raises(NotFound):
+        await done
+    assert request.written == []
+
+
+async def _opened(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
+    """A stream whose subscription is established (its ``stream open`` comment sent)."""
+    request, done = open_stream(hub, build, clock)
+    while b": stream open\n\n" not in request.written:
+        await _turn()
+    return request, done
+
+
+async def _turn() -> None:
+    await deferLater(reactor, 0.01, lambda: None)
