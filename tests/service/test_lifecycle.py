@@ -251,3 +251,23 @@ async def test_service_keeps_its_log_in_postgresql(
     await poll(completed, 60, "the build to complete")
     assert not (color_votes / ".databuild" / "bel.sqlite").exists()
     assert "postgresql://postgres@127.0.0.1:5432/test" in service.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lost_database_gives_json_500_and_the_service_keeps_running(
+    color_votes: Path, service_factory: Any, pg_schema: str
+) -> None:
+    import psycopg
+    from tests.conftest import PG_ADMIN_DSN
+
+    service = service_factory(color_votes, "--idle-timeout", "0", "--event-log", pg_schema)
+    schema = pg_schema.rsplit("%3D", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')  # for the fixture to drop again
+    code, body = await call(service, "GET", "/api/v1/builds")
+    assert code == 500
+    assert body["error"]["message"]
+    code, _ = await call(service, "GET", "/api/v1/health")
+    assert code == 200
+    assert "Traceback" in service.log_text()

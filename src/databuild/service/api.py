@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 import databuild
-from databuild.bel import EventLog
+from databuild.bel import EventLog, EventLogError, IllegalTransition
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.model import validate_ref, validate_refs
@@ -66,7 +66,13 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[object]]:
     return route
 
 
-_STATUS_OF_ERROR = {NotFound: 404, Conflict: 409}
+# A DataBuildError is the client's fault (400) unless it is one of these.
+_STATUS_OF_ERROR: tuple[tuple[type[DataBuildError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (EventLogError, 500),
+    (IllegalTransition, 500),
+)
 
 
 def error_response(request: IRequest, failure: Failure) -> bytes:
@@ -89,7 +95,10 @@ def error_response(request: IRequest, failure: Failure) -> bytes:
     elif isinstance(e, HTTPException):
         error = ApiError(e.code or 500, "http_error", e.description or e.name)
     elif isinstance(e, DataBuildError):
-        error = ApiError(_STATUS_OF_ERROR.get(type(e), 400), e.code, str(e))
+        status = next((s for kind, s in _STATUS_OF_ERROR if isinstance(e, kind)), 400)
+        if status == 500:
+            Api.log.failure("server error answering {path}", failure, path=request.path)
+        error = ApiError(status, e.code, str(e))
     else:
         Api.log.failure(
             "internal error answering {method} {path}",
