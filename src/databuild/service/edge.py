@@ -12,7 +12,7 @@ import hmac
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from databuild.service.idle import IdleTimer
 from databuild.service.responses import MAX_BODY_BYTES, ApiError, body_too_large, respond_error
@@ -67,8 +67,20 @@ class ApiEdge(Resource):
             raise body_too_large()
 
 
+class BoundedRequest(Request):
+    """Keeps at most one byte more than the body limit, so a huge upload costs no memory/disk.
+
+    What is kept is enough for the handlers to see that the limit was passed (413).
+    """
+
+    def handleContentChunk(self, data: bytes) -> None:
+        room = MAX_BODY_BYTES + 1 - self.content.tell()
+        if room > 0:
+            super().handleContentChunk(data[:room])
+
+
 def api_site(inner: Resource, token: str, idle: IdleTimer) -> Site:
     """The HTTP factory serving the API."""
-    site = Site(ApiEdge(inner, token, idle))
+    site = Site(ApiEdge(inner, token, idle), requestFactory=BoundedRequest)
     site.displayTracebacks = False
     return site
