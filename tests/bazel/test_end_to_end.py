@@ -158,7 +158,7 @@ def cli_env(exec_record: ExecRecord) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def services(cli_env: dict[str, str]) -> Iterator[list[Cli]]:
+def services() -> Iterator[list[Cli]]:
     """Workspaces whose services (started by the CLI) are stopped at the end of the session."""
     started: list[Cli] = []
     yield started
