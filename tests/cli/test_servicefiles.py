@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from databuild.cli.discovery import (
+from databuild.cli.exits import USAGE, CliError
+from databuild.cli.procinfo import started_at
+from databuild.cli.servicefiles import (
     PIDFILE,
     SERVER_JSON,
     clean_stale,
@@ -22,8 +24,6 @@ from databuild.cli.discovery import (
     server_json_owner,
     to_seconds,
 )
-from databuild.cli.exits import USAGE, CliError
-from databuild.cli.procinfo import started_at
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 
 from databuild.cli import render
 from databuild.cli.client import ANALYZE_TIMEOUT_S, HEALTH_TIMEOUT_S, Answer, ApiClient, segment
-from databuild.cli.discovery import POLL_S, Discovery, Service, resolve_workspace
+from databuild.cli.discovery import Discovery, Service
 from databuild.cli.exits import (
     BUILD_EXIT_CODES,
     CANCELLED,
@@ -23,6 +23,7 @@ from databuild.cli.exits import (
     CliError,
 )
 from databuild.cli.procinfo import alive
+from databuild.cli.servicefiles import POLL_S, Launch, resolve_workspace
 
 if TYPE_CHECKING:
     from databuild.cli.progress import Display
@@ -40,6 +41,7 @@ class Context:
     cwd: Path
     out: TextIO
     err: TextIO
+    prestarted: tuple[int, Launch] | None = None
     on_interrupt: Callable[[], None] | None = None
     _discovery: Discovery | None = None
 
@@ -62,7 +64,9 @@ class Context:
             workspace = None
             if not self.environ.get("DATABUILD_SERVICE_URL"):
                 workspace = resolve_workspace(self.args.workspace, self.environ, self.cwd)
-            self._discovery = Discovery(self.reactor, workspace, self.environ, self.say)
+            self._discovery = Discovery(
+                self.reactor, workspace, self.environ, self.say, self.prestarted
+            )
         return self._discovery
 
     async def service(self) -> Service:

@@ -6,13 +6,20 @@ treq and the commands load once the arguments are known to be good.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from databuild.cli.args import parse_args
+
+if TYPE_CHECKING:
+    from databuild.cli.servicefiles import Launch
+
+NEVER_START = {("service", "status"), ("service", "stop")}
+"""Commands that only look for a running service."""
 
 INTERRUPTED = 130
 """Ctrl-C outside a build's progress: the shell's convention."""
@@ -32,7 +39,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return OUTPUT_CLOSED
 
 
-def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: TextIO) -> int:
+def say(err: TextIO, text: str) -> None:
+    err.write(f"databuild: {text}\n")
+    err.flush()
+
+
+def prestart(
+    args: argparse.Namespace, environ: Mapping[str, str], cwd: Path, err: TextIO
+) -> tuple[int, Launch] | None:
+    """Launch the service before loading Twisted if it plainly does not run, so that it boots
+    while this process loads (SPEC §7's cold start); see ``servicefiles.prestart``."""
+    from databuild.cli.exits import CliError
+    from databuild.cli.servicefiles import prestart, resolve_workspace
+
+    command = (args.command, getattr(args, "action", None))
+    if environ.get("DATABUILD_SERVICE_URL") or command in NEVER_START:
+        return None
+    try:
+        workspace = resolve_workspace(args.workspace, environ, cwd)
+    except CliError:
+        return None  # the command reports it
+    return prestart(workspace, environ, lambda text: say(err, text))
+
+
+def run(
+    args: argparse.Namespace, environ: Mapping[str, str], cwd: Path, out: TextIO, err: TextIO
+) -> int:
     """Run the command ``args`` names on the reactor until it is done; returns the exit code.
 
     SIGINT goes to the command's ``on_interrupt`` when it has one (``build``, ``tail``);
@@ -40,14 +72,21 @@ def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: T
     """
     import signal
 
+    from databuild.cli.exits import UNAVAILABLE, CliError
+
+    try:
+        started = prestart(args, environ, cwd, err)
+    except CliError as e:
+        say(err, e.message)
+        return e.exit_code
+
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
     from twisted.python.failure import Failure
 
     from databuild.cli.commands import Context, command_of
-    from databuild.cli.exits import UNAVAILABLE, CliError
 
-    ctx = Context(reactor, args, environ, cwd, out, err)  # type: ignore[arg-type]
+    ctx = Context(reactor, args, environ, cwd, out, err, started)
     outcome: list[object] = []
 
     def finish(result: object) -> None:
@@ -77,9 +116,9 @@ def run(args: object, environ: Mapping[str, str], cwd: Path, out: TextIO, err: T
     if result.check(BrokenPipeError):
         raise result.value
     if result.check(CliError):
-        err.write(f"databuild: {result.value.message}\n")
+        say(err, result.value.message)
         return result.value.exit_code
-    err.write(f"databuild: unexpected error: {result.getErrorMessage()}\n")
+    say(err, f"unexpected error: {result.getErrorMessage()}")
     if environ.get("DATABUILD_DEBUG"):
         err.write(result.getTraceback())
     return UNAVAILABLE
