@@ -137,17 +137,17 @@ def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
     return build
 
 
+_FINAL_BUILD_STATUSES = ", ".join(f"'{s.value}'" for s in BuildStatus if s.final)
+
+
 def unfinished_builds(db: Database) -> list[str]:
     """Builds not in a final status, oldest first."""
-    open_statuses = [s.value for s in BuildStatus if not s.final]
-    return [
-        row[0]
-        for row in db.all(
-            "SELECT build_request_id FROM builds"
-            f" WHERE status IN ({', '.join('?' * len(open_statuses))}) ORDER BY created_idx",
-            open_statuses,
-        )
-    ]
+    # Spelled exactly as the partial index builds_unfinished is, so that it is used.
+    rows = db.all(
+        "SELECT build_request_id FROM builds"
+        f" WHERE status NOT IN ({_FINAL_BUILD_STATUSES}) ORDER BY created_idx"
+    )
+    return [row[0] for row in rows]
 
 
 # --- partitions -----------------------------------------------------------------------

@@ -33,6 +33,9 @@ CREATE TABLE builds (
 );
 CREATE INDEX builds_by_created ON builds (created_idx);
 CREATE INDEX builds_by_status ON builds (status, created_idx);
+-- Unfinished builds are few among many: a partial index finds them without a scan.
+CREATE INDEX builds_unfinished ON builds (created_idx)
+    WHERE status NOT IN ('BUILD_REQUEST_COMPLETED', 'BUILD_REQUEST_FAILED', 'BUILD_REQUEST_CANCELLED');
 
 -- How many of a build's job runs are in each status.
 CREATE TABLE build_job_counts (
@@ -82,6 +85,7 @@ CREATE INDEX job_runs_by_created ON job_runs (created_idx);
 CREATE INDEX job_runs_by_build ON job_runs (build_request_id, created_idx);
 CREATE INDEX job_runs_by_label ON job_runs (job_label, created_idx);
 CREATE INDEX job_runs_by_status ON job_runs (status, created_idx);
+CREATE INDEX job_runs_by_label_status ON job_runs (job_label, status, created_idx);
 
 -- Which job runs were planned to produce each ref.
 CREATE TABLE job_run_outputs (
