@@ -1,8 +1,8 @@
 """One Bazel workspace for every test here: a copy of examples/color_votes_bazel, built offline.
 
 Bazel's first start in a workspace (its server JVM, its output base) is the slow part, so all
-tests share one copy, one output base and one server, which the session ends with
-``bazel clean --expunge`` and ``bazel shutdown``. The copy's ``databuild.toml`` gets build flags
+tests share one copy, one output base and one server, which end with the last test here
+(``bazel clean --expunge``, ``bazel shutdown``). The copy's ``databuild.toml`` gets build flags
 that replace the ``rules_cc`` and ``rules_java`` repositories Bazel would download with the
 stand-ins in ``offline/``; the example itself stays usable with a networked Bazel.
 """
@@ -48,7 +48,7 @@ def job_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bazel_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The Bazel example with its plain sibling (whose job sources it builds), ready offline.
 

@@ -143,12 +143,12 @@ class ExecRecord:
         return runs
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def exec_record(tmp_path_factory: pytest.TempPathFactory) -> ExecRecord:
     return ExecRecord(tmp_path_factory.mktemp("probe") / "exec.jsonl")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cli_env(exec_record: ExecRecord) -> dict[str, str]:
     env = job_env()
     env["PYTHONPATH"] = str(HERE / "probe")
@@ -157,23 +157,23 @@ def cli_env(exec_record: ExecRecord) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def services() -> Iterator[list[Cli]]:
-    """Workspaces whose services (started by the CLI) are stopped at the end of the session."""
+    """Workspaces whose services (started by the CLI) are stopped at the end of this module."""
     started: list[Cli] = []
     yield started
     for cli in started:
         cli.run("service", "stop")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def example(bazel_workspace: Path, cli_env: dict[str, str], services: list[Cli]) -> Cli:
     cli = Cli(bazel_workspace, cli_env)
     services.append(cli)
     return cli
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bazel_bin(bazel_workspace: Path) -> Path:
     """Where this workspace's Bazel puts executables, asked the way a user would."""
     out = subprocess.run(
