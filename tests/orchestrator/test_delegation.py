@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest_twisted
-from tests.orchestrator.conftest import Harness
+from tests.orchestrator.conftest import Harness, wait_for
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 
 
 async def running_events(harness: Harness) -> Counter[str]:
@@ -106,3 +109,24 @@ async def test_a_delegated_partition_that_fails_fails_the_waiting_build(harness:
     assert y["status"] == "JOB_FAILED"
     assert "work/base" in y["message"]
     assert "exited with code 2" in y["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_a_waiting_build_leaves_the_producing_build_alone(
+    harness: Harness,
+) -> None:
+    harness.plan({"work/base": {"sleep": 0.5}})
+    producer = await harness.orchestrator.submit(["work/base"])
+    await wait_for(lambda: harness.starts("work/base"))
+    waiter = await harness.orchestrator.submit(["work/base"])
+    end = time.monotonic() + 20
+    while not any(e["event_type"] == "delegation" for e in await harness.events(waiter)):
+        assert time.monotonic() < end
+        await deferLater(reactor, 0.02, lambda: None)
+    await harness.orchestrator.cancel_build(waiter)
+    waited = await harness.log.get_build(waiter)
+    assert waited["status"] == "BUILD_REQUEST_CANCELLED"
+    assert waited["partitions"] == [{"partition_ref": "work/base", "status": "PARTITION_FAILED"}]
+    produced = await harness.finished(producer)
+    assert produced["status"] == "BUILD_REQUEST_COMPLETED"
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1}

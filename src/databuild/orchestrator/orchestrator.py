@@ -319,7 +319,7 @@ class Orchestrator(Service):
             for ref in plan.claims:
                 self._producers[ref] = Producer(build.build_request_id)
             for ref in plan.delegated:
-                waits.setdefault(ref, self._producers[ref].wait())
+                waits[ref] = self._producers[ref].wait()
         build.executing = True
         self._emit_build(build, B.BUILD_REQUEST_EXECUTING)
         self._schedule(build, plans, waits, producers)
@@ -417,9 +417,7 @@ class Orchestrator(Service):
         message = f"built by build {outcome.build_request_id}"
         if outcome.status is P.PARTITION_FAILED:
             message = f"failed in build {outcome.build_request_id}: {outcome.message}"
-        failed = self._ref_ended(build, ref, outcome.status, message, None)
-        for task, status, reason, _ in failed:
-            self._end_run(build, task, status, reason, None)
+        self._settle_ref(build, ref, outcome.status, message)
         self._start_ready(build)
         build.check_settled()
 
@@ -484,7 +482,7 @@ class Orchestrator(Service):
         self, build: Build, task: Task, status: JobStatus, message: str, exit_code: int | None
     ) -> None:
         """Record a run's end, then its outputs' (and everything downstream of a failure)."""
-        work = [(task, status, message, exit_code)]
+        work: list[tuple[Task, JobStatus, str, int | None]] = [(task, status, message, exit_code)]
         while work:
             task, status, message, exit_code = work.pop()
             if task.state is TaskState.DONE:
@@ -498,9 +496,10 @@ class Orchestrator(Service):
             else:
                 cause = f"{message} (job run {task.job_run_id})"
                 for ref in task.job_run.outputs:
-                    work.extend(
-                        self._ref_ended(build, ref, P.PARTITION_FAILED, cause, task.job_run_id)
-                    )
+                    for failed, reason_status, reason in self._ref_ended(
+                        build, ref, P.PARTITION_FAILED, cause, task.job_run_id
+                    ):
+                        work.append((failed, reason_status, reason, None))
             task.done.callback(None)
         self._start_ready(build)
         build.check_settled()
@@ -512,8 +511,8 @@ class Orchestrator(Service):
         status: PartitionStatus,
         message: str,
         job_run_id: str | None,
-    ) -> list[tuple[Task, JobStatus, str, None]]:
-        """Record a ref's end in this build; returns the runs that fail with it."""
+    ) -> list[tuple[Task, JobStatus, str]]:
+        """Record a ref's end in this build; returns the runs that end with it, and how."""
         if build.is_final(ref):
             return []
         root = build.root_causes.get(ref, f"{ref}: {message}")
@@ -538,10 +537,15 @@ class Orchestrator(Service):
                 for out in task.job_run.outputs:
                     build.root_causes.setdefault(out, root)
                 if build.cancelled:
-                    failed.append((task, J.JOB_CANCELLED, build.message, None))
+                    failed.append((task, J.JOB_CANCELLED, build.message))
                 else:
-                    failed.append((task, J.JOB_FAILED, f"upstream failed: {root}", None))
+                    failed.append((task, J.JOB_FAILED, f"upstream failed: {root}"))
         return failed
+
+    def _settle_ref(self, build: Build, ref: str, status: PartitionStatus, message: str) -> None:
+        """Record the end of a ref no run of this build made, and end the runs it fails."""
+        for task, job_status, reason in self._ref_ended(build, ref, status, message, None):
+            self._end_run(build, task, job_status, reason, None)
 
     def _cancel_run(self, build: Build, task: Task, message: str) -> None:
         task.cancel_message = message
@@ -571,10 +575,7 @@ class Orchestrator(Service):
         for ref, status in list(build.partitions.items()):
             if status is P.PARTITION_DELEGATED:
                 build.open -= 1
-                for task, job_status, reason, _ in self._ref_ended(
-                    build, ref, P.PARTITION_FAILED, build.message, None
-                ):
-                    self._end_run(build, task, job_status, reason, None)
+                self._settle_ref(build, ref, P.PARTITION_FAILED, build.message)
         build.check_settled()
 
     async def _finish(self, build: Build) -> None:
