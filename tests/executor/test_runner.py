@@ -299,3 +299,12 @@ def test_group_kill_refuses_our_own_group_and_init() -> None:
 
     assert kill_group(0, 0) is False
     assert kill_group(1, 0) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_goes_on_when_its_running_record_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / ".databuild").mkdir()
+    (tmp_path / ".databuild" / "running").write_text("a file where the directory should be")
+    executor = Executor(reactor, tmp_path, 1)
+    result = await executor.run(job_run(), "b", ("true",), None).result
+    assert result.succeeded

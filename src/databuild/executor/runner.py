@@ -147,6 +147,10 @@ class Executor:
             result = await self._attempts(
                 handle, job_run, build_request_id, argv_prefix, timeout_s, retries
             )
+        except Exception as e:
+            # Whatever broke (a full disk, ...), the run ends and its build goes on.
+            self.log.failure("job run {job_run_id} broke", job_run_id=job_run.job_run_id)
+            result = ProcessResult(exit_code=None, signal=None, stderr_tail=f"databuild: {e}")
         finally:
             self._slots.release()
         handle.result.callback(result)
@@ -215,19 +219,25 @@ class Executor:
                 exit_code=CANNOT_START_EXIT_CODE, signal=None, stderr_tail=str(e)
             )
         handle._child = child
-        record = write_record(
-            self.running_dir,
-            RunningRecord(
-                job_run_id=job_run.job_run_id,
-                build_request_id=build_request_id,
-                pid=child.pid,
-                start_time=process_start_time(child.pid) or 0,
-            ),
+        record = RunningRecord(
+            job_run_id=job_run.job_run_id,
+            build_request_id=build_request_id,
+            pid=child.pid,
+            start_time=process_start_time(child.pid) or 0,
         )
+        try:
+            path: Path | None = write_record(self.running_dir, record)
+        except OSError:
+            self.log.failure(
+                "cannot record running job run {job_run_id}; a crash would leave it running",
+                job_run_id=job_run.job_run_id,
+            )
+            path = None
         if handle._cancelled:
             child.terminate()
         try:
             return await child.result
         finally:
             handle._child = None
-            remove_record(record)
+            if path is not None:
+                remove_record(path)
