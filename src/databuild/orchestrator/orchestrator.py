@@ -321,6 +321,14 @@ class Orchestrator(Service):
             for ref in plan.delegated:
                 waits[ref] = self._producers[ref].wait()
         build.executing = True
+        self.log.info(
+            "build {build_request_id} executing: {runs} runs to run, {skipped} skipped, "
+            "{delegated} partitions awaited from other builds",
+            build_request_id=build.build_request_id,
+            runs=sum(1 for p in plans if p.decision is Decision.RUN),
+            skipped=sum(1 for p in plans if p.decision is Decision.SKIP),
+            delegated=len(waits),
+        )
         self._emit_build(build, B.BUILD_REQUEST_EXECUTING)
         self._schedule(build, plans, waits, producers)
         if any(t.state is TaskState.PENDING for t in build.tasks.values()):
