@@ -96,8 +96,7 @@ def _page(args: argparse.Namespace, **params: object) -> dict[str, object]:
 
 async def _get(ctx: Context, path: str, params: Mapping[str, object] | None,
                table: Callable[[Any], str]) -> int:
-    service = await ctx.service()
-    return ctx.show(await service.client.get(path, params), table)
+    return ctx.show(await ctx.discovery.read(path, params), table)
 
 
 def _listing(key: str) -> Callable[[Any], str]:
