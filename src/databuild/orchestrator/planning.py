@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Mapping
 
-from attrs import frozen
+from attrs import field, frozen
 
 from databuild.bel.status import PartitionStatus
 from databuild.model import JobGraph, JobRun
@@ -32,7 +32,7 @@ class RunPlan:
     decision: Decision
     available: tuple[str, ...] = ()
     """Outputs taken as they are, AVAILABLE already (SKIP only)."""
-    delegated: Mapping[str, str] = {}
+    delegated: Mapping[str, str] = field(factory=dict)
     """Output ref -> id of the live build producing it now, which this build waits for."""
     claims: tuple[str, ...] = ()
     """Outputs this build produces and claims (RUN only)."""
