@@ -192,6 +192,10 @@ async def test_partition_catalog_holds_the_latest_status_over_all_builds(
         ("raw", []),
         ("r.w/*", []),
         ("*", ["raw/02", "daily/01", "raw/01"]),
+        ("*ly/01", ["daily/01"]),
+        ("*/0[12]", ["raw/02", "daily/01", "raw/01"]),
+        ("*a*/01", ["daily/01", "raw/01"]),
+        ("*/02", ["raw/02"]),
     ],
 )
 @pytest_twisted.ensureDeferred

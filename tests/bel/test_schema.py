@@ -10,7 +10,14 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from databuild.bel import EventLogError, open_event_log
-from databuild.bel.backend import Database, Location, glob_to_regex, literal_prefix, parse_uri
+from databuild.bel.backend import (
+    Database,
+    Location,
+    glob_to_regex,
+    literal_prefix,
+    literal_suffix,
+    parse_uri,
+)
 from databuild.bel.schema import create_or_upgrade, current_version, latest_version, migrations
 
 
@@ -153,3 +160,7 @@ def test_glob_translation() -> None:
     assert literal_prefix("daily/2026-*") == "daily/2026-"
     assert literal_prefix("*x") == ""
     assert literal_prefix("plain") == "plain"
+    assert literal_suffix("*-01-01/teal") == "-01-01/teal"
+    assert literal_suffix("a/[xy]z") == "z"
+    assert literal_suffix("a*") == ""
+    assert literal_suffix("plain") == "plain"

@@ -102,6 +102,19 @@ def literal_prefix(pattern: str) -> str:
     return pattern if cut is None else pattern[:cut]
 
 
+def literal_suffix(pattern: str) -> str:
+    """The part of a glob after its last wildcard or character class."""
+    cut = max(pattern.rfind(c) for c in _GLOB_SPECIAL + "]")
+    return pattern[cut + 1 :]
+
+
+def _starting_with(column: str, text: str) -> tuple[str, list[Any]]:
+    """SQL selecting values of ``column`` that start with ``text``, as an index range."""
+    if not text or ord(text[-1]) == 0x10FFFF:
+        return "", []
+    return f" AND {column} >= ? AND {column} < ?", [text, text[:-1] + chr(ord(text[-1]) + 1)]
+
+
 class Database:
     """One connection to an event log, used from one thread at a time."""
 
@@ -204,20 +217,25 @@ class Database:
             raise
         self.execute("COMMIT")
 
-    def glob_condition(self, column: str, pattern: str) -> tuple[str, list[Any]]:
+    def glob_condition(
+        self, column: str, reversed_column: str, pattern: str
+    ) -> tuple[str, list[Any]]:
         """SQL and parameters selecting rows whose ``column`` matches the glob ``pattern``.
 
-        A literal prefix becomes a range on ``column`` too, so an index on it is used.
+        The longer of the pattern's literal prefix and literal suffix also becomes a range, on
+        ``column`` or on ``reversed_column`` (the same text reversed), so that an index narrows
+        the rows to test. Only a pattern with wildcards at both ends tests every row.
         """
         if self.dialect == "sqlite":
             sql, params = f"{column} GLOB ?", [pattern.replace("[!", "[^")]
         else:
             sql, params = f"{column} ~ ?", [glob_to_regex(pattern)]
-        prefix = literal_prefix(pattern)
-        if prefix and ord(prefix[-1]) < 0x10FFFF:
-            sql += f" AND {column} >= ? AND {column} < ?"
-            params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
-        return sql, params
+        prefix, suffix = literal_prefix(pattern), literal_suffix(pattern)
+        if len(suffix) > len(prefix):
+            more, more_params = _starting_with(reversed_column, suffix[::-1])
+        else:
+            more, more_params = _starting_with(column, prefix)
+        return sql + more, params + more_params
 
 
 def _connect_sqlite(path: Path) -> sqlite3.Connection:

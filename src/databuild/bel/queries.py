@@ -166,7 +166,7 @@ def list_partitions(
     if pattern:
         if not isinstance(pattern, str):
             raise InvalidQuery(f"pattern must be a string, got {pattern!r}")
-        term, params = db.glob_condition("partition_ref", pattern)
+        term, params = db.glob_condition("partition_ref", "reversed_ref", pattern)
         where.add(term, *params)
     rows = db.all(
         f"SELECT {_PARTITION_COLUMNS} FROM partitions{where}"

@@ -198,7 +198,8 @@ def _update_partition(
     )
     db.execute(
         "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
-        " build_request_id, job_run_id, job_label) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " build_request_id, job_run_id, job_label, reversed_ref)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
         " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
         " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
@@ -211,6 +212,7 @@ def _update_partition(
             event.build_request_id,
             payload.job_run_id,
             job_label,
+            payload.partition_ref[::-1],
         ),
     )
 

@@ -53,10 +53,13 @@ CREATE TABLE partitions (
     updated_idx INTEGER NOT NULL,
     build_request_id TEXT,
     job_run_id TEXT,
-    job_label TEXT
+    job_label TEXT,
+    reversed_ref TEXT NOT NULL
 );
 CREATE INDEX partitions_by_updated ON partitions (updated_idx);
 CREATE INDEX partitions_by_status ON partitions (status, updated_idx);
+-- The ref spelled backwards: patterns like '*/2026-01-01' become a range on it.
+CREATE INDEX partitions_by_reversed_ref ON partitions (reversed_ref);
 
 -- Each ref's latest status within each build: what partition transitions are checked against.
 CREATE TABLE build_partitions (
