@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,16 +44,29 @@ WARM_TARGET = 1.15
 COLD_TARGET_S = 2.0
 
 
-def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+@dataclass
+class Sample:
+    wall: float
+    cpu: float | None = None
+    """User plus system CPU seconds of the process itself (not of the service it asks)."""
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> Sample:
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    errors = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
-    return elapsed
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {errors.decode()}")
+    return Sample(elapsed, usage.ru_utime + usage.ru_stime)
 
 
-def first_line(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+def first_line(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> Sample:
     """Seconds from spawning ``argv`` to its first line on stdout; lets it finish."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -63,7 +77,7 @@ def first_line(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
     proc.communicate()
     if not line or proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode})")
-    return elapsed
+    return Sample(elapsed)
 
 
 def p95(values: Sequence[float]) -> float:
@@ -71,15 +85,15 @@ def p95(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def interleaved(runs: int, *measures: Callable[[], float]) -> list[list[float]]:
-    results: list[list[float]] = [[] for _ in measures]
+def interleaved(runs: int, *measures: Callable[[], Sample]) -> list[list[Sample]]:
+    results: list[list[Sample]] = [[] for _ in measures]
     for _ in range(runs):
         for result, measure in zip(results, measures, strict=True):
             result.append(measure())
     return results
 
 
-def bazel_info(runs: int) -> list[float] | None:
+def bazel_info(runs: int) -> list[Sample] | None:
     bazel = shutil.which("bazel")
     if bazel is None:
         return None
@@ -130,22 +144,29 @@ def main() -> None:
                            capture_output=True)
     bazel = bazel_info(max(10, options.runs // 3))
 
-    base = statistics.median(floor)
+    base = statistics.median(s.wall for s in floor)
+    base_cpu = statistics.median(s.cpu for s in floor if s.cpu is not None)
     rows = [
         ("floor: python -c 'import treq; reactor'", floor, "baseline"),
-        ("warm: databuild builds list", warm, f"<= {WARM_TARGET:.2f}x floor"),
-        ("cold: databuild build, to 1st line", cold, f"<= {COLD_TARGET_S:.1f} s"),
+        ("warm: databuild builds list", warm, f"median <= {WARM_TARGET:.2f}x floor"),
+        ("cold: databuild build, to 1st line", cold, f"median <= {COLD_TARGET_S:.1f} s"),
     ]
     if bazel is not None:
         rows.append(("bazel info (warm server)", bazel, "for comparison"))
-    print(f"{'measurement':<40} {'runs':>4} {'median s':>9} {'p95 s':>7} {'x floor':>8}  target")
-    for name, values, target in rows:
-        median = statistics.median(values)
-        print(f"{name:<40} {len(values):>4} {median:>9.3f} {p95(values):>7.3f} "
-              f"{median / base:>8.2f}  {target}")
+    print(f"{'measurement':<40} {'runs':>4} {'median s':>9} {'p95 s':>7} {'x floor':>8} "
+          f"{'cpu s':>7} {'cpu x':>6}  target")
+    for name, samples, target in rows:
+        walls = [s.wall for s in samples]
+        cpus = [s.cpu for s in samples if s.cpu is not None]
+        median = statistics.median(walls)
+        cpu = statistics.median(cpus) if cpus else None
+        cpu_cells = f"{'-':>7} {'-':>6}"
+        if cpu is not None:
+            cpu_cells = f"{cpu:>7.3f} {cpu / base_cpu:>6.2f}"
+        print(f"{name:<40} {len(walls):>4} {median:>9.3f} {p95(walls):>7.3f} "
+              f"{median / base:>8.2f} {cpu_cells}  {target}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
-          f"{os.cpu_count()} CPUs")
-
+          f"{os.cpu_count()} CPUs; cpu = the client process's own user+sys time")
 
 if __name__ == "__main__":
     main()

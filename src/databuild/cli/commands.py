@@ -278,16 +278,14 @@ async def service_status(ctx: Context) -> int:
         stopped = f"no service is running for {_where(ctx)}"
         ctx.print('{"status": "stopped"}' if ctx.json else stopped)
         return UNAVAILABLE
-    answer = await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
-    return ctx.show(answer, _health_table(service))
+    return ctx.show(service.health, _health_table(service))
 
 
 async def service_start(ctx: Context) -> int:
     service = await ctx.service()
     if not service.started:
         ctx.say(f"a service is already running for {_where(ctx)}")
-    answer = await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
-    return ctx.show(answer, _health_table(service))
+    return ctx.show(service.health, _health_table(service))
 
 
 async def service_stop(ctx: Context) -> int:

@@ -41,11 +41,12 @@ from databuild.cli.servicefiles import (
 
 @frozen
 class Service:
-    """A service that answered: its client, and its pid when it is a local one."""
+    """A service that answered: its client, its pid when it is a local one, and its answer
+    to the health check."""
 
     client: ApiClient
     pid: int | None
-    health: Mapping[str, Any]
+    health: Answer
     started: bool = False
 
 
@@ -77,7 +78,7 @@ class Discovery:
         url = self.environ.get("DATABUILD_SERVICE_URL")
         if url:
             client = ApiClient(self.reactor, url, self.environ.get("DATABUILD_SERVICE_TOKEN"))
-            health = (await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)).doc
+            health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
             return Service(client, None, health)
         if self._prestarted is not None:
             lock, started = self._prestarted
@@ -109,13 +110,14 @@ class Discovery:
         """The service behind ``client`` if its health names the pid of ``info`` and this
         workspace."""
         try:
-            health = (await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)).doc
+            health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
         except CliError:
             return None
+        doc = health.doc
         if (
-            not isinstance(health, Mapping)
-            or health.get("pid") != info.get("pid")
-            or not same_dir(health.get("workspace"), self.state.parent)
+            not isinstance(doc, Mapping)
+            or doc.get("pid") != info.get("pid")
+            or not same_dir(doc.get("workspace"), self.state.parent)
         ):
             return None
         return Service(client, info["pid"], health)
