@@ -6,7 +6,7 @@ import json
 import socket
 from pathlib import Path
 
-from .conftest import Run, server_info
+from .conftest import Run, alive, server_info, wait_for
 
 DAY = "2026-01-01"
 TOTAL = f"daily_votes/{DAY}"
@@ -185,3 +185,31 @@ def test_service_status_and_stop_never_start_one(databuild: Run, workspace: Path
     assert stopped.stdout == f"service (pid {pid}) stopped\n"
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert databuild("service", "status").returncode == 3
+
+
+def test_cancelling_a_running_task_and_stopping_a_busy_service(
+    databuild: Run, workspace: Path
+) -> None:
+    build_id = databuild("build", "slow/task", "--background").stdout.strip()
+    pid_file = workspace / "slow_pids" / "slow_task"
+    wait_for(pid_file.exists, "the job to start")
+    tasks = json.loads(databuild("tasks", "list", "--build", build_id, "--format", "json").stdout)
+    (task,) = tasks["tasks"]
+    assert task["status"] == "JOB_RUNNING"
+
+    busy = databuild("service", "stop")
+    assert busy.returncode == 2
+    assert "`databuild service stop --force`" in busy.stderr
+
+    cancelled = databuild("tasks", "cancel", task["job_run_id"])
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"cancel requested for task {task['job_run_id']}")
+    assert databuild("tail", build_id).returncode in (1, 8)
+    shown = json.loads(databuild("tasks", "show", task["job_run_id"], "--format", "json").stdout)
+    assert shown["status"] == "JOB_CANCELLED"
+
+    pid = server_info(workspace)["pid"]
+    stopped = databuild("service", "stop", "--force", "--format", "json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["status"] == "stopping"
+    assert not alive(pid)
