@@ -108,11 +108,11 @@ def literal_suffix(pattern: str) -> str:
     return pattern[cut + 1 :]
 
 
-def _starting_with(column: str, text: str) -> tuple[str, list[Any]]:
+def _starting_with(column: str, text: str) -> tuple[str, list[Any]] | None:
     """SQL selecting values of ``column`` that start with ``text``, as an index range."""
     if not text or ord(text[-1]) == 0x10FFFF:
-        return "", []
-    return f" AND {column} >= ? AND {column} < ?", [text, text[:-1] + chr(ord(text[-1]) + 1)]
+        return None
+    return f"{column} >= ? AND {column} < ?", [text, text[:-1] + chr(ord(text[-1]) + 1)]
 
 
 class Database:
@@ -217,25 +217,27 @@ class Database:
             raise
         self.execute("COMMIT")
 
-    def glob_condition(
-        self, column: str, reversed_column: str, pattern: str
-    ) -> tuple[str, list[Any]]:
-        """SQL and parameters selecting rows whose ``column`` matches the glob ``pattern``.
-
-        The longer of the pattern's literal prefix and literal suffix also becomes a range, on
-        ``column`` or on ``reversed_column`` (the same text reversed), so that an index narrows
-        the rows to test. Only a pattern with wildcards at both ends tests every row.
-        """
+    def glob_condition(self, column: str, pattern: str) -> tuple[str, list[Any]]:
+        """SQL and parameters selecting rows whose ``column`` matches the glob ``pattern``."""
         if self.dialect == "sqlite":
-            sql, params = f"{column} GLOB ?", [pattern.replace("[!", "[^")]
-        else:
-            sql, params = f"{column} ~ ?", [glob_to_regex(pattern)]
+            # The unary + keeps SQLite from turning a literal prefix into an index range by
+            # itself: whether a range pays is decided by the caller (see glob_range).
+            return f"+{column} GLOB ?", [pattern.replace("[!", "[^")]
+        return f"{column} ~ ?", [glob_to_regex(pattern)]
+
+    @staticmethod
+    def glob_range(
+        column: str, reversed_column: str, pattern: str
+    ) -> tuple[str, list[Any]] | None:
+        """An index range holding every match of ``pattern``, if it has literal text at an end.
+
+        The longer of the literal prefix and the literal suffix gives a range on ``column``
+        or on ``reversed_column`` (the same text spelled backwards).
+        """
         prefix, suffix = literal_prefix(pattern), literal_suffix(pattern)
         if len(suffix) > len(prefix):
-            more, more_params = _starting_with(reversed_column, suffix[::-1])
-        else:
-            more, more_params = _starting_with(column, prefix)
-        return sql + more, params + more_params
+            return _starting_with(reversed_column, suffix[::-1])
+        return _starting_with(column, prefix)
 
 
 def _connect_sqlite(path: Path) -> sqlite3.Connection:

@@ -18,6 +18,8 @@ MAX_LIMIT = 1000
 HISTORY_LIMIT = 1000
 """At most this many of a partition's latest events (and producing runs) in ``get_partition``."""
 _IN_CHUNK = 500
+NARROW = 2000
+"""A glob's index range is used when it holds fewer catalog entries than this."""
 
 
 class InvalidQuery(DataBuildError, ValueError):
@@ -166,14 +168,30 @@ def list_partitions(
     if pattern:
         if not isinstance(pattern, str):
             raise InvalidQuery(f"pattern must be a string, got {pattern!r}")
-        term, params = db.glob_condition("partition_ref", "reversed_ref", pattern)
+        term, params = db.glob_condition("partition_ref", pattern)
         where.add(term, *params)
+        narrowed = db.glob_range("partition_ref", "reversed_ref", pattern)
+        if narrowed is not None and _is_narrow(db, "partitions", *narrowed):
+            where.add(narrowed[0], *narrowed[1])
     rows = db.all(
         f"SELECT {_PARTITION_COLUMNS} FROM partitions{where}"
         " ORDER BY updated_idx DESC LIMIT ? OFFSET ?",
         [*where.params, limit, offset],
     )
     return {"partitions": [dict(zip(_PARTITION_KEYS, row, strict=True)) for row in rows]}
+
+
+def _is_narrow(db: Database, table: str, condition: str, params: list[Any]) -> bool:
+    """Whether ``condition`` holds for fewer than NARROW rows of ``table``.
+
+    Sorting a narrow range is quick; for a wide one, walking the newest-first index and
+    testing each row finds a page of matches sooner.
+    """
+    row = db.one(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {condition} LIMIT ?) AS within",
+        [*params, NARROW],
+    )
+    return row is not None and row[0] < NARROW
 
 
 def get_partition(db: Database, ref: str) -> dict[str, Any] | None:
