@@ -126,3 +126,18 @@ def test_a_long_failure_reason_continues_on_indented_lines() -> None:
     progress = BuildProgress("b1")
     line = progress.summary({"status": "BUILD_REQUEST_FAILED", "message": "analysis failed\nwhy"})
     assert line == "build b1 failed (no job runs): analysis failed\n  why"
+
+
+def test_after_the_live_line_is_closed_events_print_as_plain_lines() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    display = LiveDisplay(out, BuildProgress("b1"), clock.callLater,
+                          clock=lambda: T0 / S + clock.seconds())
+    for e in EVENTS[:7]:
+        display.event(json.dumps(e), e)
+    clock.advance(0.2)
+    display.close()
+    before = out.getvalue()
+    display.event(json.dumps(EVENTS[7]), EVENTS[7])
+    clock.advance(1)
+    assert out.getvalue()[len(before):] == "\r\x1b[Kcompleted job_b  p/b  1.5s\n"

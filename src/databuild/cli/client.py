@@ -15,7 +15,12 @@ import treq
 from attrs import frozen
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTCP
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.iweb import IResponse
 
 from databuild.cli.exits import UNAVAILABLE, CliError, exit_code_for_http
@@ -45,7 +50,7 @@ def describe_failure(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, defer.TimeoutError | error.TimeoutError):
         return "no answer in time"
-    if isinstance(exc, ResponseFailed) or type(exc).__name__ == "ResponseNeverReceived":
+    if isinstance(exc, ResponseFailed | ResponseNeverReceived):
         reasons = getattr(exc, "reasons", None) or []
         if reasons and not reasons[0].check(error.ConnectionDone, error.ConnectionLost):
             return describe_failure(reasons[0].value)

@@ -21,6 +21,7 @@ from databuild.cli.exits import (
     UNAVAILABLE,
     USAGE,
     CliError,
+    say,
 )
 from databuild.cli.procinfo import alive
 from databuild.cli.servicefiles import POLL_S, Launch, resolve_workspace
@@ -50,9 +51,7 @@ class Context:
         return self.args.format == "json"
 
     def say(self, text: str) -> None:
-        """A remark for the person at the terminal, on stderr, never mixed with the output."""
-        self.err.write(f"databuild: {text}\n")
-        self.err.flush()
+        say(self.err, text)
 
     def print(self, text: str) -> None:
         self.out.write(text + "\n")

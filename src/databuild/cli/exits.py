@@ -1,6 +1,9 @@
-"""Exit codes of the ``databuild`` command (SPEC §6) and the error that carries one."""
+"""Exit codes of the ``databuild`` command (SPEC §6), the error that carries one, and how
+both errors and remarks reach the person at the terminal."""
 
 from __future__ import annotations
+
+from typing import TextIO
 
 OK = 0
 BUILD_FAILED = 1
@@ -32,3 +35,9 @@ def exit_code_for_http(status: int) -> int:
     if 400 <= status < 500 and status != 401:
         return USAGE
     return UNAVAILABLE
+
+
+def say(err: TextIO, text: str) -> None:
+    """A remark or an error for people: on stderr, never mixed with the output."""
+    err.write(f"databuild: {text}\n")
+    err.flush()

@@ -39,17 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return OUTPUT_CLOSED
 
 
-def say(err: TextIO, text: str) -> None:
-    err.write(f"databuild: {text}\n")
-    err.flush()
-
-
 def prestart(
     args: argparse.Namespace, environ: Mapping[str, str], cwd: Path, err: TextIO
 ) -> tuple[int, Launch] | None:
     """Launch the service before loading Twisted if it plainly does not run, so that it boots
     while this process loads (SPEC §7's cold start); see ``servicefiles.prestart``."""
-    from databuild.cli.exits import CliError
+    from databuild.cli.exits import CliError, say
     from databuild.cli.servicefiles import prestart, resolve_workspace
 
     command = (args.command, getattr(args, "action", None))
@@ -72,7 +67,7 @@ def run(
     """
     import signal
 
-    from databuild.cli.exits import UNAVAILABLE, CliError
+    from databuild.cli.exits import UNAVAILABLE, CliError, say
 
     try:
         started = prestart(args, environ, cwd, err)

@@ -239,6 +239,7 @@ class LiveDisplay:
         self._closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self._shown = ""  # from now on, plain lines only
         self.out.write("\r\x1b[K")
         self.out.flush()
 
