@@ -121,3 +121,31 @@ def test_an_idle_service_exits_and_the_next_call_starts_a_new_one(
     assert second.returncode == 0, second.stderr
     assert "starting the DataBuild service" in second.stderr
     assert server_info(workspace)["pid"] != pid
+
+
+def test_an_explicit_service_url_is_used_with_its_token_and_never_started(
+    workspace: Path, databuild: Run, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    started = databuild("service", "start", "--workspace", str(workspace), cwd=elsewhere)
+    assert started.returncode == 0, started.stderr
+    info = server_info(workspace)
+    remote = {"DATABUILD_SERVICE_URL": info["url"], "DATABUILD_SERVICE_TOKEN": info["token"]}
+
+    listed = databuild("builds", "list", "--format", "json", env=remote, cwd=elsewhere)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"builds": []}
+
+    wrong = databuild("builds", "list", env={**remote, "DATABUILD_SERVICE_TOKEN": "nope"},
+                      cwd=elsewhere)
+    assert wrong.returncode == 3
+    assert wrong.stderr.startswith("databuild: ") and "Traceback" not in wrong.stderr
+
+    stopped = databuild("service", "stop", env=remote, cwd=elsewhere)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not alive(info["pid"])
+    gone = databuild("builds", "list", env=remote, cwd=elsewhere)
+    assert gone.returncode == 3
+    assert "connection refused" in gone.stderr
+    assert not (workspace / ".databuild" / "server.json").exists()
