@@ -248,7 +248,7 @@ def _connect_sqlite(path: Path) -> sqlite3.Connection:
     # NORMAL: a commit is in the WAL file (the OS's page cache) before it returns, so it
     # survives the death of this process; only a power loss or OS crash can take back the
     # last commits, and never leaves a half-written one. FULL would add an fsync per commit,
-    # which costs about 7 ms on the reference machine (docs/event-log.md, "Durability").
+    # up to 7 ms each on the reference machine (docs/event-log.md, "Durability").
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
