@@ -144,7 +144,7 @@ async def test_parallel_processes_never_exceed_the_shared_limit(tmp_path: Path) 
         f"d = {str(marks)!r}\n"
         "me = os.environ['DATABUILD_JOB_RUN_ID']\n"
         "open(os.path.join(d, me + '.start'), 'w').write(repr(time.time()))\n"
-        "time.sleep(0.15)\n"
+        "time.sleep(0.4)\n"
         "open(os.path.join(d, me + '.end'), 'w').write(repr(time.time()))\n",
     )
     executor = Executor(reactor, tmp_path, 2)

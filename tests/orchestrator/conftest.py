@@ -22,6 +22,7 @@ from databuild.graph.workspace import Workspace, load_workspace
 from databuild.orchestrator import Orchestrator
 
 HERE = Path(__file__).parent
+BUILD_DEADLINE_S = 120
 
 
 def workspace_toml(python: str, jobs: list[dict[str, Any]]) -> str:
@@ -91,7 +92,8 @@ class Harness:
 
     async def finished(self, build_id: str) -> dict[str, Any]:
         subscription = await self.orchestrator.hub.subscribe(build_id, 0, lambda e: None)
-        await subscription.finished
+        # A build that never ends fails the test instead of hanging the suite.
+        await subscription.finished.addTimeout(BUILD_DEADLINE_S, reactor)
         build = await self.log.get_build(build_id)
         assert build is not None
         return build

@@ -59,7 +59,7 @@ async def test_runs_start_in_dependency_order_and_the_build_completes(harness: H
 async def test_parallel_runs_of_all_builds_stay_within_the_shared_limit(tmp_path: Path) -> None:
     harness = await start_harness(tmp_path / "ws", max_parallel_jobs=2)
     try:
-        harness.plan({f"work/{i}": {"sleep": 0.2} for i in range(6)})
+        harness.plan({f"work/{i}": {"sleep": 0.5} for i in range(6)})
         ids = [
             await harness.orchestrator.submit([f"work/{i}" for i in range(k, 6, 2)])
             for k in range(2)

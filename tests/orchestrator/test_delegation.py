@@ -12,6 +12,23 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 
 
+async def wait_for_delegation(harness: Harness, build_ids: list[str], count: int = 1) -> None:
+    """Wait until ``count`` of ``build_ids`` have recorded a delegation."""
+    end = time.monotonic() + 30
+    while (
+        len(
+            {
+                e["build_request_id"]
+                for e in await harness.events()
+                if e["event_type"] == "delegation" and e["build_request_id"] in build_ids
+            }
+        )
+        < count
+    ):
+        assert time.monotonic() < end, "the delegations were not recorded"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
 async def running_events(harness: Harness) -> Counter[str]:
     """How many times the log saw each ref's producing run start."""
     return Counter(
@@ -45,9 +62,10 @@ async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
 
 @pytest_twisted.ensureDeferred
 async def test_two_builds_of_one_partition_run_its_job_once(harness: Harness) -> None:
+    go = harness.root / "go"
     harness.plan(
         {
-            "work/base": {"sleep": 0.3},
+            "work/base": {"until": str(go)},
             "work/x": {"inputs": ["work/base"]},
             "work/y": {"inputs": ["work/base"]},
         }
@@ -55,6 +73,8 @@ async def test_two_builds_of_one_partition_run_its_job_once(harness: Harness) ->
     ids = await gatherResults(
         [harness.orchestrator.submit(["work/x"]), harness.orchestrator.submit(["work/y"])]
     )
+    await wait_for_delegation(harness, ids)
+    go.touch()
     builds = [await harness.finished(i) for i in ids]
     assert [b["status"] for b in builds] == ["BUILD_REQUEST_COMPLETED"] * 2
     assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1, "work/x": 1, "work/y": 1}
@@ -74,7 +94,8 @@ async def test_two_builds_of_one_partition_run_its_job_once(harness: Harness) ->
 async def test_ten_concurrent_overlapping_builds_run_each_job_exactly_once(
     harness: Harness,
 ) -> None:
-    plan = {"work/base": {"sleep": 0.2}, "work/shared": {"inputs": ["work/base"]}}
+    go = harness.root / "go"
+    plan = {"work/base": {"until": str(go)}, "work/shared": {"inputs": ["work/base"]}}
     for i in range(10):
         plan[f"work/own{i}"] = {"inputs": ["work/shared", "work/base"]}
     harness.plan(plan)
@@ -84,6 +105,9 @@ async def test_ten_concurrent_overlapping_builds_run_each_job_exactly_once(
             for i in range(10)
         ]
     )
+    # All ten have planned while base is still being built; nine of them wait for others.
+    await wait_for_delegation(harness, ids, count=9)
+    go.touch()
     builds = [await harness.finished(i) for i in ids]
     assert {b["status"] for b in builds} == {"BUILD_REQUEST_COMPLETED"}
     expected = {ref: 1 for ref in plan}
@@ -93,15 +117,18 @@ async def test_ten_concurrent_overlapping_builds_run_each_job_exactly_once(
 
 @pytest_twisted.ensureDeferred
 async def test_a_delegated_partition_that_fails_fails_the_waiting_build(harness: Harness) -> None:
+    go = harness.root / "go"
     harness.plan(
         {
-            "work/base": {"sleep": 0.3, "exit": 2},
+            "work/base": {"until": str(go), "exit": 2},
             "work/x": {"inputs": ["work/base"]},
             "work/y": {"inputs": ["work/base"]},
         }
     )
     first = await harness.orchestrator.submit(["work/x"])
     second = await harness.orchestrator.submit(["work/y"])
+    await wait_for_delegation(harness, [first, second])
+    go.touch()
     builds = [await harness.finished(i) for i in (first, second)]
     assert [b["status"] for b in builds] == ["BUILD_REQUEST_FAILED"] * 2
     assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1}
@@ -115,15 +142,14 @@ async def test_a_delegated_partition_that_fails_fails_the_waiting_build(harness:
 async def test_cancelling_a_waiting_build_leaves_the_producing_build_alone(
     harness: Harness,
 ) -> None:
-    harness.plan({"work/base": {"sleep": 0.5}})
+    go = harness.root / "go"
+    harness.plan({"work/base": {"until": str(go)}})
     producer = await harness.orchestrator.submit(["work/base"])
     await wait_for(lambda: harness.starts("work/base"))
     waiter = await harness.orchestrator.submit(["work/base"])
-    end = time.monotonic() + 20
-    while not any(e["event_type"] == "delegation" for e in await harness.events(waiter)):
-        assert time.monotonic() < end
-        await deferLater(reactor, 0.02, lambda: None)
+    await wait_for_delegation(harness, [waiter])
     await harness.orchestrator.cancel_build(waiter)
+    go.touch()
     waited = await harness.log.get_build(waiter)
     assert waited["status"] == "BUILD_REQUEST_CANCELLED"
     assert waited["partitions"] == [{"partition_ref": "work/base", "status": "PARTITION_FAILED"}]

@@ -2,7 +2,8 @@
 
 ``plan.json`` maps a ref to its behaviour: ``inputs`` (materialize refs), ``sleep`` seconds,
 ``exit`` code, ``fail_attempts`` (fail this many attempts first), ``block`` (sleep until
-killed), ``grandchild`` (start a ``sleep`` that outlives nobody). Every exec appends a line to
+killed), ``until`` (wait until that file exists), ``grandchild`` (start a ``sleep`` in the
+job's process group). Every exec appends a line to
 ``runs.jsonl``: ref, job run id, pid, start and end times.
 """
 
@@ -46,6 +47,8 @@ if spec.get("grandchild"):
         f.write(str(child.pid))
 if spec.get("block"):
     time.sleep(300)
+while spec.get("until") and not Path(spec["until"]).exists():
+    time.sleep(0.02)
 time.sleep(spec.get("sleep", 0))
 attempts = sum(
     1
