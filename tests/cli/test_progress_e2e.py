@@ -8,6 +8,7 @@ import pty
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -119,19 +120,22 @@ def test_second_ctrl_c_returns_without_waiting(
     workspace: Path, spawn_databuild: Spawn, databuild: Run
 ) -> None:
     """The stubborn job ignores SIGTERM, so the cancellation takes the executor's grace period;
-    the second Ctrl-C does not wait for it."""
+    the second Ctrl-C does not wait for it: the CLI is gone before the build ends."""
     proc = spawn_databuild("build", "slow/stubborn")
     head = read_until(proc.stdout, "started   slow")
     slow_pid(workspace, "slow/stubborn")
     proc.send_signal(signal.SIGINT)
     read_until(proc.stderr, "cancelling build")
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    cli_gone_ns = time.time_ns()
     assert proc.returncode == 8, err
     assert "stopped waiting for build" in err
     build_id = head.split()[1].rstrip(":")
+    assert databuild("tail", build_id).returncode == 8
     shown = json.loads(databuild("builds", "show", build_id, "--format", "json").stdout)
-    assert shown["status"] == "BUILD_REQUEST_EXECUTING"
+    assert shown["status"] == "BUILD_REQUEST_CANCELLED"
+    assert shown["updated_at"] > cli_gone_ns
 
 
 def test_ctrl_c_during_tail_only_detaches(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from attrs import define
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 
 from databuild.cli import render
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from databuild.cli.progress import Display
 
 STOP_DEADLINE_S = 60.0
+CANCEL_SEND_S = 1.0
 
 
 @define
@@ -201,7 +202,12 @@ async def _reconnect(ctx: Context, client: ApiClient) -> ApiClient | None:
 
 async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner: bool) -> int:
     """Stream a build to its end. The ``owner`` (``build``) cancels on the first Ctrl-C and
-    stops waiting on the second; anyone else (``tail``) detaches on the first."""
+    stops waiting on the second; anyone else (``tail``) detaches on the first.
+
+    The service answers a cancel request only once the build has ended, so the second Ctrl-C
+    cannot wait for that answer; it waits ``CANCEL_SEND_S`` at most, time enough for the
+    request to leave, so that a quick double Ctrl-C still cancels.
+    """
     from databuild.cli.stream import Follower
 
     display = _display(ctx, build_request_id)
@@ -210,15 +216,17 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
         lambda: _reconnect(ctx, follower.client),
     )  # fmt: skip
     interrupts = 0
+    cancelling: Deferred[None] | None = None
 
     async def cancel() -> None:
+        path = f"/api/v1/builds/{segment(build_request_id)}/cancel"
         try:
-            await follower.client.post(f"/api/v1/builds/{segment(build_request_id)}/cancel")
+            await follower.client.post(path)
         except CliError as e:
             ctx.say(f"could not cancel build {build_request_id}: {e.message}")
 
     def interrupted() -> None:
-        nonlocal interrupts
+        nonlocal interrupts, cancelling
         interrupts += 1
         display.close()
         if not owner:
@@ -226,7 +234,7 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
             follower.detach()
         elif interrupts == 1:
             ctx.say(f"cancelling build {build_request_id} (Ctrl-C again to stop waiting)")
-            ensureDeferred(cancel())
+            cancelling = ensureDeferred(cancel())
         else:
             ctx.say(f"stopped waiting for build {build_request_id}")
             follower.detach()
@@ -238,6 +246,10 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
         ctx.on_interrupt = None
         display.close()
     if finished is None:
+        if cancelling is not None:
+            sent = deferLater(ctx.reactor, CANCEL_SEND_S)
+            await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
+            sent.cancel()
         return CANCELLED if owner else OK
     raw, doc = finished
     display.finished(raw, doc)
