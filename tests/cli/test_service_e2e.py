@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -149,3 +150,21 @@ def test_an_explicit_service_url_is_used_with_its_token_and_never_started(
     assert gone.returncode == 3
     assert "connection refused" in gone.stderr
     assert not (workspace / ".databuild" / "server.json").exists()
+
+
+def test_a_service_dying_at_start_is_exit_3_with_the_end_of_service_log(
+    workspace: Path, databuild: Run
+) -> None:
+    """DATABUILD_BUILD_EVENT_LOG reaches the service, which cannot open that log and stops."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"postgresql://postgres@127.0.0.1:{port}/test"
+    died = databuild("builds", "list", env={"DATABUILD_BUILD_EVENT_LOG": uri})
+    assert died.returncode == 3
+    first, *rest = died.stderr.splitlines()[1:]
+    assert first == "databuild: the DataBuild service could not start: the service stopped "\
+        "right after starting"
+    assert rest[0] == f"--- end of {workspace}/.databuild/service.log ---"
+    assert f"cannot open the event log at {uri}" in died.stderr
+    assert len(rest) <= 21
