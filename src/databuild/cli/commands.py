@@ -308,9 +308,9 @@ async def service_stop(ctx: Context) -> int:
     try:
         answer = await service.client.post("/api/v1/service/shutdown", body)
     except CliError as e:
-        if e.exit_code == USAGE:
-            raise CliError(f"{e.message.split(';')[0]}; `databuild service stop --force` "
-                           "cancels them and stops the service", USAGE) from None
+        if e.exit_code == USAGE:  # 409: builds are running
+            raise CliError(f"the service refused to stop ({e.message}); `databuild service "
+                           "stop --force` cancels the running builds and stops it", USAGE) from None
         raise
     await _gone(ctx, service)
     pid = f" (pid {service.pid})" if service.pid else ""
