@@ -14,12 +14,14 @@ For each ``--work-ms`` value, in one run:
   run by ``xargs -P <parallel> -n 1``;
 - databuild: a fresh workspace and SQLite event log in a temporary directory, an Executor
   with ``max_parallel_jobs = <parallel>`` and an Orchestrator; the time from ``submit`` of
-  all N refs in one build to its ``BUILD_REQUEST_FINISHED`` (analysis, the job graph, every
-  job and partition event durably committed, run logs and running-process records
-  included).
+  all N refs in one build to the ``build_finished`` of the progress hub (analysis, the job
+  graph, every job and partition event durably committed, run logs and running-process
+  records included), run like the service, with the workspace as working directory;
+- executor: the same runs handed straight to an Executor (no orchestrator, no event log), to
+  show how the extra time splits between starting processes and orchestrating them.
 
-Each side runs ``--repeat`` times; the table shows the median and the ratio of medians
-(target: at most 1.25).
+Each runs ``--repeat`` times, interleaved; the table shows medians and the ratio of the
+databuild median to the xargs median (target: at most 1.25).
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ import time
 from pathlib import Path
 
 from twisted.internet import task
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, gatherResults
 
 from databuild.bel import open_event_log
 from databuild.executor.process import SETSID
 from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
+from databuild.model import JobConfig, JobRun, new_id
 from databuild.orchestrator import Orchestrator
 
 TARGET_RATIO = 1.25
@@ -90,6 +93,28 @@ def run_xargs(root: Path, refs: list[str], parallel: int, work_s: str) -> float:
     return time.perf_counter() - start
 
 
+def bench_executor(reactor, root: Path, parallel: int, work_s: str) -> Executor:
+    return Executor(reactor, root, parallel, base_env={"PATH": "/usr/bin:/bin", "WORK_S": work_s})
+
+
+async def run_executor(reactor, root: Path, refs: list[str], parallel: int, work_s: str) -> float:
+    """The executor alone: the same runs, no orchestrator and no event log."""
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        executor = bench_executor(reactor, root, parallel, work_s)
+        runs = [JobRun(new_id(), "trivial", JobConfig(outputs=(r,), args=(r,))) for r in refs]
+        start = time.perf_counter()
+        handles = [executor.run(run, "bench", ("sh", "job.sh"), None) for run in runs]
+        results = await gatherResults([h.result for h in handles])
+        elapsed = time.perf_counter() - start
+        if not all(r.succeeded for r in results):
+            raise SystemExit("a benchmark job failed under the executor")
+        return elapsed
+    finally:
+        os.chdir(previous)
+
+
 async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, work_s: str) -> float:
     # The service runs in its workspace (the CLI starts it there); so does this one.
     previous = os.getcwd()
@@ -97,9 +122,7 @@ async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, wor
     workspace = load_workspace(root)
     log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
-    executor = Executor(
-        reactor, root, parallel, base_env={"PATH": "/usr/bin:/bin", "WORK_S": work_s}
-    )
+    executor = bench_executor(reactor, root, parallel, work_s)
     orchestrator = Orchestrator(reactor, workspace, log, executor)
     await orchestrator.startService()
     try:
@@ -123,30 +146,34 @@ async def main(reactor, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="orchestration-bench-") as tmp:
         for work_ms in args.work_ms:
             work_s = "0" if work_ms == 0 else f"{work_ms / 1000:g}"
-            baseline, ours = [], []
+            baseline, alone, ours = [], [], []
             for i in range(args.repeat):
                 root = Path(tmp) / f"w{work_ms}-{i}"
                 make_workspace(root)
                 baseline.append(run_xargs(root, refs, args.parallel, work_s))
+                alone.append(await run_executor(reactor, root, refs, args.parallel, work_s))
                 ours.append(await run_databuild(reactor, root, refs, args.parallel, work_s))
                 shutil.rmtree(root)
-            rows.append((work_ms, statistics.median(baseline), statistics.median(ours)))
+            rows.append(
+                (work_ms, *(statistics.median(x) for x in (baseline, alone, ours)))
+            )
     print(f"{args.jobs} jobs, parallelism {args.parallel}, median of {args.repeat} runs each")
     print()
-    header = f"{'exec work':>10}  {'xargs -P (s)':>12}  {'databuild (s)':>13}  "
-    header += f"{'ratio':>6}  {'per job (ms)':>12}  target"
+    header = f"{'exec work':>10}  {'xargs -P (s)':>12}  {'executor (s)':>12}  "
+    header += f"{'databuild (s)':>13}  {'ratio':>6}  {'per job (ms)':>12}  target"
     print(header)
     print("-" * len(header))
-    for work_ms, base, ours in rows:
+    for work_ms, base, alone, ours in rows:
         ratio = ours / base
         per_job = (ours - base) / args.jobs * 1000
         verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
         print(
-            f"{work_ms:>8}ms  {base:>12.2f}  {ours:>13.2f}  {ratio:>6.2f}  "
+            f"{work_ms:>8}ms  {base:>12.2f}  {alone:>12.2f}  {ours:>13.2f}  {ratio:>6.2f}  "
             f"{per_job:>12.2f}  <= {TARGET_RATIO} {verdict}"
         )
     print()
-    print("per job = extra wall time of databuild over xargs, divided by the number of jobs")
+    print("executor = the same runs through the Executor alone (no orchestrator, no event log)")
+    print("ratio = databuild / xargs; per job = (databuild - xargs) / jobs")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
