@@ -111,3 +111,22 @@ async def test_subscribing_to_an_unknown_build_is_not_found(harness: Harness) ->
     with pytest.raises(NotFound):
         await harness.orchestrator.hub.subscribe("nope", 0, lambda e: None)
     assert harness.orchestrator.hub.subscribers() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_readers_are_told_when_the_log_cannot_record_a_builds_end(harness: Harness) -> None:
+    harness.plan({"work/a": {"block": True}})
+    build_id = await harness.orchestrator.submit(["work/a"])
+    await wait_for(lambda: harness.starts("work/a"))
+    subscription = await harness.orchestrator.hub.subscribe(build_id, 0, lambda e: None)
+    await harness.log.close()  # the log goes away under a running build
+
+    await harness.orchestrator.cancel_build(build_id)
+
+    finished = await subscription.finished
+    assert finished["build_request_id"] == build_id
+    assert finished["status"] == "BUILD_REQUEST_CANCELLED"
+    assert "could not record" in finished["message"]
+    assert harness.orchestrator.active_builds == 0
+    assert harness.errors  # each refused append was logged
+    harness.errors.clear()

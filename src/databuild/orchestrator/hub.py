@@ -117,6 +117,14 @@ class ProgressHub:
             for subscription in list(subscriptions):
                 subscription._offer(data)
 
+    def abandon(self, build_request_id: str, finished: dict[str, Any]) -> None:
+        """End a build's subscriptions with ``finished`` when its last event could not be
+        stored (the log failed), so that no reader waits for an event that will never come."""
+        for subscription in list(self._subscribers.get(build_request_id, ())):
+            subscription.close()
+            if not subscription.finished.called:
+                subscription.finished.callback(finished)
+
     def subscribe(
         self, build_request_id: str, since: int | None, on_event: EventCallback
     ) -> Deferred[Subscription]:

@@ -610,7 +610,15 @@ class Orchestrator(Service):
                 + ", ".join(failed[:5])
                 + (", ..." if len(failed) > 5 else "")
             )
-        await self._emit_build(build, status, message)
+        if await self._emit_build(build, status, message) is None:
+            self.hub.abandon(
+                build.build_request_id,
+                {
+                    "build_request_id": build.build_request_id,
+                    "status": status.value,
+                    "message": f"{message} (the event log could not record this end)".lstrip(),
+                },
+            )
         for ref, producer in list(self._producers.items()):
             if producer.build_request_id == build.build_request_id:
                 del self._producers[ref]
@@ -683,12 +691,15 @@ class Orchestrator(Service):
         )
         return failure
 
-    def _emit(self, build: Build, payload: Payload) -> Deferred[Event]:
-        d = self._append(Event(build.build_request_id, payload))
+    def _emit(self, build: Build, payload: Payload) -> Deferred[Event | None]:
+        """Append ``payload`` for ``build``; fires with None if the log refused it (logged)."""
+        d: Deferred[Event | None] = self._append(Event(build.build_request_id, payload))
         d.addErrback(lambda _: None)
         return d
 
-    def _emit_build(self, build: Build, status: BuildStatus, message: str = "") -> Deferred[Event]:
+    def _emit_build(
+        self, build: Build, status: BuildStatus, message: str = ""
+    ) -> Deferred[Event | None]:
         return self._emit(build, BuildRequestEvent(status, build.requested, message))
 
     def _emit_job(
