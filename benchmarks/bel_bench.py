@@ -24,6 +24,7 @@ import argparse
 import json
 import random
 import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -369,7 +370,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
     print(f"\npeak RSS of this process: {rss_mib():.0f} MiB "
           f"(before opening the big log: {rss_before:.0f} MiB)")
     if not options.keep:
-        big.unlink()
+        shutil.rmtree(work)
 
 
 def parse_args() -> argparse.Namespace:
