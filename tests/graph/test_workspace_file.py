@@ -12,7 +12,6 @@ from databuild.errors import GraphFileError
 from databuild.graph import (
     BazelSettings,
     ServiceSettings,
-    find_workspace,
     load_workspace,
 )
 
@@ -231,21 +230,6 @@ def test_graph_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / "databuild.toml").write_bytes(b'[graph]\nlabel = "\xff"\n')
     with pytest.raises(GraphFileError, match="cannot be read"):
         load_workspace(tmp_path)
-
-
-def test_find_workspace_takes_the_nearest_ancestor(tmp_path: Path) -> None:
-    outer = write(tmp_path / "outer", '[graph]\nlabel = "outer"\n')
-    inner = write(outer / "inner", '[graph]\nlabel = "inner"\n')
-    deep = inner / "a" / "b"
-    deep.mkdir(parents=True)
-    assert find_workspace(deep) == inner.resolve()
-    assert find_workspace(inner) == inner.resolve()
-    assert find_workspace(outer) == outer.resolve()
-
-
-def test_find_workspace_without_one_names_the_start(tmp_path: Path) -> None:
-    with pytest.raises(GraphFileError, match=re.escape(str(tmp_path))):
-        find_workspace(tmp_path)
 
 
 def test_example_workspace_loads(color_votes: Path) -> None:

@@ -56,11 +56,8 @@ Say = Callable[[str], None]
 
 def resolve_workspace(flag: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
     """``--workspace``, else ``DATABUILD_WORKSPACE``, else the nearest ancestor holding
-    ``databuild.toml`` (SPEC §2).
-
-    This is ``databuild.graph.workspace.find_workspace``'s walk, kept here because importing
-    ``databuild.graph`` loads the whole analysis machinery, which the CLI's start-up cannot
-    afford (SPEC §7).
+    ``databuild.toml`` (SPEC §2). The service is always told its workspace, so only the
+    CLI searches for one.
     """
     chosen = flag or environ.get("DATABUILD_WORKSPACE")
     if chosen:

@@ -9,7 +9,6 @@ from databuild.graph.workspace import (
     JobSpec,
     ServiceSettings,
     Workspace,
-    find_workspace,
     load_workspace,
 )
 
@@ -21,7 +20,6 @@ __all__ = [
     "ServiceSettings",
     "Workspace",
     "analyze",
-    "find_workspace",
     "load_workspace",
     "lookup",
     "match_job",

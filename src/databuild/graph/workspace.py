@@ -92,15 +92,6 @@ class Workspace:
         return label in self._by_label
 
 
-def find_workspace(start: Path) -> Path:
-    """The nearest directory at or above ``start`` holding ``databuild.toml``."""
-    start = start.resolve()
-    for directory in (start, *start.parents):
-        if (directory / GRAPH_FILE).is_file():
-            return directory
-    raise GraphFileError(f"no {GRAPH_FILE} found in {start} or any directory above it")
-
-
 def load_workspace(root: Path) -> Workspace:
     """Read and validate ``<root>/databuild.toml``; raises GraphFileError."""
     root = Path(root).resolve()
