@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 import pytest_twisted
 from tests.orchestrator.conftest import Harness, wait_for
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 
 
@@ -52,6 +53,16 @@ async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
     [delegation] = [e for e in events if e["event_type"] == "delegation"]
     assert delegation["partition_ref"] == "work/b"
     assert delegation["delegated_to_build_request_id"] == first["build_request_id"]
+    assert [
+        (e["status"], e["message"])
+        for e in events
+        if e["event_type"] == "partition" and e["partition_ref"] == "work/b"
+    ] == [
+        ("PARTITION_REQUESTED", "requested"),
+        ("PARTITION_SCHEDULED", ""),
+        ("PARTITION_DELEGATED", f"already available, built by build {first['build_request_id']}"),
+        ("PARTITION_AVAILABLE", "already available"),
+    ]
     assert Counter(r["ref"] for r in harness.starts()) == {"work/a": 1, "work/b": 1}
 
     forced = await harness.build(["work/b"], force=True)
@@ -156,3 +167,36 @@ async def test_cancelling_a_waiting_build_leaves_the_producing_build_alone(
     produced = await harness.finished(producer)
     assert produced["status"] == "BUILD_REQUEST_COMPLETED"
     assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_builds_planned_while_others_finish_the_same_refs_run_each_job_once(
+    harness: Harness,
+) -> None:
+    """Each build is submitted as the one before starts executing, so builds keep planning
+    while others' runs of the same refs end and while their events wait to be committed."""
+    refs = [f"work/r{i}" for i in range(6)]
+    harness.plan({ref: {"inputs": ["work/base"]} for ref in refs})
+    ids: list[str] = []
+    all_submitted: Deferred[None] = Deferred()
+
+    async def submit(i: int) -> None:
+        build_id = await harness.orchestrator.submit([refs[i % 6], refs[(i + 1) % 6], "work/base"])
+        ids.append(build_id)
+        if i + 1 == 30:
+            all_submitted.callback(None)
+            return
+
+        def next_on_executing(event: dict[str, Any]) -> None:
+            if event.get("status") == "BUILD_REQUEST_EXECUTING":
+                ensureDeferred(submit(i + 1)).addErrback(all_submitted.errback)
+
+        await harness.orchestrator.hub.subscribe(build_id, 0, next_on_executing)
+
+    await submit(0)
+    await all_submitted
+    builds = [await harness.finished(i) for i in ids]
+    assert {b["status"] for b in builds} == {"BUILD_REQUEST_COMPLETED"}
+    expected = {ref: 1 for ref in [*refs, "work/base"]}
+    assert Counter(r["ref"] for r in harness.starts()) == expected
+    assert await running_events(harness) == expected

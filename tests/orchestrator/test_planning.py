@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from databuild.bel import PartitionStatus
 from databuild.model import JobConfig, JobGraph, JobRun
 from databuild.orchestrator.planning import Decision, plan_runs
-
-AVAILABLE = PartitionStatus.PARTITION_AVAILABLE
-FAILED = PartitionStatus.PARTITION_FAILED
 
 
 def run(run_id: str, *outputs: str) -> JobRun:
     return JobRun(run_id, "job", JobConfig(outputs=outputs))
 
 
-def plan(runs: list[JobRun], requested=(), force=False, statuses=None, producing=None):
+def plan(runs: list[JobRun], requested=(), force=False, available=(), producing=None):
     graph = JobGraph(outputs=tuple(requested), job_runs=tuple(runs))
     others = producing or {}
     return {
@@ -23,20 +19,20 @@ def plan(runs: list[JobRun], requested=(), force=False, statuses=None, producing
             graph,
             requested=requested,
             force=force,
-            statuses=statuses or {},
+            available=available,
             producing=others.get,
         )
     }
 
 
-def test_unknown_or_failed_outputs_are_run_and_claimed() -> None:
-    plans = plan([run("r1", "a"), run("r2", "b", "c")], statuses={"b": FAILED, "c": AVAILABLE})
+def test_outputs_not_available_are_run_and_claimed() -> None:
+    plans = plan([run("r1", "a"), run("r2", "b", "c")], available={"c"})
     assert plans["r1"].decision is Decision.RUN and plans["r1"].claims == ("a",)
     assert plans["r2"].decision is Decision.RUN and plans["r2"].claims == ("b", "c")
 
 
 def test_a_run_whose_outputs_are_all_available_is_skipped() -> None:
-    plans = plan([run("r1", "a", "b")], statuses={"a": AVAILABLE, "b": AVAILABLE})
+    plans = plan([run("r1", "a", "b")], available={"a", "b"})
     assert plans["r1"].decision is Decision.SKIP
     assert plans["r1"].available == ("a", "b")
     assert plans["r1"].claims == ()
@@ -47,7 +43,7 @@ def test_force_reruns_requested_refs_but_not_their_inputs() -> None:
         [run("up", "a"), run("req", "b")],
         requested=("b",),
         force=True,
-        statuses={"a": AVAILABLE, "b": AVAILABLE},
+        available={"a", "b"},
     )
     assert plans["req"].decision is Decision.RUN
     assert plans["up"].decision is Decision.SKIP
@@ -72,7 +68,7 @@ def test_a_run_partly_produced_elsewhere_runs_and_claims_only_the_rest() -> None
 
 
 def test_available_plus_produced_elsewhere_is_skipped_with_both_recorded() -> None:
-    plans = plan([run("r1", "a", "b")], statuses={"b": AVAILABLE}, producing={"a": "other"})
+    plans = plan([run("r1", "a", "b")], available={"b"}, producing={"a": "other"})
     assert plans["r1"].decision is Decision.SKIP
     assert plans["r1"].available == ("b",)
     assert dict(plans["r1"].delegated) == {"a": "other"}

@@ -8,6 +8,13 @@ a run starts when its last pending input becomes AVAILABLE; a failure fails ever
 downstream of it and nothing else. Events are appended in the order they happen without
 waiting for one another (the log keeps call order and commits them in groups); each stored
 event is handed to the progress hub.
+
+Every live build holds the refs it requested and its graph's outputs. While any build holds a
+ref, the service's own record of it (a ``Ref``: AVAILABLE or not, which build claims it) is the
+truth, not the log: the log may not have stored the latest events yet, and live builds'
+bookkeeping events hide a ref's real status in its catalog. A build reads from the log only
+refs no live build knows, one build at a time, and lets go of its refs once its final event
+is stored.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
+    DeferredLock,
     ensureDeferred,
     succeed,
 )
@@ -48,7 +56,7 @@ from databuild.model import JobGraph, new_id, validate_refs
 from databuild.orchestrator.hub import ProgressHub
 from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
 from databuild.orchestrator.recovery import fail_unfinished_builds
-from databuild.orchestrator.state import Build, Outcome, Producer, Task, TaskState
+from databuild.orchestrator.state import Build, Outcome, Ref, Task, TaskState
 
 B, J, P = BuildStatus, JobStatus, PartitionStatus
 
@@ -102,9 +110,8 @@ class Orchestrator(Service):
         self.hub = ProgressHub(event_log)
         self._builds: dict[str, Build] = {}
         self._tasks: dict[str, tuple[Build, Task]] = {}
-        self._producers: dict[str, Producer] = {}
-        self._windows: list[dict[str, Outcome]] = []
-        self._shadows: dict[str, set[str]] = {}
+        self._refs: dict[str, Ref] = {}
+        self._learning = DeferredLock()
         self._ready = False
         self._ready_waiters: list[Deferred[None]] = []
 
@@ -188,7 +195,7 @@ class Orchestrator(Service):
         build = Build(new_id(), requested, bool(force))
         self._builds[build.build_request_id] = build
         try:
-            self._shadow(build, await self._statuses(requested))
+            await self._hold(build, requested)
             await self._append(
                 Event(
                     build.build_request_id,
@@ -196,6 +203,7 @@ class Orchestrator(Service):
                 )
             )
         except BaseException:
+            self._release(build)
             del self._builds[build.build_request_id]
             raise
         for ref in requested:
@@ -286,24 +294,11 @@ class Orchestrator(Service):
         return graph
 
     async def _execute(self, build: Build, graph: JobGraph) -> None:
-        # Refs other builds of this service end while the log is being read land in the
-        # window: their word is the latest.
-        window: dict[str, Outcome] = {}
-        self._windows.append(window)
-        try:
-            statuses = await self._statuses(
-                list(dict.fromkeys(ref for run in graph.job_runs for ref in run.outputs))
-            )
-            producers = await self._producers_of(
-                [ref for ref, s in statuses.items() if s is P.PARTITION_AVAILABLE]
-            )
-        finally:
-            self._windows.remove(window)
+        outputs = list(dict.fromkeys(ref for run in graph.job_runs for ref in run.outputs))
+        await self._hold(build, outputs)
+        await self._learn_builders([ref for ref in outputs if self._refs[ref].available])
         if build.cancelled:
             return
-        statuses = {**statuses, **{ref: o.status for ref, o in window.items()}}
-        self._shadow(build, statuses)
-        producers.update({ref: o.build_request_id for ref, o in window.items()})
 
         # One synchronous step: decide every run and claim refs, so no other build can
         # decide to produce the same ref in between.
@@ -311,15 +306,15 @@ class Orchestrator(Service):
             graph,
             requested=build.requested,
             force=build.force,
-            statuses=statuses,
-            producing=lambda ref: (p.build_request_id if (p := self._producers.get(ref)) else None),
+            available={ref for ref in outputs if self._refs[ref].available},
+            producing=lambda ref: self._refs[ref].producer,
         )
         waits: dict[str, Deferred[Outcome]] = {}
         for plan in plans:
             for ref in plan.claims:
-                self._producers[ref] = Producer(build.build_request_id)
+                self._refs[ref].producer = build.build_request_id
             for ref in plan.delegated:
-                waits[ref] = self._producers[ref].wait()
+                waits[ref] = self._refs[ref].wait()
         build.executing = True
         self.log.info(
             "build {build_request_id} executing: {runs} runs to run, {skipped} skipped, "
@@ -330,18 +325,19 @@ class Orchestrator(Service):
             delegated=len(waits),
         )
         self._emit_build(build, B.BUILD_REQUEST_EXECUTING)
-        self._schedule(build, plans, waits, producers)
+        self._schedule(build, plans, waits)
         if any(t.state is TaskState.PENDING for t in build.tasks.values()):
             await self._resolve_commands(build)
         build.check_settled()
         await build.settled
 
-    async def _producers_of(self, refs: list[str]) -> dict[str, str]:
-        """For AVAILABLE refs, the build whose run last made each (for delegation events)."""
-        found = {}
+    async def _learn_builders(self, refs: list[str]) -> None:
+        """For AVAILABLE refs, learn from the log the build whose run last made each."""
         for ref in refs:
+            if self._refs[ref].built_by:
+                continue
             partition = await self._log.get_partition(ref) or {}
-            found[ref] = next(
+            self._refs[ref].built_by = next(
                 (
                     run["build_request_id"]
                     for run in partition.get("job_runs", ())
@@ -349,14 +345,12 @@ class Orchestrator(Service):
                 ),
                 partition.get("build_request_id") or "unknown",
             )
-        return found
 
     def _schedule(
         self,
         build: Build,
         plans: list[RunPlan],
         waits: dict[str, Deferred[Outcome]],
-        producers: dict[str, str],
     ) -> None:
         """Record every run as scheduled, record skips and delegations, queue ready runs."""
         pending: set[str] = set(waits)
@@ -372,7 +366,7 @@ class Orchestrator(Service):
             for ref in run.outputs:
                 self._set_partition(build, ref, P.PARTITION_SCHEDULED, "", run.job_run_id)
             if plan.decision is Decision.SKIP:
-                self._skip(build, task, plan, producers)
+                self._skip(build, task, plan)
                 continue
             build.open += 1
             task.waiting_on = {ref for ref in run.config.materialize_inputs if ref in pending}
@@ -384,13 +378,15 @@ class Orchestrator(Service):
             build.open += 1
             wait.addCallback(self._delegation_settled, build, ref)
 
-    def _skip(self, build: Build, task: Task, plan: RunPlan, producers: dict[str, str]) -> None:
+    def _skip(self, build: Build, task: Task, plan: RunPlan) -> None:
         run_id = task.job_run_id
         for ref in plan.available:
-            self._emit(
-                build,
-                DelegationEvent(ref, producers[ref], "already available; not built again"),
-            )
+            # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED: the
+            # build that made the ref is the one this build relies on.
+            other = self._refs[ref].built_by or "unknown"
+            self._emit(build, DelegationEvent(ref, other, "already available; not built again"))
+            message = f"already available, built by build {other}"
+            self._set_partition(build, ref, P.PARTITION_DELEGATED, message, run_id)
             self._set_partition(build, ref, P.PARTITION_AVAILABLE, "already available", run_id)
         for ref, other in plan.delegated.items():
             self._emit(build, DelegationEvent(ref, other, f"being built by build {other}"))
@@ -525,13 +521,11 @@ class Orchestrator(Service):
             return []
         root = build.root_causes.get(ref, f"{ref}: {message}")
         self._set_partition(build, ref, status, message, job_run_id)
-        outcome = Outcome(status, message, build.build_request_id)
-        producer = self._producers.get(ref)
-        if producer is not None and producer.build_request_id == build.build_request_id:
-            del self._producers[ref]
-            producer.settle(outcome)
-        for window in self._windows:
-            window[ref] = outcome
+        entry = self._refs[ref]
+        if status is P.PARTITION_AVAILABLE and job_run_id is not None:
+            entry.built_by = build.build_request_id
+        if entry.producer == build.build_request_id:
+            entry.settle(Outcome(status, message, build.build_request_id))
         downstream = build.dependents.pop(ref, [])
         if status is P.PARTITION_AVAILABLE:
             for task in downstream:
@@ -619,14 +613,10 @@ class Orchestrator(Service):
                     "message": f"{message} (the event log could not record this end)".lstrip(),
                 },
             )
-        for ref, producer in list(self._producers.items()):
-            if producer.build_request_id == build.build_request_id:
-                del self._producers[ref]
-                producer.settle(Outcome(P.PARTITION_FAILED, message, build.build_request_id))
         for run_id in build.tasks:
             self._tasks.pop(run_id, None)
-        for ref in build.shadowed:
-            self._unshadow(build, ref)
+        # Every event of this build is stored now (the log keeps call order).
+        self._release(build)
         del self._builds[build.build_request_id]
         self.log.info(
             "build {build_request_id} ended: {status} {message}",
@@ -638,39 +628,49 @@ class Orchestrator(Service):
 
     # -- recording -----------------------------------------------------------------------
 
-    # A live build's bookkeeping events (REQUESTED, SCHEDULED, DELEGATED) become the catalog
-    # status of a ref that is in fact AVAILABLE. While such a build lives, the ref is
-    # "shadowed": this service still knows it AVAILABLE until some build changes it for real
-    # (BUILDING, AVAILABLE or FAILED).
+    def _hold(self, build: Build, refs: Sequence[str]) -> Deferred[None]:
+        """Make ``build`` a holder of ``refs``; learn from the log those no live build knows.
 
-    def _statuses(self, refs: Sequence[str]) -> Deferred[dict[str, PartitionStatus]]:
-        """Catalog statuses of ``refs``, with shadowed refs AVAILABLE."""
+        Builds take their holds one at a time, and a build writes about a ref only once it
+        holds it; so a ref read from the log is one no live build has written about yet.
+        """
+        return self._learning.run(lambda: ensureDeferred(self._take(build, refs)))
 
-        def unshadowed(statuses: dict[str, PartitionStatus]) -> dict[str, PartitionStatus]:
-            for ref in refs:
-                if ref in self._shadows:
-                    statuses[ref] = P.PARTITION_AVAILABLE
-            return statuses
+    async def _take(self, build: Build, refs: Sequence[str]) -> None:
+        unknown = []
+        for ref in refs:
+            entry = self._refs.setdefault(ref, Ref())
+            entry.holders.add(build.build_request_id)
+            build.held.add(ref)
+            if entry.available is None:
+                unknown.append(ref)
+        if unknown:
+            statuses = await self._log.partition_statuses(unknown)
+            for ref in unknown:
+                entry = self._refs[ref]
+                if entry.available is None:
+                    entry.available = statuses.get(ref) is P.PARTITION_AVAILABLE
 
-        return self._log.partition_statuses(refs).addCallback(unshadowed)
+    def _release(self, build: Build) -> None:
+        for ref in build.held:
+            entry = self._refs[ref]
+            entry.holders.discard(build.build_request_id)
+            if not entry.holders:
+                del self._refs[ref]
+        build.held.clear()
 
     def _available(self, refs: Sequence[str]) -> Deferred[set[str]]:
-        return self._statuses(refs).addCallback(
-            lambda statuses: {r for r, s in statuses.items() if s is P.PARTITION_AVAILABLE}
+        """Which of ``refs`` are AVAILABLE, for analysis: this service's word, else the log's."""
+        known = {ref: entry.available for ref in refs if (entry := self._refs.get(ref))}
+        found = {ref for ref, available in known.items() if available}
+        unknown = [ref for ref, available in known.items() if available is None] + [
+            ref for ref in refs if ref not in known
+        ]
+        if not unknown:
+            return succeed(found)
+        return self._log.partition_statuses(unknown).addCallback(
+            lambda statuses: found | {r for r, s in statuses.items() if s is P.PARTITION_AVAILABLE}
         )
-
-    def _shadow(self, build: Build, statuses: dict[str, PartitionStatus]) -> None:
-        for ref, status in statuses.items():
-            if status is P.PARTITION_AVAILABLE and not build.is_final(ref):
-                build.shadowed.add(ref)
-                self._shadows.setdefault(ref, set()).add(build.build_request_id)
-
-    def _unshadow(self, build: Build, ref: str) -> None:
-        holders = self._shadows.get(ref)
-        if holders is not None:
-            holders.discard(build.build_request_id)
-            if not holders:
-                del self._shadows[ref]
 
     def _append(self, event: Event) -> Deferred[Event]:
         d = self._log.append(event)
@@ -724,10 +724,9 @@ class Orchestrator(Service):
         job_run_id: str | None = None,
     ) -> None:
         build.partitions[ref] = status
-        if status in (P.PARTITION_BUILDING, P.PARTITION_FAILED):
-            self._shadows.pop(ref, None)
-        elif status is P.PARTITION_AVAILABLE:
-            self._unshadow(build, ref)
+        if status in (P.PARTITION_BUILDING, P.PARTITION_AVAILABLE, P.PARTITION_FAILED):
+            # The others are bookkeeping: they say nothing of the ref's data.
+            self._refs[ref].available = status is P.PARTITION_AVAILABLE
         self._emit(build, PartitionEvent(ref, status, message, job_run_id))
 
 

@@ -1,6 +1,6 @@
 """Deciding, for each run of an analysed graph, whether this build runs, skips or delegates it.
 
-This is the synchronous heart of delegation (SPEC §1): given what the log says is AVAILABLE
+This is the synchronous heart of delegation (SPEC §1): given which refs are AVAILABLE
 and which refs other live builds of this service are producing right now, every run of the
 graph gets one decision. The caller claims the refs of the runs it will run in the same
 synchronous step, so that two builds planning at once never both produce one ref.
@@ -13,7 +13,6 @@ from collections.abc import Callable, Collection, Mapping
 
 from attrs import field, frozen
 
-from databuild.bel.status import PartitionStatus
 from databuild.model import JobGraph, JobRun
 
 
@@ -43,27 +42,25 @@ def plan_runs(
     *,
     requested: Collection[str],
     force: bool,
-    statuses: Mapping[str, PartitionStatus],
+    available: Collection[str],
     producing: Callable[[str], str | None],
 ) -> list[RunPlan]:
     """One RunPlan per run of ``graph``, in the graph's order.
 
-    ``statuses`` are catalog statuses; ``producing(ref)`` names the other live build producing
-    ``ref`` now, or None. A run is RUN when one of its outputs is neither AVAILABLE nor being
-    produced elsewhere, or when ``force`` applies to it (it outputs a requested ref) and some of
-    its outputs are not being produced elsewhere. Any other run is SKIP: its outputs are taken
-    as AVAILABLE or awaited from the builds producing them. A RUN claims the outputs no other
-    build is producing; those another build produces are built again by this run too, since a
-    job run makes all its outputs together.
+    ``available`` are the refs whose data is AVAILABLE; ``producing(ref)`` names the other live
+    build producing ``ref`` now, or None. A run is RUN when one of its outputs is neither
+    AVAILABLE nor being produced elsewhere, or when ``force`` applies to it (it outputs a
+    requested ref) and some of its outputs are not being produced elsewhere. Any other run is
+    SKIP: its outputs are taken as AVAILABLE or awaited from the builds producing them. A RUN
+    claims the outputs no other build is producing; those another build produces are built again
+    by this run too, since a job run makes all its outputs together.
     """
     plans = []
     for run in graph.job_runs:
         elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None}
         unclaimed = tuple(ref for ref in run.outputs if ref not in elsewhere)
         forced = force and any(ref in requested for ref in run.outputs)
-        needed = [
-            ref for ref in unclaimed if statuses.get(ref) is not PartitionStatus.PARTITION_AVAILABLE
-        ]
+        needed = [ref for ref in unclaimed if ref not in available]
         if needed or (forced and unclaimed):
             plans.append(RunPlan(run, Decision.RUN, claims=unclaimed))
         else:

@@ -1,4 +1,4 @@
-"""The in-memory state of live builds: their runs, partitions and who is producing what."""
+"""The in-memory state of live builds: their runs, partitions and the refs they hold."""
 
 from __future__ import annotations
 
@@ -48,11 +48,25 @@ class Task:
 
 
 @define(eq=False)
-class Producer:
-    """The live build producing a ref now, and the builds waiting for the outcome."""
+class Ref:
+    """What this service knows of a ref that live builds hold.
 
-    build_request_id: str
+    While a live build holds a ref, this record, not the log, is the truth about it: the log
+    may not have stored the latest events yet, and live builds' REQUESTED, SCHEDULED and
+    DELEGATED events hide its real status in the catalog. Once no live build holds it, every
+    event about it is stored and the log is the truth again.
+    """
+
+    holders: set[str] = field(factory=set)
+    """Ids of the live builds holding the ref."""
+    available: bool | None = None
+    """Whether its data is AVAILABLE; None until learned from the log."""
+    built_by: str = ""
+    """The build whose run made it AVAILABLE, once known."""
+    producer: str | None = None
+    """The live build producing it now: its claim."""
     waiters: list[Deferred[Outcome]] = field(factory=list)
+    """Builds waiting for the producer's outcome."""
 
     def wait(self) -> Deferred[Outcome]:
         d: Deferred[Outcome] = Deferred()
@@ -60,6 +74,8 @@ class Producer:
         return d
 
     def settle(self, outcome: Outcome) -> None:
+        """The producer is done: drop its claim and tell the waiters how it went."""
+        self.producer = None
         waiters, self.waiters = self.waiters, []
         for d in waiters:
             d.callback(outcome)
@@ -75,8 +91,8 @@ class Build:
     tasks: dict[str, Task] = field(factory=dict)
     partitions: dict[str, PartitionStatus] = field(factory=dict)
     """The latest status this build recorded for each ref."""
-    shadowed: set[str] = field(factory=set)
-    """Refs this build knows AVAILABLE while its own events hide that in the catalog."""
+    held: set[str] = field(factory=set)
+    """The refs this build holds (see Ref): those it requested and its graph's outputs."""
     root_causes: dict[str, str] = field(factory=dict)
     """For a FAILED ref, the first failure that caused it, for downstream messages."""
     dependents: defaultdict[str, list[Task]] = field(factory=lambda: defaultdict(list))
