@@ -69,7 +69,8 @@ async def history(event_log: EventLog) -> History:
     - b1 COMPLETED: ingest r1 ran 2 s and made raw/01 AVAILABLE;
     - b2 FAILED: agg r2 ran 4 s, exit 3, daily/01 FAILED;
     - b3 PLANNING; b4 CANCELLED;
-    - b5 EXECUTING: ingest r3 RUNNING for raw/02; raw/01 already AVAILABLE (r4 skipped);
+    - b5 EXECUTING: ingest r3 RUNNING for raw/02; raw/01 already AVAILABLE (r4 skipped,
+      raw/01 DELEGATED then AVAILABLE);
       daily/01 delegated to b4, then AVAILABLE.
     """
     h = History(event_log)
@@ -99,7 +100,7 @@ async def history(event_log: EventLog) -> History:
     await h.build("b5", ("raw/02", "raw/01", "daily/01"), *TO_EXECUTING)
     await h.partition("b5", "raw/01", P.PARTITION_REQUESTED)
     await h.run("b5", "r4", "ingest", "raw/01", J.JOB_SCHEDULED, J.JOB_SKIPPED)
-    await h.partition("b5", "raw/01", P.PARTITION_AVAILABLE, run_id="r4")
+    await h.partition("b5", "raw/01", P.PARTITION_DELEGATED, P.PARTITION_AVAILABLE, run_id="r4")
     await h.partition("b5", "daily/01", P.PARTITION_REQUESTED)
     await h.add("b5", DelegationEvent("daily/01", "b4", "b4 builds it"))
     await h.partition("b5", "daily/01", P.PARTITION_DELEGATED, P.PARTITION_AVAILABLE)
@@ -313,7 +314,7 @@ async def test_events_filter_by_build_partition_and_job(
     assert {e["job_run_id"] for e in agg} == {"r2", "r9"}
     assert [e["event_type"] for e in agg].count("partition") == 3
     both = (await event_log.events(build_request_id="b5", job_label="ingest"))["events"]
-    assert {e["build_request_id"] for e in both} == {"b5"} and len(both) == 7
+    assert {e["build_request_id"] for e in both} == {"b5"} and len(both) == 8
     later = await event_log.events(since=agg[0]["idx"], job_label="agg", limit=1)
     assert later["events"] == agg[1:2] and later["next_since"] == agg[1]["idx"]
 

@@ -7,8 +7,10 @@
   still RECEIVED or ANALYSIS_COMPLETED when the service died);
 - a scheduled job run may fail (its upstream failed, or the service died before it ran);
 - within a build, a partition's first event may be SCHEDULED (an upstream partition that
-  analysis added was never requested), and a REQUESTED or SCHEDULED partition may become
-  AVAILABLE without building (it was already available and its run was skipped).
+  analysis added was never requested).
+
+A partition that is already AVAILABLE goes SCHEDULED → DELEGATED → AVAILABLE: the build that
+made it is the one relied on.
 """
 
 from __future__ import annotations
@@ -69,12 +71,8 @@ JOB_TRANSITIONS = _table(
 PARTITION_TRANSITIONS = _table(
     {
         None: frozenset({P.PARTITION_REQUESTED, P.PARTITION_SCHEDULED}),
-        P.PARTITION_REQUESTED: frozenset(
-            {P.PARTITION_SCHEDULED, P.PARTITION_DELEGATED, P.PARTITION_AVAILABLE}
-        ),
-        P.PARTITION_SCHEDULED: frozenset(
-            {P.PARTITION_BUILDING, P.PARTITION_DELEGATED, P.PARTITION_AVAILABLE}
-        ),
+        P.PARTITION_REQUESTED: frozenset({P.PARTITION_SCHEDULED, P.PARTITION_DELEGATED}),
+        P.PARTITION_SCHEDULED: frozenset({P.PARTITION_BUILDING, P.PARTITION_DELEGATED}),
         P.PARTITION_BUILDING: frozenset({P.PARTITION_AVAILABLE}),
         P.PARTITION_DELEGATED: frozenset({P.PARTITION_AVAILABLE}),
     },
