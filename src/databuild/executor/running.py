@@ -17,7 +17,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from databuild.executor.process import DEFAULT_GRACE_S, kill_group, process_start_time
+from databuild.executor.process import (
+    DEFAULT_GRACE_S,
+    kill_group,
+    process_start_time,
+    stat_fields,
+)
 
 RUNNING_DIR = "running"
 _POLL_S = 0.05
@@ -36,12 +41,25 @@ class RunningRecord:
 
 
 def write_record(running_dir: Path, record: RunningRecord) -> Path:
-    """Record a running group (written to a temporary file and renamed)."""
-    running_dir.mkdir(parents=True, exist_ok=True)
+    """Record a running group, in one write to a new file.
+
+    No temporary file and no fsync: the record only has to outlive the service, not the
+    machine, and a killed service leaves a whole record or, if killed between creating the
+    file and writing it, an empty one, which ``reap_orphans`` ignores like a run killed just
+    before its record was written.
+    """
     path = running_dir / f"{record.job_run_id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record)))
-    os.replace(tmp, path)
+    data = json.dumps(asdict(record)).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        running_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     return path
 
 
@@ -63,29 +81,21 @@ def read_records(running_dir: Path) -> list[tuple[Path, RunningRecord | None]]:
     return found
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
 def _leader_alive(record: RunningRecord) -> bool:
     """Whether the recorded leader still runs (same pid, same start time, not a zombie)."""
     if process_start_time(record.pid) != record.start_time:
         return False
-    fields = _stat_fields(record.pid)
-    return fields is not None and fields[0] != "Z"
+    fields = stat_fields(record.pid)
+    return fields is not None and fields[0] != b"Z"
 
 
 def group_has_members(pgid: int) -> bool:
     """Whether some live process (not a zombie) belongs to process group ``pgid``."""
+    group = str(pgid).encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and fields[0] != "Z" and fields[2] == str(pgid):
+            fields = stat_fields(int(entry.name))
+            if fields is not None and fields[0] != b"Z" and fields[2] == group:
                 return True
     return False
 
