@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from databuild.cli.procinfo import command_line
+
 from .conftest import Run, alive, server_info, service_pid, wait_for
 
 Spawn = Callable[..., subprocess.Popen[str]]
@@ -41,10 +43,10 @@ def test_ten_concurrent_builds_share_one_service_and_run_each_job_once(
     }
     assert set(runs_per_output.values()) == {1}
     twistds = [
-        pid for pid in os.listdir("/proc") if pid.isdigit()
-        and str(workspace) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        int(pid) for pid in os.listdir("/proc")
+        if pid.isdigit() and any(str(workspace) in arg for arg in command_line(int(pid)))
     ]  # fmt: skip
-    assert twistds == [str(service_pid(workspace))]
+    assert twistds == [service_pid(workspace)]
 
 
 def test_stale_files_naming_a_reused_pid_are_cleaned_and_a_service_started(
