@@ -178,6 +178,7 @@ async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, wor
 async def main(reactor, args: argparse.Namespace) -> None:
     refs = [f"bench/{i}" for i in range(args.jobs)]
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="orchestration-bench-") as tmp:
         for kind, work_ms in args.cases:
             work_s = "0" if work_ms == 0 else f"{work_ms / 1000:g}"
@@ -195,6 +196,7 @@ async def main(reactor, args: argparse.Namespace) -> None:
                 (kind, work_ms, *(statistics.median(x) for x in (baseline, alone, ours)))
             )
     print(f"{args.jobs} jobs, parallelism {args.parallel}, median of {args.repeat} runs each")
+    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
     header = f"{'job':>6}  {'exec work':>9}  {'xargs -P (s)':>12}  {'executor (s)':>12}  "
     header += f"{'databuild (s)':>13}  {'ratio':>6}  {'per job (ms)':>12}  target"
