@@ -81,3 +81,21 @@ def test_records_round_trip(tmp_path: Path) -> None:
     path = write_record(tmp_path, record)
     assert path.name == "run.json"
     assert read_records(tmp_path) == [(path, record)]
+
+
+def test_a_record_goes_into_a_directory_made_on_first_use(tmp_path: Path) -> None:
+    running = tmp_path / "state" / "running"
+    path = write_record(running, RunningRecord("run", "build", 123, 456))
+    assert path.parent == running
+    assert not list(running.glob("*.tmp"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_record_left_by_a_killed_service_is_ignored_and_removed(
+    tmp_path: Path,
+) -> None:
+    # A service killed between creating a record file and writing it leaves it empty.
+    (tmp_path / "run-1.json").write_bytes(b"")
+    assert read_records(tmp_path) == [(tmp_path / "run-1.json", None)]
+    assert await ensureDeferred(reap_orphans(reactor, tmp_path)) == []
+    assert read_records(tmp_path) == []
