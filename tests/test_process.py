@@ -11,21 +11,14 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from databuild.executor.process import process_start_time, spawn
-
-
-def _alive(pid: int) -> bool:
-    start = process_start_time(pid)
-    if start is None:
-        return False
-    # A zombie awaiting its reaper is as good as gone.
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+from databuild.executor.process import spawn
+from databuild.procinfo import alive, start_ticks
 
 
 async def _wait_gone(pid: int, deadline_s: float = 10.0) -> bool:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         d: Deferred[None] = Deferred()
         reactor.callLater(0.05, d.callback, None)
@@ -142,5 +135,5 @@ async def test_missing_program_reports_why_on_stderr(tmp_path: Path) -> None:
 
 
 def test_start_time_distinguishes_processes() -> None:
-    assert process_start_time(os.getpid()) is not None
-    assert process_start_time(2**22 + 12345) is None
+    assert start_ticks(os.getpid()) is not None
+    assert start_ticks(2**22 + 12345) is None

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from databuild.procinfo import alive
+
 BIN = Path(sys.executable).parent
 DATABUILD = str(BIN / "databuild")
 SERVICE_TIMEOUT_S = "30"
@@ -55,14 +57,6 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) 
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def service_pid(workspace: Path) -> int | None:

@@ -6,7 +6,9 @@ import json
 import socket
 from pathlib import Path
 
-from .conftest import Run, alive, server_info, wait_for
+from databuild.procinfo import alive
+
+from .conftest import Run, server_info, wait_for
 
 DAY = "2026-01-01"
 TOTAL = f"daily_votes/{DAY}"
@@ -183,7 +185,7 @@ def test_service_status_and_stop_never_start_one(databuild: Run, workspace: Path
     stopped = databuild("service", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == f"service (pid {pid}) stopped\n"
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not alive(pid)
     assert databuild("service", "status").returncode == 3
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from .conftest import DATABUILD, Run, alive, wait_for
+from databuild.procinfo import alive
+
+from .conftest import DATABUILD, Run, wait_for
 
 TOTAL = "daily_votes/2026-01-01"
 Spawn = Callable[..., subprocess.Popen[str]]

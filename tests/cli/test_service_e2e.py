@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from databuild.cli.procinfo import command_line
+from databuild.procinfo import alive, command_line
 
-from .conftest import Run, alive, server_info, service_pid, wait_for
+from .conftest import Run, server_info, service_pid, wait_for
 
 Spawn = Callable[..., subprocess.Popen[str]]
 

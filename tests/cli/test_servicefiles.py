@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from databuild.cli.exits import USAGE, CliError
-from databuild.cli.procinfo import started_at
 from databuild.cli.servicefiles import (
     PIDFILE,
     SERVER_JSON,
@@ -24,6 +23,7 @@ from databuild.cli.servicefiles import (
     server_json_owner,
     to_seconds,
 )
+from databuild.procinfo import command_line, started_at
 
 
 @pytest.fixture
@@ -41,16 +41,12 @@ def lookalike() -> Iterator[subprocess.Popen[bytes]]:
         [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"]
     )
     deadline = time.monotonic() + 10
-    while started_at(proc.pid) is None or "databuild" not in _cmdline(proc.pid):
+    while started_at(proc.pid) is None or "databuild" not in command_line(proc.pid):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
 
 
 def dead_pid() -> int:

@@ -17,6 +17,7 @@ from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.executor.runner import Executor
 from databuild.executor.running import read_records
 from databuild.model import JobConfig, JobRun, new_id
+from databuild.procinfo import alive
 
 PY = sys.executable
 
@@ -37,14 +38,6 @@ async def wait_for(predicate, deadline_s: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "condition not reached before the deadline"
         await deferLater(reactor, 0.02, lambda: None)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 @pytest_twisted.ensureDeferred

@@ -12,8 +12,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
-from databuild.executor.process import process_start_time, spawn
+from databuild.executor.process import spawn
 from databuild.executor.running import RunningRecord, read_records, reap_orphans, write_record
+from databuild.procinfo import alive, start_ticks
 
 SLEEPER = (
     "import os, subprocess, sys, time\n"
@@ -35,14 +36,6 @@ async def started_sleeper(tmp_path: Path, name: str):
     return child, int(pidfile.read_text())
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
-
-
 @pytest_twisted.ensureDeferred
 async def test_reaping_terminates_recorded_groups_but_never_a_reused_pid(tmp_path: Path) -> None:
     running = tmp_path / "running"
@@ -50,12 +43,12 @@ async def test_reaping_terminates_recorded_groups_but_never_a_reused_pid(tmp_pat
     stranger, _ = await started_sleeper(tmp_path, "stranger")
     try:
         write_record(
-            running, RunningRecord("run-1", "build-1", orphan.pid, process_start_time(orphan.pid))
+            running, RunningRecord("run-1", "build-1", orphan.pid, start_ticks(orphan.pid))
         )
         # Same pid, other start time: what a pid reused by an unrelated process looks like.
         write_record(
             running,
-            RunningRecord("run-2", "build-1", stranger.pid, process_start_time(stranger.pid) + 1),
+            RunningRecord("run-2", "build-1", stranger.pid, start_ticks(stranger.pid) + 1),
         )
         (running / "junk.json").write_text("not json")
 

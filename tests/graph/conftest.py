@@ -25,15 +25,6 @@ def python_command(script: str) -> str:
     return json.dumps([sys.executable, script])
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (not gone, not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 async def poll(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Wait, without blocking the reactor, until ``condition()`` holds; fail after a deadline."""
     deadline = time.monotonic() + timeout_s

@@ -16,8 +16,9 @@ from databuild.errors import AnalysisError, InvalidRefError, LookupFailed
 from databuild.graph import analysis, analyze, load_workspace
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
+from databuild.procinfo import alive
 
-from .conftest import WriteWorkspace, nothing_available, poll, process_alive
+from .conftest import WriteWorkspace, nothing_available, poll
 
 # One script serves every job: it logs each call and answers from plan.json, which maps a ref
 # to {"inputs": [...], "query": [...], "outputs": [...]} (outputs default to the ref itself).
@@ -356,4 +357,4 @@ async def test_cancelling_analysis_kills_the_config_processes(
     analysing.cancel()
     with pytest.raises(CancelledError):
         await analysing
-    await poll(lambda: not process_alive(pid))
+    await poll(lambda: not alive(pid))

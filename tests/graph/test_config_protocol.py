@@ -12,8 +12,9 @@ from databuild.errors import AnalysisError
 from databuild.graph import run_config
 from databuild.graph.capture import argv_batches
 from databuild.model import DepType, JobConfig, PartitionInput
+from databuild.procinfo import alive
 
-from .conftest import WriteWorkspace, poll, process_alive
+from .conftest import WriteWorkspace, poll
 
 
 async def configure(
@@ -157,7 +158,7 @@ async def test_hanging_config_is_killed_with_its_whole_group(
     assert message.startswith("job 'job': config for out/1 timed out after 1 s and was killed")
     assert message.endswith("stderr:\nwaiting forever")
     grandchild = int((tmp_path / "ws" / "grandchild.pid").read_text())
-    await poll(lambda: not process_alive(grandchild))
+    await poll(lambda: not alive(grandchild))
 
 
 def test_argv_batches_split_by_size_and_keep_order() -> None:

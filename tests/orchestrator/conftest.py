@@ -107,14 +107,6 @@ async def wait_for(predicate: Callable[[], object], deadline_s: float = 20.0) ->
         await deferLater(reactor, 0.02, lambda: None)
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
-
-
 async def start_harness(
     root: Path, max_parallel_jobs: int = 4, jobs: list[dict[str, Any]] | None = None
 ) -> Harness:

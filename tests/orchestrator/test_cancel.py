@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from tests.orchestrator.conftest import Harness, alive, start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
 
 from databuild.errors import Conflict, NotFound
+from databuild.procinfo import alive
 
 
 async def running_pids(harness: Harness, ref: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest_twisted
-from tests.orchestrator.conftest import alive, start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import start_harness, stop_harness, wait_for
 from twisted.internet import reactor
 
 from databuild.bel import (
@@ -20,8 +20,9 @@ from databuild.bel import (
     PartitionStatus,
     open_event_log,
 )
-from databuild.executor.process import process_start_time, spawn
+from databuild.executor.process import spawn
 from databuild.executor.running import RunningRecord, write_record
+from databuild.procinfo import alive, start_ticks
 
 
 @pytest_twisted.ensureDeferred
@@ -71,7 +72,7 @@ async def test_a_new_orchestrator_fails_the_dead_services_builds_and_reaps_its_j
     grandchild = int(pidfile.read_text())
     write_record(
         root / ".databuild" / "running",
-        RunningRecord(run_id, build_id, orphan.pid, process_start_time(orphan.pid)),
+        RunningRecord(run_id, build_id, orphan.pid, start_ticks(orphan.pid)),
     )
 
     harness = await start_harness(root)

@@ -18,6 +18,8 @@ import pytest_twisted
 from tests.conftest import installed
 from tests.service.conftest import Service, call, free_port, poll, wait_until
 
+from databuild.procinfo import alive
+
 
 @pytest.fixture
 def listening_socket() -> Iterator[int]:
@@ -26,14 +28,6 @@ def listening_socket() -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         s.listen()
         yield s.getsockname()[1]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def exited(service: Service) -> int:
@@ -149,10 +143,10 @@ async def test_sigterm_cancels_the_running_build_and_leaves_no_job_process(
 ) -> None:
     service = service_factory(slow_workspace, "--idle-timeout", "0")
     build_id, job_pid = await start_slow_build(service, "interrupted")
-    assert pid_alive(job_pid)
+    assert alive(job_pid)
     service.process.send_signal(signal.SIGTERM)
     assert await exited(service) == -signal.SIGTERM  # twistd re-raises the signal at exit
-    assert not pid_alive(job_pid)
+    assert not alive(job_pid)
     assert not service.server_file.exists()
     assert not service.pid_file.exists()
 
@@ -173,7 +167,7 @@ async def test_shutdown_request_is_refused_while_building_unless_forced(
     code, body = await call(service, "POST", "/api/v1/service/shutdown", {"force": True})
     assert (code, body) == (202, {"status": "stopping", "active_builds": 1})
     assert await exited(service) == 0
-    assert not pid_alive(job_pid)
+    assert not alive(job_pid)
     assert "shutting down: requested over the API, cancelling 1 build(s)" in service.log_text()
 
 
@@ -222,10 +216,10 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     build_id, job_pid = await start_slow_build(service, "killed")
     service.process.kill()
     service.process.wait()
-    assert pid_alive(job_pid)  # orphaned by the kill
+    assert alive(job_pid)  # orphaned by the kill
 
     again = service_factory(slow_workspace, "--idle-timeout", "0")
-    wait_until(lambda: not pid_alive(job_pid), 30, "the orphaned job to be reaped")
+    wait_until(lambda: not alive(job_pid), 30, "the orphaned job to be reaped")
     code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
     assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
     assert "stopped" in build["message"]

@@ -23,8 +23,8 @@ from databuild.cli.exits import (
     CliError,
     say,
 )
-from databuild.cli.procinfo import alive
 from databuild.cli.servicefiles import POLL_S, Launch, resolve_workspace
+from databuild.procinfo import alive
 
 if TYPE_CHECKING:
     from databuild.cli.progress import Display

@@ -18,7 +18,6 @@ from twisted.internet.task import deferLater
 
 from databuild.cli.client import HEALTH_TIMEOUT_S, Answer, ApiClient
 from databuild.cli.exits import UNAVAILABLE, CliError
-from databuild.cli.procinfo import started_at
 from databuild.cli.servicefiles import (
     LOCK_DEADLINE_S,
     LOGFILE,
@@ -37,6 +36,7 @@ from databuild.cli.servicefiles import (
     state_dir,
     try_lock,
 )
+from databuild.procinfo import started_at
 
 
 @frozen

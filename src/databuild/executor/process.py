@@ -53,34 +53,6 @@ class ProcessResult:
         return f"exited with code {self.exit_code}"
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, or None if there is no such process.
-
-    Together with the pid it names a process for good: a reused pid has a later start time.
-    """
-    fields = stat_fields(pid)
-    return None if fields is None else int(fields[19])
-
-
-def stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
-    # os.open and one read: a few syscalls, where a Python file object makes several more
-    # (this runs on the reactor thread for every job).
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        stat = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # The command name (field 2) may hold spaces and parentheses; fields after it do not.
-    end = stat.rfind(b")")
-    return None if end == -1 else stat[end + 2 :].split()
-
-
 def kill_group(pgid: int, sig: int) -> bool:
     """Send ``sig`` to process group ``pgid``; False if the group no longer exists.
 

@@ -22,12 +22,12 @@ from databuild.executor.process import (
     DEFAULT_GRACE_S,
     ChildProcess,
     ProcessResult,
-    process_start_time,
     spawn,
 )
 from databuild.executor.runlog import RunLogWriter, run_log_path
 from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
 from databuild.model import JobRun
+from databuild.procinfo import start_ticks
 
 STATE_DIR = ".databuild"
 CANNOT_START_EXIT_CODE = 127
@@ -223,7 +223,7 @@ class Executor:
             job_run_id=job_run.job_run_id,
             build_request_id=build_request_id,
             pid=child.pid,
-            start_time=process_start_time(child.pid) or 0,
+            start_time=start_ticks(child.pid) or 0,
         )
         try:
             path: Path | None = write_record(self.running_dir, record)

@@ -17,12 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from databuild.executor.process import (
-    DEFAULT_GRACE_S,
-    kill_group,
-    process_start_time,
-    stat_fields,
-)
+from databuild.executor.process import DEFAULT_GRACE_S, kill_group
+from databuild.procinfo import alive, start_ticks, stat_fields
 
 RUNNING_DIR = "running"
 _POLL_S = 0.05
@@ -83,10 +79,7 @@ def read_records(running_dir: Path) -> list[tuple[Path, RunningRecord | None]]:
 
 def _leader_alive(record: RunningRecord) -> bool:
     """Whether the recorded leader still runs (same pid, same start time, not a zombie)."""
-    if process_start_time(record.pid) != record.start_time:
-        return False
-    fields = stat_fields(record.pid)
-    return fields is not None and fields[0] != b"Z"
+    return start_ticks(record.pid) == record.start_time and alive(record.pid)
 
 
 def group_has_members(pgid: int) -> bool:
