@@ -53,7 +53,7 @@ from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
 from databuild.model import JobGraph, new_id, validate_refs
-from databuild.orchestrator.hub import ProgressHub
+from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
 from databuild.orchestrator.recovery import fail_unfinished_builds
 from databuild.orchestrator.state import Build, Outcome, Ref, Task, TaskState
@@ -64,8 +64,8 @@ CANCELLED_MESSAGE = "cancelled"
 STOPPING_MESSAGE = "cancelled: the service is stopping"
 
 
-class EventLog(Protocol):
-    """The parts of ``databuild.bel.EventLog`` the orchestrator uses."""
+class EventLog(EventSource, Protocol):
+    """The parts of ``databuild.bel.EventLog`` the orchestrator uses (besides the hub's)."""
 
     def append(self, event: Event) -> Deferred[Event]: ...
 
@@ -73,20 +73,9 @@ class EventLog(Protocol):
 
     def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]: ...
 
-    def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
-
     def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
 
     def unfinished_builds(self) -> Deferred[list[str]]: ...
-
-    def events(
-        self,
-        since: int | None = None,
-        limit: int = 100,
-        build_request_id: str | None = None,
-        partition_ref: str | None = None,
-        job_label: str | None = None,
-    ) -> Deferred[dict[str, Any]]: ...
 
 
 class Orchestrator(Service):
