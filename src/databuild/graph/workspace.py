@@ -76,10 +76,6 @@ class Workspace:
         object.__setattr__(self, "_by_label", {j.label: j for j in self.jobs})
 
     @property
-    def graph_file(self) -> Path:
-        return self.root / GRAPH_FILE
-
-    @property
     def state_dir(self) -> Path:
         """Where the service keeps its state: ``<root>/.databuild``."""
         return self.root / ".databuild"
