@@ -17,6 +17,8 @@ from databuild.model import JobGraph, JobRun
 
 
 class Decision(enum.Enum):
+    """Whether a build runs one run of its graph."""
+
     RUN = "run"
     """This build runs the job."""
     SKIP = "skip"

@@ -17,6 +17,8 @@ log = Logger()
 
 
 class RecoverySource(Protocol):
+    """What recovery reads from the event log."""
+
     def unfinished_builds(self) -> Deferred[list[str]]: ...
 
     def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...

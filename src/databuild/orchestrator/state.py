@@ -14,6 +14,8 @@ from databuild.model import JobRun
 
 
 class TaskState(enum.Enum):
+    """Where a task of a live build stands."""
+
     PENDING = "pending"
     """Waiting for its inputs (or for its command to be resolved)."""
     STARTED = "started"
@@ -69,6 +71,7 @@ class Ref:
     """Builds waiting for the producer's outcome."""
 
     def wait(self) -> Deferred[Outcome]:
+        """Fires with the producer's outcome once it settles."""
         d: Deferred[Outcome] = Deferred()
         self.waiters.append(d)
         return d
@@ -109,9 +112,11 @@ class Build:
     """Fires once the build's final status is recorded."""
 
     def is_final(self, ref: str) -> bool:
+        """Whether this build recorded a final status for ``ref``."""
         status = self.partitions.get(ref)
         return status is not None and status.final
 
     def check_settled(self) -> None:
+        """Fire ``settled`` once the build executes and nothing of it is open any more."""
         if self.executing and self.open == 0 and not self.settled.called:
             self.settled.callback(None)
