@@ -40,6 +40,7 @@ class ProcessResult:
 
     @property
     def succeeded(self) -> bool:
+        """Exited with code 0, neither timed out nor cancelled."""
         return self.exit_code == 0 and not (self.timed_out or self.cancelled)
 
     def describe(self) -> str:
@@ -142,9 +143,11 @@ class ChildProcess:
 
     @property
     def pgid(self) -> int:
+        """The child's process group: the child leads its own (setsid)."""
         return self.pid
 
     def line(self, stream: str, text: str) -> None:
+        """One line the child printed on ``stream``: kept for the stderr tail, passed on."""
         if stream == "stderr":
             self._stderr.append(text)
         if self.on_line is not None:
@@ -164,6 +167,7 @@ class ChildProcess:
         kill_group(self.pgid, signal.SIGKILL)
 
     def set_timeout(self, timeout_s: float) -> None:
+        """Terminate the group, as timed out, after ``timeout_s`` seconds."""
         self._timeout_call = self.reactor.callLater(timeout_s, self._expire)
 
     def _expire(self) -> None:
@@ -171,9 +175,11 @@ class ChildProcess:
         self.terminate(timed_out=True)
 
     def leader_exited(self) -> None:
+        """The group leader exited: SIGKILL what it left behind in its group."""
         kill_group(self.pgid, signal.SIGKILL)
 
     def ended(self, reason: Failure) -> None:
+        """The child and its pipes are done: fire ``result`` from ``reason``."""
         self._done = True
         for call in (self._timeout_call, self._kill_call):
             if call is not None and call.active():
