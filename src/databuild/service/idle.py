@@ -30,10 +30,12 @@ class IdleTimer(Service):
 
     @property
     def armed(self) -> bool:
+        """Whether the idle countdown is running."""
         return self._call is not None
 
     @property
     def busy(self) -> bool:
+        """Whether anything holds the service busy."""
         return self._holds > 0
 
     def hold(self) -> Callable[[], None]:

@@ -23,16 +23,19 @@ class ApiError(Exception):
 
 
 def bad_request(message: str, code: str = "bad_request") -> ApiError:
+    """A 400 error saying ``message``."""
     return ApiError(400, code, message)
 
 
 def body_too_large() -> ApiError:
+    """The 413 error for a body over MAX_BODY_BYTES."""
     return ApiError(
         413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes (1 MiB), the limit"
     )
 
 
 def json_bytes(document: object) -> bytes:
+    """``document`` as compact UTF-8 JSON."""
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
@@ -45,6 +48,7 @@ def respond_json(request: IRequest, status: int, document: object) -> bytes:
 
 
 def respond_error(request: IRequest, error: ApiError) -> bytes:
+    """Set the error's status on ``request``; the ``{"error": ...}`` body to write."""
     return respond_json(
         request, error.status, {"error": {"code": error.code, "message": error.message}}
     )
@@ -79,6 +83,7 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 def boolean(body: dict[str, Any], name: str) -> bool:
+    """Field ``name`` of a JSON body, false when absent; ApiError 400 if not a boolean."""
     value = body.get(name, False)
     if not isinstance(value, bool):
         raise bad_request(f"{name!r} must be true or false, not {json.dumps(value)}")
@@ -98,6 +103,7 @@ def query(request: IRequest, name: str) -> str | None:
 
 
 def query_int(request: IRequest, name: str, default: int, minimum: int, maximum: int) -> int:
+    """Query parameter ``name`` as a whole number within bounds, else ``default``."""
     text = query(request, name)
     if text is None:
         return default

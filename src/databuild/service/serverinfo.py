@@ -25,6 +25,7 @@ class ServerInfo:
     workspace: str
 
     def to_json(self) -> dict[str, Any]:
+        """The ``server.json`` document (SPEC §5.1)."""
         return asdict(self)
 
 

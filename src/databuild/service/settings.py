@@ -64,6 +64,7 @@ def parse_interface(value: str) -> str:
 
 
 def is_loopback(interface: str) -> bool:
+    """Whether the IP address ``interface`` is a loopback one."""
     return ipaddress.ip_address(interface).is_loopback
 
 
@@ -107,6 +108,7 @@ class ServiceConfig:
 
     @property
     def root(self) -> Path:
+        """The served workspace's directory."""
         return self.workspace.root
 
 

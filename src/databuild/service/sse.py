@@ -25,6 +25,8 @@ def frame(event: str, data: Mapping[str, Any], event_id: int | None = None) -> b
 
 
 class Subscription(Protocol):
+    """One reader's watch on a build: ``finished`` fires with its ``build_finished`` object."""
+
     finished: Deferred[dict[str, Any]]
 
     def close(self) -> None: ...
