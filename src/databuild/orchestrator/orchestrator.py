@@ -55,7 +55,7 @@ from databuild.graph.workspace import Workspace
 from databuild.model import JobGraph, new_id, validate_refs
 from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
-from databuild.orchestrator.recovery import fail_unfinished_builds
+from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
 from databuild.orchestrator.state import Build, Outcome, Ref, Task, TaskState
 
 B, J, P = BuildStatus, JobStatus, PartitionStatus
@@ -64,8 +64,8 @@ CANCELLED_MESSAGE = "cancelled"
 STOPPING_MESSAGE = "cancelled: the service is stopping"
 
 
-class EventLog(EventSource, Protocol):
-    """The parts of ``databuild.bel.EventLog`` the orchestrator uses (besides the hub's)."""
+class EventLog(EventSource, RecoverySource, Protocol):
+    """What the orchestrator reads of ``databuild.bel.EventLog``, besides the hub and recovery."""
 
     def append(self, event: Event) -> Deferred[Event]: ...
 
@@ -74,8 +74,6 @@ class EventLog(EventSource, Protocol):
     def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]: ...
 
     def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
-
-    def unfinished_builds(self) -> Deferred[list[str]]: ...
 
 
 class Orchestrator(Service):
