@@ -97,7 +97,11 @@ def error_response(request: IRequest, failure: Failure) -> bytes:
     elif isinstance(e, DataBuildError):
         status = next((s for kind, s in _STATUS_OF_ERROR if isinstance(e, kind)), 400)
         if status == 500:
-            Api.log.failure("server error answering {path}", failure, path=request.path)
+            Api.log.failure(
+                "server error answering {path}",
+                failure,
+                path=request.path.decode("ascii", "replace"),
+            )
         error = ApiError(status, e.code, str(e))
     else:
         Api.log.failure(
