@@ -65,7 +65,7 @@ STOPPING_MESSAGE = "cancelled: the service is stopping"
 
 
 class EventLog(EventSource, RecoverySource, Protocol):
-    """What the orchestrator reads of ``databuild.bel.EventLog``, besides the hub and recovery."""
+    """What the orchestrator uses of ``databuild.bel.EventLog``, besides the hub and recovery."""
 
     def append(self, event: Event) -> Deferred[Event]: ...
 
