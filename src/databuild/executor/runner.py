@@ -26,10 +26,10 @@ from databuild.executor.process import (
 )
 from databuild.executor.runlog import RunLogWriter, run_log_path
 from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
+from databuild.graph.workspace import STATE_DIR
 from databuild.model import JobRun
 from databuild.procinfo import start_ticks
 
-STATE_DIR = ".databuild"
 CANNOT_START_EXIT_CODE = 127
 
 

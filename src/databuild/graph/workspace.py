@@ -18,6 +18,7 @@ from attrs import field, frozen
 from databuild.errors import GraphFileError
 
 GRAPH_FILE = "databuild.toml"
+STATE_DIR = ".databuild"
 
 _TOP_KEYS = frozenset({"graph", "service", "bazel", "jobs"})
 _GRAPH_KEYS = frozenset({"label", "lookup"})
@@ -78,7 +79,7 @@ class Workspace:
     @property
     def state_dir(self) -> Path:
         """Where the service keeps its state: ``<root>/.databuild``."""
-        return self.root / ".databuild"
+        return self.root / STATE_DIR
 
     def job(self, label: str) -> JobSpec:
         """The job called ``label``; KeyError if there is none."""
