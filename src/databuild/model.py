@@ -72,6 +72,7 @@ class DepType(enum.IntEnum):
 
     @property
     def type_name(self) -> str:
+        """The wire name: ``query`` or ``materialize``."""
         return self.name.lower()
 
 
@@ -83,6 +84,7 @@ class PartitionInput:
     dep_type: DepType = DepType.MATERIALIZE
 
     def to_json(self) -> dict[str, Any]:
+        """The wire form, with both the code and the name of the dependency type."""
         return {
             "dep_type_code": int(self.dep_type),
             "dep_type_name": self.dep_type.type_name,
@@ -91,6 +93,7 @@ class PartitionInput:
 
     @classmethod
     def from_json(cls, data: object) -> PartitionInput:
+        """Parse one input; by code, else by name, else MATERIALIZE. JobProtocolError if bad."""
         if not isinstance(data, Mapping):
             raise JobProtocolError(f"an input must be an object, got {data!r}")
         code = data.get("dep_type_code")
@@ -132,11 +135,13 @@ class JobConfig:
 
     @property
     def materialize_inputs(self) -> tuple[str, ...]:
+        """The refs this config needs built first (its QUERY inputs are only read)."""
         return tuple(
             i.partition_ref for i in self.inputs if i.dep_type is DepType.MATERIALIZE
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The config as the job protocol writes it (refs as ``{"str": ...}``)."""
         return {
             "outputs": [{"str": r} for r in self.outputs],
             "inputs": [i.to_json() for i in self.inputs],
@@ -180,9 +185,11 @@ class JobRun:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The refs this run makes."""
         return self.config.outputs
 
     def to_json(self) -> dict[str, Any]:
+        """A ``job_runs`` entry of a job graph (SPEC §4.1): outputs as plain strings."""
         c = self.config.to_json()
         return {
             "job_run_id": self.job_run_id,
@@ -195,6 +202,7 @@ class JobRun:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobRun:
+        """The inverse of ``to_json``."""
         return cls(
             job_run_id=data["job_run_id"],
             job_label=data["job_label"],
@@ -231,10 +239,12 @@ class JobGraph:
                 yield up
 
     def to_json(self) -> dict[str, Any]:
+        """The ``job_graph`` JSON (SPEC §4.1)."""
         return {"outputs": list(self.outputs), "job_runs": [r.to_json() for r in self.job_runs]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobGraph:
+        """The inverse of ``to_json``."""
         return cls(
             outputs=tuple(data["outputs"]),
             job_runs=tuple(JobRun.from_json(r) for r in data["job_runs"]),
