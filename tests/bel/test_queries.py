@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import attrs
@@ -355,3 +356,77 @@ async def test_unknown_status_filter_is_refused(event_log: EventLog) -> None:
         await event_log.list_partitions(status="completed")
     with pytest.raises(InvalidStatus, match="unknown job status"):
         await event_log.list_tasks(status="available")
+
+
+TRIGRAM_REFS = (
+    "daily/1999-01-01/teal",
+    "daily/1999-01-02/teal",
+    "weekly/1999-01-01/red",
+    "daily/2000-01-01/teal",
+    "sale/50%_off/a\\b",
+    "sale/50x_off/a",
+    "sale/50%yoff/a",
+    "sale/500_off/a",
+    "Daily/1999-01-01/TEAL",
+)
+
+
+@pytest_twisted.async_fixture
+async def refs_newest_first(event_log: EventLog) -> list[str]:
+    """A catalog of TRIGRAM_REFS; the first is updated last, so it is the newest."""
+    h = History(event_log)
+    await h.build("b1", TRIGRAM_REFS, *TO_EXECUTING)
+    for ref in TRIGRAM_REFS:
+        await h.partition("b1", ref, P.PARTITION_REQUESTED)
+    await h.partition("b1", TRIGRAM_REFS[0], P.PARTITION_DELEGATED)
+    return [TRIGRAM_REFS[0], *reversed(TRIGRAM_REFS[1:])]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "*1999-01-01*",
+        "*1999-01-0?*",
+        "*1999-01-0[12]*",
+        "*1999-01-0[!2]/teal",
+        "*-01-01*",
+        "*eal",
+        "*TEAL*",
+        "*y/1999*l",
+        "*/1999-01-01/te?l*",
+        "*50%_off*",
+        "*50%*",
+        "*_off*",
+        "*0_o*",
+        "*a\\b*",
+        "*%y*",
+        "*/a*",
+        "*9*",
+        "*[1]999*",
+        "*nowhere*",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_globs_with_literal_text_inside_match_exactly_newest_first_and_page(
+    event_log: EventLog, refs_newest_first: list[str], pattern: str
+) -> None:
+    expected = [ref for ref in refs_newest_first if fnmatch.fnmatchcase(ref, pattern)]
+    found = (await event_log.list_partitions(pattern=pattern, limit=1000))["partitions"]
+    assert ids(found, "partition_ref") == expected
+    for offset in range(len(expected) + 1):
+        page = (await event_log.list_partitions(pattern=pattern, limit=1, offset=offset))
+        assert ids(page["partitions"], "partition_ref") == expected[offset : offset + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_refs_added_after_opening_are_found_by_their_inner_text(
+    event_log: EventLog, refs_newest_first: list[str]
+) -> None:
+    h = History(event_log)
+    await h.build("b2", ("late/1999-01-01/x",), *TO_EXECUTING)
+    await h.partition("b2", "late/1999-01-01/x", P.PARTITION_REQUESTED)
+    found = (await event_log.list_partitions(pattern="*1999-01-01*"))["partitions"]
+    assert ids(found, "partition_ref") == [
+        "late/1999-01-01/x", "daily/1999-01-01/teal", "Daily/1999-01-01/TEAL",
+        "weekly/1999-01-01/red",
+    ]

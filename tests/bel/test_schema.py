@@ -13,12 +13,20 @@ from databuild.bel import EventLogError, open_event_log
 from databuild.bel.backend import (
     Database,
     Location,
+    glob_to_like,
     glob_to_regex,
     literal_prefix,
     literal_suffix,
+    longest_literal,
     parse_uri,
 )
-from databuild.bel.schema import create_or_upgrade, current_version, latest_version, migrations
+from databuild.bel.schema import (
+    create_or_upgrade,
+    current_version,
+    has_ref_trigrams,
+    latest_version,
+    migrations,
+)
 
 
 @pytest.fixture
@@ -44,15 +52,16 @@ def table_names(db: Database) -> set[str]:
 def test_migrations_are_numbered_from_one_for_both_dialects() -> None:
     for dialect in ("sqlite", "postgresql"):
         assert list(migrations(dialect)) == list(range(1, latest_version(dialect) + 1))
-    assert latest_version("sqlite") == latest_version("postgresql") == 2
+    assert latest_version("sqlite") == latest_version("postgresql") == 3
 
 
 def test_an_empty_database_gets_the_latest_schema(database: Database) -> None:
     assert current_version(database) == 0
-    assert create_or_upgrade(database) == 2
-    assert current_version(database) == 2
+    assert create_or_upgrade(database) == 3
+    assert current_version(database) == 3
     assert {"events", "builds", "partitions", "job_runs", "job_stats"} <= table_names(database)
-    assert create_or_upgrade(database) == 2
+    assert has_ref_trigrams(database)
+    assert create_or_upgrade(database) == 3
 
 
 def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) -> None:
@@ -71,7 +80,7 @@ def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) ->
             " VALUES (?, 'b1', ?, '[]', ?, ?, ?, 0, ?, ?, '')",
             (run_id, label, status, idx, idx, started, ended),
         )
-    assert create_or_upgrade(database) == 2
+    assert create_or_upgrade(database) == 3
     stats = database.all(
         "SELECT job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at,"
         " updated_idx FROM job_stats ORDER BY job_label"
@@ -83,6 +92,25 @@ def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) ->
     assert len(database.all("SELECT * FROM job_runs")) == 4
 
 
+def test_upgrading_to_version_3_indexes_the_refs_already_in_the_catalog(
+    database: Database,
+) -> None:
+    assert create_or_upgrade(database, target=2) == 2
+    assert not has_ref_trigrams(database)
+    for idx, ref in enumerate(["daily/1999-01-01/teal", "daily/1999-01-02/teal", "raw/x"]):
+        database.execute(
+            "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
+            " reversed_ref) VALUES (?, 'PARTITION_AVAILABLE', 0, ?, ?)",
+            (ref, idx, ref[::-1]),
+        )
+    assert create_or_upgrade(database) == 3
+    database.ref_trigrams = has_ref_trigrams(database)
+    assert database.ref_trigrams
+    table, condition, params = database.glob_trigrams("*1999-01-01*")  # type: ignore[misc]
+    found = database.all(f"SELECT partition_ref FROM {table} WHERE {condition}", params)
+    assert [row[0] for row in found] == ["daily/1999-01-01/teal"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_log_from_a_newer_databuild_is_refused_untouched(
     database: Database, log_uri: str, tmp_path: Path
@@ -91,7 +119,7 @@ async def test_a_log_from_a_newer_databuild_is_refused_untouched(
     database.execute("UPDATE schema_version SET version = 99")
     log = open_event_log(log_uri, tmp_path, reactor)
     with pytest.raises(EventLogError, match=r"has schema version 99, newer than this DataBuild "
-                       r"understands \(up to 2\); upgrade DataBuild or use another event log"):
+                       r"understands \(up to 3\); upgrade DataBuild or use another event log"):
         await log.open()
     assert current_version(database) == 99
 
@@ -164,3 +192,26 @@ def test_glob_translation() -> None:
     assert literal_suffix("a/[xy]z") == "z"
     assert literal_suffix("a*") == ""
     assert literal_suffix("plain") == "plain"
+
+
+def test_globs_become_like_patterns_escaping_like_wildcards() -> None:
+    assert glob_to_like("*1999-01-0?/[!x]*") == "%1999-01-0_/_%"
+    assert glob_to_like("*50%_off\\b*") == "%50\\%\\_off\\\\b%"
+    assert glob_to_like("[unclosed") == "[unclosed"
+
+
+def test_the_trigram_index_is_only_asked_about_literal_runs_of_three() -> None:
+    assert longest_literal("*1999-01-01*") == 10
+    assert longest_literal("*a[bcd]ef?g*") == 2
+    assert longest_literal("[ab") == 3
+    db = Database(Location("postgresql", "postgresql://unused/x"))
+    assert db.glob_trigrams("*abc*") is None  # no index known: the scan it is
+    db.ref_trigrams = True
+    assert db.glob_trigrams("*ab*c*") is None
+    assert db.glob_trigrams("*a[bcd]ef?g*") is None
+    assert db.glob_trigrams("*x_y*") == ("partitions", "partition_ref LIKE ?", ["%x\\_y%"])
+    sqlite = Database(Location("sqlite", "/unused"))
+    sqlite.ref_trigrams = True
+    assert sqlite.glob_trigrams("*1999[!x]*") == (
+        "partition_ref_trigrams", "partition_ref GLOB ?", ["*1999[^x]*"]
+    )

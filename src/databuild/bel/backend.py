@@ -73,27 +73,61 @@ def parse_uri(uri: str, workspace_root: Path) -> Location:
     )
 
 
-def glob_to_regex(pattern: str) -> str:
-    """A POSIX regular expression matching what the glob ``pattern`` matches, whole."""
-    out = ["^"]
+def _glob_parts(pattern: str) -> Iterator[tuple[str, str]]:
+    """Split a glob into ``("*", "*")``, ``("?", "?")``, ``("[", body)`` and ``("", char)``.
+
+    A ``[`` without a closing ``]`` (the first character of a class may be ``]``) is literal.
+    """
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         i += 1
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
+        if ch in "*?":
+            yield ch, ch
         elif ch == "[" and (end := pattern.find("]", i + 1)) != -1:
-            body = pattern[i:end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            yield "[", pattern[i:end]
             i = end + 1
         else:
-            out.append(re.escape(ch))
+            yield "", ch
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A POSIX regular expression matching what the glob ``pattern`` matches, whole."""
+    out = ["^"]
+    for kind, text in _glob_parts(pattern):
+        if kind == "*":
+            out.append(".*")
+        elif kind == "?":
+            out.append(".")
+        elif kind == "[":
+            body = "^" + text[1:] if text.startswith("!") else text
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(text))
     out.append("$")
     return "".join(out)
+
+
+def glob_to_like(pattern: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching everything ``pattern`` matches.
+
+    A character class becomes ``_``, so the LIKE may match more than the glob: it finds
+    candidates for the exact test of ``glob_condition``.
+    """
+    like = {"*": "%", "?": "_", "[": "_"}
+    return "".join(
+        like[kind] if kind else re.sub(r"([\\%_])", r"\\\1", text)
+        for kind, text in _glob_parts(pattern)
+    )
+
+
+def longest_literal(pattern: str) -> int:
+    """The length of the longest run of literal characters in a glob."""
+    longest = run = 0
+    for kind, _ in _glob_parts(pattern):
+        run = 0 if kind else run + 1
+        longest = max(longest, run)
+    return longest
 
 
 def literal_prefix(pattern: str) -> str:
@@ -119,10 +153,13 @@ class Database:
     """One connection to an event log, used from one thread at a time."""
 
     dialect: str
+    ref_trigrams: bool
+    """Whether the catalog's refs have a trigram index (``has_ref_trigrams``, set on open)."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
         self.dialect = location.dialect
+        self.ref_trigrams = False
         self._conn: Any = None
         self._sql_cache: dict[str, str] = {}
 
@@ -222,8 +259,21 @@ class Database:
         if self.dialect == "sqlite":
             # The unary + keeps SQLite from turning a literal prefix into an index range by
             # itself: whether a range pays is decided by the caller (see glob_range).
-            return f"+{column} GLOB ?", [pattern.replace("[!", "[^")]
+            return f"+{column} GLOB ?", [_sqlite_glob(pattern)]
         return f"{column} ~ ?", [glob_to_regex(pattern)]
+
+    def glob_trigrams(self, pattern: str) -> tuple[str, str, list[Any]] | None:
+        """Where the catalog's trigram index finds every ref matching ``pattern``.
+
+        ``(table, condition, params)``: the refs in ``table`` that meet ``condition`` are a
+        superset of the matches. None if the index is missing or ``pattern`` has no literal
+        run of three characters to look up.
+        """
+        if not self.ref_trigrams or longest_literal(pattern) < 3:
+            return None
+        if self.dialect == "sqlite":
+            return "partition_ref_trigrams", "partition_ref GLOB ?", [_sqlite_glob(pattern)]
+        return "partitions", "partition_ref LIKE ?", [glob_to_like(pattern)]
 
     @staticmethod
     def glob_range(
@@ -238,6 +288,10 @@ class Database:
         if len(suffix) > len(prefix):
             return _starting_with(reversed_column, suffix[::-1])
         return _starting_with(column, prefix)
+
+
+def _sqlite_glob(pattern: str) -> str:
+    return pattern.replace("[!", "[^")
 
 
 def _connect_sqlite(path: Path) -> sqlite3.Connection:

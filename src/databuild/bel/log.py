@@ -99,10 +99,18 @@ class EventLog:
     def _connect(self) -> int:
         self._db.connect()
         try:
-            return schema.create_or_upgrade(self._db)
+            version = schema.create_or_upgrade(self._db)
+            self._db.ref_trigrams = schema.has_ref_trigrams(self._db)
         except BaseException:
             self._db.close()
             raise
+        if not self._db.ref_trigrams:
+            self.log.warn(
+                "event log {location} has no trigram index of partition refs (PostgreSQL"
+                " needs the pg_trgm extension): patterns like '*text*' test every partition",
+                location=self.location.describe(),
+            )
+        return version
 
     async def close(self) -> None:
         """Wait for queued appends to commit, then disconnect. Closing twice is harmless."""

@@ -171,8 +171,15 @@ def list_partitions(
         term, params = db.glob_condition("partition_ref", pattern)
         where.add(term, *params)
         narrowed = db.glob_range("partition_ref", "reversed_ref", pattern)
+        trigrams = db.glob_trigrams(pattern)
         if narrowed is not None and _is_narrow(db, "partitions", *narrowed):
             where.add(narrowed[0], *narrowed[1])
+        elif trigrams is not None and _is_narrow(db, *trigrams):
+            table, condition, params = trigrams
+            if table != "partitions":  # SQLite's trigram index is a table of its own
+                subquery = f"SELECT partition_ref FROM {table} WHERE {condition}"
+                condition = f"partition_ref IN ({subquery})"
+            where.add(condition, *params)
     rows = db.all(
         f"SELECT {_PARTITION_COLUMNS} FROM partitions{where}"
         " ORDER BY updated_idx DESC LIMIT ? OFFSET ?",

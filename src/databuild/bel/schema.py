@@ -63,3 +63,11 @@ def create_or_upgrade(db: Database, target: int | None = None) -> int:
                 return version
             db.execute_script(scripts[version + 1])
 
+
+
+def has_ref_trigrams(db: Database) -> bool:
+    """Whether the catalog's trigram index exists (on PostgreSQL it needs ``pg_trgm``)."""
+    if db.dialect == "sqlite":
+        return current_version(db) >= 3
+    row = db.one("SELECT to_regclass('partitions_by_ref_trigrams')")
+    return row is not None and row[0] is not None
