@@ -86,6 +86,7 @@ class Workspace:
         return self._by_label[label]
 
     def has_job(self, label: str) -> bool:
+        """Whether the graph has a job called ``label``."""
         return label in self._by_label
 
 
