@@ -73,6 +73,7 @@ class ApiClient:
         self._http = treq.client.HTTPClient(Agent(reactor, pool=pool))
 
     def url(self, path: str, params: Mapping[str, object] | None = None) -> str:
+        """The URL of ``path`` on the service, with the query of the non-None ``params``."""
         url = urljoin(self.base_url, path.lstrip("/"))
         query = {k: v for k, v in (params or {}).items() if v is not None}
         return f"{url}?{urlencode(query)}" if query else url
@@ -81,11 +82,13 @@ class ApiClient:
         self, path: str, params: Mapping[str, object] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> Answer:
+        """GET ``path``; a CliError if the service cannot be reached or answers an error."""
         return await self._call("GET", self.url(path, params), None, timeout)
 
     async def post(
         self, path: str, body: object = None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> Answer:
+        """POST ``body`` as JSON to ``path``; errors as for ``get``."""
         data = None if body is None else json.dumps(body).encode()
         return await self._call("POST", self.url(path), data, timeout)
 
@@ -108,6 +111,7 @@ class ApiClient:
         return response.code, await treq.content(response)
 
     def unreachable(self, exc: BaseException) -> CliError:
+        """The error (exit 3) for a request that got no answer."""
         return CliError(
             f"cannot reach the DataBuild service at {self.base_url}: {describe_failure(exc)}",
             UNAVAILABLE,

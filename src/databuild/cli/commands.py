@@ -49,17 +49,21 @@ class Context:
 
     @property
     def json(self) -> bool:
+        """Whether output is for programs (``--format json``)."""
         return self.args.format == "json"
 
     def say(self, text: str) -> None:
+        """A remark for people, on stderr."""
         say(self.err, text)
 
     def print(self, text: str) -> None:
+        """One line of output, on stdout."""
         self.out.write(text + "\n")
         self.out.flush()
 
     @property
     def discovery(self) -> Discovery:
+        """How this command finds (or starts) the service; made on first use."""
         if self._discovery is None:
             workspace = None
             if not self.environ.get("DATABUILD_SERVICE_URL"):

@@ -24,6 +24,8 @@ FINISHED_JOB_STATUSES = ("JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED", "JOB_SK
 
 @define
 class JobState:
+    """One job run of the build as its events tell it."""
+
     label: str
     outputs: list[str]
     status: str = "JOB_SCHEDULED"
@@ -51,17 +53,21 @@ class BuildProgress:
 
     @property
     def total(self) -> int:
+        """How many job runs the build has, as far as known."""
         return max(self.planned, len(self.jobs))
 
     @property
     def done(self) -> int:
+        """How many job runs are final."""
         return sum(j.status in FINISHED_JOB_STATUSES for j in self.jobs.values())
 
     @property
     def running(self) -> list[JobState]:
+        """The job runs running now."""
         return [j for j in self.jobs.values() if j.status == "JOB_RUNNING"]
 
     def elapsed_s(self, now_ns: int) -> float:
+        """Seconds since the build was received."""
         return 0.0 if self.received_ns is None else max(0, now_ns - self.received_ns) / 1e9
 
     def apply(self, event: Mapping[str, Any]) -> list[Note]:
@@ -121,6 +127,7 @@ class BuildProgress:
         return [Note(text)]
 
     def live_line(self, now_ns: int) -> str:
+        """The status line: runs done of all, elapsed time, what runs now."""
         running = self.running
         line = f"[{self.done} / {self.total}] {self.elapsed_s(now_ns):.0f}s"
         if running:
@@ -147,6 +154,8 @@ class BuildProgress:
 
 
 class Display(Protocol):
+    """Where a build's progress goes: each event, then the ``build_finished`` object."""
+
     def event(self, raw: str, event: Mapping[str, Any]) -> None: ...
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None: ...
     def close(self) -> None: ...
