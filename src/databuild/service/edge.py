@@ -44,7 +44,10 @@ class ApiEdge(Resource):
         except ApiError as e:
             return respond_error(request, e)
         except Exception as e:
-            self.log.failure("internal error at the edge of {path}", path=request.path)
+            self.log.failure(
+                "internal error at the edge of {path}",
+                path=request.path.decode("ascii", "replace"),
+            )
             return respond_error(request, ApiError(500, "internal_error", f"internal error: {e}"))
 
     def _check(self, request: IRequest) -> None:
