@@ -161,15 +161,6 @@ async def test_available_inputs_are_not_expanded_but_requested_refs_always_run(
 
 
 @pytest_twisted.ensureDeferred
-async def test_force_plans_the_same_runs(write_workspace: WriteWorkspace) -> None:
-    ws = planned(write_workspace, {"top/1": {"inputs": ["leaf/1"]}}, ["top", "leaf"])
-    graph = await analyze(
-        reactor, ws, ["top/1"], available=Available({"top/1", "leaf/1"}), force=True
-    )
-    assert set(runs_by_outputs(graph)) == {("top/1",)}
-
-
-@pytest_twisted.ensureDeferred
 async def test_query_inputs_are_recorded_but_not_expanded(
     write_workspace: WriteWorkspace,
 ) -> None:

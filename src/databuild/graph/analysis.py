@@ -44,16 +44,15 @@ def analyze(
     *,
     available: AvailableQuery,
     resolve: CommandResolver = plain_commands,
-    force: bool = False,
     config_timeout_s: float = DEFAULT_TIMEOUT_S,
     max_concurrent_configs: int | None = None,
 ) -> Deferred[JobGraph]:
     """Analyse a build of ``refs`` into a JobGraph.
 
     Every requested ref gets a run, AVAILABLE or not (the orchestrator records the skip, or
-    rebuilds it when ``force`` is set; analysis plans the same either way). A ``materialize``
-    input that is AVAILABLE is not expanded. Errbacks with InvalidRefError, LookupFailed or
-    AnalysisError (a job's config failed, a dependency cycle, a graph without end).
+    rebuilds it for a forced build). A ``materialize`` input that is AVAILABLE is not expanded.
+    Errbacks with InvalidRefError, LookupFailed or AnalysisError (a job's config failed, a
+    dependency cycle, a graph without end).
     """
     analysis = _Analysis(
         reactor,

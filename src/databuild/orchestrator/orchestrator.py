@@ -156,7 +156,7 @@ class Orchestrator(Service):
 
     # -- requests ------------------------------------------------------------------------
 
-    def analyze(self, refs: Sequence[str], force: bool = False) -> Deferred[JobGraph]:
+    def analyze(self, refs: Sequence[str]) -> Deferred[JobGraph]:
         """The job graph a build of ``refs`` would run; nothing is run or recorded."""
         return analyze(
             self._reactor,
@@ -164,7 +164,6 @@ class Orchestrator(Service):
             refs,
             available=self._available,
             resolve=self._resolve,
-            force=force,
         )
 
     def submit(self, refs: Sequence[str], force: bool = False) -> Deferred[str]:
@@ -264,7 +263,7 @@ class Orchestrator(Service):
         if build.cancelled:
             return None
         self._emit_build(build, B.BUILD_REQUEST_PLANNING)
-        build.analysis = self.analyze(build.requested, force=build.force)
+        build.analysis = self.analyze(build.requested)
         try:
             graph = await build.analysis
         except CancelledError:
