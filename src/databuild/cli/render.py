@@ -97,22 +97,23 @@ def records(items: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> st
     return table([heading for heading, _ in columns], rows)
 
 
-def details(obj: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
+def details(obj: Mapping[str, Any]) -> str:
     """A show document: its scalar fields as ``key: value`` lines, then one table per list
     of objects in it."""
-    scalars = [
-        (k, v)
-        for k, v in obj.items()
-        if k not in skip and not (isinstance(v, list) and v and isinstance(v[0], Mapping))
-    ]
+    scalars = [(k, v) for k, v in obj.items() if not _is_table(v)]
     width = max((len(k) for k, _ in scalars), default=0)
     parts = ["\n".join(f"{k + ':':<{width + 1}} {cell(k, v)}".rstrip() for k, v in scalars)]
     for key, value in obj.items():
-        if key in skip or not (isinstance(value, list) and value and isinstance(value[0], Mapping)):
+        if not _is_table(value):
             continue
         columns = SUBTABLES.get(key) or _columns_of(value)
         parts.append(f"{key}:\n" + _indent(records(value, columns)))
     return "\n\n".join(p for p in parts if p)
+
+
+def _is_table(value: object) -> bool:
+    """Whether ``value`` is a non-empty list of objects, shown as a table of its own."""
+    return isinstance(value, list) and bool(value) and isinstance(value[0], Mapping)
 
 
 def _columns_of(items: Sequence[Mapping[str, Any]]) -> list[Column]:

@@ -152,15 +152,15 @@ def clean_stale(state: Path) -> list[str]:
     return removed
 
 
-def log_tail(path: Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines of ``path`` written after byte ``offset``."""
+def log_tail(path: Path, offset: int = 0) -> str:
+    """The last LOG_TAIL_LINES lines of ``path`` written after byte ``offset``."""
     try:
         with path.open("rb") as f:
             f.seek(offset)
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
 def same_dir(a: object, b: Path) -> bool:
