@@ -23,7 +23,6 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
 from databuild.errors import AnalysisError
-from databuild.graph.capture import DEFAULT_TIMEOUT_S
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.config import run_config
 from databuild.graph.lookup import lookup
@@ -44,7 +43,6 @@ def analyze(
     *,
     available: AvailableQuery,
     resolve: CommandResolver = plain_commands,
-    config_timeout_s: float = DEFAULT_TIMEOUT_S,
     max_concurrent_configs: int | None = None,
 ) -> Deferred[JobGraph]:
     """Analyse a build of ``refs`` into a JobGraph.
@@ -59,7 +57,6 @@ def analyze(
         workspace,
         available,
         resolve,
-        config_timeout_s,
         DeferredSemaphore(max_concurrent_configs or os.cpu_count() or 2),
     )
     return ensureDeferred(analysis.run(refs))
@@ -74,14 +71,12 @@ class _Analysis:
         workspace: Workspace,
         available: AvailableQuery,
         resolve: CommandResolver,
-        config_timeout_s: float,
         configs_at_once: DeferredSemaphore,
     ) -> None:
         self._reactor = reactor
         self._workspace = workspace
         self._available = available
         self._resolve = resolve
-        self._timeout_s = config_timeout_s
         self._configs_at_once = configs_at_once
         self._commands: dict[str, tuple[str, ...]] = {}
         self._runs: list[JobRun] = []
@@ -104,7 +99,7 @@ class _Analysis:
 
     async def _round(self, refs: Sequence[str]) -> list[JobRun]:
         """Configure ``refs`` (none of them covered yet); return the runs this added."""
-        assignment = await lookup(self._reactor, self._workspace, refs, timeout_s=self._timeout_s)
+        assignment = await lookup(self._reactor, self._workspace, refs)
         await self._resolve_commands(assignment)
         calls = [
             self._configs_at_once.run(
@@ -114,7 +109,6 @@ class _Analysis:
                 self._workspace.job(label),
                 self._commands[label],
                 batch,
-                self._timeout_s,
             )
             for label, batch in assignment.items()
         ]
