@@ -210,6 +210,9 @@ def test_the_trigram_index_is_only_asked_about_literal_runs_of_three() -> None:
     assert db.glob_trigrams("*ab*c*") is None
     assert db.glob_trigrams("*a[bcd]ef?g*") is None
     assert db.glob_trigrams("*x_y*") == ("partitions", "partition_ref LIKE ?", ["%x\\_y%"])
+    assert db.glob_trigrams("*/teal") is None  # the suffix range holds all it would find
+    assert db.glob_trigrams("2026*") is None
+    assert db.glob_trigrams("daily/*1999-01-01*") is not None
     sqlite = Database(Location("sqlite", "/unused"))
     sqlite.ref_trigrams = True
     assert sqlite.glob_trigrams("*1999[!x]*") == (

@@ -266,10 +266,13 @@ class Database:
         """Where the catalog's trigram index finds every ref matching ``pattern``.
 
         ``(table, condition, params)``: the refs in ``table`` that meet ``condition`` are a
-        superset of the matches. None if the index is missing or ``pattern`` has no literal
-        run of three characters to look up.
+        superset of the matches. None if the index is missing, or if ``pattern`` has no run
+        of three literal characters longer than its literal prefix and suffix: refs holding
+        a prefix or suffix anywhere are never fewer than those in its range (glob_range).
         """
-        if not self.ref_trigrams or longest_literal(pattern) < 3:
+        longest = longest_literal(pattern)
+        ends = max(len(literal_prefix(pattern)), len(literal_suffix(pattern)))
+        if not self.ref_trigrams or longest < 3 or longest <= ends:
             return None
         if self.dialect == "sqlite":
             return "partition_ref_trigrams", "partition_ref GLOB ?", [_sqlite_glob(pattern)]
