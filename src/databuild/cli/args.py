@@ -53,21 +53,24 @@ def status_type(kind: str) -> Callable[[str], str]:
     return parse
 
 
-def limit_type(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def limit_type(text: str) -> int:
+    """``--limit``: a whole number in 1..MAX_LIMIT."""
+    value = _whole_number(text)
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"{value} is out of range 1..{MAX_LIMIT}")
     return value
 
 
 def offset_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    """``--offset``: a whole number, 0 or more."""
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
