@@ -70,6 +70,7 @@ class Discovery:
 
     @property
     def state(self) -> Path:
+        """The workspace's ``.databuild`` directory (there is one unless a URL was given)."""
         assert self.workspace is not None
         return state_dir(self.workspace)
 

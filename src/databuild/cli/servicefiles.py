@@ -75,6 +75,7 @@ def resolve_workspace(flag: str | None, environ: Mapping[str, str], cwd: Path) -
 
 
 def state_dir(workspace: Path) -> Path:
+    """The workspace's ``.databuild`` directory."""
     return workspace / STATE_DIR
 
 
@@ -88,6 +89,7 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
 
 
 def read_pid(path: Path) -> int | None:
+    """The pid a pidfile names, or None if it is missing or names none."""
     try:
         text = path.read_text().split()
     except OSError:
@@ -164,6 +166,7 @@ def log_tail(path: Path, offset: int = 0) -> str:
 
 
 def same_dir(a: object, b: Path) -> bool:
+    """Whether ``a`` is a path string naming the directory ``b``."""
     return isinstance(a, str) and os.path.realpath(a) == os.path.realpath(b)
 
 
@@ -202,6 +205,7 @@ class Launch:
         return self.output.read().decode(errors="replace").strip()
 
     def close(self) -> None:
+        """Close the file holding twistd's output."""
         self.output.close()
 
 

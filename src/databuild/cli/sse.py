@@ -30,6 +30,7 @@ class SSEParser:
     _pending_cr: bool = False
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        """Take the next bytes of the stream; returns the frames they complete."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = False

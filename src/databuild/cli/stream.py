@@ -82,6 +82,7 @@ class Follower:
 
     @property
     def path(self) -> str:
+        """The API path of the build's progress stream."""
         return f"/api/v1/cli/builds/{segment(self.build_request_id)}/progress"
 
     def _frame(self, frame: Frame) -> None:
@@ -128,6 +129,7 @@ class Follower:
         return None
 
     def detach(self) -> None:
+        """Stop reading at once; the build goes on."""
         self.detached = True
         if self._reader is not None:
             self._reader.abort()
