@@ -43,11 +43,11 @@ from twisted.internet import task
 from twisted.internet.defer import ensureDeferred, gatherResults
 
 from databuild.bel import open_event_log
-from databuild.executor.process import SETSID
 from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
 from databuild.model import JobConfig, JobRun, new_id
 from databuild.orchestrator import Orchestrator
+from databuild.proc.process import SETSID
 
 TARGET_RATIO = 1.25
 ENV = {"PATH": "/usr/bin:/bin"}

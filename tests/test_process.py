@@ -1,4 +1,4 @@
-"""databuild.executor.process: children in their own process group, lines, timeout, group kill."""
+"""databuild.proc.process: children in their own process group, lines, timeout, group kill."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from databuild.executor.process import spawn
-from databuild.procinfo import alive, start_ticks
+from databuild.proc.info import alive, start_ticks
+from databuild.proc.process import spawn
 
 
 async def _wait_gone(pid: int, deadline_s: float = 10.0) -> bool:

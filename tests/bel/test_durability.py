@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from databuild.bel import EventLog, open_event_log
-from databuild.executor.process import ProcessResult, kill_group, spawn
+from databuild.proc.process import ProcessResult, kill_group, spawn
 
 APPENDER = Path(__file__).with_name("appender.py")
 ACK = re.compile(r"^(\d+) ([0-9a-f]{32})$")

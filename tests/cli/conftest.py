@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 BIN = Path(sys.executable).parent
 DATABUILD = str(BIN / "databuild")

@@ -6,7 +6,7 @@ import json
 import socket
 from pathlib import Path
 
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 from .conftest import Run, server_info, wait_for
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 from .conftest import DATABUILD, Run, wait_for
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from databuild.procinfo import alive, command_line
+from databuild.proc.info import alive, command_line
 
 from .conftest import Run, server_info, service_pid, wait_for
 

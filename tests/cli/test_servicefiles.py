@@ -23,7 +23,7 @@ from databuild.cli.servicefiles import (
     server_json_owner,
     to_seconds,
 )
-from databuild.procinfo import command_line, started_at
+from databuild.proc.info import command_line, started_at
 
 
 @pytest.fixture

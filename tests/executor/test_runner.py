@@ -17,7 +17,7 @@ from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.executor.runner import Executor
 from databuild.executor.running import read_records
 from databuild.model import JobConfig, JobRun, new_id
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 PY = sys.executable
 
@@ -288,7 +288,7 @@ async def test_many_instantly_exiting_runs_never_signal_the_service_itself(tmp_p
 
 
 def test_group_kill_refuses_our_own_group_and_init() -> None:
-    from databuild.executor.process import kill_group
+    from databuild.proc.process import kill_group
 
     assert kill_group(0, 0) is False
     assert kill_group(1, 0) is False

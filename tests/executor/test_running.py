@@ -12,9 +12,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
-from databuild.executor.process import spawn
 from databuild.executor.running import RunningRecord, read_records, reap_orphans, write_record
-from databuild.procinfo import alive, start_ticks
+from databuild.proc.info import alive, start_ticks
+from databuild.proc.process import spawn
 
 SLEEPER = (
     "import os, subprocess, sys, time\n"

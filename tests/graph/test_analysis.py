@@ -16,7 +16,7 @@ from databuild.errors import AnalysisError, InvalidRefError, LookupFailed
 from databuild.graph import analysis, analyze, load_workspace
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 from .conftest import WriteWorkspace, nothing_available, poll
 

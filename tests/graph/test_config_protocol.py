@@ -12,7 +12,7 @@ from databuild.errors import AnalysisError
 from databuild.graph import run_config
 from databuild.graph.capture import argv_batches
 from databuild.model import DepType, JobConfig, PartitionInput
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 from .conftest import WriteWorkspace, poll
 

@@ -7,7 +7,7 @@ import pytest_twisted
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
 
 from databuild.errors import Conflict, NotFound
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 
 async def running_pids(harness: Harness, ref: str) -> tuple[int, int]:

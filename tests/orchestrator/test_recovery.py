@@ -20,9 +20,9 @@ from databuild.bel import (
     PartitionStatus,
     open_event_log,
 )
-from databuild.executor.process import spawn
 from databuild.executor.running import RunningRecord, write_record
-from databuild.procinfo import alive, start_ticks
+from databuild.proc.info import alive, start_ticks
+from databuild.proc.process import spawn
 
 
 @pytest_twisted.ensureDeferred

@@ -18,7 +18,7 @@ import pytest_twisted
 from tests.conftest import installed
 from tests.service.conftest import Service, call, free_port, poll, wait_until
 
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from databuild.cli.exits import (
     say,
 )
 from databuild.cli.servicefiles import POLL_S, Launch, resolve_workspace
-from databuild.procinfo import alive
+from databuild.proc.info import alive
 
 if TYPE_CHECKING:
     from databuild.cli.progress import Display

@@ -36,7 +36,7 @@ from databuild.cli.servicefiles import (
     state_dir,
     try_lock,
 )
-from databuild.procinfo import started_at
+from databuild.proc.info import started_at
 
 
 @frozen

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
-from databuild.procinfo import command_line, started_at
+from databuild.proc.info import command_line, started_at
 
 GRAPH_FILE = "databuild.toml"
 STATE_DIR = ".databuild"

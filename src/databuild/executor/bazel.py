@@ -1,6 +1,6 @@
 """Running Bazel in a workspace: ``bazel build``, ``bazel info``, where a target's executable is.
 
-Each call here is one Bazel client process started with :func:`databuild.executor.process.spawn`
+Each call here is one Bazel client process started with :func:`databuild.proc.process.spawn`
 in the workspace root. Bazel's output goes to the service log line by line; a failed command
 raises :class:`~databuild.errors.AnalysisError` carrying Bazel's own error lines. Callers make
 sure that only one Bazel command runs at a time (see :class:`databuild.executor.launcher.Launcher`).
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
 from databuild.errors import AnalysisError
-from databuild.executor.process import ChildProcess, ProcessResult, spawn
+from databuild.proc.process import ChildProcess, ProcessResult, spawn
 
 # The client's progress output as plain lines, whether or not it writes to a terminal.
 PLAIN_OUTPUT = ("--color=no", "--curses=no")

@@ -18,17 +18,17 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, 
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
-from databuild.executor.process import (
+from databuild.executor.runlog import RunLogWriter, run_log_path
+from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
+from databuild.graph.workspace import STATE_DIR
+from databuild.model import JobRun
+from databuild.proc.info import start_ticks
+from databuild.proc.process import (
     DEFAULT_GRACE_S,
     ChildProcess,
     ProcessResult,
     spawn,
 )
-from databuild.executor.runlog import RunLogWriter, run_log_path
-from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
-from databuild.graph.workspace import STATE_DIR
-from databuild.model import JobRun
-from databuild.procinfo import start_ticks
 
 CANNOT_START_EXIT_CODE = 127
 

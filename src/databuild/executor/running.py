@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from databuild.executor.process import DEFAULT_GRACE_S, kill_group
-from databuild.procinfo import alive, start_ticks, stat_fields
+from databuild.proc.info import alive, start_ticks, stat_fields
+from databuild.proc.process import DEFAULT_GRACE_S, kill_group
 
 RUNNING_DIR = "running"
 _POLL_S = 0.05

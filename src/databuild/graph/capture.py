@@ -10,7 +10,7 @@ from attrs import frozen
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorProcess
 
-from databuild.executor.process import ProcessResult, spawn
+from databuild.proc.process import ProcessResult, spawn
 
 DEFAULT_TIMEOUT_S = 60.0
 """How long a ``config`` or lookup process may take before its process group is killed."""

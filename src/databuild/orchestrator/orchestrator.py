@@ -46,7 +46,6 @@ from databuild.bel.events import (
 )
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, DataBuildError, NotFound
-from databuild.executor.process import ProcessResult
 from databuild.executor.runner import Executor
 from databuild.executor.running import reap_orphans
 from databuild.graph.analysis import analyze
@@ -57,6 +56,7 @@ from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
 from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
 from databuild.orchestrator.state import Build, Outcome, Ref, Task, TaskState
+from databuild.proc.process import ProcessResult
 
 B, J, P = BuildStatus, JobStatus, PartitionStatus
 
