@@ -1,4 +1,4 @@
-"""The in-memory state of live builds: their runs, partitions and the refs they hold."""
+"""The in-memory state of live builds: their runs and partitions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import defaultdict, deque
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 
-from databuild.bel.status import PartitionStatus
+from databuild.bel.status import BuildStatus, PartitionStatus
 from databuild.executor.runner import RunHandle
 from databuild.model import JobRun
 
@@ -32,6 +32,10 @@ class Outcome:
     message: str
     build_request_id: str
 
+    @classmethod
+    def failed(cls, build_request_id: str, message: str) -> Outcome:
+        return cls(PartitionStatus.PARTITION_FAILED, message, build_request_id)
+
 
 @define(eq=False)
 class Task:
@@ -50,41 +54,6 @@ class Task:
 
 
 @define(eq=False)
-class Ref:
-    """What this service knows of a ref that live builds hold.
-
-    While a live build holds a ref, this record, not the log, is the truth about it: the log
-    may not have stored the latest events yet, and live builds' REQUESTED, SCHEDULED and
-    DELEGATED events hide its real status in the catalog. Once no live build holds it, every
-    event about it is stored and the log is the truth again.
-    """
-
-    holders: set[str] = field(factory=set)
-    """Ids of the live builds holding the ref."""
-    available: bool | None = None
-    """Whether its data is AVAILABLE; None until learned from the log."""
-    built_by: str = ""
-    """The build whose run made it AVAILABLE, once known."""
-    producer: str | None = None
-    """The live build producing it now: its claim."""
-    waiters: list[Deferred[Outcome]] = field(factory=list)
-    """Builds waiting for the producer's outcome."""
-
-    def wait(self) -> Deferred[Outcome]:
-        """Fires with the producer's outcome once it settles."""
-        d: Deferred[Outcome] = Deferred()
-        self.waiters.append(d)
-        return d
-
-    def settle(self, outcome: Outcome) -> None:
-        """The producer is done: drop its claim and tell the waiters how it went."""
-        self.producer = None
-        waiters, self.waiters = self.waiters, []
-        for d in waiters:
-            d.callback(outcome)
-
-
-@define(eq=False)
 class Build:
     """A live build request."""
 
@@ -94,8 +63,6 @@ class Build:
     tasks: dict[str, Task] = field(factory=dict)
     partitions: dict[str, PartitionStatus] = field(factory=dict)
     """The latest status this build recorded for each ref."""
-    held: set[str] = field(factory=set)
-    """The refs this build holds (see Ref): those it requested and its graph's outputs."""
     root_causes: dict[str, str] = field(factory=dict)
     """For a FAILED ref, the first failure that caused it, for downstream messages."""
     dependents: defaultdict[str, list[Task]] = field(factory=lambda: defaultdict(list))
@@ -107,6 +74,8 @@ class Build:
     executing: bool = False
     cancelled: bool = False
     message: str = ""
+    final_status: BuildStatus | None = None
+    """The status its course ended with, once it ended."""
     settled: Deferred[None] = field(factory=Deferred)
     done: Deferred[None] = field(factory=Deferred)
     """Fires once the build's final status is recorded."""

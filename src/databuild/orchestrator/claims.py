@@ -1,0 +1,94 @@
+"""Who is producing which ref now: the claims behind delegation (SPEC §1).
+
+A build that will run a job claims the job's outputs; another build needing one of those refs
+waits for the claimant's outcome instead of running the job again. ``Claims`` is the seam: this
+module's ``LocalClaims`` keeps the truth in this service's memory; an implementation on the
+event log's database can share it between several services on one log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+
+from databuild.orchestrator.state import Outcome
+
+
+class Claims(Protocol):
+    """The registry of claims on refs, one claimant per ref at a time."""
+
+    def claim(self, build_request_id: str, refs: Collection[str]) -> Deferred[Mapping[str, str]]:
+        """Claim, in one atomic step, those of ``refs`` nobody claims.
+
+        Fires with the claimant of every one of ``refs``: ``build_request_id`` for those it won.
+        """
+
+    def release(self, build_request_id: str, refs: Collection[str] | None = None) -> None:
+        """Drop the build's claims on ``refs`` (all of them if None) without an outcome.
+
+        Builds waiting for one of them are told it FAILED: it will not be produced.
+        """
+
+    def producer(self, ref: str) -> str | None:
+        """The build claiming ``ref`` now, or None."""
+
+    def wait_for(self, ref: str) -> Deferred[Outcome]:
+        """Fires with the outcome of the claim on ``ref`` once its claimant settles it.
+
+        ``ref`` is one ``claim`` just named another build for; an implementation shared by
+        several services must also answer for a claim settled since.
+        """
+
+    def settle(self, ref: str, outcome: Outcome) -> None:
+        """The claimant ``outcome.build_request_id`` is done with ``ref``; its waiters learn
+        how it went. Nothing happens unless that build claims ``ref``."""
+
+
+@define(eq=False)
+class _Claim:
+    build_request_id: str
+    waiters: list[Deferred[Outcome]] = field(factory=list)
+
+
+@define(eq=False)
+class LocalClaims:
+    """Claims kept in this service's memory: true for the builds of this service only."""
+
+    _claims: dict[str, _Claim] = field(factory=dict)
+
+    def claim(self, build_request_id: str, refs: Collection[str]) -> Deferred[Mapping[str, str]]:
+        for ref in refs:
+            self._claims.setdefault(ref, _Claim(build_request_id))
+        return succeed({ref: self._claims[ref].build_request_id for ref in refs})
+
+    def release(self, build_request_id: str, refs: Collection[str] | None = None) -> None:
+        for ref in list(self._claims) if refs is None else refs:
+            claim = self._claims.get(ref)
+            if claim is not None and claim.build_request_id == build_request_id:
+                self.settle(
+                    ref,
+                    Outcome.failed(build_request_id, "the build ended without producing it"),
+                )
+
+    def producer(self, ref: str) -> str | None:
+        claim = self._claims.get(ref)
+        return None if claim is None else claim.build_request_id
+
+    def wait_for(self, ref: str) -> Deferred[Outcome]:
+        claim = self._claims.get(ref)
+        if claim is None:
+            raise LookupError(f"nobody claims {ref}")
+        d: Deferred[Outcome] = Deferred()
+        claim.waiters.append(d)
+        return d
+
+    def settle(self, ref: str, outcome: Outcome) -> None:
+        claim = self._claims.get(ref)
+        if claim is None or claim.build_request_id != outcome.build_request_id:
+            return
+        del self._claims[ref]
+        for d in claim.waiters:
+            d.callback(outcome)

@@ -1,0 +1,265 @@
+"""The orchestrator service: its lifecycle, the request API and the barrier around each build.
+
+Each build's course (``course.py``) runs inside a barrier: whatever escapes it ends that build
+and nothing else. Claims on refs (``claims.py``), what live builds know of the refs they hold
+(``holdings.py``) and the recorder of events (``recorder.py``) are shared by all builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+
+from databuild.bel.events import BuildRequestEvent, Event
+from databuild.bel.status import BuildStatus, JobStatus
+from databuild.errors import Conflict, NotFound
+from databuild.executor.runner import Executor
+from databuild.executor.running import reap_orphans
+from databuild.graph.analysis import analyze
+from databuild.graph.commands import CommandResolver, plain_commands
+from databuild.graph.workspace import Workspace
+from databuild.model import JobGraph, new_id, validate_refs
+from databuild.orchestrator.claims import Claims, LocalClaims
+from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
+from databuild.orchestrator.holdings import Holdings, PartitionSource
+from databuild.orchestrator.hub import EventSource, ProgressHub
+from databuild.orchestrator.recorder import EventSink, Recorder
+from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
+from databuild.orchestrator.state import Build, TaskState
+
+STOPPING_MESSAGE = "cancelled: the service is stopping"
+
+
+class EventLog(EventSink, EventSource, RecoverySource, PartitionSource, Protocol):
+    """What the orchestrator uses of ``databuild.bel.EventLog``."""
+
+    def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
+
+
+class Orchestrator(Service):
+    """Plans, schedules and records the builds of one workspace."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        workspace: Workspace,
+        event_log: EventLog,
+        executor: Executor,
+        resolve: CommandResolver = plain_commands,
+        claims: Claims | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._workspace = workspace
+        self._log = event_log
+        self._executor = executor
+        self._resolve = resolve
+        self.hub = ProgressHub(event_log)
+        self._recorder = Recorder(event_log, self.hub)
+        self._holdings = Holdings(event_log)
+        self._parts = Parts(
+            workspace,
+            executor,
+            resolve,
+            self.analyze,
+            self._recorder,
+            self._holdings,
+            LocalClaims() if claims is None else claims,
+        )
+        self._courses: dict[str, Course] = {}
+        self._ready = False
+        self._ready_waiters: list[Deferred[None]] = []
+
+    # -- the service -----------------------------------------------------------------------
+
+    @property
+    def active_builds(self) -> int:
+        """How many builds are live (not yet final) in this service."""
+        return len(self._courses)
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        """Reap orphaned job processes and fail unfinished builds, then take new builds.
+
+        Returns a Deferred that fires once that is done (a parent may wait for it); builds
+        submitted before then wait too. A failing recovery is logged, not fatal.
+        """
+        super().startService()
+        recovered = ensureDeferred(self._recover())
+        recovered.addErrback(lambda f: self.log.failure("crash recovery failed", f))
+        recovered.addBoth(lambda _: self._now_ready())
+        return self.when_ready()
+
+    async def _recover(self) -> None:
+        reaped = await reap_orphans(self._reactor, self._executor.running_dir)  # type: ignore[arg-type]
+        failed = await fail_unfinished_builds(self._log, self._recorder.append)
+        if reaped or failed:
+            self.log.info(
+                "recovered from an earlier stop: {groups} job process groups terminated, "
+                "{builds} unfinished builds recorded as failed",
+                groups=len(reaped),
+                builds=len(failed),
+            )
+
+    def _now_ready(self) -> None:
+        self._ready = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once crash recovery is over (at once if it is)."""
+        if self._ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def stopService(self) -> Deferred[object]:
+        """Cancel every live build and fire once each has recorded its end."""
+        super().stopService()
+        courses = list(self._courses.values())
+        for course in courses:
+            course.cancel(STOPPING_MESSAGE)
+        return DeferredList([_copy(c.build.done) for c in courses])
+
+    # -- requests --------------------------------------------------------------------------
+
+    def analyze(self, refs: Sequence[str]) -> Deferred[JobGraph]:
+        """The job graph a build of ``refs`` would run; nothing is run or recorded."""
+        return analyze(
+            self._reactor,
+            self._workspace,
+            refs,
+            available=self._holdings.available,
+            resolve=self._resolve,
+        )
+
+    def submit(self, refs: Sequence[str], force: bool = False) -> Deferred[str]:
+        """Record a build request and start it; fires with its id once RECEIVED is stored.
+
+        Errbacks with InvalidRefError for bad refs, Conflict while the service is stopping.
+        """
+        return ensureDeferred(self._submit(refs, force))
+
+    async def _submit(self, refs: Sequence[str], force: bool) -> str:
+        requested = validate_refs(refs)
+        await self.when_ready()
+        if not self.running:
+            raise Conflict("the service is stopping; no new builds are taken")
+        build = Build(new_id(), requested, bool(force))
+        build_id = build.build_request_id
+        course = Course(build, self._parts)
+        self._courses[build_id] = course
+        try:
+            await self._holdings.hold(build_id, requested)
+            await self._recorder.append(
+                Event(build_id, BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, requested))
+            )
+        except BaseException:
+            self._holdings.release(build_id)
+            del self._courses[build_id]
+            raise
+        course.requested()
+        self.log.info(
+            "build {build_request_id} received: {refs} (force={force})",
+            build_request_id=build_id,
+            refs=list(requested),
+            force=build.force,
+        )
+        ensureDeferred(self._drive(course))
+        return build_id
+
+    def cancel_build(self, build_request_id: str) -> Deferred[None]:
+        """Cancel a live build; fires once its cancellation is recorded.
+
+        Errbacks with NotFound for an unknown build, Conflict for one already final.
+        """
+        return ensureDeferred(self._cancel_build(build_request_id))
+
+    async def _cancel_build(self, build_request_id: str) -> None:
+        course = self._courses.get(build_request_id)
+        if course is None:
+            found = await self._log.get_build(build_request_id)
+            if found is None:
+                raise NotFound(f"no build request {build_request_id!r}")
+            status = BuildStatus.parse(found["status"])
+            raise Conflict(
+                f"build {build_request_id} is already {status.short}"
+                if status.final
+                else f"build {build_request_id} is not running in this service"
+            )
+        course.cancel(f"{CANCELLED_MESSAGE} by request")
+        await _copy(course.build.done)
+
+    def cancel_task(self, job_run_id: str) -> Deferred[None]:
+        """Cancel one job run; its downstream fails. Fires once the run is final.
+
+        Errbacks with NotFound for an unknown run, Conflict for one already final.
+        """
+        return ensureDeferred(self._cancel_task(job_run_id))
+
+    async def _cancel_task(self, job_run_id: str) -> None:
+        found = next(
+            (
+                (course, task)
+                for course in self._courses.values()
+                if (task := course.build.tasks.get(job_run_id)) is not None
+            ),
+            None,
+        )
+        if found is None or found[1].state is TaskState.DONE:
+            stored = await self._log.get_task(job_run_id)
+            if stored is None:
+                raise NotFound(f"no job run {job_run_id!r}")
+            raise Conflict(
+                f"job run {job_run_id} is already {JobStatus.parse(stored['status']).short}"
+            )
+        course, task = found
+        course.cancel_run(task, f"{CANCELLED_MESSAGE} by request")
+        await _copy(task.done)
+
+    # -- the barrier around a build ----------------------------------------------------------
+
+    async def _drive(self, course: Course) -> None:
+        build = course.build
+        stored = await course.run()
+        status, message = build.final_status, build.message
+        assert status is not None
+        if not stored:
+            self.hub.abandon(
+                build.build_request_id,
+                {
+                    "build_request_id": build.build_request_id,
+                    "status": status.value,
+                    "message": f"{message} (the event log could not record this end)".lstrip(),
+                },
+            )
+        # Every event of this build is stored now (the log keeps call order).
+        self._parts.claims.release(build.build_request_id)
+        self._holdings.release(build.build_request_id)
+        del self._courses[build.build_request_id]
+        self.log.info(
+            "build {build_request_id} ended: {status} {message}",
+            build_request_id=build.build_request_id,
+            status=status.short,
+            message=message,
+        )
+        build.done.callback(None)
+
+
+def _copy(d: Deferred[Any]) -> Deferred[Any]:
+    """A new Deferred firing with ``d``'s result, leaving ``d``'s own chain alone."""
+    copy: Deferred[Any] = Deferred()
+
+    def fire(result: object) -> object:
+        copy.callback(result)
+        return result
+
+    d.addCallback(fire)
+    return copy
