@@ -152,6 +152,10 @@ def _tasks(add: Adder, sub: Any) -> None:
     add(sub, "logs", "a job run's log lines").add_argument("id", metavar="ID")
 
 
+def _dashboard(add: Adder, sub: Any) -> None:
+    add(sub, "dashboard", "print (and open) a one-time login link to the web dashboard")
+
+
 def _service(add: Adder, sub: Any) -> None:
     add(sub, "status", "show the service (never starts one)")
     add(sub, "start", "start the service unless it runs")
@@ -168,6 +172,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Adder, Any], None]]] = {
     "jobs": ("job statistics", _jobs),
     "tasks": ("job runs", _tasks),
     "service": ("the workspace's service", _service),
+    "dashboard": ("", _dashboard),
 }
 """Each command: the help of a command group (empty for a single command), and what adds it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from attrs import define
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from databuild.cli import render
 from databuild.cli.client import ANALYZE_TIMEOUT_S, HEALTH_TIMEOUT_S, Answer, ApiClient, segment
@@ -321,6 +323,23 @@ async def service_stop(ctx: Context) -> int:
     return ctx.show(answer, lambda doc: f"service{pid} stopped")
 
 
+async def dashboard(ctx: Context) -> int:
+    """Print the dashboard's login link; open it too where a desktop browser exists."""
+    service = await ctx.service()
+    answer = await service.client.post("/api/v1/dashboard/login-code", None)
+    url = service.client.base_url.rstrip("/") + answer.doc["login_path"]
+    if ctx.json:
+        ctx.print(json.dumps({**answer.doc, "url": url}))
+    else:
+        ctx.print(url)
+        ctx.say(f"the link logs in once, within {answer.doc['expires_in_s']:g} s")
+    if ctx.environ.get("DISPLAY") or ctx.environ.get("WAYLAND_DISPLAY"):
+        import webbrowser
+
+        await deferToThread(webbrowser.open, url)
+    return OK
+
+
 async def _gone(ctx: Context, service: Service) -> None:
     """Wait until the service's process is gone (a remote one: until it stops answering)."""
     deadline = ctx.reactor.seconds() + STOP_DEADLINE_S
@@ -356,6 +375,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("service", "status"): service_status,
     ("service", "start"): service_start,
     ("service", "stop"): service_stop,
+    ("dashboard", None): dashboard,
 }
 
 

@@ -102,6 +102,8 @@ class ProgressHub:
     def __init__(self, event_log: EventSource) -> None:
         self._log = event_log
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with every published event, whichever build it is of (e.g. metrics)."""
 
     def subscribers(self, build_request_id: str | None = None) -> int:
         """How many subscriptions are open (on one build, or on all)."""
@@ -110,7 +112,9 @@ class ProgressHub:
         return sum(len(s) for s in self._subscribers.values())
 
     def publish(self, event: Event) -> None:
-        """Hand a stored event (``idx`` set) to its build's subscribers."""
+        """Hand a stored event (``idx`` set) to the observers and its build's subscribers."""
+        for observe in self.observers:
+            observe(event)
         subscriptions = self._subscribers.get(event.build_request_id)
         if subscriptions:
             data = event.to_json()

@@ -29,8 +29,11 @@ from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator, Subscription
+from databuild.service import openapi
 from databuild.service import responses as r
+from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
 from databuild.service.idle import IdleTimer
+from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
 from databuild.service.sse import ProgressStream
@@ -64,6 +67,10 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[object]]:
         return outer
 
     return route
+
+
+shielded = _shielded
+"""The same, for the dashboard's routes."""
 
 
 # A DataBuildError is the client's fault (400) unless it is one of these.
@@ -130,6 +137,8 @@ class Api:
         orchestrator: Orchestrator,
         idle: IdleTimer,
         shutdown: Callable[[str], object],
+        metrics: ServiceMetrics,
+        access: DashboardAccess,
     ) -> None:
         self._clock = clock
         self._config = config
@@ -137,6 +146,8 @@ class Api:
         self._orchestrator = orchestrator
         self._idle = idle
         self._shutdown = shutdown
+        self._metrics = metrics
+        self._access = access
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
@@ -155,6 +166,25 @@ class Api:
             "active_builds": self._orchestrator.active_builds,
             "idle_timeout": self._config.idle_timeout_s,
         }
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    @_shielded
+    async def openapi(self, request: IRequest) -> dict[str, Any]:
+        return openapi.document()
+
+    @app.route("/metrics", methods=["GET"])
+    @_shielded
+    async def metrics(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render()
+
+    @app.route("/api/v1/dashboard/login-code", methods=["POST"])
+    @_shielded
+    async def login_code(self, request: IRequest) -> dict[str, Any]:
+        code = self._access.issue_code()
+        self.log.info("dashboard login code issued")
+        return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S}
 
     @app.route("/api/v1/service/shutdown", methods=["POST"])
     @_shielded
@@ -201,10 +231,10 @@ class Api:
     @_shielded
     async def progress(self, request: IRequest, build_id: str) -> None:
         build_id = r.path_segment(build_id, "build id")
-        since = _since(request)
-        stream = ProgressStream(request, self._clock, self._config.keepalive_s)
-        hub = self._orchestrator.hub
-        await stream.run(lambda on_event: hub.subscribe(build_id, since, on_event))
+        await stream_progress(
+            request, build_id, self._orchestrator, self._metrics, self._clock,
+            self._config.keepalive_s,
+        )
 
     @app.route("/api/v1/builds", methods=["GET"])
     @_shielded
@@ -285,7 +315,7 @@ class Api:
     async def task_logs(self, request: IRequest, task_id: str) -> dict[str, Any]:
         task_id = r.path_segment(task_id, "task id")
         await self._found(self._log.get_task(task_id), "task", task_id)
-        lines = await deferToThread(_read_logs, self._config.workspace.state_dir, task_id)
+        lines = await read_logs(self._config.workspace.state_dir, task_id)
         return {"job_run_id": task_id, "lines": lines}
 
     @app.route("/api/v1/events", methods=["GET"])
@@ -320,6 +350,22 @@ class Api:
         )
 
 
+async def stream_progress(
+    request: IRequest,
+    build_id: str,
+    orchestrator: Orchestrator,
+    metrics: ServiceMetrics,
+    clock: IReactorTime,
+    keepalive_s: float,
+) -> None:
+    """Answer ``request`` with the progress stream of ``build_id`` (API and dashboard)."""
+    since = _since(request)
+    stream = ProgressStream(request, clock, keepalive_s)
+    hub = orchestrator.hub
+    with metrics.progress_streams.track_inprogress():
+        await stream.run(lambda on_event: hub.subscribe(build_id, since, on_event))
+
+
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
     if "partitions" not in body:
         raise r.bad_request("'partitions' is missing: give a list of partition refs")
@@ -345,6 +391,11 @@ def _args(request: IRequest, *names: str) -> list[str | None]:
     return [r.query(request, name) for name in names]
 
 
-def _read_logs(state_dir: Path, job_run_id: str) -> list[Mapping[str, Any]]:
-    path = find_run_log(state_dir, job_run_id)
-    return [] if path is None else read_run_log(path)
+def read_logs(state_dir: Path, job_run_id: str) -> Deferred[list[Mapping[str, Any]]]:
+    """The log lines of a job run, read on a thread (none if it has no log yet)."""
+
+    def read() -> list[Mapping[str, Any]]:
+        path = find_run_log(state_dir, job_run_id)
+        return [] if path is None else read_run_log(path)
+
+    return deferToThread(read)

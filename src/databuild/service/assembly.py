@@ -1,4 +1,4 @@
-"""Putting the service together: event log, executor, orchestrator, API, idle timer.
+"""Putting the service together: event log, executor, orchestrator, API, dashboard, idle timer.
 
 The tree starts in this order and stops in the reverse one: the event log is open before
 anything records and closed after the last build was cancelled; orphans are reaped and
@@ -19,8 +19,11 @@ from databuild.executor.launcher import Launcher
 from databuild.executor.runner import Executor
 from databuild.orchestrator import Orchestrator
 from databuild.service.api import Api
+from databuild.service.dashboard.access import DashboardAccess
+from databuild.service.dashboard.pages import Dashboard
 from databuild.service.edge import api_site
 from databuild.service.idle import IdleTimer
+from databuild.service.metrics import ServiceMetrics
 from databuild.service.settings import ServiceConfig
 from databuild.service.tree import ApiListener, EventLogService, InOrder
 
@@ -54,6 +57,9 @@ def build_service(config: ServiceConfig, reactor: Any) -> IService:
     executor = Executor(reactor, config.root, config.max_parallel_jobs)
     resolve = Launcher(reactor, config.workspace).resolve
     orchestrator = Orchestrator(reactor, config.workspace, event_log, executor, resolve)
+    metrics = ServiceMetrics(lambda: orchestrator.active_builds)
+    orchestrator.hub.observers.append(metrics.observe)
+    access = DashboardAccess(reactor)
     idle = IdleTimer(
         reactor, config.idle_timeout_s, lambda: stop(f"idle for {config.idle_timeout_s:g} s")
     )
@@ -64,11 +70,21 @@ def build_service(config: ServiceConfig, reactor: Any) -> IService:
         orchestrator=orchestrator,
         idle=idle,
         shutdown=stop,
+        metrics=metrics,
+        access=access,
+    )
+    dashboard = Dashboard(
+        clock=reactor,
+        config=config,
+        event_log=event_log,
+        orchestrator=orchestrator,
+        access=access,
+        metrics=metrics,
     )
     top = InOrder(on_failure=lambda failure: stop(f"could not start: {failure.value}"))
     EventLogService(event_log).setServiceParent(top)
     orchestrator.setServiceParent(top)
-    site = api_site(api.app.resource(), config.token, idle)
+    site = api_site(api.app.resource(), dashboard.app.resource(), config.token, idle, access)
     ApiListener(reactor, config, site).setServiceParent(top)
     idle.setServiceParent(top)
     return top

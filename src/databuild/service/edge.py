@@ -1,8 +1,8 @@
-"""The edge of the HTTP API: every request passes here before it is routed.
+"""The edge of the HTTP service: every request passes here before it is routed.
 
-It keeps the service busy while a request is in flight, checks the bearer token, refuses
-oversized bodies, keeps percent-encoded path segments whole, and answers anything that goes
-wrong with a JSON error instead of a traceback page.
+It keeps the service busy while a request is in flight, checks the bearer token (API) or the
+session cookie and ``Origin`` (dashboard), refuses oversized bodies, keeps percent-encoded path
+segments whole, and answers anything that goes wrong with a JSON error instead of a traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +14,21 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from databuild.service.dashboard.access import DashboardAccess, same_origin
 from databuild.service.idle import IdleTimer
 from databuild.service.responses import MAX_BODY_BYTES, ApiError, body_too_large, respond_error
 
 UNAUTHENTICATED = {b"/api/v1/health"}
+PUBLIC_PAGES = {b"/login", b"/welcome", b"/ui/alive", b"/favicon.ico"}
+"""Dashboard paths open without a session (and ``/static/...``)."""
+NOT_BUSY = {b"/ui/alive"}
+"""Requests that do not count as activity: an open tab asks this to see the service is up."""
+LOGIN_HELP = b"/welcome"
+
+
+def is_api(path: bytes) -> bool:
+    """Whether ``path`` belongs to the bearer-token API (everything else is the dashboard)."""
+    return path.startswith(b"/api/") or path == b"/metrics"
 
 
 class ApiEdge(Resource):
@@ -26,21 +37,38 @@ class ApiEdge(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, inner: Resource, token: str, idle: IdleTimer) -> None:
+    def __init__(
+        self,
+        api: Resource,
+        dashboard: Resource,
+        token: str,
+        idle: IdleTimer,
+        access: DashboardAccess,
+    ) -> None:
         super().__init__()
-        self._inner = inner
+        self._api = api
+        self._dashboard = dashboard
         self._token = b"Bearer " + token.encode("utf-8")
         self._idle = idle
+        self._access = access
 
     def render(self, request: IRequest) -> bytes | int:
-        release = self._idle.hold()
-        request.notifyFinish().addBoth(lambda _: release())
+        if request.path not in NOT_BUSY:
+            release = self._idle.hold()
+            request.notifyFinish().addBoth(lambda _: release())
         try:
-            self._check(request)
+            self._check_request(request)
+            if is_api(request.path):
+                self._check(request)
+                inner = self._api
+            elif not self._admitted(request):
+                return b""
+            else:
+                inner = self._dashboard
             # Twisted decodes each segment, turning %2F into a separator; route on the raw
             # path instead, so that a ref stays one segment (handlers decode it).
             request.postpath = request.path[1:].split(b"/")
-            return self._inner.render(request)
+            return inner.render(request)
         except ApiError as e:
             return respond_error(request, e)
         except Exception as e:
@@ -50,11 +78,32 @@ class ApiEdge(Resource):
             )
             return respond_error(request, ApiError(500, "internal_error", f"internal error: {e}"))
 
-    def _check(self, request: IRequest) -> None:
+    def _check_request(self, request: IRequest) -> None:
         try:
             request.path.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "bad_request", "the request path is not valid UTF-8") from None
+        length = request.getHeader(b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
+            raise body_too_large()
+
+    def _admitted(self, request: IRequest) -> bool:
+        """Whether a dashboard request may go on; if not, it has been answered (redirect)."""
+        path = request.path
+        if path in PUBLIC_PAGES or path.startswith(b"/static/"):
+            return True
+        if request.method != b"GET" and not same_origin(request):
+            raise ApiError(
+                403, "bad_origin", "dashboard actions must come from the dashboard's own pages"
+            )
+        if self._access.valid(request):
+            return True
+        request.setResponseCode(303)
+        request.setHeader(b"location", LOGIN_HELP)
+        return False
+
+    def _check(self, request: IRequest) -> None:
+        """The bearer token of an API request."""
         if request.path not in UNAUTHENTICATED:
             given = request.getHeader(b"authorization") or b""
             if not hmac.compare_digest(given, self._token):
@@ -65,9 +114,6 @@ class ApiEdge(Resource):
                     "missing or wrong bearer token; send 'Authorization: Bearer <token>' "
                     "with the token from .databuild/server.json",
                 )
-        length = request.getHeader(b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
-            raise body_too_large()
 
 
 class BoundedRequest(Request):
@@ -82,8 +128,10 @@ class BoundedRequest(Request):
             super().handleContentChunk(data[:room])
 
 
-def api_site(inner: Resource, token: str, idle: IdleTimer) -> Site:
-    """The HTTP factory serving the API."""
-    site = Site(ApiEdge(inner, token, idle), requestFactory=BoundedRequest)
+def api_site(
+    api: Resource, dashboard: Resource, token: str, idle: IdleTimer, access: DashboardAccess
+) -> Site:
+    """The HTTP factory serving the API and the dashboard."""
+    site = Site(ApiEdge(api, dashboard, token, idle, access), requestFactory=BoundedRequest)
     site.displayTracebacks = False
     return site

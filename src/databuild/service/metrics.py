@@ -1,0 +1,116 @@
+"""Prometheus metrics of one service (SPEC §5.9), derived from the events it stores.
+
+The orchestrator's progress hub hands every stored event to :meth:`ServiceMetrics.observe`;
+counts, gauges and durations follow from the events alone. Labels are job labels and statuses,
+never partition refs (their number is unbounded). Each service has its own registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from attrs import define, field
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from databuild.bel.events import BuildRequestEvent, Event, JobEvent
+from databuild.bel.status import JobStatus
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
+
+LEASE_STATES = ["none", "held", "lost"]
+"""``none``: a log without leases (SQLite); ``held``/``lost``: this service's lease (§5.8)."""
+
+_DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, float("inf"))
+_APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, float("inf"))
+
+
+_CURRENT = (("running", JobStatus.JOB_RUNNING), ("queued", JobStatus.JOB_SCHEDULED))
+
+
+@define
+class _Run:
+    job_label: str
+    status: JobStatus
+    started_ns: int | None = None
+
+
+@define(eq=False, slots=False)
+class ServiceMetrics:
+    """The metric families of one service and the state derived from its events."""
+
+    active_builds: Callable[[], int]
+    registry: CollectorRegistry = field(factory=lambda: CollectorRegistry(auto_describe=True))
+    _runs: dict[str, _Run] = field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.builds = Counter(
+            "databuild_builds", "Build requests that reached each status", ["status"], registry=r
+        )
+        self.job_runs = Counter(
+            "databuild_job_runs", "Job runs that reached each status", ["job_label", "status"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "databuild_job_run_duration_seconds", "Wall time of finished job runs, by job",
+            ["job_label"], buckets=_DURATION_BUCKETS, registry=r,
+        )
+        for name, status in _CURRENT:
+            Gauge(
+                f"databuild_job_runs_{name}", f"Job runs of this service now {name}", registry=r
+            ).set_function(lambda s=status: self._count(s))
+        Gauge(
+            "databuild_active_builds", "Builds this service is driving", registry=r
+        ).set_function(self.active_builds)
+        self.progress_streams = Gauge(
+            "databuild_progress_streams_open", "Progress streams open to readers", registry=r
+        )
+        self.appends = Counter(
+            "databuild_event_log_appends", "Events this service stored, by type",
+            ["event_type"], registry=r,
+        )
+        self.append_latency = Histogram(
+            "databuild_event_log_append_seconds",
+            "From an event's creation to its being stored (durable)",
+            buckets=_APPEND_BUCKETS, registry=r,
+        )
+        self.lease = Enum(
+            "databuild_lease_state", "This service's lease on a shared log (§5.8)",
+            states=LEASE_STATES, registry=r,
+        )
+        self.lease.state("none")
+
+    def set_lease_state(self, state: str) -> None:
+        """The hook for leases: ``state`` is one of :data:`LEASE_STATES`."""
+        self.lease.state(state)
+
+    def observe(self, event: Event) -> None:
+        """Account for one stored event."""
+        self.appends.labels(event.event_type).inc()
+        self.append_latency.observe(max(0.0, (time.time_ns() - event.timestamp) / 1e9))
+        payload = event.payload
+        if isinstance(payload, BuildRequestEvent):
+            self.builds.labels(payload.status.value).inc()
+        elif isinstance(payload, JobEvent):
+            self._job(payload, event.timestamp)
+
+    def _job(self, job: JobEvent, at_ns: int) -> None:
+        self.job_runs.labels(job.job_label, job.status.value).inc()
+        run = self._runs.setdefault(job.job_run_id, _Run(job.job_label, job.status))
+        run.status = job.status
+        if job.status is JobStatus.JOB_RUNNING:
+            run.started_ns = at_ns
+        elif job.status.final:
+            del self._runs[job.job_run_id]
+            if run.started_ns is not None:
+                self.run_duration.labels(job.job_label).observe((at_ns - run.started_ns) / 1e9)
+
+    def _count(self, status: JobStatus) -> int:
+        return sum(1 for run in self._runs.values() if run.status is status)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every family."""
+        return generate_latest(self.registry)
+
