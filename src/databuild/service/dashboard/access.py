@@ -23,7 +23,7 @@ def same_origin(request: IRequest) -> bool:
     origin = request.getHeader(b"origin")
     host = request.getHeader(b"host")
     return origin is not None and host is not None and hmac.compare_digest(
-        origin.encode("latin-1"), b"http://" + host.encode("latin-1")
+        origin, b"http://" + host
     )
 
 

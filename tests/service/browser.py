@@ -1,0 +1,67 @@
+"""A real headless Chromium driven by Selenium, and blocking calls to a service's API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.service.conftest import Service
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1440,1000",
+)
+
+
+def chromium(profile: Path) -> Any:
+    """A Chromium with a fresh profile, logging the page's console; skips the test without one."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
+
+
+def api(service: Service, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One blocking API call with the service's token: status and decoded JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        service.url + path, data=data, method=method, headers=service.headers()
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def login_url(service: Service) -> str:
+    """A fresh one-time login link, as ``databuild dashboard`` prints it."""
+    code, body = api(service, "POST", "/api/v1/dashboard/login-code")
+    assert code == 200, body
+    return service.url + body["login_path"]
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    """The browser console's errors since the last call."""
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
