@@ -15,6 +15,8 @@ from databuild.errors import DataBuildError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_POSITION = 2**63 - 1
+"""The largest offset or event index a query takes (a 64-bit database integer)."""
 HISTORY_LIMIT = 1000
 """At most this many of a partition's latest events (and producing runs) in ``get_partition``."""
 _IN_CHUNK = 500
@@ -45,7 +47,7 @@ def paging(limit: object, offset: object) -> tuple[int, int]:
     """Validated ``(limit, offset)``: limit 1..1000 (default 100), offset ≥ 0 (default 0)."""
     return (
         _int(limit, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        _int(offset, "offset", 0, 0, None),
+        _int(offset, "offset", 0, 0, MAX_POSITION),
     )
 
 
@@ -350,7 +352,7 @@ def events(
     job_label: str | None,
 ) -> dict[str, Any]:
     """Events after ``since`` (exclusive), oldest first; ``next_since`` continues from there."""
-    since = _int(since, "since", 0, 0, None)
+    since = _int(since, "since", 0, 0, MAX_POSITION)
     limit = _int(limit, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     where = _Where()
     where.add("idx > ?", since)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import databuild
-from databuild.bel.queries import MAX_LIMIT
+from databuild.bel.queries import MAX_LIMIT, MAX_POSITION
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 
 Schema = dict[str, Any]
@@ -204,7 +204,7 @@ def _path(name: str, description: str) -> Schema:
 
 PAGE = [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}),
-    _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+    _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION, "default": 0}),
 ]
 
 
@@ -352,7 +352,8 @@ PATHS: dict[str, Schema] = {
         }))},
         ("400",),
         parameters=[
-            _query("since", {"type": "integer", "minimum": 0, "default": 0}),
+            _query("since", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION,
+                             "default": 0}),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
             _query("build_request_id", STRING), _query("partition_ref", STRING),
             _query("job_label", STRING),
