@@ -129,7 +129,10 @@ PROTECTED = [
     ("GET", "/api/v1/tasks/x/logs"),
     ("GET", "/api/v1/events"),
     ("POST", "/api/v1/service/shutdown"),
-    ("GET", "/no/such/path"),
+    ("POST", "/api/v1/dashboard/login-code"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/api/no/such/path"),
 ]
 
 
@@ -348,7 +351,7 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/api/v1/tasks/nosuchtask/logs", None, 404, "not_found"),
     ("POST", "/api/v1/tasks/nosuchtask/cancel", None, 404, "not_found"),
     ("GET", "/api/v1/nothing/here", None, 404, "not_found"),
-    ("GET", "/", None, 404, "not_found"),
+    ("GET", "/api/", None, 404, "not_found"),
     ("DELETE", "/api/v1/builds", None, 405, "method_not_allowed"),
     ("GET", "/api/v1/analyze", None, 405, "method_not_allowed"),
     ("PUT", "/api/v1/health", None, 405, "method_not_allowed"),

@@ -241,3 +241,17 @@ def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path
     release(service, "shot")
     assert finished(service, build_id) == "BUILD_REQUEST_COMPLETED"
     no_console_errors(browser)
+
+
+def test_an_open_tab_does_not_keep_an_idle_service_and_says_when_it_stopped(
+    color_votes: Path, service_factory: Any, tmp_path: Path
+) -> None:
+    idle = service_factory(color_votes, "--idle-timeout", "3")
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(login_url(idle))
+        assert css(driver, "#active")
+        assert idle.wait_exit(60) == 0
+        until(driver, lambda d: css(d, "#stopped")[0].is_displayed(), "the stopped banner")
+    finally:
+        driver.quit()
