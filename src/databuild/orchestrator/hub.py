@@ -114,7 +114,10 @@ class ProgressHub:
     def publish(self, event: Event) -> None:
         """Hand a stored event (``idx`` set) to the observers and its build's subscribers."""
         for observe in self.observers:
-            observe(event)
+            try:
+                observe(event)
+            except Exception:
+                self.log.failure("event observer {observer!r} failed", observer=observe)
         subscriptions = self._subscribers.get(event.build_request_id)
         if subscriptions:
             data = event.to_json()

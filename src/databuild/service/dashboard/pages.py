@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 
@@ -37,6 +38,13 @@ from databuild.service.settings import ServiceConfig
 HTML = b"text/html; charset=utf-8"
 TREND_RUNS = 50
 """How many of a job's latest runs its duration trend shows."""
+
+
+class StaticFiles(File):
+    """The package's scripts and stylesheets; no directory listings."""
+
+    def directoryListing(self) -> Resource:
+        return NoResource("no such file")
 
 
 def _page_args(request: IRequest) -> tuple[int, int]:
@@ -132,7 +140,7 @@ class Dashboard:
 
     @app.route("/static/", branch=True)
     def static(self, request: IRequest) -> File:
-        return File(str(files("databuild.service.dashboard") / "static"))
+        return StaticFiles(str(files("databuild.service.dashboard") / "static"))
 
     # -- pages -----------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
-// Home: each active build's row follows its progress stream until the build ends.
+// Home: the first active builds' rows follow their progress streams until the builds end.
+// Only a few: each stream holds one of the browser's six connections to the service.
 "use strict";
 (() => {
-  for (const row of document.querySelectorAll("#active tr[data-build]")) {
+  const LIVE_ROWS = 3;
+  const rows = [...document.querySelectorAll("#active tr[data-build]")].slice(0, LIVE_ROWS);
+  for (const row of rows) {
     const statuses = new Map();
     const counts = row.querySelector(".counts");
     function showCounts() {
