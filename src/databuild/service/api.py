@@ -169,7 +169,7 @@ class Api:
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     @_shielded
-    async def openapi(self, request: IRequest) -> dict[str, Any]:
+    async def openapi_document(self, request: IRequest) -> dict[str, Any]:
         return openapi.document()
 
     @app.route("/metrics", methods=["GET"])
