@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import EXAMPLES
-from tests.service.browser import api, chromium, console_errors, login_url
+from tests.service.browser import CuttableProxy, api, chromium, console_errors, login_url
 from tests.service.conftest import Service, start_service, wait_until, with_slow_job
 
 WAIT_S = 60
@@ -171,6 +171,37 @@ def test_build_page_graph_follows_the_build_live(service: Service, browser: Any)
     css(browser, f'#graph .node[data-run="{runs["slow/livea"]}"]')[0].click()
     until(browser, lambda d: "released" in css(d, "#log")[0].text, "the run's log")
     no_console_errors(browser)
+
+
+def test_build_page_resumes_after_a_dropped_stream_without_losing_a_run(
+    service: Service, tmp_path: Path
+) -> None:
+    proxy = CuttableProxy(service.info["port"])
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(proxy.url + login_url(service).removeprefix(service.url))
+        build_id = submit(service, "slow/dropa", "slow/dropb")
+        started(service, "dropa")
+        started(service, "dropb")
+        runs = run_ids(service, build_id)
+        driver.get(f"{proxy.url}/builds/{build_id}")
+        until(driver, lambda d: all(node_status(d, r) == "JOB_RUNNING" for r in runs.values()),
+              "both runs' nodes to show them running")
+        proxy.cut()
+        release(service, "dropa")
+        until(driver, lambda d: node_status(d, runs["slow/dropa"]) == "JOB_COMPLETED",
+              "slow/dropa's node to turn completed over the resumed stream")
+        release(service, "dropb")
+        until(driver, lambda d: css(d, "#build[data-finished]"), "the page to see the build end")
+        assert len(css(driver, "#graph .node")) == 2
+        assert len(css(driver, "#timeline .row")) == 2
+        events = api(service, "GET", f"/api/v1/events?build_request_id={build_id}")[1]["events"]
+        assert int(css(driver, "#build")[0].get_attribute("data-last-event")) == max(
+            e["idx"] for e in events
+        )
+    finally:
+        driver.quit()
+        proxy.close()
 
 
 def test_cancel_button_cancels_the_build(service: Service, browser: Any) -> None:

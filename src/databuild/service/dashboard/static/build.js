@@ -110,5 +110,5 @@
       if (cancel) cancel.remove();
       root.dataset.finished = "true";
     },
-  });
+  }, root);
 })();

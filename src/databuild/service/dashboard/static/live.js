@@ -15,7 +15,8 @@ window.dbLive = (() => {
   }
 
   // handlers: {job_graph, job, build_request, partition, finished}; each optional.
-  function follow(buildId, handlers) {
+  // The index of the last event applied is kept in element.dataset.lastEvent.
+  function follow(buildId, handlers, element) {
     let lastIdx = 0;
     const source = new EventSource("/ui/builds/" + encodeURIComponent(buildId) + "/events");
     for (const type of ["job_graph", "job", "build_request", "partition", "delegation"]) {
@@ -23,6 +24,7 @@ window.dbLive = (() => {
         const idx = Number(message.lastEventId);
         if (idx <= lastIdx) return;
         lastIdx = idx;
+        if (element) element.dataset.lastEvent = idx;
         if (handlers[type]) handlers[type](JSON.parse(message.data));
       });
     }
