@@ -1,6 +1,6 @@
 """The Build Event Log (SPEC §4): events, transitions, storage and read queries."""
 
-from databuild.bel.backend import EventLogError
+from databuild.bel.backend import EventLogError, StoreUnavailable
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -33,5 +33,6 @@ __all__ = [
     "PartitionEvent",
     "PartitionStatus",
     "Payload",
+    "StoreUnavailable",
     "open_event_log",
 ]

@@ -31,6 +31,15 @@ class EventLogError(DataBuildError):
     code = "event_log"
 
 
+class StoreUnavailable(EventLogError):
+    """The database could not store events (unreachable, disk full); nothing was stored.
+
+    Unlike a refused event, the same append may succeed once the store answers again.
+    """
+
+    code = "event_log_unavailable"
+
+
 @frozen
 class Location:
     """A parsed event-log URI: ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""

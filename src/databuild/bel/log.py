@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from databuild.bel import queries, schema
-from databuild.bel.backend import Database, EventLogError, Location, parse_uri
+from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
 from databuild.bel.events import Event
 from databuild.bel.status import PartitionStatus
 from databuild.bel.writer import append_batch
@@ -138,7 +138,9 @@ class EventLog:
         """Store ``event``; fires with it, ``idx`` set, once durable.
 
         Errbacks with IllegalTransition (nothing written) if its status may not follow the
-        current one, or with EventLogError if the log is not open or the database failed.
+        current one, with StoreUnavailable if the database failed to store it (then every
+        append queued behind it fails too, so none is stored out of order), or with
+        EventLogError if the log is not open.
         """
         if self._state != "open":
             return self._not_open()
@@ -173,10 +175,12 @@ class EventLog:
             location=self.location.describe(),
             count=len(batch),
         )
-        error = EventLogError(
+        error = StoreUnavailable(
             f"the event log at {self.location.describe()} could not store the event: "
             f"{failure.getErrorMessage()}"
         )
+        # Appends queued behind the failed ones fail too: none is stored before an earlier one.
+        batch, self._pending = batch + self._pending, []
         for _, waiting in batch:
             waiting.errback(Failure(error))
 
@@ -204,6 +208,10 @@ class EventLog:
     def unfinished_builds(self) -> Deferred[list[str]]:
         """Ids of builds not in a final status, oldest first."""
         return self._read(queries.unfinished_builds)
+
+    def builds_with_open_work(self) -> Deferred[list[str]]:
+        """Ids of final builds that still have open job runs or partitions, oldest first."""
+        return self._read(queries.builds_with_open_work)
 
     def list_partitions(
         self,

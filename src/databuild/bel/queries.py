@@ -154,6 +154,24 @@ def unfinished_builds(db: Database) -> list[str]:
     return [row[0] for row in rows]
 
 
+_OPEN_JOB_STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus if not s.final)
+_OPEN_PARTITION_STATUSES = ", ".join(f"'{s.value}'" for s in PartitionStatus if not s.final)
+
+
+def builds_with_open_work(db: Database) -> list[str]:
+    """Builds in a final status that still have a job run or a partition not final."""
+    # Open job runs are found by index; build_partitions has none by status (a scan, at start).
+    rows = db.all(
+        "SELECT build_request_id FROM builds"
+        f" WHERE status IN ({_FINAL_BUILD_STATUSES}) AND build_request_id IN ("
+        f"  SELECT build_request_id FROM job_runs WHERE status IN ({_OPEN_JOB_STATUSES})"
+        "  UNION SELECT build_request_id FROM build_partitions"
+        f"  WHERE status IN ({_OPEN_PARTITION_STATUSES}))"
+        " ORDER BY created_idx"
+    )
+    return [row[0] for row in rows]
+
+
 # --- partitions -----------------------------------------------------------------------
 
 _PARTITION_COLUMNS = "partition_ref, status, updated_at, build_request_id, job_run_id, job_label"

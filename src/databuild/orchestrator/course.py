@@ -5,18 +5,25 @@ CANCELLED from any of these. After analysis, one step decides for every run whet
 runs it, takes its outputs as already AVAILABLE, or waits for another live build producing them
 (delegation), and claims the refs it will produce. Execution is event-driven: a run starts when
 its last pending input becomes AVAILABLE; a failure fails everything downstream of it and
-nothing else.
+nothing else. Every status comes from the status policy (``policy.py``).
+
+Whatever goes wrong inside the course — in its own code, or in a callback the executor, the
+claims or the recorder make into it — breaks this build only (``break_``): its runs stop, it
+is recorded FAILED with the error, and the traceback goes to the service log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from attrs import define
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from databuild.bel.events import DelegationEvent, JobGraphEvent
+from databuild.bel.backend import StoreUnavailable
+from databuild.bel.events import DelegationEvent, Event, JobGraphEvent, Payload
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
 from databuild.executor.runner import Executor
@@ -26,11 +33,19 @@ from databuild.model import JobGraph
 from databuild.orchestrator.claims import Claims
 from databuild.orchestrator.holdings import Holdings
 from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
+from databuild.orchestrator.policy import (
+    POLICY,
+    Happening,
+    build_end,
+    delegation_settled,
+    downstream_of_failure,
+    run_ended,
+)
 from databuild.orchestrator.recorder import Recorder
 from databuild.orchestrator.state import Build, Outcome, Task, TaskState
 from databuild.proc.process import ProcessResult
 
-B, J, P = BuildStatus, JobStatus, PartitionStatus
+B, J, P, H = BuildStatus, JobStatus, PartitionStatus, Happening
 
 CANCELLED_MESSAGE = "cancelled"
 
@@ -66,24 +81,22 @@ class Course:
 
     # -- the course ------------------------------------------------------------------------
 
-    async def run(self) -> bool:
-        """Plan and execute the build, then record its end; whether the log stored that end."""
-        build = self.build
+    async def run(self) -> Event:
+        """Plan and execute the build, then record its end; fires with the stored end.
+
+        Errbacks only if the log refused or lost that final event.
+        """
         try:
             graph = await self._plan()
             if graph is not None:
                 await self._execute(graph)
-        except Exception as e:
-            self.log.failure(
-                "build {build_request_id} broke", build_request_id=build.build_request_id
-            )
-            build.message = build.message or f"internal error: {e}"
-            self._close_open_work()
+        except Exception:
+            self.break_(Failure())
         return await self._finish()
 
     async def _plan(self) -> JobGraph | None:
         build = self.build
-        if build.cancelled:
+        if build.ending:
             return None
         self._record_build(B.BUILD_REQUEST_PLANNING)
         build.analysis = self._parts.analyze(build.requested)
@@ -92,13 +105,13 @@ class Course:
         except CancelledError:
             return None
         except DataBuildError as e:
-            build.message = f"analysis failed: {e}"
+            self._end_early(H.ANALYSIS_FAILED, f"analysis failed: {e}")
             return None
         finally:
             build.analysis = None
-        if build.cancelled:
+        if build.ending:
             return None
-        self._record.record(build.build_request_id, JobGraphEvent(graph))
+        self._emit(JobGraphEvent(graph))
         self._record_build(B.BUILD_REQUEST_ANALYSIS_COMPLETED)
         return graph
 
@@ -108,7 +121,7 @@ class Course:
         await self._holdings.hold(build.build_request_id, outputs)
         available = {ref for ref in outputs if self._holdings.is_available(ref)}
         await self._holdings.learn_builders(sorted(available))
-        if build.cancelled:
+        if build.ending:
             return
         plans = await self._claim_and_plan(graph, available)
         waits: dict[str, Deferred[Outcome]] = {}
@@ -186,34 +199,35 @@ class Course:
                 build.ready.append(task)
         for ref, wait in waits.items():
             build.open += 1
-            wait.addCallback(self._delegation_settled, ref)
+            wait.addCallback(lambda outcome, ref=ref: self._guarded(
+                self._delegation_settled, outcome, ref
+            ))
 
     def _skip(self, task: Task, plan: RunPlan) -> None:
-        build = self.build
         run_id = task.job_run_id
         for ref in plan.available:
+            other = self._holdings.built_by(ref)
+            self._emit(DelegationEvent(ref, other, "already available; not built again"))
             # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED: the
             # build that made the ref is the one this build relies on.
-            other = self._holdings.built_by(ref)
-            self._record.record(
-                build.build_request_id,
-                DelegationEvent(ref, other, "already available; not built again"),
-            )
             message = f"already available, built by build {other}"
             self._set_partition(ref, P.PARTITION_DELEGATED, message, run_id)
-            self._set_partition(ref, P.PARTITION_AVAILABLE, "already available", run_id)
-        for ref, other in plan.delegated.items():
-            self._record.record(
-                build.build_request_id, DelegationEvent(ref, other, f"being built by build {other}")
+            self._set_partition(
+                ref, _outputs_status(H.ALREADY_AVAILABLE), "already available", run_id
             )
-            self._set_partition(ref, P.PARTITION_DELEGATED, f"waiting for build {other}", run_id)
+        for ref, other in plan.delegated.items():
+            self._emit(DelegationEvent(ref, other, f"being built by build {other}"))
+            self._set_partition(
+                ref, _outputs_status(H.DELEGATED), f"waiting for build {other}", run_id
+            )
+        happening = H.DELEGATED if plan.delegated else H.ALREADY_AVAILABLE
         reason = (
             f"delegated to build {', '.join(sorted(set(plan.delegated.values())))}"
             if plan.delegated
             else "outputs already available"
         )
         task.state = TaskState.DONE
-        self._record_job(task, J.JOB_SKIPPED, reason)
+        self._record_job(task, _run_status(happening), reason)
         task.done.callback(None)
 
     async def _resolve_commands(self) -> None:
@@ -228,7 +242,7 @@ class Course:
             message = f"could not resolve the job's command: {e}"
             for task in list(build.tasks.values()):
                 if task.state is TaskState.PENDING:
-                    self._end_run(task, J.JOB_FAILED, message, None)
+                    self._end_run(task, H.COMMAND_UNRESOLVED, message, None)
             return
         self._start_ready()
 
@@ -237,22 +251,27 @@ class Course:
         if build.partitions.get(ref) is not P.PARTITION_DELEGATED:
             return  # this build stopped waiting (it was cancelled)
         build.open -= 1
+        happening = delegation_settled(outcome.status)
         message = f"built by build {outcome.build_request_id}"
-        if outcome.status is P.PARTITION_FAILED:
+        if happening is H.DELEGATION_FAILED:
             message = f"failed in build {outcome.build_request_id}: {outcome.message}"
-        self._settle_ref(ref, outcome.status, message)
+        self._settle_ref(ref, happening, message)
         self._start_ready()
         build.check_settled()
 
     # -- runs ------------------------------------------------------------------------------
 
+    def resume(self) -> None:
+        """Start the runs that are ready (after the event log answers again)."""
+        self._guarded(self._start_ready)
+
     def _start_ready(self) -> None:
         build = self.build
-        if build.prefixes is None:
+        if build.prefixes is None or not self._record.healthy:
             return
         while build.ready:
             task = build.ready.popleft()
-            if task.state is TaskState.PENDING and not build.cancelled:
+            if task.state is TaskState.PENDING and not build.ending:
                 self._start(task, build.prefixes)
 
     def _start(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
@@ -263,15 +282,18 @@ class Course:
             run, self.build_request_id, prefixes[run.job_label], spec.timeout,
             retries=spec.retries,
         )
-        task.handle.started.addCallback(lambda _: self._run_started(task))
-        task.handle.result.addCallback(self._run_ended, task)
+        task.handle.started.addCallback(lambda _: self._guarded(self._run_started, task))
+        task.handle.result.addCallback(
+            lambda result: self._guarded(self._run_ended, result, task)
+        )
 
     def _run_started(self, task: Task) -> None:
         build = self.build
-        self._record_job(task, J.JOB_RUNNING)
+        happening = H.RUN_STARTED
+        self._record_job(task, _run_status(happening))
         for ref in task.job_run.outputs:
             if not build.is_final(ref):
-                self._set_partition(ref, P.PARTITION_BUILDING, "", task.job_run_id)
+                self._set_partition(ref, _outputs_status(happening), "", task.job_run_id)
         self.log.info(
             "job run {job_run_id} ({job_label}) of build {build_request_id} started",
             job_run_id=task.job_run_id,
@@ -281,12 +303,12 @@ class Course:
 
     def _run_ended(self, result: ProcessResult, task: Task) -> None:
         label = task.job_run.job_label
-        if result.succeeded:
-            status, message = J.JOB_COMPLETED, ""
-        elif result.cancelled:
-            status, message = J.JOB_CANCELLED, task.cancel_message or CANCELLED_MESSAGE
-        else:
-            status = J.JOB_FAILED
+        happening = run_ended(result)
+        message = ""
+        if happening is H.RUN_CANCELLED:
+            happening = task.stopped_by or happening
+            message = task.stop_message or CANCELLED_MESSAGE
+        elif happening is not H.RUN_SUCCEEDED:
             message = f"job {label} {result.describe()}"
             if task.handle is not None and task.handle.attempts > 1:
                 message += f" (after {task.handle.attempts} attempts)"
@@ -298,45 +320,44 @@ class Course:
             job_run_id=task.job_run_id,
             job_label=label,
             build_request_id=self.build_request_id,
-            status=status.short,
+            status=_run_status(happening).short,
             outcome=result.describe(),
         )
-        self._end_run(task, status, message, result.exit_code)
+        self._end_run(task, happening, message, result.exit_code)
 
     def _end_run(
-        self, task: Task, status: JobStatus, message: str, exit_code: int | None
+        self, task: Task, happening: Happening, message: str, exit_code: int | None
     ) -> None:
         """Record a run's end, then its outputs' (and everything downstream of a failure)."""
         build = self.build
-        work: list[tuple[Task, JobStatus, str, int | None]] = [(task, status, message, exit_code)]
+        work: list[tuple[Task, Happening, str, int | None]] = [
+            (task, happening, message, exit_code)
+        ]
         while work:
-            task, status, message, exit_code = work.pop()
+            task, happening, message, exit_code = work.pop()
             if task.state is TaskState.DONE:
                 continue
             task.state = TaskState.DONE
             build.open -= 1
-            self._record_job(task, status, message, exit_code)
-            if status is J.JOB_COMPLETED:
-                for ref in task.job_run.outputs:
-                    self._ref_ended(ref, P.PARTITION_AVAILABLE, "", task.job_run_id)
-            else:
-                cause = f"{message} (job run {task.job_run_id})"
-                for ref in task.job_run.outputs:
-                    for failed, reason_status, reason in self._ref_ended(
-                        ref, P.PARTITION_FAILED, cause, task.job_run_id
-                    ):
-                        work.append((failed, reason_status, reason, None))
+            self._record_job(task, _run_status(happening), message, exit_code)
+            cause = "" if happening is H.RUN_SUCCEEDED else f"{message} (job run {task.job_run_id})"
+            for ref in task.job_run.outputs:
+                for failed, reason_happening, reason in self._ref_ended(
+                    ref, happening, cause, task.job_run_id
+                ):
+                    work.append((failed, reason_happening, reason, None))
             task.done.callback(None)
         self._start_ready()
         build.check_settled()
 
     def _ref_ended(
-        self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None
-    ) -> list[tuple[Task, JobStatus, str]]:
+        self, ref: str, happening: Happening, message: str, job_run_id: str | None
+    ) -> list[tuple[Task, Happening, str]]:
         """Record a ref's end in this build; returns the runs that end with it, and how."""
         build = self.build
         if build.is_final(ref):
             return []
+        status = _outputs_status(happening)
         root = build.root_causes.get(ref, f"{ref}: {message}")
         self._set_partition(ref, status, message, job_run_id)
         if status is P.PARTITION_AVAILABLE and job_run_id is not None:
@@ -350,47 +371,76 @@ class Course:
                     build.ready.append(task)
             return []
         failed = []
+        follows = downstream_of_failure(build.ended_by)
+        reason = f"upstream failed: {root}" if follows is H.UPSTREAM_FAILED else build.message
         for task in downstream:
             if task.state is TaskState.PENDING:
                 for out in task.job_run.outputs:
                     build.root_causes.setdefault(out, root)
-                if build.cancelled:
-                    failed.append((task, J.JOB_CANCELLED, build.message))
-                else:
-                    failed.append((task, J.JOB_FAILED, f"upstream failed: {root}"))
+                failed.append((task, follows, reason))
         return failed
 
-    def _settle_ref(self, ref: str, status: PartitionStatus, message: str) -> None:
+    def _settle_ref(self, ref: str, happening: Happening, message: str) -> None:
         """Record the end of a ref no run of this build made, and end the runs it fails."""
-        for task, job_status, reason in self._ref_ended(ref, status, message, None):
-            self._end_run(task, job_status, reason, None)
+        for task, follows, reason in self._ref_ended(ref, happening, message, None):
+            self._end_run(task, follows, reason, None)
 
-    # -- cancellation and the end ----------------------------------------------------------
+    # -- ending early ----------------------------------------------------------------------
 
     def cancel_run(self, task: Task, message: str) -> None:
         """Cancel one run of this build; its downstream fails."""
-        task.cancel_message = message
+        self._guarded(self._stop_run, task, H.RUN_CANCELLED, message)
+
+    def _stop_run(self, task: Task, happening: Happening, message: str) -> None:
+        task.stopped_by, task.stop_message = happening, message
         if task.state is TaskState.PENDING:
-            self._end_run(task, J.JOB_CANCELLED, message, None)
+            self._end_run(task, happening, message, None)
         elif task.state is TaskState.STARTED and task.handle is not None:
             task.handle.cancel()
 
     def cancel(self, message: str) -> None:
         """Cancel the build: its analysis, its runs, its waits for other builds."""
+        self._guarded(self._end_early, H.BUILD_CANCELLED, message)
+
+    def fail(self, happening: Happening, message: str) -> None:
+        """End the build FAILED for ``happening`` (an event-log outage, say), runs and all."""
+        self._guarded(self._end_early, happening, message)
+
+    def break_(self, failure: Failure) -> None:
+        """An unexpected exception broke the build: log it, stop everything, fail the build."""
+        self.log.failure(
+            "build {build_request_id} broke", failure, build_request_id=self.build_request_id
+        )
         build = self.build
-        if build.cancelled:
+        if build.ended_by is H.INTERNAL_ERROR:
             return
-        build.cancelled = True
-        build.message = message
+        build.ended_by = None  # an internal error outranks any earlier end
+        try:
+            self._end_early(H.INTERNAL_ERROR, f"internal error: {failure.getErrorMessage()}")
+        except Exception:
+            self.log.failure(
+                "build {build_request_id} broke while stopping",
+                build_request_id=self.build_request_id,
+            )
+        # Whatever is still open is closed by _finish; let the course get there.
+        if build.executing and not build.settled.called:
+            build.settled.callback(None)
+
+    def _end_early(self, happening: Happening, message: str) -> None:
+        build = self.build
+        if build.ending:
+            return
+        build.ended_by, build.message = happening, message
         self.log.info(
-            "cancelling build {build_request_id}: {message}",
+            "ending build {build_request_id} early: {message}",
             build_request_id=build.build_request_id,
             message=message,
         )
         if build.analysis is not None:
             build.analysis.cancel()
+        run_happening = downstream_of_failure(happening)
         for task in list(build.tasks.values()):
-            self.cancel_run(task, message)
+            self._stop_run(task, run_happening, message)
         self._close_open_work()
 
     def _close_open_work(self) -> None:
@@ -399,55 +449,108 @@ class Course:
         for ref, status in list(build.partitions.items()):
             if status is P.PARTITION_DELEGATED:
                 build.open -= 1
-                self._settle_ref(ref, P.PARTITION_FAILED, build.message)
+                self._settle_ref(ref, H.DELEGATION_FAILED, build.message)
         build.check_settled()
 
-    async def _finish(self) -> bool:
+    async def _finish(self) -> Event:
         build = self.build
+        # Only after an internal error may runs still be open: stop them and wait for them,
+        # so that no process of this build outlives its end.
+        stopping = []
+        for task in build.tasks.values():
+            if task.state is TaskState.STARTED and task.handle is not None:
+                task.handle.cancel()
+                stopping.append(_ended(task.handle.result))
+        await DeferredList(stopping)
+        leftover = build.ended_by or H.INTERNAL_ERROR
         for task in build.tasks.values():
             if task.state is not TaskState.DONE:
-                # Only after an internal error: nothing may stay open or running.
-                if task.handle is not None:
-                    task.handle.cancel()
-                self._end_run(task, J.JOB_FAILED, build.message, None)
+                task.state = TaskState.DONE
+                self._record_job(task, _run_status(H.INTERNAL_ERROR), build.message or "broken")
+                task.done.callback(None)
         for ref in list(build.partitions):
             if not build.is_final(ref):
-                self._ref_ended(ref, P.PARTITION_FAILED, build.message or "not built", None)
-        failed = [
-            r for r in build.requested if build.partitions.get(r) is not P.PARTITION_AVAILABLE
-        ]
-        if build.cancelled:
-            status, message = B.BUILD_REQUEST_CANCELLED, build.message
-        elif not failed:
-            status, message = B.BUILD_REQUEST_COMPLETED, ""
-        else:
-            status = B.BUILD_REQUEST_FAILED
-            message = build.message or (
+                self._ref_ended(ref, leftover, build.message or "not built", None)
+        status = build_end(build.ended_by, {r: build.partitions.get(r) for r in build.requested})
+        message = build.message
+        if status is B.BUILD_REQUEST_COMPLETED:
+            message = ""
+        elif not message:
+            failed = [
+                r for r in build.requested if build.partitions.get(r) is not P.PARTITION_AVAILABLE
+            ]
+            message = (
                 f"{len(failed)} of {len(build.requested)} requested partitions failed: "
                 + ", ".join(failed[:5])
                 + (", ..." if len(failed) > 5 else "")
             )
         build.final_status, build.message = status, message
-        return await self._record_build(status, message) is not None
+        return await self._record.build(
+            self.build_request_id, build.requested, status, message
+        )
 
     # -- recording -------------------------------------------------------------------------
 
-    def _record_build(self, status: BuildStatus, message: str = "") -> Deferred:
-        return self._record.build(self.build_request_id, self.build.requested, status, message)
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` (a callback into this course); what it raises breaks the build."""
+        try:
+            fn(*args)
+        except Exception:
+            self.break_(Failure())
+
+    def _emit(self, payload: Payload) -> None:
+        d = self._record.record(self.build_request_id, payload)
+        d.addErrback(self._not_recorded)
+
+    def _not_recorded(self, failure: Failure) -> None:
+        """The log refused an event of this build: the course and the log disagree."""
+        if failure.check(StoreUnavailable):
+            return  # the recorder gave up (the service stopped): it said so
+        self._guarded(self.break_, failure)
+
+    def _record_build(self, status: BuildStatus) -> None:
+        d = self._record.build(self.build_request_id, self.build.requested, status)
+        d.addErrback(self._not_recorded)
 
     def _record_job(
         self, task: Task, status: JobStatus, message: str = "", exit_code: int | None = None
     ) -> None:
-        self._record.job(self.build_request_id, task.job_run, status, message, exit_code)
+        d = self._record.job(self.build_request_id, task.job_run, status, message, exit_code)
+        d.addErrback(self._not_recorded)
 
     def _set_partition(
         self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None = None
     ) -> None:
         self.build.partitions[ref] = status
         self._holdings.note(ref, status)
-        self._record.partition(self.build_request_id, ref, status, message, job_run_id)
+        d = self._record.partition(self.build_request_id, ref, status, message, job_run_id)
+        d.addErrback(self._not_recorded)
 
     def requested(self) -> None:
         """Record the requested refs as REQUESTED (after RECEIVED is stored)."""
         for ref in self.build.requested:
             self._set_partition(ref, P.PARTITION_REQUESTED, "requested")
+
+
+def _run_status(happening: Happening) -> JobStatus:
+    status = POLICY[happening].run
+    assert status is not None, f"{happening} concerns no run"
+    return status
+
+
+def _outputs_status(happening: Happening) -> PartitionStatus:
+    status = POLICY[happening].outputs
+    assert status is not None, f"{happening} concerns no partition"
+    return status
+
+
+def _ended(result: Deferred[Any]) -> Deferred[None]:
+    """A Deferred firing once ``result`` has, leaving ``result``'s own chain alone."""
+    d: Deferred[None] = Deferred()
+
+    def fire(value: object) -> object:
+        d.callback(None)
+        return value
+
+    result.addBoth(fire)
+    return d

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from attrs import define, field
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from databuild.bel.events import Event
 from databuild.bel.status import BuildStatus
@@ -124,13 +125,13 @@ class ProgressHub:
             for subscription in list(subscriptions):
                 subscription._offer(data)
 
-    def abandon(self, build_request_id: str, finished: dict[str, Any]) -> None:
-        """End a build's subscriptions with ``finished`` when its last event could not be
-        stored (the log failed), so that no reader waits for an event that will never come."""
+    def abandon(self, build_request_id: str, reason: Failure) -> None:
+        """End a build's subscriptions with ``reason`` (they errback) when its last event
+        will never be stored, so that no reader waits for it; no ``build_finished`` is sent."""
         for subscription in list(self._subscribers.get(build_request_id, ())):
             subscription.close()
             if not subscription.finished.called:
-                subscription.finished.callback(finished)
+                subscription.finished.errback(reason)
 
     def subscribe(
         self, build_request_id: str, since: int | None, on_event: EventCallback

@@ -1,12 +1,18 @@
 """The orchestrator service: its lifecycle, the request API and the barrier around each build.
 
 Each build's course (``course.py``) runs inside a barrier: whatever escapes it ends that build
-and nothing else. Claims on refs (``claims.py``), what live builds know of the refs they hold
+and nothing else — logged with its traceback, the build dropped from the live ones, its readers
+told. Claims on refs (``claims.py``), what live builds know of the refs they hold
 (``holdings.py``) and the recorder of events (``recorder.py``) are shared by all builds.
+
+``stopService`` cancels every live build and waits for each to record its end, at most
+``stop_deadline_s``; then it kills the job process groups still recorded as running and drops
+the events the log could not store (the next start fails those builds).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -14,12 +20,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from databuild.bel.backend import StoreUnavailable
 from databuild.bel.events import BuildRequestEvent, Event
 from databuild.bel.status import BuildStatus, JobStatus
 from databuild.errors import Conflict, NotFound
 from databuild.executor.runner import Executor
-from databuild.executor.running import reap_orphans
+from databuild.executor.running import read_records, reap_orphans
 from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
@@ -28,11 +36,14 @@ from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
-from databuild.orchestrator.recorder import EventSink, Recorder
+from databuild.orchestrator.policy import Happening
+from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
 from databuild.orchestrator.state import Build, TaskState
+from databuild.proc.process import kill_group
 
 STOPPING_MESSAGE = "cancelled: the service is stopping"
+STOP_DEADLINE_S = 30.0
 
 
 class EventLog(EventSink, EventSource, RecoverySource, PartitionSource, Protocol):
@@ -54,14 +65,19 @@ class Orchestrator(Service):
         executor: Executor,
         resolve: CommandResolver = plain_commands,
         claims: Claims | None = None,
+        *,
+        outage_limit_s: float = OUTAGE_LIMIT_S,
+        stop_deadline_s: float = STOP_DEADLINE_S,
     ) -> None:
         self._reactor = reactor
+        self._stop_deadline_s = stop_deadline_s
         self._workspace = workspace
         self._log = event_log
         self._executor = executor
         self._resolve = resolve
         self.hub = ProgressHub(event_log)
-        self._recorder = Recorder(event_log, self.hub)
+        self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
+        self._recorder.listener = self
         self._holdings = Holdings(event_log)
         self._parts = Parts(
             workspace,
@@ -101,7 +117,7 @@ class Orchestrator(Service):
         if reaped or failed:
             self.log.info(
                 "recovered from an earlier stop: {groups} job process groups terminated, "
-                "{builds} unfinished builds recorded as failed",
+                "{builds} builds failed or closed",
                 groups=len(reaped),
                 builds=len(failed),
             )
@@ -120,13 +136,52 @@ class Orchestrator(Service):
         self._ready_waiters.append(d)
         return d
 
-    def stopService(self) -> Deferred[object]:
-        """Cancel every live build and fire once each has recorded its end."""
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        """Cancel every live build; fire once each has recorded its end, or at the deadline."""
         super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await self.when_ready()  # recovery is not cut off halfway
         courses = list(self._courses.values())
         for course in courses:
             course.cancel(STOPPING_MESSAGE)
-        return DeferredList([_copy(c.build.done) for c in courses])
+        ended = DeferredList([_copy(c.build.done) for c in courses])
+        ended.addTimeout(self._stop_deadline_s, self._reactor)  # type: ignore[arg-type]
+        try:
+            await ended
+            return
+        except Exception:
+            pass
+        still = [c.build_request_id for c in self._courses.values()]
+        self.log.error(
+            "{count} builds had not recorded their end {seconds:g} s after the stop began: "
+            "{builds}; killing their job process groups",
+            count=len(still),
+            seconds=self._stop_deadline_s,
+            builds=still,
+        )
+        for _, record in read_records(self._executor.running_dir):
+            if record is not None:
+                kill_group(record.pid, signal.SIGKILL)
+        self._recorder.give_up("the service stopped while the event log could not store events")
+        # Every course now ends: its final event fails at once.
+        await DeferredList([_copy(c.build.done) for c in list(self._courses.values())])
+
+    # -- outages of the event log (the recorder tells) --------------------------------------
+
+    def outage_began(self, reason: str) -> None:
+        """New runs wait (each course asks the recorder before starting one)."""
+
+    def outage_too_long(self, reason: str) -> None:
+        """Fail every live build: it could not be completed honestly."""
+        for course in list(self._courses.values()):
+            course.fail(Happening.STORE_OUTAGE, reason)
+
+    def outage_ended(self) -> None:
+        """Start the runs that waited."""
+        for course in list(self._courses.values()):
+            course.resume()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -158,7 +213,7 @@ class Orchestrator(Service):
         self._courses[build_id] = course
         try:
             await self._holdings.hold(build_id, requested)
-            await self._recorder.append(
+            await self._recorder.admit(
                 Event(build_id, BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, requested))
             )
         except BaseException:
@@ -172,7 +227,8 @@ class Orchestrator(Service):
             refs=list(requested),
             force=build.force,
         )
-        ensureDeferred(self._drive(course))
+        driven = ensureDeferred(self._drive(course))
+        driven.addErrback(self._broke, course)
         return build_id
 
     def cancel_build(self, build_request_id: str) -> Deferred[None]:
@@ -228,29 +284,44 @@ class Orchestrator(Service):
 
     async def _drive(self, course: Course) -> None:
         build = course.build
-        stored = await course.run()
-        status, message = build.final_status, build.message
-        assert status is not None
-        if not stored:
-            self.hub.abandon(
-                build.build_request_id,
-                {
-                    "build_request_id": build.build_request_id,
-                    "status": status.value,
-                    "message": f"{message} (the event log could not record this end)".lstrip(),
-                },
+        try:
+            await course.run()
+        except StoreUnavailable:
+            self.log.error(
+                "build {build_request_id} ended {status} but the event log did not store it",
+                build_request_id=build.build_request_id,
+                status=build.final_status,
             )
-        # Every event of this build is stored now (the log keeps call order).
-        self._parts.claims.release(build.build_request_id)
-        self._holdings.release(build.build_request_id)
-        del self._courses[build.build_request_id]
+            self._end(course, Failure())
+            return
         self.log.info(
             "build {build_request_id} ended: {status} {message}",
             build_request_id=build.build_request_id,
-            status=status.short,
-            message=message,
+            status=build.final_status.short if build.final_status else "?",
+            message=build.message,
         )
-        build.done.callback(None)
+        self._end(course, None)
+
+    def _broke(self, failure: Failure, course: Course) -> None:
+        """The barrier: the course itself failed (its end could not even be recorded)."""
+        self.log.failure(
+            "build {build_request_id} broke past its own barrier",
+            failure,
+            build_request_id=course.build_request_id,
+        )
+        if course.build_request_id in self._courses:
+            self._end(course, failure)
+
+    def _end(self, course: Course, lost: Failure | None) -> None:
+        """The build is over: drop it and its claims; readers learn it if the log cannot."""
+        build_id = course.build_request_id
+        if lost is not None:
+            self.hub.abandon(build_id, lost)
+        # Every event of this build is stored now (the log keeps call order).
+        self._parts.claims.release(build_id)
+        self._holdings.release(build_id)
+        del self._courses[build_id]
+        course.build.done.callback(None)
 
 
 def _copy(d: Deferred[Any]) -> Deferred[Any]:

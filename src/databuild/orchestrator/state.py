@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from databuild.bel.status import BuildStatus, PartitionStatus
 from databuild.executor.runner import RunHandle
 from databuild.model import JobRun
+from databuild.orchestrator.policy import Happening
 
 
 class TaskState(enum.Enum):
@@ -45,7 +46,9 @@ class Task:
     state: TaskState = TaskState.PENDING
     waiting_on: set[str] = field(factory=set)
     handle: RunHandle | None = None
-    cancel_message: str = ""
+    stopped_by: Happening | None = None
+    """Why this service terminated the run, if it did."""
+    stop_message: str = ""
     done: Deferred[None] = field(factory=Deferred)
 
     @property
@@ -72,13 +75,19 @@ class Build:
     prefixes: dict[str, tuple[str, ...]] | None = None
     analysis: Deferred[object] | None = None
     executing: bool = False
-    cancelled: bool = False
+    ended_by: Happening | None = None
+    """What ends the build before its runs are done: cancellation, a failed analysis..."""
     message: str = ""
     final_status: BuildStatus | None = None
     """The status its course ended with, once it ended."""
     settled: Deferred[None] = field(factory=Deferred)
     done: Deferred[None] = field(factory=Deferred)
     """Fires once the build's final status is recorded."""
+
+    @property
+    def ending(self) -> bool:
+        """Whether the build is ending early: it starts nothing new."""
+        return self.ended_by is not None
 
     def is_final(self, ref: str) -> bool:
         """Whether this build recorded a final status for ``ref``."""
