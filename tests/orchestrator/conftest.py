@@ -108,8 +108,16 @@ async def wait_for(predicate: Callable[[], object], deadline_s: float = 20.0) ->
 
 
 async def start_harness(
-    root: Path, max_parallel_jobs: int = 4, jobs: list[dict[str, Any]] | None = None
+    root: Path,
+    max_parallel_jobs: int = 4,
+    jobs: list[dict[str, Any]] | None = None,
+    *,
+    executor_type: type[Executor] = Executor,
+    wrap_log: Callable[[EventLog], Any] = lambda log: log,
+    **orchestrator_options: Any,
 ) -> Harness:
+    """A harness on ``root``; ``executor_type``, ``wrap_log`` and ``orchestrator_options``
+    let a test put faults into the orchestrator's parts."""
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "databuild.toml").exists():
         (root / "databuild.toml").write_text(workspace_toml(sys.executable, jobs or DEFAULT_JOBS))
@@ -118,8 +126,10 @@ async def start_harness(
     workspace = load_workspace(root)
     log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
-    executor = Executor(reactor, root, max_parallel_jobs, grace_s=2)
-    orchestrator = Orchestrator(reactor, workspace, log, executor)
+    executor = executor_type(reactor, root, max_parallel_jobs, grace_s=2)
+    orchestrator = Orchestrator(
+        reactor, workspace, wrap_log(log), executor, **orchestrator_options
+    )
     harness = Harness(root, workspace, log, executor, orchestrator)
     globalLogPublisher.addObserver(harness.observe)
     orchestrator.startService()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import pytest_twisted
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
 
 from databuild.errors import Conflict, NotFound
+from databuild.executor.runner import Executor
 from databuild.proc.info import alive
 
 
@@ -120,4 +123,30 @@ async def test_stopping_the_service_cancels_running_builds_and_records_it(tmp_pa
     assert "service is stopping" in build["message"]
     with pytest.raises(Conflict):
         await harness.orchestrator.submit(["work/a"])
+    await stop_harness(harness)
+
+
+class PatientExecutor(Executor):
+    """An executor that waits five minutes between SIGTERM and SIGKILL."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "grace_s": 300})
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_kills_the_job_groups_that_outlive_the_stop_deadline(tmp_path) -> None:
+    harness = await start_harness(
+        tmp_path / "ws", executor_type=PatientExecutor, stop_deadline_s=0.5
+    )
+    harness.plan({"work/a": {"block": True, "ignore_term": True, "grandchild": True}})
+    build_id = await harness.orchestrator.submit(["work/a"])
+    leader, grandchild = await running_pids(harness, "work/a")
+
+    await harness.orchestrator.stopService()  # SIGTERM is ignored: the deadline kills
+
+    assert not alive(leader)
+    await wait_for(lambda: not alive(grandchild))
+    build = await harness.log.get_build(build_id)
+    assert build["status"] == "BUILD_REQUEST_CANCELLED"
+    assert {t["status"] for t in build["tasks"]} == {"JOB_CANCELLED"}
     await stop_harness(harness)

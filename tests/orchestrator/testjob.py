@@ -2,13 +2,14 @@
 
 ``plan.json`` maps a ref to its behaviour: ``inputs`` (materialize refs), ``sleep`` seconds,
 ``exit`` code, ``fail_attempts`` (fail this many attempts first), ``block`` (sleep until
-killed), ``until`` (wait until that file exists), ``grandchild`` (start a ``sleep`` in the
-job's process group). Every exec appends a line to
+killed), ``until`` (wait until that file exists), ``ignore_term`` (ignore SIGTERM),
+``grandchild`` (start a ``sleep`` in the job's process group). Every exec appends a line to
 ``runs.jsonl``: ref, job run id, pid, start and end times.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ record = {"ref": ref, "job_run_id": run_id, "pid": os.getpid(), "start": start}
 with open("runs.jsonl", "a") as f:
     f.write(json.dumps({**record, "phase": "start"}) + "\n")
 print(json.dumps({"ref": ref, "outputs": config["outputs"]}), flush=True)
+if spec.get("ignore_term"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if spec.get("grandchild"):
     child = subprocess.Popen(["sleep", "300"])
     with open(f"grandchild-{run_id}.pid", "w") as f:

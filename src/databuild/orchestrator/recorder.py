@@ -19,7 +19,7 @@ from collections import deque
 from typing import Protocol
 
 from attrs import define
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -124,7 +124,7 @@ class Recorder:
 
     def _send(self, entry: _Entry) -> None:
         entry.sent = True
-        d = self._sink.append(entry.event)
+        d = maybeDeferred(self._sink.append, entry.event)
         d.addCallbacks(self._stored, self._not_stored, (entry,), None, (entry,))
         d.addErrback(lambda f: self.log.failure("recording an event broke", f))
 
@@ -186,7 +186,7 @@ class Recorder:
             attempt=self._attempts,
             count=len(self._unstored),
         )
-        d = self._sink.append(oldest.event)
+        d = maybeDeferred(self._sink.append, oldest.event)
         d.addCallbacks(self._answered, self._still_down, (oldest,), None, (oldest,))
         d.addErrback(lambda f: self.log.failure("retrying the event log broke", f))
 

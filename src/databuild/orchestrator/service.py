@@ -146,14 +146,9 @@ class Orchestrator(Service):
         courses = list(self._courses.values())
         for course in courses:
             course.cancel(STOPPING_MESSAGE)
-        ended = DeferredList([_copy(c.build.done) for c in courses])
-        ended.addTimeout(self._stop_deadline_s, self._reactor)  # type: ignore[arg-type]
-        try:
-            await ended
+        if await self._all_done():
             return
-        except Exception:
-            pass
-        still = [c.build_request_id for c in self._courses.values()]
+        still = list(self._courses)
         self.log.error(
             "{count} builds had not recorded their end {seconds:g} s after the stop began: "
             "{builds}; killing their job process groups",
@@ -164,9 +159,26 @@ class Orchestrator(Service):
         for _, record in read_records(self._executor.running_dir):
             if record is not None:
                 kill_group(record.pid, signal.SIGKILL)
-        self._recorder.give_up("the service stopped while the event log could not store events")
-        # Every course now ends: its final event fails at once.
-        await DeferredList([_copy(c.build.done) for c in list(self._courses.values())])
+        if not self._recorder.healthy or not await self._all_done():
+            reason = "the service stopped before the event log stored them"
+            self._recorder.give_up(reason)
+            for course in list(self._courses.values()):
+                self._end(course, Failure(StoreUnavailable(reason)))
+
+    def _all_done(self) -> Deferred[bool]:
+        """Fires with whether every live build ended within the stop deadline."""
+        answer: Deferred[bool] = Deferred()
+        deadline = self._reactor.callLater(  # type: ignore[attr-defined]
+            self._stop_deadline_s, answer.callback, False
+        )
+
+        def ended(_: object) -> None:
+            if deadline.active():
+                deadline.cancel()
+                answer.callback(True)
+
+        DeferredList([_copy(c.build.done) for c in self._courses.values()]).addCallback(ended)
+        return answer
 
     # -- outages of the event log (the recorder tells) --------------------------------------
 
@@ -309,12 +321,13 @@ class Orchestrator(Service):
             failure,
             build_request_id=course.build_request_id,
         )
-        if course.build_request_id in self._courses:
-            self._end(course, failure)
+        self._end(course, failure)
 
     def _end(self, course: Course, lost: Failure | None) -> None:
         """The build is over: drop it and its claims; readers learn it if the log cannot."""
         build_id = course.build_request_id
+        if build_id not in self._courses:
+            return  # ended already (by the stop deadline)
         if lost is not None:
             self.hub.abandon(build_id, lost)
         # Every event of this build is stored now (the log keeps call order).
