@@ -261,14 +261,14 @@ class Course:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Start the runs that are ready (after the event log answers again)."""
-        self._guarded(self._start_ready)
-
     def _start_ready(self) -> None:
+        """Start the ready runs once every event decided so far is stored (see Recorder)."""
+        if self.build.prefixes is not None and self.build.ready:
+            self._record.flushed().addCallback(lambda _: self._guarded(self._start_now))
+
+    def _start_now(self) -> None:
         build = self.build
-        if build.prefixes is None or not self._record.healthy:
-            return
+        assert build.prefixes is not None
         while build.ready:
             task = build.ready.popleft()
             if task.state is TaskState.PENDING and not build.ending:

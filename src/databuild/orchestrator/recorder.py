@@ -7,10 +7,11 @@ so a reader sees an event, a build's end included, only once the log holds it.
 No event is dropped. When the store cannot take events (``StoreUnavailable``: the database is
 gone, the disk is full) the recorder keeps every event not yet stored, in order, and tries the
 oldest again with a growing pause (``RETRY_FIRST_S`` doubling up to ``RETRY_MAX_S``), logging
-each try; once it is stored, the rest follow in order. While that outage lasts, ``healthy`` is
-False (builds start no new runs); ``on_outage`` listeners hear of it when it starts, when it
-has lasted ``outage_limit_s`` (the service then fails its builds), and when it is over.
-Only ``give_up`` — the service stopping past its deadline — drops unstored events, loudly.
+each try; once it is stored, the rest follow in order. Builds start a run only once
+``flushed`` says every event decided before is stored, so no run starts during an outage, nor
+on an input the log does not yet hold as AVAILABLE. Its ``listener`` hears when an outage has
+lasted ``outage_limit_s`` (the service then fails its builds). Only ``give_up`` — the service
+stopping past its deadline — drops unstored events, loudly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import deque
 from typing import Protocol
 
 from attrs import define
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,11 +51,7 @@ class EventSink(Protocol):
 class OutageListener(Protocol):
     """Told about outages of the store."""
 
-    def outage_began(self, reason: str) -> None: ...
-
     def outage_too_long(self, reason: str) -> None: ...
-
-    def outage_ended(self) -> None: ...
 
 
 @define(eq=False)
@@ -98,6 +95,19 @@ class Recorder:
     def unstored(self) -> int:
         """How many events wait to be stored."""
         return len(self._unstored)
+
+    def flushed(self) -> Deferred[None]:
+        """Fires once every event appended so far is stored (or refused, or given up)."""
+        if not self._unstored:
+            return succeed(None)
+        flushed: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            flushed.callback(None)
+            return result
+
+        self._unstored[-1].stored.addBoth(fire)
+        return flushed
 
     def append(self, event: Event) -> Deferred[Event]:
         """Store ``event`` after every event appended before it; fires with it once stored.
@@ -167,8 +177,6 @@ class Recorder:
         )
         self._limit = self._reactor.callLater(self._outage_limit_s, self._too_long)
         self._schedule_retry()
-        if self.listener is not None:
-            self.listener.outage_began(reason)
 
     def _schedule_retry(self) -> None:
         delay = min(RETRY_FIRST_S * 2**self._attempts, RETRY_MAX_S)
@@ -226,8 +234,6 @@ class Recorder:
         for entry in list(self._unstored):
             if not entry.sent:
                 self._send(entry)
-        if self.listener is not None:
-            self.listener.outage_ended()
 
     def give_up(self, reason: str) -> None:
         """Drop every unstored event (logged with their count) and take no more; their

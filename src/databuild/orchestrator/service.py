@@ -182,18 +182,10 @@ class Orchestrator(Service):
 
     # -- outages of the event log (the recorder tells) --------------------------------------
 
-    def outage_began(self, reason: str) -> None:
-        """New runs wait (each course asks the recorder before starting one)."""
-
     def outage_too_long(self, reason: str) -> None:
-        """Fail every live build: it could not be completed honestly."""
+        """Fail every live build: it cannot be completed honestly."""
         for course in list(self._courses.values()):
             course.fail(Happening.STORE_OUTAGE, reason)
-
-    def outage_ended(self) -> None:
-        """Start the runs that waited."""
-        for course in list(self._courses.values()):
-            course.resume()
 
     # -- requests --------------------------------------------------------------------------
 
