@@ -114,17 +114,19 @@ async def start_harness(
     *,
     executor_type: type[Executor] = Executor,
     wrap_log: Callable[[EventLog], Any] = lambda log: log,
+    log_uri: str | None = None,
     **orchestrator_options: Any,
 ) -> Harness:
-    """A harness on ``root``; ``executor_type``, ``wrap_log`` and ``orchestrator_options``
-    let a test put faults into the orchestrator's parts."""
+    """A harness on ``root``, its log at ``log_uri`` (default: SQLite in the workspace);
+    ``executor_type``, ``wrap_log`` and ``orchestrator_options`` let a test put faults into
+    the orchestrator's parts."""
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "databuild.toml").exists():
         (root / "databuild.toml").write_text(workspace_toml(sys.executable, jobs or DEFAULT_JOBS))
         shutil.copy(HERE / "testjob.py", root / "testjob.py")
         (root / "plan.json").write_text("{}")
     workspace = load_workspace(root)
-    log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
+    log = open_event_log(log_uri or str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
     executor = executor_type(reactor, root, max_parallel_jobs, grace_s=2)
     orchestrator = Orchestrator(

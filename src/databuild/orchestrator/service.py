@@ -99,6 +99,11 @@ class Orchestrator(Service):
         """How many builds are live (not yet final) in this service."""
         return len(self._courses)
 
+    @property
+    def event_log_healthy(self) -> bool:
+        """Whether the event log stores events now (False during an outage)."""
+        return self._recorder.healthy
+
     def startService(self) -> Deferred[None]:  # type: ignore[override]
         """Reap orphaned job processes and fail unfinished builds, then take new builds.
 

@@ -1,0 +1,164 @@
+"""Event-log outages: no event is lost, no run starts while the log cannot record it, and the
+log ends up telling what happened, every run closed."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
+from tests.orchestrator.private_pg import PrivateCluster, available
+from twisted.internet.threads import deferToThread
+
+from databuild.bel import JobStatus
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivateCluster]:
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = PrivateCluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, to fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` up with one file; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    return filler
+
+
+async def stored_status(harness: Harness, build_id: str, ref: str) -> str | None:
+    build = await harness.log.get_build(build_id)
+    return next(
+        (t["status"] for t in (build or {}).get("tasks", ()) if t["outputs"] == [ref]), None
+    )
+
+
+async def wait_until_stored(harness: Harness, build_id: str, ref: str, status: str) -> None:
+    seen: list[str | None] = [None]
+
+    async def poll() -> None:
+        seen[0] = await stored_status(harness, build_id, ref)
+
+    end = time.monotonic() + 30
+    await poll()
+    while seen[0] != status:
+        assert time.monotonic() < end, f"{ref} never became {status} in the log"
+        await wait_for(lambda: True)
+        await poll()
+
+
+def assert_all_closed(build: dict[str, Any]) -> None:
+    assert all(JobStatus.parse(t["status"]).final for t in build["tasks"]), build["tasks"]
+    assert all(
+        p["status"] in ("PARTITION_AVAILABLE", "PARTITION_FAILED") for p in build["partitions"]
+    ), build["partitions"]
+
+
+@pytest_twisted.async_yield_fixture
+async def pg_harness(tmp_path: Path, private_pg: PrivateCluster) -> AsyncIterator[Harness]:
+    harness = await start_harness(tmp_path / "ws", log_uri=private_pg.uri)
+    yield harness
+    await stop_harness(harness)
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgresql_stopped_mid_build_loses_nothing_and_the_build_completes(
+    pg_harness: Harness, private_pg: PrivateCluster
+) -> None:
+    harness, go = pg_harness, pg_harness.root / "go"
+    harness.plan({"work/a": {"until": str(go)}, "work/b": {"inputs": ["work/a"]},
+                  "work/c": {"inputs": ["work/b"]}})
+    build_id = await harness.orchestrator.submit(["work/c"])
+    frames: list[dict[str, Any]] = []
+    subscription = await harness.orchestrator.hub.subscribe(build_id, 0, frames.append)
+    await wait_until_stored(harness, build_id, "work/a", "JOB_RUNNING")
+
+    await deferToThread(private_pg.stop)
+    go.touch()  # work/a ends while the log is down
+    await wait_for(lambda: any(r["phase"] == "end" for r in harness.runs()))
+    await wait_for(lambda: not harness.orchestrator.event_log_healthy)
+    restarted_at = time.time()
+    await deferToThread(private_pg.start)
+
+    finished = await subscription.finished
+    build = await harness.log.get_build(build_id)
+    assert finished["status"] == build["status"] == "BUILD_REQUEST_COMPLETED"
+    assert frames[-1]["event_type"] == "build_request"  # the end came last, once stored
+    assert_all_closed(build)
+    assert {t["status"] for t in build["tasks"]} == {"JOB_COMPLETED"}
+    # No run started while the log was down.
+    assert all(r["start"] > restarted_at for r in harness.starts() if r["ref"] != "work/a")
+    # Nothing was lost: every run went SCHEDULED, RUNNING, COMPLETED in the log.
+    events = await harness.events(build_id)
+    for task in build["tasks"]:
+        assert [
+            e["status"] for e in events
+            if e["event_type"] == "job" and e["job_run_id"] == task["job_run_id"]
+        ] == ["JOB_SCHEDULED", "JOB_RUNNING", "JOB_COMPLETED"]
+    assert harness.orchestrator.event_log_healthy
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_past_the_outage_limit_fails_the_build_and_says_why(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    harness = await start_harness(
+        tmp_path / "ws", log_uri=str(small_disk / "bel.sqlite"), outage_limit_s=0
+    )
+    try:
+        go = harness.root / "go"
+        harness.plan({"work/a": {"until": str(go)}, "work/b": {"inputs": ["work/a"]}})
+        build_id = await harness.orchestrator.submit(["work/b"])
+        await wait_until_stored(harness, build_id, "work/a", "JOB_RUNNING")
+
+        filler = fill(small_disk)
+        go.touch()  # work/a ends while the disk is full
+        await wait_for(lambda: not harness.orchestrator.event_log_healthy)
+        filler.unlink()
+
+        build = await harness.finished(build_id)
+        assert build["status"] == "BUILD_REQUEST_FAILED"
+        assert "could not store events" in build["message"]
+        assert_all_closed(build)
+        tasks = {t["outputs"][0]: t for t in build["tasks"]}
+        assert tasks["work/a"]["status"] == "JOB_COMPLETED"  # it did: the log says so
+        assert tasks["work/b"]["status"] == "JOB_FAILED"
+        assert "could not store events" in tasks["work/b"]["message"]
+        assert [r["ref"] for r in harness.starts()] == ["work/a"]
+        assert harness.orchestrator.active_builds == 0
+    finally:
+        await stop_harness(harness)
