@@ -103,3 +103,41 @@ async def test_a_new_orchestrator_fails_the_dead_services_builds_and_reaps_its_j
         assert fresh["status"] == "BUILD_REQUEST_COMPLETED"
     finally:
         await stop_harness(harness)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_closes_the_open_runs_and_partitions_of_builds_already_final(
+    tmp_path: Path,
+) -> None:
+    # A service that recorded a build's end but lost the ends of one of its runs.
+    first = await start_harness(tmp_path / "ws")
+    await stop_harness(first)
+    root = first.root
+    log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
+    await log.open()
+    refs = ("work/a",)
+    for event in [
+        BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, refs),
+        BuildRequestEvent(BuildStatus.BUILD_REQUEST_PLANNING, refs),
+        BuildRequestEvent(BuildStatus.BUILD_REQUEST_ANALYSIS_COMPLETED, refs),
+        BuildRequestEvent(BuildStatus.BUILD_REQUEST_EXECUTING, refs),
+        JobEvent("run-open", "work", JobStatus.JOB_SCHEDULED, refs),
+        PartitionEvent("work/a", PartitionStatus.PARTITION_SCHEDULED, "", "run-open"),
+        JobEvent("run-open", "work", JobStatus.JOB_RUNNING, refs),
+        PartitionEvent("work/a", PartitionStatus.PARTITION_BUILDING, "", "run-open"),
+        BuildRequestEvent(BuildStatus.BUILD_REQUEST_FAILED, refs, "it failed"),
+    ]:
+        await log.append(Event("b-final", event))
+    await log.close()
+
+    harness = await start_harness(root)
+    try:
+        await harness.orchestrator.when_ready()
+        build = await harness.log.get_build("b-final")
+        assert (build["status"], build["message"]) == ("BUILD_REQUEST_FAILED", "it failed")
+        [task] = build["tasks"]
+        assert task["status"] == "JOB_FAILED" and "service stopped" in task["message"]
+        assert [p["status"] for p in build["partitions"]] == ["PARTITION_FAILED"]
+        assert await harness.log.builds_with_open_work() == []
+    finally:
+        await stop_harness(harness)
