@@ -16,7 +16,7 @@ from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wa
 from tests.orchestrator.private_pg import PrivateCluster, available
 from twisted.internet.threads import deferToThread
 
-from databuild.bel import JobStatus
+from databuild.bel import JobStatus, StoreUnavailable
 
 
 @pytest.fixture
@@ -148,6 +148,8 @@ async def test_a_full_disk_past_the_outage_limit_fails_the_build_and_says_why(
         filler = fill(small_disk)
         go.touch()  # work/a ends while the disk is full
         await wait_for(lambda: not harness.orchestrator.event_log_healthy)
+        with pytest.raises(StoreUnavailable, match="cannot store events"):
+            await harness.orchestrator.submit(["work/c"])  # nothing new is taken on
         filler.unlink()
 
         build = await harness.finished(build_id)

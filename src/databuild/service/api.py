@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 import databuild
-from databuild.bel import EventLog, EventLogError, IllegalTransition
+from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.model import validate_ref, validate_refs
@@ -77,6 +77,7 @@ shielded = _shielded
 _STATUS_OF_ERROR: tuple[tuple[type[DataBuildError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
+    (StoreUnavailable, 503),
     (EventLogError, 500),
     (IllegalTransition, 500),
 )
