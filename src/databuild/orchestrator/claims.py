@@ -58,20 +58,19 @@ class LocalClaims:
     """Claims kept in this service's memory: true for the builds of this service only."""
 
     _claims: dict[str, _Claim] = field(factory=dict)
+    _by_build: dict[str, set[str]] = field(factory=dict)
 
     def claim(self, build_request_id: str, refs: Collection[str]) -> Deferred[Mapping[str, str]]:
         for ref in refs:
-            self._claims.setdefault(ref, _Claim(build_request_id))
+            if ref not in self._claims:
+                self._claims[ref] = _Claim(build_request_id)
+                self._by_build.setdefault(build_request_id, set()).add(ref)
         return succeed({ref: self._claims[ref].build_request_id for ref in refs})
 
     def release(self, build_request_id: str, refs: Collection[str] | None = None) -> None:
-        for ref in list(self._claims) if refs is None else refs:
-            claim = self._claims.get(ref)
-            if claim is not None and claim.build_request_id == build_request_id:
-                self.settle(
-                    ref,
-                    Outcome.failed(build_request_id, "the build ended without producing it"),
-                )
+        held = self._by_build.get(build_request_id, set())
+        for ref in list(held if refs is None else held.intersection(refs)):
+            self.settle(ref, Outcome.failed(build_request_id, "its build ended without it"))
 
     def producer(self, ref: str) -> str | None:
         claim = self._claims.get(ref)
@@ -90,5 +89,9 @@ class LocalClaims:
         if claim is None or claim.build_request_id != outcome.build_request_id:
             return
         del self._claims[ref]
+        held = self._by_build[claim.build_request_id]
+        held.discard(ref)
+        if not held:
+            del self._by_build[claim.build_request_id]
         for d in claim.waiters:
             d.callback(outcome)

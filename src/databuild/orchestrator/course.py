@@ -124,6 +124,8 @@ class Course:
         if build.ending:
             return
         plans = await self._claim_and_plan(graph, available)
+        if build.ending:
+            return  # its claims go when the build ends
         waits: dict[str, Deferred[Outcome]] = {}
         for plan in plans:
             for ref in plan.delegated:
