@@ -1,8 +1,11 @@
-"""Fixtures shared by every room's tests: installed commands, example workspaces, PostgreSQL."""
+"""Fixtures shared by every room's tests: installed commands, example workspaces, PostgreSQL,
+a small disk to fill up."""
 
 from __future__ import annotations
 
+import errno
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -46,3 +49,32 @@ def pg_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, to fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` up with one file; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    return filler

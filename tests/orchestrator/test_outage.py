@@ -3,8 +3,6 @@ log ends up telling what happened, every run closed."""
 
 from __future__ import annotations
 
-import errno
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from tests.conftest import fill
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
 from tests.orchestrator.private_pg import PrivateCluster, available
 from twisted.internet.threads import deferToThread
@@ -29,35 +28,6 @@ def private_pg() -> Iterator[PrivateCluster]:
         yield cluster
     finally:
         cluster.destroy()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, to fill up."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill ``disk`` up with one file; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-    return filler
 
 
 async def stored_status(harness: Harness, build_id: str, ref: str) -> str | None:
