@@ -40,6 +40,7 @@ from databuild.orchestrator.policy import Happening
 from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
 from databuild.orchestrator.state import Build, TaskState
+from databuild.proc.info import start_ticks
 from databuild.proc.process import kill_group
 
 STOPPING_MESSAGE = "cancelled: the service is stopping"
@@ -162,7 +163,8 @@ class Orchestrator(Service):
             builds=still,
         )
         for _, record in read_records(self._executor.running_dir):
-            if record is not None:
+            # The start time tells a live run's leader from a process that reused its pid.
+            if record is not None and start_ticks(record.pid) == record.start_time:
                 kill_group(record.pid, signal.SIGKILL)
         if not self._recorder.healthy or not await self._all_done():
             reason = "the service stopped before the event log stored them"
@@ -207,7 +209,8 @@ class Orchestrator(Service):
     def submit(self, refs: Sequence[str], force: bool = False) -> Deferred[str]:
         """Record a build request and start it; fires with its id once RECEIVED is stored.
 
-        Errbacks with InvalidRefError for bad refs, Conflict while the service is stopping.
+        Errbacks with InvalidRefError for bad refs, Conflict while the service is stopping,
+        StoreUnavailable while the event log cannot store events.
         """
         return ensureDeferred(self._submit(refs, force))
 
