@@ -1,0 +1,129 @@
+"""The recorder through an outage, on a controlled clock: order kept, retries paced, the limit
+told, nothing dropped unless it gives up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from databuild.bel import BuildRequestEvent, BuildStatus, Event, IllegalTransition, StoreUnavailable
+from databuild.orchestrator.hub import ProgressHub
+from databuild.orchestrator.recorder import RETRY_FIRST_S, RETRY_MAX_S, Recorder
+
+
+class Store:
+    """An event sink that is up or down; it remembers what it stored, in order."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.stored: list[Event] = []
+        self.tries = 0
+
+    def append(self, event: Event) -> Deferred[Event]:
+        self.tries += 1
+        if not self.up:
+            return fail(StoreUnavailable("the database is gone"))
+        if event.payload.message == "refuse me":  # type: ignore[union-attr]
+            return fail(IllegalTransition("refused"))
+        stored = event.stored_at(len(self.stored) + 1)
+        self.stored.append(stored)
+        return succeed(stored)
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def outage_too_long(self, reason: str) -> None:
+        self.told.append(reason)
+
+
+def event(message: str = "") -> Event:
+    return Event("b1", BuildRequestEvent(BuildStatus.BUILD_REQUEST_FAILED, ("a/1",), message))
+
+
+def failure_of(d: Deferred[Any]) -> Failure:
+    """The failure ``d`` fired with (consumed)."""
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures, "it did not fail"
+    return failures[0]
+
+
+def make(limit: float = 60.0) -> tuple[Recorder, Store, Clock, Listener]:
+    clock, store, listener = Clock(), Store(), Listener()
+    hub: Any = ProgressHub(None)  # type: ignore[arg-type]
+    recorder = Recorder(clock, store, hub, outage_limit_s=limit)
+    recorder.listener = listener
+    return recorder, store, clock, listener
+
+
+def test_events_that_waited_out_an_outage_are_stored_in_order() -> None:
+    recorder, store, clock, _ = make()
+    store.up = False
+    sent = [event(str(i)) for i in range(5)]
+    results = [recorder.append(e) for e in sent]
+    assert not recorder.healthy and recorder.unstored == 5
+    flushed = recorder.flushed()
+
+    clock.advance(RETRY_FIRST_S)  # still down: tried once more, the oldest only
+    assert store.tries == 2 and not flushed.called
+    store.up = True
+    clock.advance(2 * RETRY_FIRST_S)
+
+    assert recorder.healthy and recorder.unstored == 0 and flushed.called
+    assert [e.event_id for e in store.stored] == [e.event_id for e in sent]
+    assert [r.result.idx for r in results] == [1, 2, 3, 4, 5]
+
+
+def test_retries_back_off_to_a_ceiling() -> None:
+    recorder, store, clock, _ = make(limit=10_000)
+    store.up = False
+    recorder.append(event())
+    pauses = []
+    for _ in range(12):
+        retry = min(clock.getDelayedCalls(), key=lambda call: call.getTime())  # not the limit
+        pauses.append(round(retry.getTime() - clock.seconds(), 3))
+        clock.advance(pauses[-1])
+    assert pauses[:3] == [RETRY_FIRST_S, 2 * RETRY_FIRST_S, 4 * RETRY_FIRST_S]
+    assert max(pauses) == RETRY_MAX_S and pauses[-1] == RETRY_MAX_S
+
+
+def test_the_listener_hears_once_the_outage_outlasts_its_limit() -> None:
+    recorder, store, clock, listener = make(limit=3)
+    store.up = False
+    recorder.append(event())
+    clock.advance(2.9)
+    assert listener.told == []
+    clock.advance(0.2)
+    assert len(listener.told) == 1 and "3 s" in listener.told[0]
+    assert "the database is gone" in listener.told[0]
+
+
+def test_new_things_are_refused_at_once_during_an_outage() -> None:
+    recorder, store, _, _ = make()
+    store.up = False
+    recorder.append(event())
+    assert failure_of(recorder.admit(event())).check(StoreUnavailable)
+
+
+def test_a_refused_event_errbacks_and_the_others_go_on() -> None:
+    recorder, _, _, _ = make()
+    refused = recorder.append(event("refuse me"))
+    after = recorder.append(event("fine"))
+    assert failure_of(refused).check(IllegalTransition)
+    assert after.result.idx == 1 and recorder.healthy
+
+
+def test_giving_up_fails_what_waits_and_everything_after() -> None:
+    recorder, store, _, _ = make()
+    store.up = False
+    waiting = recorder.append(event())
+    recorder.give_up("stopping")
+    for d in (waiting, recorder.append(event())):
+        failure = failure_of(d)
+        assert failure.check(StoreUnavailable) and "stopping" in failure.getErrorMessage()
+    assert store.stored == []
