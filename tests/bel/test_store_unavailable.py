@@ -1,10 +1,12 @@
-"""A transaction that fails (here: a full disk) fails the appends queued behind it too, so the
-log never stores a later event before an earlier one; the same appends succeed afterwards."""
+"""When appends fail: a failed transaction (here: a full disk) fails the appends queued behind
+it too, so the log never stores a later event before an earlier one; an event appended again
+is refused as a duplicate that says where the log holds it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from tests.conftest import fill
 from twisted.internet import reactor
@@ -12,7 +14,14 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from databuild.bel import BuildRequestEvent, BuildStatus, Event, StoreUnavailable, open_event_log
+from databuild.bel import (
+    BuildRequestEvent,
+    BuildStatus,
+    DuplicateEvent,
+    Event,
+    StoreUnavailable,
+    open_event_log,
+)
 
 REFS = ("a/1",)
 
@@ -46,5 +55,18 @@ async def test_a_failed_transaction_fails_everything_queued_behind_it(small_disk
 
         stored = [await log.append(planning), await log.append(analysed)]
         assert [e.idx for e in stored] == [2, 3]
+    finally:
+        await log.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_appended_again_is_refused_naming_where_it_is(tmp_path: Path) -> None:
+    log = open_event_log(str(tmp_path / "bel.sqlite"), tmp_path, reactor)
+    await log.open()
+    try:
+        received = await log.append(event(BuildStatus.BUILD_REQUEST_RECEIVED))
+        with pytest.raises(DuplicateEvent) as refused:
+            await log.append(received.stored_at(None))  # type: ignore[arg-type]
+        assert refused.value.idx == received.idx == 1
     finally:
         await log.close()

@@ -9,22 +9,38 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from databuild.bel import BuildRequestEvent, BuildStatus, Event, IllegalTransition, StoreUnavailable
+from databuild.bel import (
+    BuildRequestEvent,
+    BuildStatus,
+    DuplicateEvent,
+    Event,
+    IllegalTransition,
+    StoreUnavailable,
+)
 from databuild.orchestrator.hub import ProgressHub
 from databuild.orchestrator.recorder import RETRY_FIRST_S, RETRY_MAX_S, Recorder
 
 
 class Store:
-    """An event sink that is up or down; it remembers what it stored, in order."""
+    """An event sink that is up or down; it remembers what it stored, in order.
+
+    ``lose_answers``: it stores while down but answers StoreUnavailable (the commit's answer
+    was lost), and then refuses the same event again as a duplicate, like the real log.
+    """
 
     def __init__(self) -> None:
         self.up = True
+        self.lose_answers = False
         self.stored: list[Event] = []
         self.tries = 0
 
     def append(self, event: Event) -> Deferred[Event]:
         self.tries += 1
+        if held := [e for e in self.stored if e.event_id == event.event_id]:
+            return fail(DuplicateEvent("already in the log", held[0].idx or 0))
         if not self.up:
+            if self.lose_answers:
+                self.stored.append(event.stored_at(len(self.stored) + 1))
             return fail(StoreUnavailable("the database is gone"))
         if event.payload.message == "refuse me":  # type: ignore[union-attr]
             return fail(IllegalTransition("refused"))
@@ -127,3 +143,14 @@ def test_giving_up_fails_what_waits_and_everything_after() -> None:
         failure = failure_of(d)
         assert failure.check(StoreUnavailable) and "stopping" in failure.getErrorMessage()
     assert store.stored == []
+
+
+def test_an_event_stored_although_its_answer_was_lost_counts_as_stored() -> None:
+    recorder, store, clock, _ = make()
+    store.up, store.lose_answers = False, True
+    first, second = recorder.append(event("1")), recorder.append(event("2"))
+    store.up = True
+    clock.advance(RETRY_FIRST_S)
+    assert (first.result.idx, second.result.idx) == (1, 2)
+    assert [e.payload.message for e in store.stored] == ["1", "2"]  # type: ignore[union-attr]
+    assert recorder.healthy and recorder.unstored == 0

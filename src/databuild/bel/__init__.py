@@ -1,6 +1,6 @@
 """The Build Event Log (SPEC §4): events, transitions, storage and read queries."""
 
-from databuild.bel.backend import EventLogError, StoreUnavailable
+from databuild.bel.backend import DuplicateEvent, EventLogError, StoreUnavailable
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -20,6 +20,7 @@ __all__ = [
     "BuildRequestEvent",
     "BuildStatus",
     "DelegationEvent",
+    "DuplicateEvent",
     "Event",
     "EventLog",
     "EventLogError",

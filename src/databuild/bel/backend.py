@@ -40,6 +40,20 @@ class StoreUnavailable(EventLogError):
     code = "event_log_unavailable"
 
 
+class DuplicateEvent(EventLogError):
+    """An event whose ``event_id`` the log holds already, at ``idx``; nothing was written.
+
+    After a ``StoreUnavailable`` the transaction may have committed all the same (the answer
+    was lost): appending the event again then tells where it is.
+    """
+
+    code = "duplicate_event"
+
+    def __init__(self, message: str, idx: int) -> None:
+        super().__init__(message)
+        self.idx = idx
+
+
 @frozen
 class Location:
     """A parsed event-log URI: ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""

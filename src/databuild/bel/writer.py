@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from attrs import frozen
 
-from databuild.bel.backend import Database, EventLogError
+from databuild.bel.backend import Database, DuplicateEvent, EventLogError
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -54,7 +54,7 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
 # that a partition event says produces it.
 _CURRENT_STATE = (
     "SELECT"
-    " (SELECT 1 FROM events WHERE event_id = ?),"
+    " (SELECT idx FROM events WHERE event_id = ?),"
     " (SELECT status FROM builds WHERE build_request_id = ?),"
     " (SELECT status FROM build_partitions WHERE build_request_id = ? AND partition_ref = ?),"
     " (SELECT status FROM job_runs WHERE job_run_id = ?),"
@@ -68,7 +68,8 @@ _CURRENT_STATE = (
 class _Current:
     """What the log holds, before an event, about the things the event names."""
 
-    duplicate: bool
+    stored_idx: int | None
+    """Where the log holds this very event already, if it does."""
     build: BuildStatus | None
     partition: PartitionStatus | None
     run: JobStatus | None
@@ -87,9 +88,9 @@ class _Current:
             + (run_id,) * 4,
         )
         assert row is not None
-        duplicate, build, partition, run, run_build, run_label, run_started_at = row
+        stored_idx, build, partition, run, run_build, run_label, run_started_at = row
         return cls(
-            duplicate is not None,
+            None if stored_idx is None else int(stored_idx),
             None if build is None else BuildStatus(build),
             None if partition is None else PartitionStatus(partition),
             None if run is None else JobStatus(run),
@@ -104,8 +105,10 @@ def append_one(db: Database, event: Event, idx: int) -> Event:
     if event.idx is not None:
         raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
     now = _Current.read(db, event)
-    if now.duplicate:
-        raise EventLogError(f"event {event.event_id} is already in the log")
+    if now.stored_idx is not None:
+        raise DuplicateEvent(
+            f"event {event.event_id} is already in the log (idx {now.stored_idx})", now.stored_idx
+        )
     payload = event.payload
     subject = f"build request {event.build_request_id}"
     if isinstance(payload, BuildRequestEvent):

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from databuild.bel.backend import StoreUnavailable
+from databuild.bel.backend import DuplicateEvent, StoreUnavailable
 from databuild.bel.events import (
     BuildRequestEvent,
     Event,
@@ -59,6 +59,8 @@ class _Entry:
     event: Event
     stored: Deferred[Event]
     sent: bool = False
+    uncertain: bool = False
+    """A try failed with StoreUnavailable: the log may hold it all the same."""
 
 
 class Recorder:
@@ -153,8 +155,13 @@ class Recorder:
     def _not_stored(self, failure: Failure, entry: _Entry) -> None:
         entry.sent = False
         if failure.check(StoreUnavailable):
+            entry.uncertain = True
             if self._outage is None:
                 self._begin_outage(failure.getErrorMessage())
+            return
+        if entry.uncertain and failure.check(DuplicateEvent):
+            # The failed try had committed after all: the event is stored, at this idx.
+            self._stored(entry.event.stored_at(failure.value.idx), entry)
             return
         self._forget(entry)
         self.log.failure(
@@ -207,6 +214,7 @@ class Recorder:
             self._not_stored(failure, entry)
             self._end_outage()
             return
+        entry.uncertain = True
         self._outage = failure.getErrorMessage()
         self._schedule_retry()
 
