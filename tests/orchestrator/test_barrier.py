@@ -24,6 +24,7 @@ from databuild.executor.runner import Executor, RunHandle
 from databuild.graph.commands import plain_commands
 from databuild.graph.workspace import JobSpec
 from databuild.model import JobRun
+from databuild.orchestrator import course
 from databuild.orchestrator.claims import LocalClaims
 from databuild.orchestrator.state import Outcome
 
@@ -175,3 +176,26 @@ async def test_a_fault_in_delegation_fails_only_the_waiting_build(tmp_path: Path
     finally:
         await stop_harness(harness)
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fault_while_a_build_ends_still_records_it_failed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = course.build_end
+    calls: list[object] = []
+
+    def breaks_once(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise Fault("ending broke")
+        return real(*args)
+
+    monkeypatch.setattr(course, "build_end", breaks_once)
+    broken = await harness.build(["work/a"])
+    assert broken["status"] == "BUILD_REQUEST_FAILED"
+    assert broken["message"] == "internal error: ending broke"
+    assert any(e.get("build_request_id") == broken["build_request_id"] for e in harness.errors)
+    harness.errors.clear()
+    assert harness.orchestrator.active_builds == 0
+    assert (await harness.build(["work/b"]))["status"] == "BUILD_REQUEST_COMPLETED"

@@ -315,13 +315,22 @@ class Orchestrator(Service):
         self._end(course, None)
 
     def _broke(self, failure: Failure, course: Course) -> None:
-        """The barrier: the course itself failed (its end could not even be recorded)."""
+        """The barrier: the course itself failed before its end was stored. Record the build
+        FAILED with the error if the log takes it, then drop it."""
+        build = course.build
         self.log.failure(
             "build {build_request_id} broke past its own barrier",
             failure,
-            build_request_id=course.build_request_id,
+            build_request_id=build.build_request_id,
         )
-        self._end(course, failure)
+        if build.build_request_id not in self._courses:
+            return
+        build.final_status = BuildStatus.BUILD_REQUEST_FAILED
+        build.message = f"internal error: {failure.getErrorMessage()}"
+        recorded = self._recorder.build(
+            build.build_request_id, build.requested, build.final_status, build.message
+        )
+        recorded.addCallbacks(lambda _: self._end(course, None), lambda f: self._end(course, f))
 
     def _end(self, course: Course, lost: Failure | None) -> None:
         """The build is over: drop it and its claims; readers learn it if the log cannot."""
