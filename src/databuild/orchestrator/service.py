@@ -148,11 +148,13 @@ class Orchestrator(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        await self.when_ready()  # recovery is not cut off halfway
-        courses = list(self._courses.values())
-        for course in courses:
+        # Recovery is not cut off halfway, unless it outlasts the deadline (the log is down).
+        if not await self._in_time([self.when_ready()]):
+            self._recorder.give_up("the service stopped during crash recovery")
+            await self.when_ready()
+        for course in list(self._courses.values()):
             course.cancel(STOPPING_MESSAGE)
-        if await self._all_done():
+        if await self._in_time(self._ends()):
             return
         still = list(self._courses)
         self.log.error(
@@ -166,25 +168,28 @@ class Orchestrator(Service):
             # The start time tells a live run's leader from a process that reused its pid.
             if record is not None and start_ticks(record.pid) == record.start_time:
                 kill_group(record.pid, signal.SIGKILL)
-        if not self._recorder.healthy or not await self._all_done():
+        if not self._recorder.healthy or not await self._in_time(self._ends()):
             reason = "the service stopped before the event log stored them"
             self._recorder.give_up(reason)
             for course in list(self._courses.values()):
                 self._end(course, Failure(StoreUnavailable(reason)))
 
-    def _all_done(self) -> Deferred[bool]:
-        """Fires with whether every live build ended within the stop deadline."""
+    def _ends(self) -> list[Deferred[None]]:
+        return [_copy(c.build.done) for c in self._courses.values()]
+
+    def _in_time(self, waits: list[Deferred[Any]]) -> Deferred[bool]:
+        """Fires with whether all of ``waits`` fired within the stop deadline."""
         answer: Deferred[bool] = Deferred()
         deadline = self._reactor.callLater(  # type: ignore[attr-defined]
             self._stop_deadline_s, answer.callback, False
         )
 
-        def ended(_: object) -> None:
+        def fired(_: object) -> None:
             if deadline.active():
                 deadline.cancel()
                 answer.callback(True)
 
-        DeferredList([_copy(c.build.done) for c in self._courses.values()]).addCallback(ended)
+        DeferredList(waits).addCallback(fired)
         return answer
 
     # -- outages of the event log (the recorder tells) --------------------------------------
