@@ -108,15 +108,19 @@ async def wait_for(predicate: Callable[[], object], deadline_s: float = 20.0) ->
 
 
 async def start_harness(
-    root: Path, max_parallel_jobs: int = 4, jobs: list[dict[str, Any]] | None = None
+    root: Path,
+    max_parallel_jobs: int = 4,
+    jobs: list[dict[str, Any]] | None = None,
+    log_uri: str | None = None,
 ) -> Harness:
+    """An orchestrator on ``root`` with its event log at ``log_uri`` (SQLite by default)."""
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "databuild.toml").exists():
         (root / "databuild.toml").write_text(workspace_toml(sys.executable, jobs or DEFAULT_JOBS))
         shutil.copy(HERE / "testjob.py", root / "testjob.py")
         (root / "plan.json").write_text("{}")
     workspace = load_workspace(root)
-    log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
+    log = open_event_log(log_uri or str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
     executor = Executor(reactor, root, max_parallel_jobs, grace_s=2)
     orchestrator = Orchestrator(reactor, workspace, log, executor)
