@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 
 from databuild.bel import (
@@ -77,7 +78,7 @@ async def test_a_build_cancelled_before_it_ran_the_job_leaves_the_ref_available(
     built.plan({"work/b": {"config_until": str(gate)}})
     try:
         build_id = await built.orchestrator.submit(["work/a", "work/b"])
-        await wait_for(lambda: (built.root / "config-started").exists())
+        await poll_until_async((built.root / "config-started").exists, "analysis to start")
         await built.orchestrator.cancel_build(build_id)
     finally:
         gate.touch()
