@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 from tests.conftest import installed
-from tests.service.conftest import Service, call, free_port, poll, wait_until
+from tests.polling import poll_until_async
+from tests.service.conftest import Service, call, free_port
 
 from databuild.proc.info import alive
 
@@ -35,7 +36,7 @@ async def exited(service: Service) -> int:
         returncode = service.process.poll()
         return None if returncode is None else (returncode,)
 
-    (returncode,) = await poll(code, 60, "the service to exit")
+    (returncode,) = await poll_until_async(code, "the service to exit", 60)
     return returncode
 
 
@@ -49,7 +50,7 @@ async def start_slow_build(service: Service, name: str) -> tuple[str, int]:
         text = pid_file.read_text() if pid_file.exists() else ""
         return int(text) if text else None
 
-    return body["build_request_id"], await poll(job_pid, 60, "the slow job to start")
+    return body["build_request_id"], await poll_until_async(job_pid, "the slow job to start", 60)
 
 
 @pytest_twisted.ensureDeferred
@@ -129,7 +130,7 @@ async def test_idle_timeout_waits_for_a_running_build(
     async def quiet_for_a_while() -> bool:
         return time.monotonic() - waited > 2
 
-    await poll(quiet_for_a_while, 10, "two seconds")
+    await poll_until_async(quiet_for_a_while, "two seconds", 10)
     assert service.process.poll() is None
     (slow_workspace / "release-keepsalive").touch()
     assert await exited(service) == 0
@@ -199,7 +200,7 @@ def test_non_loopback_interface_without_token_file_is_refused_at_start(
 ) -> None:
     result = subprocess.run(
         [installed("twistd"), "-n", "--pidfile", "", "databuild", "--workspace",
-         str(color_votes), "--interface", "0.0.0.0", "--port", str(free_port())],
+         str(color_votes), "--interface", "0.0.0.0", "--port", "0"],
         capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")},
     )
@@ -219,7 +220,7 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     assert alive(job_pid)  # orphaned by the kill
 
     again = service_factory(slow_workspace, "--idle-timeout", "0")
-    wait_until(lambda: not alive(job_pid), 30, "the orphaned job to be reaped")
+    await poll_until_async(lambda: not alive(job_pid), "the orphaned job to be reaped", 30)
     code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
     assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
     assert "stopped" in build["message"]
@@ -242,7 +243,7 @@ async def test_service_keeps_its_log_in_postgresql(
         _, build = await call(service, "GET", f"/api/v1/builds/{build_id}")
         return build["status"] == "BUILD_REQUEST_COMPLETED"
 
-    await poll(completed, 60, "the build to complete")
+    await poll_until_async(completed, "the build to complete", 60)
     assert not (color_votes / ".databuild" / "bel.sqlite").exists()
     assert "postgresql://postgres@127.0.0.1:5432/test" in service.log_text()
 
