@@ -8,7 +8,7 @@ from pathlib import Path
 
 from databuild.proc.info import alive
 
-from .conftest import Run, server_info, wait_for
+from .conftest import Run, server_info, slow_pid
 
 DAY = "2026-01-01"
 TOTAL = f"daily_votes/{DAY}"
@@ -193,8 +193,7 @@ def test_cancelling_a_running_task_and_stopping_a_busy_service(
     databuild: Run, workspace: Path
 ) -> None:
     build_id = databuild("build", "slow/task", "--background").stdout.strip()
-    pid_file = workspace / "slow_pids" / "slow_task"
-    wait_for(pid_file.exists, "the job to start")
+    slow_pid(workspace, "slow/task")
     tasks = json.loads(databuild("tasks", "list", "--build", build_id, "--format", "json").stdout)
     (task,) = tasks["tasks"]
     assert task["status"] == "JOB_RUNNING"
