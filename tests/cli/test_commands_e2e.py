@@ -110,6 +110,36 @@ def test_every_command_in_both_formats_against_a_known_build(databuild: Run) -> 
     assert "url:" in table
 
 
+def test_a_failed_build_that_requested_an_available_partition_leaves_it_available(
+    databuild: Run,
+) -> None:
+    """The catalog is the data's truth (SPEC §4.2): analysis fails for ``no_such/1``, so no
+    run touches ``TOTAL``; it stays AVAILABLE, and the next build runs nothing for it."""
+    assert databuild("build", TOTAL).returncode == 0
+    failed = databuild("build", TOTAL, "no_such/1", "--format", "json")
+    assert failed.returncode == 1, failed.stderr
+    build_id = json.loads(failed.stdout.splitlines()[-1])["build_request_id"]
+    build = json.loads(databuild("builds", "show", build_id, "--format", "json").stdout)
+    assert {p["partition_ref"]: p["status"] for p in build["partitions"]}[TOTAL] == (
+        "PARTITION_FAILED"
+    )
+
+    shown = json.loads(databuild("partitions", "show", TOTAL, "--format", "json").stdout)
+    assert shown["status"] == "PARTITION_AVAILABLE"
+    assert [e["status"] for e in shown["history"] if e["build_request_id"] == build_id
+            and e["event_type"] == "partition"] == ["PARTITION_REQUESTED", "PARTITION_FAILED"]
+    listed = json.loads(databuild("partitions", "list", "--status", "failed", "--format",
+                                  "json").stdout)
+    assert [p["partition_ref"] for p in listed["partitions"]] == ["no_such/1"]
+
+    again = databuild("build", TOTAL, "--format", "json")
+    assert again.returncode == 0, again.stderr
+    events = [json.loads(line) for line in again.stdout.splitlines()[:-1]]
+    assert [e["status"] for e in events if e["event_type"] == "job"] == [
+        "JOB_SCHEDULED", "JOB_SKIPPED",
+    ]
+
+
 def test_cancelling_what_has_finished_is_refused_with_exit_2(databuild: Run) -> None:
     built = databuild("build", INGESTS[0], "--background")
     assert built.returncode == 0, built.stderr
