@@ -184,17 +184,33 @@ def test_exit_codes_0_1_2_3_4_each_for_real(databuild: Run, workspace: Path) -> 
     )
 
 
+def test_a_broken_graph_file_at_auto_start_says_so_first(
+    databuild: Run, workspace: Path
+) -> None:
+    toml = workspace / "databuild.toml"
+    toml.write_text(toml.read_text() + "\nmax_parallel_jobs = = 2\n")
+    broken = databuild("builds", "list")
+    assert broken.returncode == 3
+    lines = broken.stderr.splitlines()
+    assert any(
+        line.startswith(f"databuild: the DataBuild service could not start: {toml}: invalid "
+                        "TOML: ") and "(at line " in line
+        for line in lines[:3]
+    ), broken.stderr
+    assert "Usage:" not in broken.stderr and "--help" not in broken.stderr
+
+
 def test_a_service_that_cannot_start_is_exit_3_with_the_end_of_its_log(
     databuild: Run, workspace: Path
 ) -> None:
     toml = workspace / "databuild.toml"
-    toml.write_text(toml.read_text() + '\n[service]\nmax_parallel_jobs = "many"\n')
+    toml.write_text(toml.read_text() + 'max_parallel_jobs = "many"\n')  # in [service]
     broken = databuild("builds", "list")
     assert broken.returncode == 3
-    assert broken.stderr.count("\n") > 1
-    assert "could not start" in broken.stderr
-    assert "max_parallel_jobs" in broken.stderr
-    assert "Traceback (most recent call last)" not in broken.stderr.splitlines()[1]
+    second = broken.stderr.splitlines()[1]
+    assert second.startswith("databuild: the DataBuild service could not start: ")
+    assert "max_parallel_jobs" in second
+    assert "Usage:" not in broken.stderr and "Traceback" not in broken.stderr
 
 
 def test_service_status_and_stop_never_start_one(databuild: Run, workspace: Path) -> None:

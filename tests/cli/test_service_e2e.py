@@ -166,8 +166,9 @@ def test_a_service_dying_at_start_is_exit_3_with_the_end_of_service_log(
     died = databuild("builds", "list", env={"DATABUILD_BUILD_EVENT_LOG": uri})
     assert died.returncode == 3
     first, *rest = died.stderr.splitlines()[1:]
-    assert first == "databuild: the DataBuild service could not start: the service stopped "\
-        "right after starting"
+    assert first.startswith(
+        f"databuild: the DataBuild service could not start: cannot open the event log at {uri}: "
+    )
     assert rest[0] == f"--- end of {workspace}/.databuild/service.log ---"
-    assert f"cannot open the event log at {uri}" in died.stderr
+    assert "Traceback" not in died.stderr
     assert len(rest) <= 21

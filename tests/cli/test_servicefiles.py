@@ -21,6 +21,7 @@ from databuild.cli.servicefiles import (
     pidfile_owner,
     resolve_workspace,
     server_json_owner,
+    start_failure,
     to_seconds,
 )
 from databuild.proc.info import command_line, started_at
@@ -161,3 +162,19 @@ def test_log_tail_shows_only_what_was_written_since_the_start(tmp_path: Path) ->
     tail = log_tail(log, offset).splitlines()
     assert tail == [f"new {i}" for i in range(10, 30)]
     assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_the_sentence_of_a_failed_start_is_twistds_last_line_or_the_daemons_report() -> None:
+    said = "twistd databuild: /ws/databuild.toml: invalid TOML: Invalid value (at line 3, col 7)"
+    assert start_failure(said, "") == (
+        "/ws/databuild.toml: invalid TOML: Invalid value (at line 3, col 7)", ""
+    )
+    assert start_failure("", "log") == (None, "")
+    reason = ("cannot open the event log at postgresql://é@db:1/x: connection failed: "
+              "connection to server at db, port 1 failed: no route to host")
+    cut = ("1 " + reason).encode()[:100][2:]
+    assert len(cut) < len(reason.encode())
+    said = f"An error has occurred: {cut!r}\nPlease look at log file for more information.\n"
+    log = f"2026-01-01 [databuild.service.tree#error] the service could not start: {reason}\n"
+    assert start_failure(said, log) == (reason, "")
+    assert start_failure(said, "") == (cut.decode(), "")

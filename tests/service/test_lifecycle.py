@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from tests.conftest import installed
-from tests.polling import poll_until_async
+from tests.polling import poll_until, poll_until_async
 from tests.service.conftest import Service, call, free_port
 
 from databuild.proc.info import alive
@@ -96,7 +96,7 @@ def test_no_free_port_in_the_range_says_so_and_stops(
 ) -> None:
     from tests.service.conftest import start_service
 
-    with pytest.raises(AssertionError, match="service exited with 0") as failure:
+    with pytest.raises(AssertionError, match="service exited with 1") as failure:
         start_service(color_votes, "--port", str(listening_socket), "--port-range", "0")
     assert "could not start" in str(failure.value)
     assert f"no free port among {listening_socket}..{listening_socket}" in str(failure.value)
@@ -207,6 +207,39 @@ def test_non_loopback_interface_without_token_file_is_refused_at_start(
     assert result.returncode == 1
     assert "refusing to listen on the non-loopback address 0.0.0.0 without --token-file" in (
         result.stdout + result.stderr)
+
+
+def closed_port() -> int:
+    """A port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("daemonized", [True, False], ids=["daemonized", "nodaemon"])
+def test_a_service_that_cannot_open_its_event_log_exits_non_zero(
+    color_votes: Path, daemonized: bool
+) -> None:
+    """So that systemd's Restart=on-failure fires: the start fails after startService returned
+    (the log opens on its own thread), and twistd still exits 1."""
+    state = color_votes / ".databuild"
+    state.mkdir()
+    uri = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")}
+    result = subprocess.run(
+        [installed("twistd"), *([] if daemonized else ["-n"]),
+         "--pidfile", str(state / "twistd.pid"), "--logfile", str(state / "service.log"),
+         "databuild", "--workspace", str(color_votes), "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+        env={**environ, "DATABUILD_BUILD_EVENT_LOG": uri},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    if daemonized:  # the launching twistd says why, from the daemon's status pipe
+        assert f"cannot open the event log at {uri}"[:60] in result.stderr
+    poll_until(lambda: not (state / "twistd.pid").exists(), "the daemon to clean up")
+    assert f"could not start: cannot open the event log at {uri}" in (
+        (state / "service.log").read_text()
+    )
 
 
 @pytest_twisted.ensureDeferred
