@@ -28,21 +28,24 @@ _PIPE_BYTES = 100
 @define
 class StartReport:
     """The start of one service, told to twistd. ``twistd_options`` is twistd's own options
-    (the parent of the plugin's options); without twistd it is an empty dict."""
+    (the parent of the plugin's options); None for a service run outside twistd, which is
+    told nothing."""
 
-    twistd_options: MutableMapping[str, Any]
+    twistd_options: MutableMapping[str, Any] | None
     _pipe: int | None = None
 
     def begin(self) -> None:
         """Take the status pipe before twistd reports a start that has not happened yet."""
-        self._pipe = self.twistd_options.pop(STATUS_PIPE, None)
+        if self.twistd_options is not None:
+            self._pipe = self.twistd_options.pop(STATUS_PIPE, None)
 
     def succeeded(self) -> None:
         self._tell(b"0")
 
     def failed(self, sentence: str) -> None:
         self._tell(b"1 " + sentence.encode("utf-8", "replace")[: _PIPE_BYTES - 2])
-        atexit.register(_exit_failed)
+        if self.twistd_options is not None:
+            atexit.register(_exit_failed)
 
     def _tell(self, message: bytes) -> None:
         if self._pipe is None:

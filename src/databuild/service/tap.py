@@ -119,4 +119,4 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from databuild.service.assembly import build_service
 
     config: ServiceConfig = options.config
-    return build_service(config, reactor, StartReport(getattr(options, "parent", None) or {}))
+    return build_service(config, reactor, StartReport(getattr(options, "parent", None)))

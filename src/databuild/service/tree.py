@@ -46,7 +46,7 @@ class InOrder(MultiService):
     ) -> None:
         super().__init__()
         self._on_failure = on_failure
-        self._report = report or StartReport({})
+        self._report = report or StartReport(None)
         self.started: Deferred[None] = succeed(None)
 
     def startService(self) -> None:
