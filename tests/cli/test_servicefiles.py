@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.polling import poll_until
 
 from databuild.cli.exits import USAGE, CliError
 from databuild.cli.servicefiles import (
@@ -41,10 +42,10 @@ def lookalike() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"]
     )
-    deadline = time.monotonic() + 10
-    while started_at(proc.pid) is None or "databuild" not in command_line(proc.pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    poll_until(
+        lambda: started_at(proc.pid) is not None and "databuild" in command_line(proc.pid),
+        "the lookalike to run",
+    )
     yield proc
     proc.kill()
     proc.wait()
