@@ -18,11 +18,14 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from attrs import define
+from twisted.logger import Logger
 
 STATUS_PIPE = "statusPipe"
 """Where twistd keeps the daemon's end of the status pipe, in its own options."""
 _PIPE_BYTES = 100
 """How much of the pipe twistd's launching process reads."""
+
+log = Logger()
 
 
 @define
@@ -53,6 +56,8 @@ class StartReport:
         pipe, self._pipe = self._pipe, None
         try:
             os.write(pipe, message)
+        except OSError as e:  # the launching twistd is gone (killed): nobody to tell
+            log.warn("could not tell twistd how the start went: {error}", error=e.strerror)
         finally:
             os.close(pipe)
 
