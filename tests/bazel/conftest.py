@@ -70,6 +70,8 @@ def bazel_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             EXAMPLE_BAZEL_TABLE,
             f"[bazel]\ncommand = {toml_array(BAZEL)}\nbuild_flags = {toml_array(OFFLINE_FLAGS)}\n",
         )
+        # Any free port: the tests never depend on 8080 (or any one port) being free.
+        + "\n[service]\nport = 0\n"
     )
     try:
         yield root

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 from attrs import evolve
+from tests.polling import poll_until_async
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
@@ -228,7 +228,10 @@ async def test_cancelled_resolve_stops_bazel_and_frees_the_lock_only_after_it_en
 
     with LogLines("databuild.executor.bazel") as log:
         endless = shared.resolve([target_job("slow", "//slow:slow")])
-        await until(lambda: any("genrule //slow:forever" in e.get("line", "") for e in log.events))
+        await poll_until_async(
+            lambda: any("genrule //slow:forever" in e.get("line", "") for e in log.events),
+            "bazel to run the slow genrule", timeout_s=60,
+        )
         queued = shared.resolve([job])
         endless.cancel()
 
@@ -250,14 +253,6 @@ def wrapper(directory: Path, script: str) -> str:
     path.write_text(script.format(record=directory / "record"))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
-
-
-async def until(condition: Any, timeout_s: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
-    deadline = reactor.seconds() + timeout_s
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"
-        await deferLater(reactor, 0.05, lambda: None)
 
 
 def _example_ref(job: JobSpec) -> str:

@@ -163,23 +163,35 @@ async def test_get_build_adds_its_tasks_and_partitions(
 
 
 @pytest_twisted.ensureDeferred
-async def test_partition_catalog_holds_the_latest_status_over_all_builds(
+async def test_partition_catalog_holds_the_status_of_each_refs_data(
     event_log: EventLog, history: History
 ) -> None:
+    """Only runs that ran change the catalog: b5's DELEGATED → AVAILABLE stay in b5's list."""
     partitions = (await event_log.list_partitions())["partitions"]
     assert partitions == [
         {"partition_ref": "raw/02", "status": "PARTITION_BUILDING", "updated_at": history.now,
          "build_request_id": "b5", "job_run_id": "r3", "job_label": "ingest"},
-        {"partition_ref": "daily/01", "status": "PARTITION_AVAILABLE",
-         "updated_at": history.now - 4 * SECOND, "build_request_id": "b5",
-         "job_run_id": None, "job_label": None},
+        {"partition_ref": "daily/01", "status": "PARTITION_FAILED",
+         "updated_at": history.now - 22 * SECOND, "build_request_id": "b2",
+         "job_run_id": "r2", "job_label": "agg"},
         {"partition_ref": "raw/01", "status": "PARTITION_AVAILABLE",
-         "updated_at": history.now - 8 * SECOND, "build_request_id": "b5",
-         "job_run_id": "r4", "job_label": "ingest"},
+         "updated_at": history.now - 35 * SECOND, "build_request_id": "b1",
+         "job_run_id": "r1", "job_label": "ingest"},
     ]
     assert await event_log.partition_statuses(["raw/01", "raw/02", "unknown/1"]) == {
         "raw/01": P.PARTITION_AVAILABLE, "raw/02": P.PARTITION_BUILDING,
     }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ref_no_run_touched_shows_its_latest_bookkeeping_status(
+    event_log: EventLog, history: History
+) -> None:
+    await history.build("b6", ("fresh/1",), B.BUILD_REQUEST_PLANNING)
+    await history.partition("b6", "fresh/1", P.PARTITION_REQUESTED)
+    assert await event_log.partition_statuses(["fresh/1"]) == {"fresh/1": P.PARTITION_REQUESTED}
+    await history.partition("b6", "fresh/1", P.PARTITION_FAILED)
+    assert (await event_log.get_partition("fresh/1"))["status"] == "PARTITION_FAILED"
 
 
 @pytest.mark.parametrize(
@@ -213,7 +225,7 @@ async def test_partitions_filter_by_status_and_page(
     event_log: EventLog, history: History
 ) -> None:
     available = await event_log.list_partitions(status="available")
-    assert ids(available["partitions"], "partition_ref") == ["daily/01", "raw/01"]
+    assert ids(available["partitions"], "partition_ref") == ["raw/01"]
     both = await event_log.list_partitions(status="PARTITION_AVAILABLE", pattern="raw/*")
     assert ids(both["partitions"], "partition_ref") == ["raw/01"]
     page = await event_log.list_partitions(limit=1, offset=1)
@@ -226,7 +238,7 @@ async def test_get_partition_adds_history_and_producing_runs(
 ) -> None:
     assert await event_log.get_partition("nope/1") is None
     daily = await event_log.get_partition("daily/01")
-    assert daily["status"] == "PARTITION_AVAILABLE"
+    assert daily["status"] == "PARTITION_FAILED"
     history = [(e["build_request_id"], e["event_type"], e.get("status")) for e in daily["history"]]
     assert history == [
         ("b2", "partition", "PARTITION_SCHEDULED"),
@@ -344,7 +356,7 @@ async def test_paging_accepts_numbers_as_text_and_the_bounds(
     assert len((await event_log.list_builds(limit="2", offset="1"))["builds"]) == 2
     assert len((await event_log.list_builds(limit=1000))["builds"]) == 5
     assert len((await event_log.events(since="3", limit=1000))["events"]) > 0
-    with pytest.raises(InvalidQuery, match="since must be an integer between 0 and 9223372036854775807, got -1"):
+    with pytest.raises(InvalidQuery, match=f"since must be an integer between 0 and {2**63 - 1}"):
         await event_log.events(since=-1)
 
 

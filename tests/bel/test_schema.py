@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from databuild.bel import EventLogError, open_event_log
+from databuild.bel import (
+    Event,
+    EventLogError,
+    PartitionEvent,
+    PartitionStatus,
+    open_event_log,
+)
 from databuild.bel.backend import (
     Database,
     Location,
@@ -52,16 +59,16 @@ def table_names(db: Database) -> set[str]:
 def test_migrations_are_numbered_from_one_for_both_dialects() -> None:
     for dialect in ("sqlite", "postgresql"):
         assert list(migrations(dialect)) == list(range(1, latest_version(dialect) + 1))
-    assert latest_version("sqlite") == latest_version("postgresql") == 3
+    assert latest_version("sqlite") == latest_version("postgresql") == 4
 
 
 def test_an_empty_database_gets_the_latest_schema(database: Database) -> None:
     assert current_version(database) == 0
-    assert create_or_upgrade(database) == 3
-    assert current_version(database) == 3
+    assert create_or_upgrade(database) == 4
+    assert current_version(database) == 4
     assert {"events", "builds", "partitions", "job_runs", "job_stats"} <= table_names(database)
     assert has_ref_trigrams(database)
-    assert create_or_upgrade(database) == 3
+    assert create_or_upgrade(database) == 4
 
 
 def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) -> None:
@@ -80,7 +87,7 @@ def test_an_old_log_is_upgraded_in_place_keeping_its_data(database: Database) ->
             " VALUES (?, 'b1', ?, '[]', ?, ?, ?, 0, ?, ?, '')",
             (run_id, label, status, idx, idx, started, ended),
         )
-    assert create_or_upgrade(database) == 3
+    assert create_or_upgrade(database) == 4
     stats = database.all(
         "SELECT job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at,"
         " updated_idx FROM job_stats ORDER BY job_label"
@@ -103,12 +110,69 @@ def test_upgrading_to_version_3_indexes_the_refs_already_in_the_catalog(
             " reversed_ref) VALUES (?, 'PARTITION_AVAILABLE', 0, ?, ?)",
             (ref, idx, ref[::-1]),
         )
-    assert create_or_upgrade(database) == 3
+    assert create_or_upgrade(database) == 4
     database.ref_trigrams = has_ref_trigrams(database)
     assert database.ref_trigrams
     table, condition, params = database.glob_trigrams("*1999-01-01*")  # type: ignore[misc]
     found = database.all(f"SELECT partition_ref FROM {table} WHERE {condition}", params)
     assert [row[0] for row in found] == ["daily/1999-01-01/teal"]
+
+
+def _write_as_version_3(db: Database, events: list[tuple[str, PartitionEvent]]) -> None:
+    """Store partition events as a version 3 log did: the catalog took every event's status."""
+    for idx, (build_id, payload) in enumerate(events, start=1):
+        event = Event(build_id, payload, timestamp=idx)
+        body = event.to_json()
+        del body["idx"]
+        db.execute(
+            "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type,"
+            " partition_ref, job_run_id, body) VALUES (?, ?, ?, ?, 'partition', ?, ?, ?)",
+            (idx, event.event_id, idx, build_id, payload.partition_ref, payload.job_run_id,
+             json.dumps(body)),
+        )
+        db.execute(
+            "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
+            " build_request_id, job_run_id, reversed_ref) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
+            " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
+            " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id",
+            (payload.partition_ref, payload.status.value, idx, idx, build_id,
+             payload.job_run_id, payload.partition_ref[::-1]),
+        )
+
+
+def test_upgrading_to_version_4_derives_each_catalog_status_from_history(
+    database: Database,
+) -> None:
+    assert create_or_upgrade(database, target=3) == 3
+    P = PartitionStatus
+    _write_as_version_3(database, [
+        # b1 built good/1; b2 asked for it again and failed analysis; b3 was cancelled.
+        ("b1", PartitionEvent("good/1", P.PARTITION_SCHEDULED, job_run_id="r1")),
+        ("b1", PartitionEvent("good/1", P.PARTITION_BUILDING, job_run_id="r1")),
+        ("b1", PartitionEvent("good/1", P.PARTITION_AVAILABLE, job_run_id="r1")),
+        ("b2", PartitionEvent("good/1", P.PARTITION_REQUESTED)),
+        ("b2", PartitionEvent("good/1", P.PARTITION_FAILED, "analysis failed")),
+        ("b3", PartitionEvent("good/1", P.PARTITION_SCHEDULED, job_run_id="r3")),
+        ("b3", PartitionEvent("good/1", P.PARTITION_FAILED, "cancelled", job_run_id="r3")),
+        # A run that ran and failed is the data's truth.
+        ("b1", PartitionEvent("bad/1", P.PARTITION_BUILDING, job_run_id="r4")),
+        ("b1", PartitionEvent("bad/1", P.PARTITION_FAILED, "exit 1", job_run_id="r4")),
+        # No run ever touched it: its latest bookkeeping status stays.
+        ("b2", PartitionEvent("new/1", P.PARTITION_REQUESTED)),
+        ("b2", PartitionEvent("new/1", P.PARTITION_FAILED, "analysis failed")),
+    ])
+    assert create_or_upgrade(database) == 4
+    catalog = database.all(
+        "SELECT partition_ref, status, updated_idx, build_request_id, job_run_id, data_idx"
+        " FROM partitions ORDER BY partition_ref"
+    )
+    assert [tuple(row) for row in catalog] == [
+        ("bad/1", "PARTITION_FAILED", 9, "b1", "r4", 9),
+        ("good/1", "PARTITION_AVAILABLE", 3, "b1", "r1", 3),
+        ("new/1", "PARTITION_FAILED", 11, "b2", None, None),
+    ]
+    assert database.one("SELECT COUNT(*) FROM events") == (11,)
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +183,7 @@ async def test_a_log_from_a_newer_databuild_is_refused_untouched(
     database.execute("UPDATE schema_version SET version = 99")
     log = open_event_log(log_uri, tmp_path, reactor)
     with pytest.raises(EventLogError, match=r"has schema version 99, newer than this DataBuild "
-                       r"understands \(up to 3\); upgrade DataBuild or use another event log"):
+                       r"understands \(up to 4\); upgrade DataBuild or use another event log"):
         await log.open()
     assert current_version(database) == 99
 

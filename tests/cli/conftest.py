@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -12,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.polling import DEADLINE_S, poll_until
 
 from databuild.proc.info import alive
 
@@ -21,8 +25,8 @@ SERVICE_TIMEOUT_S = "30"
 """Idle timeout of the services the tests start, so that a forgotten one goes away."""
 
 SLOW_JOB = '''\
-"""A job that takes its time: it records its pid, then sleeps (a "stubborn" one ignores
-SIGTERM)."""
+"""A job that takes its time: it records its pid, then waits (at most 120 s) until the test
+creates slow_release/<ref with _ for />. A "stubborn" one ignores SIGTERM."""
 import json, os, signal, sys, time
 from pathlib import Path
 
@@ -32,10 +36,14 @@ if sys.argv[1] == "config":
 ref = sys.argv[2]
 if "stubborn" in ref:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+name = ref.replace("/", "_")
 pids = Path("slow_pids")
 pids.mkdir(exist_ok=True)
-(pids / ref.replace("/", "_")).write_text(str(os.getpid()))
-time.sleep(120)
+(pids / f"{name}.tmp").write_text(str(os.getpid()))
+(pids / f"{name}.tmp").rename(pids / name)
+end = time.monotonic() + 120
+while not Path("slow_release", name).exists() and time.monotonic() < end:
+    time.sleep(0.05)
 '''
 
 SLOW_JOB_TOML = '''
@@ -43,20 +51,66 @@ SLOW_JOB_TOML = '''
 label = "slow"
 outputs = ['slow/[a-z0-9_]+']
 command = ["python3", "slow_job.py"]
+
+# Any free port: the tests never depend on 8080 (or any one port) being free.
+[service]
+port = 0
 '''
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def release(workspace: Path, ref: str) -> None:
+    """Let the slow job's run for ``ref`` end."""
+    (workspace / "slow_release").mkdir(exist_ok=True)
+    (workspace / "slow_release" / ref.replace("/", "_")).touch()
+
+
+def slow_pid(workspace: Path, ref: str) -> int:
+    """The pid of the slow job's run for ``ref``, once it runs."""
+    path = workspace / "slow_pids" / ref.replace("/", "_")
+    return int(poll_until(lambda: path.exists() and path.read_text(), f"{ref} to start"))
+
+
+class Output:
+    """What a child writes to one pipe or terminal, read as it comes, each wait with a deadline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.text = ""
+        self.ended = False
+        self._seen = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def until(self, pattern: str, timeout_s: float = DEADLINE_S) -> re.Match[str]:
+        """Read until ``pattern`` (a regex) matches what came after the previous match."""
+        deadline = time.monotonic() + timeout_s
+        while not (found := re.compile(pattern).search(self.text, self._seen)):
+            assert not self.ended, f"{pattern!r} never came; got {self.text[self._seen:]!r}"
+            left = deadline - time.monotonic()
+            assert left > 0, f"{pattern!r} did not come in {timeout_s:g}s; got {self.text!r}"
+            self._read(left)
+        self._seen = found.end()
+        return found
+
+    def rest(self, timeout_s: float = DEADLINE_S) -> str:
+        """Read to the end (the writer closed it); returns everything read."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ended:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the output did not end in {timeout_s:g}s; got {self.text!r}"
+            self._read(left)
+        return self.text
+
+    def _read(self, timeout_s: float) -> None:
+        if not select.select([self.fd], [], [], timeout_s)[0]:
+            return
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # EIO: a terminal's last writer is gone
+            chunk = b""
+        self.ended = not chunk
+        self.text += self._decoder.decode(chunk, final=self.ended)
 
 
 def service_pid(workspace: Path) -> int | None:
@@ -77,11 +131,10 @@ def stop_processes(pids: list[int]) -> None:
     for pid in pids:
         if alive(pid):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
     for pid in pids:
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if alive(pid):
+        try:
+            poll_until(lambda pid=pid: not alive(pid), f"pid {pid} to end", timeout_s=20)
+        except AssertionError:
             os.kill(pid, signal.SIGKILL)
 
 

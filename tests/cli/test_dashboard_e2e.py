@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .conftest import wait_for
+from tests.polling import poll_until
 
 
 def visit(url: str) -> http.client.HTTPResponse:
@@ -39,5 +39,5 @@ def test_dashboard_opens_the_link_where_a_desktop_browser_exists(
     browser.chmod(browser.stat().st_mode | stat.S_IXUSR)
     result = databuild("dashboard", env={"DISPLAY": ":0", "BROWSER": str(browser)})
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: opened.exists() and opened.read_text().strip(), "the browser to be run")
+    poll_until(lambda: opened.exists() and opened.read_text().strip(), "the browser to be run")
     assert opened.read_text().strip() == result.stdout.strip()

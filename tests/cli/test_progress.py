@@ -141,3 +141,25 @@ def test_after_the_live_line_is_closed_events_print_as_plain_lines() -> None:
     display.event(json.dumps(EVENTS[7]), EVENTS[7])
     clock.advance(1)
     assert out.getvalue()[len(before):] == "\r\x1b[Kcompleted job_b  p/b  1.5s\n"
+
+
+def test_runs_cancelled_before_they_started_are_told_in_one_line() -> None:
+    progress = BuildProgress("b1")
+    events = [
+        event(1, 0, "build_request", status="BUILD_REQUEST_RECEIVED",
+              requested_partitions=["p/a"], message=""),
+        job(2, 0.1, "a", "JOB_SCHEDULED"),
+        job(3, 0.2, "a", "JOB_RUNNING"),
+        *(job(4 + i, 0.3, f"w{i}", "JOB_SCHEDULED") for i in range(73)),
+        job(80, 1.0, "a", "JOB_CANCELLED", message="build cancelled by request"),
+        *(job(81 + i, 1.0, f"w{i}", "JOB_CANCELLED", message="build cancelled by request")
+          for i in range(73)),
+        event(160, 1.1, "build_request", status="BUILD_REQUEST_CANCELLED",
+              requested_partitions=[], message="build cancelled by request"),
+    ]
+    lines = [note.text for e in events for note in progress.apply(e) if not note.started]
+    assert lines == [
+        "build b1: p/a",
+        "cancelled job_a  p/a  0.8s: build cancelled by request",
+        "73 job runs cancelled before they started",
+    ]

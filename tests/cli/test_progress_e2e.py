@@ -11,29 +11,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+
+from tests.polling import poll_until
 
 from databuild.proc.info import alive
 
-from .conftest import DATABUILD, Run, wait_for
+from .conftest import DATABUILD, Output, Run, release, slow_pid
 
 TOTAL = "daily_votes/2026-01-01"
 Spawn = Callable[..., subprocess.Popen[str]]
-
-
-def read_until(stream: IO[str], text: str) -> str:
-    """Read lines from ``stream`` until one holds ``text``; returns what was read."""
-    seen = ""
-    while text not in seen:
-        line = stream.readline()
-        assert line, f"{text!r} never came; got {seen!r}"
-        seen += line
-    return seen
-
-
-def slow_pid(workspace: Path, ref: str) -> int:
-    path = workspace / "slow_pids" / ref.replace("/", "_")
-    return int(wait_for(lambda: path.exists() and path.read_text(), f"{ref} to start"))
 
 
 def test_on_a_pipe_progress_is_plain_lines(databuild: Run) -> None:
@@ -51,28 +37,28 @@ def test_on_a_pipe_progress_is_plain_lines(databuild: Run) -> None:
 def test_on_a_terminal_a_live_line_is_redrawn_under_the_finished_jobs(
     workspace: Path, cli_env: dict[str, str]
 ) -> None:
+    """Four slow runs, each ending only when the test releases it: every step is drawn."""
+    refs = [f"slow/live{i}" for i in range(4)]
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
-        [DATABUILD, "build", TOTAL], cwd=workspace, env=cli_env,
+        [DATABUILD, "build", *refs], cwd=workspace, env=cli_env,
         stdin=terminal, stdout=terminal, stderr=subprocess.PIPE,
     )  # fmt: skip
     os.close(terminal)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the terminal's last writer is gone
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(controller)
+    screen = Output(controller)
+    try:
+        screen.until(r"\r\x1b\[K\[0 / 4\] \d+s")
+        for done, ref in enumerate(refs, start=1):
+            slow_pid(workspace, ref)
+            release(workspace, ref)
+            screen.until(rf"\r\x1b\[Kcompleted slow +{ref}\b")
+            if done < len(refs):
+                screen.until(rf"\r\x1b\[K\[{done} / 4\] \d+s")
+        text = screen.rest()
+    finally:
+        os.close(controller)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     proc.stderr.close()
-    text = screen.decode()
-    assert "\r\x1b[K[0 / " in text
-    assert re.search(r"\r\x1b\[K\[\d / 4\] \d+s", text)
-    assert "\r\x1b[Kcompleted aggregate_color_votes" in text
     assert "started " not in text  # the live line shows running jobs instead
     assert re.search(r"\r\x1b\[Kbuild \w+ completed in [0-9.]+s \(4 completed\)\r?\n$", text)
 
@@ -101,19 +87,37 @@ def test_background_build_then_tail_in_both_formats(databuild: Run) -> None:
     assert set(json.loads(background_json.stdout)) >= {"build_request_id", "progress_url"}
 
 
-def test_ctrl_c_cancels_the_build_waits_for_it_and_exits_8(
+def one_job_at_a_time(workspace: Path) -> None:
+    """The service runs one job at a time ([service] is the last table of databuild.toml)."""
+    with (workspace / "databuild.toml").open("a") as f:
+        f.write("max_parallel_jobs = 1\n")
+
+
+def test_ctrl_c_cancels_the_build_waits_for_it_and_exits_8_saying_only_true_things(
     workspace: Path, spawn_databuild: Spawn, databuild: Run
 ) -> None:
-    proc = spawn_databuild("build", "slow/one")
-    head = read_until(proc.stdout, "started   slow")
-    job = slow_pid(workspace, "slow/one")
+    """One run runs, three wait for it; Ctrl-C cancels all four, the waiting in one line."""
+    one_job_at_a_time(workspace)
+    proc = spawn_databuild("build", *(f"slow/c{i}" for i in range(4)))
+    out, err = Output(proc.stdout.fileno()), Output(proc.stderr.fileno())
+    build_id = out.until(r"build (\w+): ").group(1)
+    out.until(r"started +slow")
+    running = poll_until(
+        lambda: list((workspace / "slow_pids").glob("slow_c?")), "the first run to start"
+    )
+    job = int(running[0].read_text())
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 8, err
-    assert "cancelling build" in err
-    build_id = head.split()[1].rstrip(":")
-    assert " cancelled in " in out.splitlines()[-1]
-    wait_for(lambda: not alive(job), "the cancelled job's process to end")
+    stdout, stderr = out.rest(), err.rest()
+    assert proc.wait(timeout=60) == 8, stderr
+    assert stderr.splitlines()[-1] == (
+        f"databuild: cancelling build {build_id} (Ctrl-C again to stop waiting)"
+    )
+    assert "could not cancel" not in stderr
+    lines = stdout.splitlines()
+    assert "3 job runs cancelled before they started" in lines
+    assert sum(line.startswith("cancelled ") for line in lines) == 1  # the one that ran
+    assert re.fullmatch(rf"build {build_id} cancelled in [0-9.]+s \(4 cancelled\): .*", lines[-1])
+    poll_until(lambda: not alive(job), "the cancelled job's process to end")
     shown = json.loads(databuild("builds", "show", build_id, "--format", "json").stdout)
     assert shown["status"] == "BUILD_REQUEST_CANCELLED"
 
@@ -124,16 +128,18 @@ def test_second_ctrl_c_returns_without_waiting(
     """The stubborn job ignores SIGTERM, so the cancellation takes the executor's grace period;
     the second Ctrl-C does not wait for it: the CLI is gone before the build ends."""
     proc = spawn_databuild("build", "slow/stubborn")
-    head = read_until(proc.stdout, "started   slow")
+    out, err = Output(proc.stdout.fileno()), Output(proc.stderr.fileno())
+    build_id = out.until(r"build (\w+): ").group(1)
+    out.until(r"started +slow")
     slow_pid(workspace, "slow/stubborn")
     proc.send_signal(signal.SIGINT)
-    read_until(proc.stderr, "cancelling build")
+    err.until("cancelling build")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out.rest()
+    stderr = err.rest()
+    assert proc.wait(timeout=60) == 8, stderr
     cli_gone_ns = time.time_ns()
-    assert proc.returncode == 8, err
-    assert "stopped waiting for build" in err
-    build_id = head.split()[1].rstrip(":")
+    assert "stopped waiting for build" in stderr
     assert databuild("tail", build_id).returncode == 8
     shown = json.loads(databuild("builds", "show", build_id, "--format", "json").stdout)
     assert shown["status"] == "BUILD_REQUEST_CANCELLED"
@@ -146,11 +152,13 @@ def test_ctrl_c_during_tail_only_detaches(
     build_id = databuild("build", "slow/tailed", "--background").stdout.strip()
     slow_pid(workspace, "slow/tailed")
     proc = spawn_databuild("tail", build_id)
-    read_until(proc.stdout, "started   slow")
+    out, err = Output(proc.stdout.fileno()), Output(proc.stderr.fileno())
+    out.until(r"started +slow")
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert f"detached from build {build_id}; it goes on" in err
+    out.rest()
+    stderr = err.rest()
+    assert proc.wait(timeout=60) == 0
+    assert f"detached from build {build_id}; it goes on" in stderr
     shown = json.loads(databuild("builds", "show", build_id, "--format", "json").stdout)
     assert shown["status"] == "BUILD_REQUEST_EXECUTING"
     assert databuild("builds", "cancel", build_id).returncode == 0

@@ -13,9 +13,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.polling import poll_until
+
 from databuild.proc.info import alive, command_line
 
-from .conftest import Run, server_info, service_pid, wait_for
+from .conftest import Run, server_info, service_pid, slow_pid
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -79,11 +81,10 @@ def test_after_kill_9_of_the_service_the_next_call_starts_one_and_the_build_show
     workspace: Path, databuild: Run
 ) -> None:
     build_id = databuild("build", "slow/crashed", "--background").stdout.strip()
-    job_file = workspace / "slow_pids" / "slow_crashed"
-    wait_for(job_file.exists, "the job to start")
+    slow_pid(workspace, "slow/crashed")
     old = server_info(workspace)["pid"]
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not alive(old), "the service to die")
+    poll_until(lambda: not alive(old), "the service to die")
 
     shown = databuild("builds", "show", build_id, "--format", "json")
     assert shown.returncode == 0, shown.stderr
@@ -102,7 +103,7 @@ def test_a_build_following_a_service_that_dies_exits_3_saying_so(
     workspace: Path, spawn_databuild: Spawn
 ) -> None:
     proc = spawn_databuild("build", "slow/orphaned")
-    wait_for((workspace / "slow_pids" / "slow_orphaned").exists, "the job to start")
+    slow_pid(workspace, "slow/orphaned")
     os.kill(server_info(workspace)["pid"], signal.SIGKILL)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3
@@ -116,7 +117,7 @@ def test_an_idle_service_exits_and_the_next_call_starts_a_new_one(
     first = databuild("builds", "list", env={"DATABUILD_SERVICE_TIMEOUT": "1"})
     assert first.returncode == 0, first.stderr
     pid = server_info(workspace)["pid"]
-    wait_for(lambda: not alive(pid), "the idle service to exit")
+    poll_until(lambda: not alive(pid), "the idle service to exit")
     assert not (workspace / ".databuild" / "server.json").exists()
     assert "idle" in (workspace / ".databuild" / "service.log").read_text()
 
@@ -165,8 +166,9 @@ def test_a_service_dying_at_start_is_exit_3_with_the_end_of_service_log(
     died = databuild("builds", "list", env={"DATABUILD_BUILD_EVENT_LOG": uri})
     assert died.returncode == 3
     first, *rest = died.stderr.splitlines()[1:]
-    assert first == "databuild: the DataBuild service could not start: the service stopped "\
-        "right after starting"
+    assert first.startswith(
+        f"databuild: the DataBuild service could not start: cannot open the event log at {uri}: "
+    )
     assert rest[0] == f"--- end of {workspace}/.databuild/service.log ---"
-    assert f"cannot open the event log at {uri}" in died.stderr
+    assert "Traceback" not in died.stderr
     assert len(rest) <= 21

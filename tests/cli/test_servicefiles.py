@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.polling import poll_until
 
 from databuild.cli.exits import USAGE, CliError
 from databuild.cli.servicefiles import (
@@ -21,6 +22,7 @@ from databuild.cli.servicefiles import (
     pidfile_owner,
     resolve_workspace,
     server_json_owner,
+    start_failure,
     to_seconds,
 )
 from databuild.proc.info import command_line, started_at
@@ -40,10 +42,10 @@ def lookalike() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"]
     )
-    deadline = time.monotonic() + 10
-    while started_at(proc.pid) is None or "databuild" not in command_line(proc.pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    poll_until(
+        lambda: started_at(proc.pid) is not None and "databuild" in command_line(proc.pid),
+        "the lookalike to run",
+    )
     yield proc
     proc.kill()
     proc.wait()
@@ -161,3 +163,19 @@ def test_log_tail_shows_only_what_was_written_since_the_start(tmp_path: Path) ->
     tail = log_tail(log, offset).splitlines()
     assert tail == [f"new {i}" for i in range(10, 30)]
     assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_the_sentence_of_a_failed_start_is_twistds_last_line_or_the_daemons_report() -> None:
+    said = "twistd databuild: /ws/databuild.toml: invalid TOML: Invalid value (at line 3, col 7)"
+    assert start_failure(said, "") == (
+        "/ws/databuild.toml: invalid TOML: Invalid value (at line 3, col 7)", ""
+    )
+    assert start_failure("", "log") == (None, "")
+    reason = ("cannot open the event log at postgresql://é@db:1/x: connection failed: "
+              "connection to server at db, port 1 failed: no route to host")
+    cut = ("1 " + reason).encode()[:100][2:]
+    assert len(cut) < len(reason.encode())
+    said = f"An error has occurred: {cut!r}\nPlease look at log file for more information.\n"
+    log = f"2026-01-01 [databuild.service.tree#error] the service could not start: {reason}\n"
+    assert start_failure(said, log) == (reason, "")
+    assert start_failure(said, "") == (cut.decode(), "")

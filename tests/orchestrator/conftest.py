@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import pytest_twisted
 from attrs import define, field
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from databuild.bel import EventLog, open_event_log
@@ -97,14 +95,6 @@ class Harness:
         build = await self.log.get_build(build_id)
         assert build is not None
         return build
-
-
-async def wait_for(predicate: Callable[[], object], deadline_s: float = 20.0) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 async def start_harness(

@@ -14,9 +14,9 @@ from tests.orchestrator.conftest import (
     Harness,
     start_harness,
     stop_harness,
-    wait_for,
 )
 from tests.orchestrator.test_delegation import wait_for_delegation
+from tests.polling import poll_until_async
 from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults
 
 from databuild.bel import Event, EventLog, IllegalTransition, JobEvent, JobStatus
@@ -160,7 +160,7 @@ async def test_a_fault_in_delegation_fails_only_the_waiting_build(tmp_path: Path
         go = harness.root / "go"
         harness.plan({"boom/a": {"until": str(go)}})
         producer = await harness.orchestrator.submit(["boom/a"])
-        await wait_for(lambda: harness.starts("boom/a"))
+        await poll_until_async(lambda: harness.starts("boom/a"), "harness.starts('boom/a')")
         waiter = await harness.orchestrator.submit(["boom/a"])
         await wait_for_delegation(harness, [waiter])
         go.touch()

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness
+from tests.polling import poll_until_async
 
 from databuild.errors import Conflict, NotFound
 from databuild.executor.runner import Executor
@@ -15,10 +16,10 @@ from databuild.proc.info import alive
 
 async def running_pids(harness: Harness, ref: str) -> tuple[int, int]:
     """The leader and grandchild pids of the (first) run of ``ref`` once both exist."""
-    await wait_for(lambda: harness.starts(ref))
+    await poll_until_async(lambda: harness.starts(ref), f"{ref} to start")
     start = harness.starts(ref)[0]
     pidfile = harness.root / f"grandchild-{start['job_run_id']}.pid"
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    await poll_until_async(lambda: pidfile.exists() and pidfile.read_text(), "the grandchild")
     return start["pid"], int(pidfile.read_text())
 
 
@@ -36,7 +37,7 @@ async def test_cancelling_a_build_stops_its_groups_and_pending_runs(harness: Har
     await harness.orchestrator.cancel_build(build_id)
 
     assert not alive(leader)
-    await wait_for(lambda: not alive(grandchild))  # SIGKILLed: it dies in a moment
+    await poll_until_async(lambda: not alive(grandchild), "the job's grandchild to be killed")
     assert [r["ref"] for r in harness.starts()] == ["work/a"]
     build = await harness.log.get_build(build_id)
     assert build["status"] == "BUILD_REQUEST_CANCELLED"
@@ -78,7 +79,7 @@ async def test_cancelling_a_task_fails_its_downstream_only(harness: Harness) -> 
     await harness.orchestrator.cancel_task(run_a)
 
     assert not alive(leader)
-    await wait_for(lambda: not alive(grandchild))  # SIGKILLed: it dies in a moment
+    await poll_until_async(lambda: not alive(grandchild), "the job's grandchild to be killed")
     build = await harness.finished(build_id)
     assert build["status"] == "BUILD_REQUEST_FAILED"
     tasks = {t["outputs"][0]: t for t in build["tasks"]}
@@ -92,13 +93,15 @@ async def test_cancelling_a_task_fails_its_downstream_only(harness: Harness) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_cancelling_a_task_still_waiting_for_inputs(harness: Harness) -> None:
-    harness.plan({"work/a": {"sleep": 0.3}, "work/b": {"inputs": ["work/a"]}})
+    gate = harness.root / "release-a"
+    harness.plan({"work/a": {"until": str(gate)}, "work/b": {"inputs": ["work/a"]}})
     build_id = await harness.orchestrator.submit(["work/b"])
-    await wait_for(lambda: harness.starts("work/a"))
+    await poll_until_async(lambda: harness.starts("work/a"), "work/a to start")
     build = await harness.log.get_build(build_id)
     run_b = next(t["job_run_id"] for t in build["tasks"] if t["outputs"] == ["work/b"])
 
     await harness.orchestrator.cancel_task(run_b)
+    gate.touch()
 
     build = await harness.finished(build_id)
     tasks = {t["outputs"][0]: t["status"] for t in build["tasks"]}
@@ -117,7 +120,7 @@ async def test_stopping_the_service_cancels_running_builds_and_records_it(tmp_pa
     await harness.orchestrator.stopService()
 
     assert not alive(leader)
-    await wait_for(lambda: not alive(grandchild))  # SIGKILLed: it dies in a moment
+    await poll_until_async(lambda: not alive(grandchild), "the job's grandchild to be killed")
     build = await harness.log.get_build(build_id)
     assert build["status"] == "BUILD_REQUEST_CANCELLED"
     assert "service is stopping" in build["message"]
@@ -145,7 +148,7 @@ async def test_stopping_kills_the_job_groups_that_outlive_the_stop_deadline(tmp_
     await harness.orchestrator.stopService()  # SIGTERM is ignored: the deadline kills
 
     assert not alive(leader)
-    await wait_for(lambda: not alive(grandchild))
+    await poll_until_async(lambda: not alive(grandchild), "not alive(grandchild)")
     build = await harness.log.get_build(build_id)
     assert build["status"] == "BUILD_REQUEST_CANCELLED"
     assert {t["status"] for t in build["tasks"]} == {"JOB_CANCELLED"}

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
 import pytest_twisted
-from tests.orchestrator.conftest import Harness, wait_for
-from twisted.internet import reactor
+from tests.orchestrator.conftest import Harness
+from tests.polling import poll_until_async
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.task import deferLater
 
 
 async def wait_for_delegation(harness: Harness, build_ids: list[str], count: int = 1) -> None:
     """Wait until ``count`` of ``build_ids`` have recorded a delegation."""
-    end = time.monotonic() + 30
-    while (
-        len(
-            {
-                e["build_request_id"]
-                for e in await harness.events()
-                if e["event_type"] == "delegation" and e["build_request_id"] in build_ids
-            }
-        )
-        < count
-    ):
-        assert time.monotonic() < end, "the delegations were not recorded"
-        await deferLater(reactor, 0.02, lambda: None)
+
+    async def delegated() -> bool:
+        events = await harness.events()
+        return len({
+            e["build_request_id"] for e in events
+            if e["event_type"] == "delegation" and e["build_request_id"] in build_ids
+        }) >= count  # fmt: skip
+
+    await poll_until_async(delegated, f"{count} of the builds to delegate")
 
 
 async def running_events(harness: Harness) -> Counter[str]:
@@ -156,7 +150,7 @@ async def test_cancelling_a_waiting_build_leaves_the_producing_build_alone(
     go = harness.root / "go"
     harness.plan({"work/base": {"until": str(go)}})
     producer = await harness.orchestrator.submit(["work/base"])
-    await wait_for(lambda: harness.starts("work/base"))
+    await poll_until_async(lambda: harness.starts("work/base"), "work/base to start")
     waiter = await harness.orchestrator.submit(["work/base"])
     await wait_for_delegation(harness, [waiter])
     await harness.orchestrator.cancel_build(waiter)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from tests.conftest import fill
-from tests.orchestrator.conftest import Harness, start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness
 from tests.orchestrator.private_pg import PrivateCluster, available
+from tests.polling import poll_until_async
 from twisted.internet.threads import deferToThread
 
 from databuild.bel import JobStatus, StoreUnavailable
@@ -38,17 +39,10 @@ async def stored_status(harness: Harness, build_id: str, ref: str) -> str | None
 
 
 async def wait_until_stored(harness: Harness, build_id: str, ref: str, status: str) -> None:
-    seen: list[str | None] = [None]
+    async def stored() -> bool:
+        return await stored_status(harness, build_id, ref) == status
 
-    async def poll() -> None:
-        seen[0] = await stored_status(harness, build_id, ref)
-
-    end = time.monotonic() + 30
-    await poll()
-    while seen[0] != status:
-        assert time.monotonic() < end, f"{ref} never became {status} in the log"
-        await wait_for(lambda: True)
-        await poll()
+    await poll_until_async(stored, f"{ref} to be {status} in the log")
 
 
 def assert_all_closed(build: dict[str, Any]) -> None:
@@ -79,8 +73,12 @@ async def test_postgresql_stopped_mid_build_loses_nothing_and_the_build_complete
 
     await deferToThread(private_pg.stop)
     go.touch()  # work/a ends while the log is down
-    await wait_for(lambda: any(r["phase"] == "end" for r in harness.runs()))
-    await wait_for(lambda: not harness.orchestrator.event_log_healthy)
+    await poll_until_async(
+        lambda: any(r["phase"] == "end" for r in harness.runs()), "work/a to end"
+    )
+    await poll_until_async(
+        lambda: not harness.orchestrator.event_log_healthy, "the log to be seen unhealthy"
+    )
     restarted_at = time.time()
     await deferToThread(private_pg.start)
 
@@ -117,7 +115,9 @@ async def test_a_full_disk_past_the_outage_limit_fails_the_build_and_says_why(
 
         filler = fill(small_disk)
         go.touch()  # work/a ends while the disk is full
-        await wait_for(lambda: not harness.orchestrator.event_log_healthy)
+        await poll_until_async(
+            lambda: not harness.orchestrator.event_log_healthy, "the log to be seen unhealthy"
+        )
         with pytest.raises(StoreUnavailable, match="cannot store events"):
             await harness.orchestrator.submit(["work/c"])  # nothing new is taken on
         filler.unlink()

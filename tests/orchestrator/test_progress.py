@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from tests.orchestrator.conftest import Harness, wait_for
+from tests.orchestrator.conftest import Harness
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
@@ -101,7 +102,7 @@ async def test_a_failing_subscriber_does_not_disturb_the_build_or_others(harness
     await bad.finished
     assert calls == [e["idx"] for e in good]
     assert (await harness.log.get_build(build_id))["status"] == "BUILD_REQUEST_COMPLETED"
-    await wait_for(lambda: harness.orchestrator.active_builds == 0)
+    await poll_until_async(lambda: harness.orchestrator.active_builds == 0, "no live build")
     # The hub logged each of the subscriber's failures; nothing else went wrong.
     assert {e["log_failure"].getErrorMessage() for e in harness.errors} == {"subscriber bug"}
     harness.errors.clear()
@@ -118,7 +119,7 @@ async def test_subscribing_to_an_unknown_build_is_not_found(harness: Harness) ->
 async def test_readers_are_told_when_the_log_cannot_record_a_builds_end(harness: Harness) -> None:
     harness.plan({"work/a": {"block": True}})
     build_id = await harness.orchestrator.submit(["work/a"])
-    await wait_for(lambda: harness.starts("work/a"))
+    await poll_until_async(lambda: harness.starts("work/a"), "work/a to start")
     subscription = await harness.orchestrator.hub.subscribe(build_id, 0, lambda e: None)
     await harness.log.close()  # the log goes away under a running build
 

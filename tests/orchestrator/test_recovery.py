@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest_twisted
-from tests.orchestrator.conftest import start_harness, stop_harness, wait_for
+from tests.orchestrator.conftest import start_harness, stop_harness
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 
 from databuild.bel import (
@@ -68,7 +69,7 @@ async def test_a_new_orchestrator_fails_the_dead_services_builds_and_reaps_its_j
         cwd=tmp_path,
         env=os.environ,
     )
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    await poll_until_async(lambda: pidfile.exists() and pidfile.read_text(), "the orphan")
     grandchild = int(pidfile.read_text())
     write_record(
         root / ".databuild" / "running",

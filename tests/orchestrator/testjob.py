@@ -3,6 +3,8 @@
 ``plan.json`` maps a ref to its behaviour: ``inputs`` (materialize refs), ``sleep`` seconds,
 ``exit`` code, ``fail_attempts`` (fail this many attempts first), ``block`` (sleep until
 killed), ``until`` (wait until that file exists), ``ignore_term`` (ignore SIGTERM),
+``config_until`` (the config call that includes this ref writes ``config-started`` and waits
+until that file exists),
 ``grandchild`` (start a ``sleep`` in the job's process group). Every exec appends a line to
 ``runs.jsonl``: ref, job run id, pid, start and end times.
 """
@@ -17,6 +19,11 @@ from pathlib import Path
 
 plan = json.loads(Path("plan.json").read_text())
 if sys.argv[1] == "config":
+    for ref in sys.argv[2:]:
+        if until := plan.get(ref, {}).get("config_until"):
+            Path("config-started").touch()
+            while not Path(until).exists():
+                time.sleep(0.02)
     configs = []
     for ref in sys.argv[2:]:
         spec = plan.get(ref, {})

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,9 @@ import pytest
 import treq
 from attrs import define, field
 from tests.conftest import BIN, installed
-from twisted.internet import reactor
+from tests.polling import poll_until
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 START_TIMEOUT_S = 30.0
@@ -43,6 +41,7 @@ print("released", flush=True)
 
 
 def free_port() -> int:
+    """A port nobody listens on now (for a test that names the service's port itself)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,18 +57,6 @@ def with_slow_job(workspace: Path) -> Path:
             'command = ["python3", "jobs/slow.py"]\n'
         )
     return workspace
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str) -> Any:
-    """Poll ``predicate`` (blocking; outside the reactor) until it returns something true."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @define
@@ -119,7 +106,7 @@ class Service:
                 return None
             return info if info.get("pid") == self.process.pid else None
 
-        self.info = wait_until(started, START_TIMEOUT_S, "server.json")
+        self.info = poll_until(started, "server.json", START_TIMEOUT_S)
 
     def wait_exit(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         try:
@@ -138,7 +125,10 @@ class Service:
 
 
 def start_service(workspace: Path, *args: str, env: dict[str, str] | None = None) -> Service:
-    """Start ``twistd -n databuild`` on ``workspace`` and wait until it wrote server.json."""
+    """Start ``twistd -n databuild`` on ``workspace`` and wait until it wrote server.json.
+
+    Unless ``args`` name a port, the service takes any free one (``--port 0``).
+    """
     state = workspace / ".databuild"
     state.mkdir(exist_ok=True)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")}
@@ -146,7 +136,7 @@ def start_service(workspace: Path, *args: str, env: dict[str, str] | None = None
     environ["PATH"] = f"{BIN}{os.pathsep}{environ.get('PATH', '')}"
     environ.update(env or {})
     if "--port" not in args:
-        args = ("--port", str(free_port()), *args)
+        args = ("--port", "0", *args)
     command = [
         installed("twistd"), "-n",
         "--pidfile", str(state / "twistd.pid"),
@@ -206,22 +196,6 @@ async def call(
     content = await response.content()
     assert response.headers.getRawHeaders("content-type") == ["application/json; charset=utf-8"]
     return response.code, json.loads(content)
-
-
-async def sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
-
-
-async def poll(predicate: Any, timeout_s: float, what: str) -> Any:
-    """Await ``predicate()`` (an async function) until it returns something true."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await sleep(0.05)
 
 
 @define

@@ -14,12 +14,12 @@ import pytest
 import pytest_twisted
 import treq
 from tests.conftest import EXAMPLES
+from tests.polling import poll_until_async
 from tests.service.conftest import (
     Frame,
     Service,
     call,
     open_stream,
-    poll,
     read_stream,
     start_service,
     with_slow_job,
@@ -67,7 +67,7 @@ async def finished(service: Service, build_id: str) -> str:
         done = {"BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED"}
         return status if status in done else None
 
-    return await poll(final, 60, f"build {build_id} to finish")
+    return await poll_until_async(final, f"build {build_id} to finish", 60)
 
 
 def release(service: Service, name: str) -> None:
@@ -80,7 +80,7 @@ async def running(service: Service, name: str) -> None:
     async def started() -> bool:
         return (service.workspace / "pids" / name).exists()
 
-    await poll(started, 60, f"slow/{name} to start")
+    await poll_until_async(started, f"slow/{name} to start", 60)
 
 
 def assert_whole_stream(frames: list[Frame], build_id: str, status: str) -> None:
@@ -214,7 +214,7 @@ async def test_quiet_stream_gets_keepalive_comments(service: Service) -> None:
     async def kept_alive() -> bool:
         return "keepalive" in reader.comments
 
-    await poll(kept_alive, 30, "a keepalive comment")
+    await poll_until_async(kept_alive, "a keepalive comment", 30)
     release(service, "quiet")
     await reader.done
 

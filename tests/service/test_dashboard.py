@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from tests.conftest import EXAMPLES
+from tests.polling import poll_until
 from tests.service.browser import CuttableProxy, api, chromium, console_errors, login_url
-from tests.service.conftest import Service, start_service, wait_until, with_slow_job
+from tests.service.conftest import Service, start_service, with_slow_job
 
 WAIT_S = 60
 
@@ -65,13 +66,13 @@ def build_status(service: Service, build_id: str) -> str:
 
 def finished(service: Service, build_id: str) -> str:
     final = {"BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED"}
-    return wait_until(
-        lambda: (s := build_status(service, build_id)) in final and s, WAIT_S, "the build's end"
+    return poll_until(
+        lambda: (s := build_status(service, build_id)) in final and s, "the build's end", WAIT_S
     )
 
 
 def started(service: Service, name: str) -> None:
-    wait_until(lambda: (service.workspace / "pids" / name).exists(), WAIT_S, f"slow/{name}")
+    poll_until(lambda: (service.workspace / "pids" / name).exists(), f"slow/{name}", WAIT_S)
 
 
 def release(service: Service, name: str) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 from tests.conftest import installed
-from tests.service.conftest import Service, call, free_port, poll, wait_until
+from tests.polling import poll_until, poll_until_async
+from tests.service.conftest import Service, call, free_port
 
 from databuild.proc.info import alive
 
@@ -35,7 +36,7 @@ async def exited(service: Service) -> int:
         returncode = service.process.poll()
         return None if returncode is None else (returncode,)
 
-    (returncode,) = await poll(code, 60, "the service to exit")
+    (returncode,) = await poll_until_async(code, "the service to exit", 60)
     return returncode
 
 
@@ -49,7 +50,7 @@ async def start_slow_build(service: Service, name: str) -> tuple[str, int]:
         text = pid_file.read_text() if pid_file.exists() else ""
         return int(text) if text else None
 
-    return body["build_request_id"], await poll(job_pid, 60, "the slow job to start")
+    return body["build_request_id"], await poll_until_async(job_pid, "the slow job to start", 60)
 
 
 @pytest_twisted.ensureDeferred
@@ -95,7 +96,7 @@ def test_no_free_port_in_the_range_says_so_and_stops(
 ) -> None:
     from tests.service.conftest import start_service
 
-    with pytest.raises(AssertionError, match="service exited with 0") as failure:
+    with pytest.raises(AssertionError, match="service exited with 1") as failure:
         start_service(color_votes, "--port", str(listening_socket), "--port-range", "0")
     assert "could not start" in str(failure.value)
     assert f"no free port among {listening_socket}..{listening_socket}" in str(failure.value)
@@ -129,7 +130,7 @@ async def test_idle_timeout_waits_for_a_running_build(
     async def quiet_for_a_while() -> bool:
         return time.monotonic() - waited > 2
 
-    await poll(quiet_for_a_while, 10, "two seconds")
+    await poll_until_async(quiet_for_a_while, "two seconds", 10)
     assert service.process.poll() is None
     (slow_workspace / "release-keepsalive").touch()
     assert await exited(service) == 0
@@ -199,13 +200,46 @@ def test_non_loopback_interface_without_token_file_is_refused_at_start(
 ) -> None:
     result = subprocess.run(
         [installed("twistd"), "-n", "--pidfile", "", "databuild", "--workspace",
-         str(color_votes), "--interface", "0.0.0.0", "--port", str(free_port())],
+         str(color_votes), "--interface", "0.0.0.0", "--port", "0"],
         capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")},
     )
     assert result.returncode == 1
     assert "refusing to listen on the non-loopback address 0.0.0.0 without --token-file" in (
         result.stdout + result.stderr)
+
+
+def closed_port() -> int:
+    """A port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("daemonized", [True, False], ids=["daemonized", "nodaemon"])
+def test_a_service_that_cannot_open_its_event_log_exits_non_zero(
+    color_votes: Path, daemonized: bool
+) -> None:
+    """So that systemd's Restart=on-failure fires: the start fails after startService returned
+    (the log opens on its own thread), and twistd still exits 1."""
+    state = color_votes / ".databuild"
+    state.mkdir()
+    uri = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DATABUILD_")}
+    result = subprocess.run(
+        [installed("twistd"), *([] if daemonized else ["-n"]),
+         "--pidfile", str(state / "twistd.pid"), "--logfile", str(state / "service.log"),
+         "databuild", "--workspace", str(color_votes), "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+        env={**environ, "DATABUILD_BUILD_EVENT_LOG": uri},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    if daemonized:  # the launching twistd says why, from the daemon's status pipe
+        assert f"cannot open the event log at {uri}"[:60] in result.stderr
+    poll_until(lambda: not (state / "twistd.pid").exists(), "the daemon to clean up")
+    assert f"could not start: cannot open the event log at {uri}" in (
+        (state / "service.log").read_text()
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -219,7 +253,7 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     assert alive(job_pid)  # orphaned by the kill
 
     again = service_factory(slow_workspace, "--idle-timeout", "0")
-    wait_until(lambda: not alive(job_pid), 30, "the orphaned job to be reaped")
+    await poll_until_async(lambda: not alive(job_pid), "the orphaned job to be reaped", 30)
     code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
     assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
     assert "stopped" in build["message"]
@@ -242,7 +276,7 @@ async def test_service_keeps_its_log_in_postgresql(
         _, build = await call(service, "GET", f"/api/v1/builds/{build_id}")
         return build["status"] == "BUILD_REQUEST_COMPLETED"
 
-    await poll(completed, 60, "the build to complete")
+    await poll_until_async(completed, "the build to complete", 60)
     assert not (color_votes / ".databuild" / "bel.sqlite").exists()
     assert "postgresql://postgres@127.0.0.1:5432/test" in service.log_text()
 

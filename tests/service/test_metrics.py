@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import EXAMPLES
+from tests.polling import poll_until
 from tests.service.browser import api
-from tests.service.conftest import Service, start_service, wait_until
+from tests.service.conftest import Service, start_service
 
 from databuild.bel.events import Event, JobEvent
 from databuild.service.metrics import ServiceMetrics
@@ -56,9 +57,9 @@ def test_metrics_after_a_build_name_jobs_and_never_partitions(service: Service) 
                      {"partitions": ["color_vote_report/2026-01-05/red"]})
     assert code == 202
     build_id = body["build_request_id"]
-    wait_until(
+    poll_until(
         lambda: api(service, "GET", f"/api/v1/builds/{build_id}")[1]["status"]
-        == "BUILD_REQUEST_COMPLETED", 120, "the build to complete",
+        == "BUILD_REQUEST_COMPLETED", "the build to complete", 120,
     )
     content_type, text = scrape(service, service.headers())
     assert content_type.startswith("text/plain")

@@ -8,7 +8,7 @@ import pytest
 from twisted.python.usage import UsageError
 
 from databuild.service.settings import ENV_EVENT_LOG, ENV_IDLE_TIMEOUT
-from databuild.service.tap import Options
+from databuild.service.tap import Options, SettingError
 
 
 def parsed(workspace: Path, *args: str, env: dict[str, str] | None = None,
@@ -98,12 +98,12 @@ def test_bad_flag_is_refused_with_a_sentence(
 
 
 def test_bad_environment_value_names_the_variable(color_votes: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match=ENV_IDLE_TIMEOUT):
+    with pytest.raises(SettingError, match=ENV_IDLE_TIMEOUT):
         parsed(color_votes, env={ENV_IDLE_TIMEOUT: "later"}, monkeypatch=monkeypatch)
 
 
 def test_non_loopback_interface_needs_a_token_file(color_votes: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match=r"non-loopback address 0\.0\.0\.0 without --token-file"):
+    with pytest.raises(SettingError, match=r"non-loopback address 0\.0\.0\.0 without --token-file"):
         parsed(color_votes, "--interface", "0.0.0.0", monkeypatch=monkeypatch)
 
 
@@ -124,12 +124,28 @@ def test_unusable_token_file_is_refused(
     token_file = tmp_path / "token"
     if content is not None:
         token_file.write_text(content)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingError, match=message):
         parsed(color_votes, "--token-file", str(token_file), monkeypatch=monkeypatch)
 
 
+def test_a_bad_graph_file_is_refused_naming_its_file_and_line(
+    color_votes: Path, monkeypatch
+) -> None:
+    with (color_votes / "databuild.toml").open("a") as f:
+        f.write("\n[service]\nport = = 1\n")
+    with pytest.raises(SettingError, match=r"^twistd databuild: .*databuild\.toml: invalid TOML: "
+                       r".*\(at line \d+, column \d+\)$"):
+        parsed(color_votes, monkeypatch=monkeypatch)
+
+
+def test_a_bad_service_table_value_names_the_file(color_votes: Path, monkeypatch) -> None:
+    with_service_table(color_votes, "max_parallel_jobs = 0")
+    with pytest.raises(SettingError, match=r"databuild\.toml: \[service\]: 'max_parallel_jobs'"):
+        parsed(color_votes, monkeypatch=monkeypatch)
+
+
 def test_directory_without_graph_file_is_refused(tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match=r"databuild\.toml"):
+    with pytest.raises(SettingError, match=r"databuild\.toml"):
         parsed(tmp_path, monkeypatch=monkeypatch)
 
 

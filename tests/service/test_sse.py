@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -142,10 +143,5 @@ async def test_unknown_build_fails_before_anything_is_sent(event_log: EventLog) 
 async def _opened(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
     """A stream whose subscription is established (its ``stream open`` comment sent)."""
     request, done = open_stream(hub, build, clock)
-    while b": stream open\n\n" not in request.written:
-        await _turn()
+    await poll_until_async(lambda: b": stream open\n\n" in request.written, "the stream to open")
     return request, done
-
-
-async def _turn() -> None:
-    await deferLater(reactor, 0.01, lambda: None)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from attrs import frozen
 
 from databuild.bel.backend import Database, DuplicateEvent, EventLogError
+from databuild.bel.catalog import changes_data
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -138,7 +139,7 @@ def append_one(db: Database, event: Event, idx: int) -> Event:
         case BuildRequestEvent():
             _update_build(db, event, payload, idx, is_new=now.build is None)
         case PartitionEvent():
-            _update_partition(db, event, payload, idx, job_label)
+            _update_partition(db, event, payload, idx, job_label, now.partition)
         case JobEvent():
             _update_job_run(db, event, payload, idx, now)
         case DelegationEvent() | JobGraphEvent():
@@ -192,21 +193,29 @@ def _update_build(
 
 
 def _update_partition(
-    db: Database, event: Event, payload: PartitionEvent, idx: int, job_label: str | None
+    db: Database,
+    event: Event,
+    payload: PartitionEvent,
+    idx: int,
+    job_label: str | None,
+    previous: PartitionStatus | None,
 ) -> None:
     db.execute(
         "INSERT INTO build_partitions (build_request_id, partition_ref, status) VALUES (?, ?, ?)"
         " ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
         (event.build_request_id, payload.partition_ref, payload.status.value),
     )
+    # The catalog takes a data event always, a bookkeeping one only while no run touched the ref.
+    data_idx = idx if changes_data(previous, payload.status) else None
     db.execute(
         "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
-        " build_request_id, job_run_id, job_label, reversed_ref)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " build_request_id, job_run_id, job_label, reversed_ref, data_idx)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
         " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
         " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
-        " job_label = excluded.job_label",
+        " job_label = excluded.job_label, data_idx = excluded.data_idx"
+        " WHERE excluded.data_idx IS NOT NULL OR partitions.data_idx IS NULL",
         (
             payload.partition_ref,
             payload.status.value,
@@ -216,6 +225,7 @@ def _update_partition(
             payload.job_run_id,
             job_label,
             payload.partition_ref[::-1],
+            data_idx,
         ),
     )
 

@@ -210,9 +210,11 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     """Stream a build to its end. The ``owner`` (``build``) cancels on the first Ctrl-C and
     stops waiting on the second; anyone else (``tail``) detaches on the first.
 
-    The service answers a cancel request only once the build has ended, so the second Ctrl-C
-    cannot wait for that answer; it waits ``CANCEL_SEND_S`` at most, time enough for the
-    request to leave, so that a quick double Ctrl-C still cancels.
+    The service answers a cancel request only once the build has ended, a moment after the
+    stream said so; the CLI waits ``CANCEL_SEND_S`` at most for that answer (after a second
+    Ctrl-C, time enough for the request to leave, so that a quick double Ctrl-C still cancels).
+    Once it stops waiting it stops listening too: leaving closes the request's connection, and
+    that says nothing about the cancellation.
     """
     from databuild.cli.stream import Follower
 
@@ -223,13 +225,15 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     )  # fmt: skip
     interrupts = 0
     cancelling: Deferred[None] | None = None
+    listening = True
 
     async def cancel() -> None:
         path = f"/api/v1/builds/{segment(build_request_id)}/cancel"
         try:
             await follower.client.post(path)
         except CliError as e:
-            ctx.say(f"could not cancel build {build_request_id}: {e.message}")
+            if listening:
+                ctx.say(f"could not cancel build {build_request_id}: {e.message}")
 
     def interrupted() -> None:
         nonlocal interrupts, cancelling
@@ -251,15 +255,16 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     finally:
         ctx.on_interrupt = None
         display.close()
+    if finished is not None:
+        display.finished(*finished)
+    if cancelling is not None:
+        sent = deferLater(ctx.reactor, CANCEL_SEND_S)
+        await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
+        sent.cancel()
+        listening = False
     if finished is None:
-        if cancelling is not None:
-            sent = deferLater(ctx.reactor, CANCEL_SEND_S)
-            await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
-            sent.cancel()
         return CANCELLED if owner else OK
-    raw, doc = finished
-    display.finished(raw, doc)
-    return BUILD_EXIT_CODES.get(doc.get("status"), UNAVAILABLE)
+    return BUILD_EXIT_CODES.get(finished[1].get("status"), UNAVAILABLE)
 
 
 async def build(ctx: Context) -> int:

@@ -33,6 +33,7 @@ from databuild.cli.servicefiles import (
     read_json_file,
     same_dir,
     server_json_owner,
+    start_failure,
     state_dir,
     try_lock,
 )
@@ -200,11 +201,13 @@ class Discovery:
         return None
 
     def _failed(self, why: str, started: Launch) -> CliError:
-        parts = [f"the DataBuild service could not start: {why}"]
-        said = started.said()
-        if said:
-            parts.append(said)
+        """The error of a failed start: first the one sentence naming the problem, then what
+        else twistd said and the end of the service log."""
         tail = log_tail(self.state / LOGFILE, started.log_offset)
+        sentence, more = start_failure(started.said(), tail)
+        parts = [f"the DataBuild service could not start: {sentence or why}"]
+        if more:
+            parts.append(more)
         if tail:
             parts.append(f"--- end of {self.state / LOGFILE} ---\n{tail}")
         return CliError("\n".join(parts), UNAVAILABLE)

@@ -20,6 +20,9 @@ from databuild.cli.render import refs, seconds, short_status
 
 REDRAW_S = 0.2
 FINISHED_JOB_STATUSES = ("JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED", "JOB_SKIPPED")
+FINAL_BUILD_STATUSES = (
+    "BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED",
+)
 
 
 @define
@@ -50,6 +53,8 @@ class BuildProgress:
     last_ns: int | None = None
     planned: int = 0
     jobs: dict[str, JobState] = field(factory=dict)
+    unstarted_cancelled: int = 0
+    """Runs cancelled before they started: told in one line when the build ends."""
 
     @property
     def total(self) -> int:
@@ -100,6 +105,10 @@ class BuildProgress:
             return [Note(f"build {self.build_request_id}: {wanted}")]
         if status == "BUILD_REQUEST_ANALYSIS_COMPLETED":
             return [Note(f"analysed: {self.planned} job run{'s' if self.planned != 1 else ''}")]
+        if status in FINAL_BUILD_STATUSES and self.unstarted_cancelled:
+            n, self.unstarted_cancelled = self.unstarted_cancelled, 0
+            return [Note(f"{n} job run{'s' if n != 1 else ''} cancelled before "
+                         f"{'they' if n != 1 else 'it'} started")]
         return []
 
     def _job(self, event: Mapping[str, Any]) -> list[Note]:
@@ -115,6 +124,9 @@ class BuildProgress:
             job.started_ns = event.get("timestamp")
             return [Note(f"{'started':<9} {what}", started=True)]
         if job.status not in FINISHED_JOB_STATUSES:
+            return []
+        if job.status == "JOB_CANCELLED" and job.started_ns is None:
+            self.unstarted_cancelled += 1
             return []
         text = f"{short_status(job.status):<9} {what}"
         ts = event.get("timestamp")

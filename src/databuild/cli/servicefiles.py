@@ -24,9 +24,11 @@ looks again for a live service before starting one, so concurrent CLIs start one
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -207,6 +209,28 @@ class Launch:
     def close(self) -> None:
         """Close the file holding twistd's output."""
         self.output.close()
+
+
+_DAEMON_REPORT = re.compile(r"An error has occurred: (b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")")
+"""How twistd's launcher reports a daemon that did not start: the first bytes of its reason."""
+
+
+def start_failure(said: str, log: str) -> tuple[str | None, str]:
+    """Why a service did not start, from what twistd ``said`` and the end of its ``log``: the
+    one sentence naming the problem (None if twistd said nothing), and what else twistd said.
+
+    A setting's error is twistd's last line. A daemon's start failure comes through twistd's
+    status pipe, cut after 98 bytes; the line of the log holding it gives it whole.
+    """
+    lines = [line for line in said.splitlines() if line.strip()]
+    if not lines:
+        return None, ""
+    report = _DAEMON_REPORT.search(said)
+    if report is None:
+        return lines[-1].removeprefix("twistd databuild: "), "\n".join(lines[:-1])
+    cut = ast.literal_eval(report.group(1)).decode("utf-8", "replace")
+    whole = next((line[line.index(cut):] for line in log.splitlines() if cut in line), cut)
+    return whole, ""
 
 
 def launch(workspace: Path, environ: Mapping[str, str], say: Say) -> Launch:

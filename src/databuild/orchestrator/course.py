@@ -523,8 +523,8 @@ class Course:
     def _set_partition(
         self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None = None
     ) -> None:
+        self._holdings.note(ref, self.build.partitions.get(ref), status)
         self.build.partitions[ref] = status
-        self._holdings.note(ref, status)
         d = self._record.partition(self.build_request_id, ref, status, message, job_run_id)
         d.addErrback(self._not_recorded)
 

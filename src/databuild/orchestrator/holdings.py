@@ -2,9 +2,10 @@
 
 Every live build holds the refs it requested and its graph's outputs. While any build holds a
 ref, this record, not the log, is the truth about it: the log may not have stored the latest
-events yet, and live builds' REQUESTED, SCHEDULED and DELEGATED events hide its real status in
-the catalog. A build reads from the log only refs no live build knows, one build at a time, and
-lets go of its refs once its final event is stored: then the log is the truth again.
+events yet. It follows the log's catalog rule (``bel/catalog.py``): only a run that ran for a
+ref changes whether its data is AVAILABLE. A build reads from the log only refs no live build
+knows, one build at a time, and lets go of its refs once its final event is stored: then the
+log is the truth again.
 """
 
 from __future__ import annotations
@@ -15,16 +16,8 @@ from typing import Any, Protocol
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
 
+from databuild.bel.catalog import changes_data
 from databuild.bel.status import JobStatus, PartitionStatus
-
-_SAYS_DATA = frozenset(
-    {
-        PartitionStatus.PARTITION_BUILDING,
-        PartitionStatus.PARTITION_AVAILABLE,
-        PartitionStatus.PARTITION_FAILED,
-    }
-)
-"""The statuses that say something of a ref's data; the others are bookkeeping."""
 
 
 class PartitionSource(Protocol):
@@ -94,9 +87,9 @@ class Holdings:
         """The build whose run made a held, AVAILABLE ref (see ``learn_builders``)."""
         return self._refs[ref].built_by or "unknown"
 
-    def note(self, ref: str, status: PartitionStatus) -> None:
-        """A holder of ``ref`` recorded ``status`` for it."""
-        if status in _SAYS_DATA:
+    def note(self, ref: str, previous: PartitionStatus | None, status: PartitionStatus) -> None:
+        """A holder of ``ref`` recorded ``status`` for it, after ``previous`` in that build."""
+        if changes_data(previous, status):
             self._refs[ref].available = status is PartitionStatus.PARTITION_AVAILABLE
 
     def made(self, ref: str, build_request_id: str) -> None:

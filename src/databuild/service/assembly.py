@@ -25,6 +25,7 @@ from databuild.service.edge import api_site
 from databuild.service.idle import IdleTimer
 from databuild.service.metrics import ServiceMetrics
 from databuild.service.settings import ServiceConfig
+from databuild.service.startup import StartReport
 from databuild.service.tree import ApiListener, EventLogService, InOrder
 
 log = Logger()
@@ -50,8 +51,11 @@ class Stopper:
             self._reactor.stop()
 
 
-def build_service(config: ServiceConfig, reactor: Any) -> IService:
-    """The whole service for ``config``, as one service tree."""
+def build_service(
+    config: ServiceConfig, reactor: Any, report: StartReport | None = None
+) -> IService:
+    """The whole service for ``config``, as one service tree; ``report`` tells twistd how its
+    start went."""
     stop = Stopper(reactor)
     event_log = open_event_log(config.event_log, config.root, reactor)
     executor = Executor(reactor, config.root, config.max_parallel_jobs)
@@ -81,7 +85,9 @@ def build_service(config: ServiceConfig, reactor: Any) -> IService:
         access=access,
         metrics=metrics,
     )
-    top = InOrder(on_failure=lambda failure: stop(f"could not start: {failure.value}"))
+    top = InOrder(
+        on_failure=lambda failure: stop(f"could not start: {failure.value}"), report=report
+    )
     EventLogService(event_log).setServiceParent(top)
     orchestrator.setServiceParent(top)
     site = api_site(api.app.resource(), dashboard.app.resource(), config.token, idle, access)

@@ -14,6 +14,16 @@ from databuild.errors import GraphFileError
 from databuild.graph import load_workspace
 from databuild.service import settings
 from databuild.service.settings import Flags, ServiceConfig
+from databuild.service.startup import StartReport
+
+
+class SettingError(SystemExit):
+    """A setting the service cannot start with that is not a flag's: ``databuild.toml`` (its
+    file and line), the environment, the token file. twistd prints only this sentence and
+    exits 1; a flag's error (``UsageError``) comes with twistd's usage text."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(f"twistd databuild: {sentence}")
 
 
 class Options(usage.Options):
@@ -78,7 +88,7 @@ class Options(usage.Options):
         try:
             workspace = load_workspace(root)
         except GraphFileError as e:
-            raise usage.UsageError(str(e)) from None
+            raise SettingError(str(e)) from None
         flags = Flags(
             port=self["port"],
             port_range=self["port-range"],
@@ -89,7 +99,10 @@ class Options(usage.Options):
             token_file=Path(self["token-file"]) if self["token-file"] else None,
             keepalive_s=self["keepalive"],
         )
-        self.config = _checked(settings.resolve, flags, os.environ, workspace)
+        try:
+            self.config = settings.resolve(flags, os.environ, workspace)
+        except ValueError as e:
+            raise SettingError(str(e)) from None
 
 
 def _checked(parse: Callable[..., Any], *args: Any) -> Any:
@@ -106,4 +119,4 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from databuild.service.assembly import build_service
 
     config: ServiceConfig = options.config
-    return build_service(config, reactor)
+    return build_service(config, reactor, StartReport(getattr(options, "parent", None)))

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -17,6 +18,7 @@ from twisted.web.server import Site
 
 import databuild
 from databuild.bel import EventLog
+from databuild.errors import DataBuildError
 from databuild.service.listening import listen_first_free
 from databuild.service.serverinfo import (
     SERVER_FILE,
@@ -26,6 +28,7 @@ from databuild.service.serverinfo import (
     write_server_info,
 )
 from databuild.service.settings import ServiceConfig
+from databuild.service.startup import StartReport
 
 
 class InOrder(MultiService):
@@ -33,19 +36,24 @@ class InOrder(MultiService):
 
     A child's ``startService``/``stopService`` may return a Deferred; the next child waits for
     it. If a child fails to start, the rest are not started and ``on_failure`` is called.
+    ``report`` tells twistd how the start went once it is known.
     """
 
     log = Logger()
 
-    def __init__(self, on_failure: Callable[[Failure], object]) -> None:
+    def __init__(
+        self, on_failure: Callable[[Failure], object], report: StartReport | None = None
+    ) -> None:
         super().__init__()
         self._on_failure = on_failure
+        self._report = report or StartReport(None)
         self.started: Deferred[None] = succeed(None)
 
     def startService(self) -> None:
         Service.startService(self)
+        self._report.begin()
         self.started = ensureDeferred(self._start())
-        self.started.addErrback(self._failed)
+        self.started.addCallbacks(lambda _: self._report.succeeded(), self._failed)
 
     async def _start(self) -> None:
         for child in list(self):
@@ -54,7 +62,12 @@ class InOrder(MultiService):
             await maybeDeferred(child.startService)
 
     def _failed(self, failure: Failure) -> None:
-        self.log.failure("the DataBuild service could not start", failure)
+        if failure.check(DataBuildError, CannotListenError):  # said in a sentence; no bug
+            self.log.error("the DataBuild service could not start: {reason}",
+                           reason=failure.getErrorMessage())
+        else:
+            self.log.failure("the DataBuild service could not start", failure)
+        self._report.failed(failure.getErrorMessage())
         self._on_failure(failure)
 
     def stopService(self) -> Deferred[None]:
