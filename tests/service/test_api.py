@@ -108,7 +108,16 @@ async def test_health_answers_without_a_token(service: Service) -> None:
         "workspace": str(service.workspace.resolve()),
         "active_builds": body["active_builds"],
         "idle_timeout": 0,
+        "graph": {
+            "label": "color_votes",
+            "fingerprint": body["graph"]["fingerprint"],
+            "loaded_at": body["graph"]["loaded_at"],
+        },
+        "event_log": str(service.workspace.resolve() / ".databuild" / "bel.sqlite"),
+        "uptime_s": body["uptime_s"],
     }
+    assert len(body["graph"]["fingerprint"]) == 16
+    assert service.info["event_log"] == body["event_log"]
 
 
 PROTECTED = [

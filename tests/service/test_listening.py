@@ -79,7 +79,7 @@ async def test_port_zero_means_any_free_port() -> None:
 
 
 def info(pid: int = 1234, token: str = "t") -> ServerInfo:
-    return ServerInfo(pid, 8080, "http://127.0.0.1:8080", token, 1, "0.1.0", "/ws")
+    return ServerInfo(pid, 8080, "http://127.0.0.1:8080", token, 1, "0.1.0", "/ws", "/ws/bel")
 
 
 def test_server_file_is_owner_only_and_complete(tmp_path: Path) -> None:

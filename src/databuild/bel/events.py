@@ -138,18 +138,20 @@ class DelegationEvent:
 
 @frozen
 class JobGraphEvent:
-    """The result of a build request's analysis."""
+    """The result of a build request's analysis, and the graph's fingerprint it used (SPEC
+    §5.7; None in events written before the service recorded it)."""
 
     event_type: ClassVar[str] = "job_graph"
 
     job_graph: JobGraph
+    graph_fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"job_graph": self.job_graph.to_json()}
+        return {"job_graph": self.job_graph.to_json(), "graph_fingerprint": self.graph_fingerprint}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobGraphEvent:
-        return cls(JobGraph.from_json(data["job_graph"]))
+        return cls(JobGraph.from_json(data["job_graph"]), data.get("graph_fingerprint"))
 
 
 Payload = BuildRequestEvent | PartitionEvent | JobEvent | DelegationEvent | JobGraphEvent

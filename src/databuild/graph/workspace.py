@@ -71,6 +71,8 @@ class Workspace:
     service: ServiceSettings
     bazel: BazelSettings
     jobs: tuple[JobSpec, ...]
+    fingerprint: str = field(default="", eq=False)
+    """What the graph was loaded from, hashed (set by ``databuild.graph.source``)."""
     _by_label: dict[str, JobSpec] = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -95,10 +97,20 @@ def load_workspace(root: Path) -> Workspace:
     root = Path(root).resolve()
     path = root / GRAPH_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        content = path.read_bytes()
     except FileNotFoundError:
         raise GraphFileError(f"{path}: no such file; {root} is not a workspace") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise GraphFileError(f"{path}: cannot be read: {e}") from None
+    return parse_workspace(root, content)
+
+
+def parse_workspace(root: Path, content: bytes) -> Workspace:
+    """Validate ``content``, the bytes of ``<root>/databuild.toml``; raises GraphFileError."""
+    path = root / GRAPH_FILE
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise GraphFileError(f"{path}: cannot be read: {e}") from None
     try:
         data = tomllib.loads(text)

@@ -54,10 +54,9 @@ CANCELLED_MESSAGE = "cancelled"
 class Parts:
     """What every build's course works with; one set per service."""
 
-    workspace: Workspace
     executor: Executor
     resolve: CommandResolver
-    analyze: Callable[[Sequence[str]], Deferred[JobGraph]]
+    analyze: Callable[[Sequence[str], Workspace], Deferred[JobGraph]]
     recorder: Recorder
     holdings: Holdings
     claims: Claims
@@ -99,7 +98,7 @@ class Course:
         if build.ending:
             return None
         self._record_build(B.BUILD_REQUEST_PLANNING)
-        build.analysis = self._parts.analyze(build.requested)
+        build.analysis = self._parts.analyze(build.requested, build.workspace)
         try:
             graph = await build.analysis
         except CancelledError:
@@ -111,7 +110,7 @@ class Course:
             build.analysis = None
         if build.ending:
             return None
-        self._emit(JobGraphEvent(graph))
+        self._emit(JobGraphEvent(graph, build.workspace.fingerprint or None))
         self._record_build(B.BUILD_REQUEST_ANALYSIS_COMPLETED)
         return graph
 
@@ -235,7 +234,7 @@ class Course:
     async def _resolve_commands(self) -> None:
         build = self.build
         labels = {t.job_run.job_label for t in build.tasks.values() if t.state is TaskState.PENDING}
-        workspace = self._parts.workspace
+        workspace = self.build.workspace
         try:
             build.prefixes = await self._parts.resolve(
                 [workspace.job(label) for label in sorted(labels)]
@@ -278,7 +277,7 @@ class Course:
 
     def _start(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
         run = task.job_run
-        spec = self._parts.workspace.job(run.job_label)
+        spec = self.build.workspace.job(run.job_label)
         task.state = TaskState.STARTED
         task.handle = self._parts.executor.run(
             run, self.build_request_id, prefixes[run.job_label], spec.timeout,

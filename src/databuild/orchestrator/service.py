@@ -81,7 +81,6 @@ class Orchestrator(Service):
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
         self._parts = Parts(
-            workspace,
             executor,
             resolve,
             self.analyze,
@@ -201,30 +200,36 @@ class Orchestrator(Service):
 
     # -- requests --------------------------------------------------------------------------
 
-    def analyze(self, refs: Sequence[str]) -> Deferred[JobGraph]:
-        """The job graph a build of ``refs`` would run; nothing is run or recorded."""
+    def analyze(
+        self, refs: Sequence[str], workspace: Workspace | None = None
+    ) -> Deferred[JobGraph]:
+        """The job graph a build of ``refs`` would run with ``workspace`` (by default the one
+        the orchestrator was made with); nothing is run or recorded."""
         return analyze(
             self._reactor,
-            self._workspace,
+            workspace or self._workspace,
             refs,
             available=self._holdings.available,
             resolve=self._resolve,
         )
 
-    def submit(self, refs: Sequence[str], force: bool = False) -> Deferred[str]:
+    def submit(
+        self, refs: Sequence[str], force: bool = False, workspace: Workspace | None = None
+    ) -> Deferred[str]:
         """Record a build request and start it; fires with its id once RECEIVED is stored.
 
-        Errbacks with InvalidRefError for bad refs, Conflict while the service is stopping,
-        StoreUnavailable while the event log cannot store events.
+        The build is planned and run with ``workspace`` (by default the one the orchestrator
+        was made with) to its end. Errbacks with InvalidRefError for bad refs, Conflict while
+        the service is stopping, StoreUnavailable while the event log cannot store events.
         """
-        return ensureDeferred(self._submit(refs, force))
+        return ensureDeferred(self._submit(refs, force, workspace or self._workspace))
 
-    async def _submit(self, refs: Sequence[str], force: bool) -> str:
+    async def _submit(self, refs: Sequence[str], force: bool, workspace: Workspace) -> str:
         requested = validate_refs(refs)
         await self.when_ready()
         if not self.running:
             raise Conflict("the service is stopping; no new builds are taken")
-        build = Build(new_id(), requested, bool(force))
+        build = Build(new_id(), requested, bool(force), workspace)
         build_id = build.build_request_id
         course = Course(build, self._parts)
         self._courses[build_id] = course

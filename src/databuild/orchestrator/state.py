@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from databuild.bel.status import BuildStatus, PartitionStatus
 from databuild.executor.runner import RunHandle
+from databuild.graph.workspace import Workspace
 from databuild.model import JobRun
 from databuild.orchestrator.policy import Happening
 
@@ -63,6 +64,8 @@ class Build:
     build_request_id: str
     requested: tuple[str, ...]
     force: bool
+    workspace: Workspace
+    """The graph this build is planned and run with, whatever the file says later."""
     tasks: dict[str, Task] = field(factory=dict)
     partitions: dict[str, PartitionStatus] = field(factory=dict)
     """The latest status this build recorded for each ref."""

@@ -23,10 +23,10 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
-import databuild
 from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
+from databuild.graph.source import GraphSource
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator, Subscription
 from databuild.service import openapi
@@ -136,6 +136,7 @@ class Api:
         config: ServiceConfig,
         event_log: EventLog,
         orchestrator: Orchestrator,
+        graph: GraphSource,
         idle: IdleTimer,
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
@@ -145,6 +146,8 @@ class Api:
         self._config = config
         self._log = event_log
         self._orchestrator = orchestrator
+        self._graph = graph
+        self._started = clock.seconds()
         self._idle = idle
         self._shutdown = shutdown
         self._metrics = metrics
@@ -162,10 +165,13 @@ class Api:
         return {
             "status": "ok",
             "pid": os.getpid(),
-            "version": databuild.__version__,
+            "version": self._config.version,
             "workspace": str(self._config.root),
             "active_builds": self._orchestrator.active_builds,
             "idle_timeout": self._config.idle_timeout_s,
+            "graph": self._graph.describe(),
+            "event_log": self._log.location.describe(),
+            "uptime_s": round(self._clock.seconds() - self._started, 3),
         }
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
@@ -215,7 +221,7 @@ class Api:
         r.only_fields(body, {"partitions", "force"})
         refs = _partitions(body)
         force = r.boolean(body, "force")
-        build_id = await self._orchestrator.submit(refs, force)
+        build_id = await self._orchestrator.submit(refs, force, self._graph.current())
         self.log.info(
             "build {build_request_id} requested: {partitions}{forced}",
             build_request_id=build_id,
@@ -261,8 +267,10 @@ class Api:
     async def analyze(self, request: IRequest) -> dict[str, Any]:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions"})
-        graph = await self._orchestrator.analyze(_partitions(body))
-        return {"job_graph": graph.to_json()}
+        refs = _partitions(body)
+        workspace = self._graph.current()
+        graph = await self._orchestrator.analyze(refs, workspace)
+        return {"job_graph": graph.to_json(), "graph_fingerprint": workspace.fingerprint}
 
     # -- partitions, jobs, tasks, events ------------------------------------------------------
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from databuild.bel import open_event_log
 from databuild.executor.launcher import Launcher
 from databuild.executor.runner import Executor
+from databuild.graph.source import GraphSource
 from databuild.orchestrator import Orchestrator
 from databuild.service.api import Api
 from databuild.service.dashboard.access import DashboardAccess
@@ -59,8 +60,9 @@ def build_service(
     stop = Stopper(reactor)
     event_log = open_event_log(config.event_log, config.root, reactor)
     executor = Executor(reactor, config.root, config.max_parallel_jobs)
-    resolve = Launcher(reactor, config.workspace).resolve
-    orchestrator = Orchestrator(reactor, config.workspace, event_log, executor, resolve)
+    graph = GraphSource.load(config.root)
+    resolve = Launcher(reactor, graph.workspace).resolve
+    orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
     metrics = ServiceMetrics(lambda: orchestrator.active_builds)
     orchestrator.hub.observers.append(metrics.observe)
     access = DashboardAccess(reactor)
@@ -72,6 +74,7 @@ def build_service(
         config=config,
         event_log=event_log,
         orchestrator=orchestrator,
+        graph=graph,
         idle=idle,
         shutdown=stop,
         metrics=metrics,
@@ -91,6 +94,6 @@ def build_service(
     EventLogService(event_log).setServiceParent(top)
     orchestrator.setServiceParent(top)
     site = api_site(api.app.resource(), dashboard.app.resource(), config.token, idle, access)
-    ApiListener(reactor, config, site).setServiceParent(top)
+    ApiListener(reactor, config, site, event_log.location.describe()).setServiceParent(top)
     idle.setServiceParent(top)
     return top

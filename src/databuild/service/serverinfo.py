@@ -23,6 +23,8 @@ class ServerInfo:
     started_at: int
     version: str
     workspace: str
+    event_log: str
+    """The event log it uses, without any password: clients compare it with theirs (§6)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``server.json`` document (SPEC §5.1)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from attrs import frozen
 
+import databuild
 from databuild.graph import Workspace
 
 DEFAULT_PORT = 8080
@@ -24,6 +25,8 @@ DEFAULT_EVENT_LOG = ".databuild/bel.sqlite"
 DEFAULT_KEEPALIVE_S = 15.0
 ENV_IDLE_TIMEOUT = "DATABUILD_SERVICE_TIMEOUT"
 ENV_EVENT_LOG = "DATABUILD_BUILD_EVENT_LOG"
+ENV_VERSION = "DATABUILD_TEST_SERVICE_VERSION"
+"""A test hook: the version the service reports instead of its own (docs/service.md)."""
 
 
 def parse_port(value: object, what: str = "--port") -> int:
@@ -105,6 +108,8 @@ class ServiceConfig:
     max_parallel_jobs: int
     token: str
     keepalive_s: float = DEFAULT_KEEPALIVE_S
+    version: str = databuild.__version__
+    """The version the service reports (its own, unless ENV_VERSION says otherwise)."""
 
     @property
     def root(self) -> Path:
@@ -163,6 +168,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
             else secrets.token_urlsafe(32)
         ),
         keepalive_s=flags.keepalive_s,
+        version=environ.get(ENV_VERSION) or databuild.__version__,
     )
 
 

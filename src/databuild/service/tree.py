@@ -16,7 +16,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-import databuild
 from databuild.bel import EventLog
 from databuild.errors import DataBuildError
 from databuild.service.listening import listen_first_free
@@ -106,10 +105,11 @@ class ApiListener(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: ServiceConfig, site: Site) -> None:
+    def __init__(self, reactor: Any, config: ServiceConfig, site: Site, event_log: str) -> None:
         self._reactor = reactor
         self._config = config
         self._site = site
+        self._event_log = event_log
         self._port: IListeningPort | None = None
         self.info: ServerInfo | None = None
 
@@ -133,14 +133,15 @@ class ApiListener(Service):
             url=server_url(config.interface, port),
             token=config.token,
             started_at=time.time_ns(),
-            version=databuild.__version__,
+            version=config.version,
             workspace=str(config.root),
+            event_log=self._event_log,
         )
         write_server_info(self._server_file, self.info)
         self.log.info(
             "DataBuild {version} serving {workspace} at {url} (port {port}, preferred "
             "{preferred_port}); idle timeout {idle_timeout_s} s",
-            version=databuild.__version__,
+            version=config.version,
             workspace=str(config.root),
             url=self.info.url,
             port=port,
