@@ -88,7 +88,7 @@ def test_server_file_is_owner_only_and_complete(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {
         "pid": 1234, "port": 8080, "url": "http://127.0.0.1:8080", "token": "t",
-        "started_at": 1, "version": "0.1.0", "workspace": "/ws",
+        "started_at": 1, "version": "0.1.0", "workspace": "/ws", "event_log": "/ws/bel",
     }
     assert [p.name for p in path.parent.iterdir()] == ["server.json"]
 
