@@ -70,6 +70,7 @@ async def test_server_json_describes_the_running_service(
         "version": "0.1.0",
         "workspace": str(color_votes.resolve()),
         "event_log": str(color_votes.resolve() / ".databuild" / "bel.sqlite"),
+        "event_log_setting": ".databuild/bel.sqlite",
     }
     assert before < info["started_at"] < time.time_ns()
     assert len(info["token"]) >= 32

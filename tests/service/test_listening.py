@@ -79,7 +79,9 @@ async def test_port_zero_means_any_free_port() -> None:
 
 
 def info(pid: int = 1234, token: str = "t") -> ServerInfo:
-    return ServerInfo(pid, 8080, "http://127.0.0.1:8080", token, 1, "0.1.0", "/ws", "/ws/bel")
+    return ServerInfo(
+        pid, 8080, "http://127.0.0.1:8080", token, 1, "0.1.0", "/ws", "/ws/bel", "bel"
+    )
 
 
 def test_server_file_is_owner_only_and_complete(tmp_path: Path) -> None:
@@ -89,6 +91,7 @@ def test_server_file_is_owner_only_and_complete(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {
         "pid": 1234, "port": 8080, "url": "http://127.0.0.1:8080", "token": "t",
         "started_at": 1, "version": "0.1.0", "workspace": "/ws", "event_log": "/ws/bel",
+        "event_log_setting": "bel",
     }
     assert [p.name for p in path.parent.iterdir()] == ["server.json"]
 

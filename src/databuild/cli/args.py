@@ -161,6 +161,10 @@ def _service(add: Adder, sub: Any) -> None:
     add(sub, "start", "start the service unless it runs")
     stop = add(sub, "stop", "stop the service and wait until it is gone")
     stop.add_argument("--force", action="store_true", help="stop even while builds run")
+    restart = add(sub, "restart", "stop the service once its builds end, then start a new one")
+    restart.add_argument(
+        "--force", action="store_true", help="cancel running builds instead of waiting for them"
+    )
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Adder, Any], None]]] = {
@@ -185,6 +189,10 @@ def build_parser(only: str | None = None) -> Parser:
         prog="databuild",
         description="Build data partitions with the workspace's DataBuild service.",
         parents=[_globals(defaults=True)],
+    )
+    parser.add_argument(
+        "--version", action="store_true",
+        help="print the version of databuild, and of the service when one runs",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -222,5 +230,13 @@ def _command_word(argv: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv``; on a usage error argparse prints it and exits 2."""
-    return build_parser(_command_word(argv)).parse_args(argv)
+    """Parse ``argv``; on a usage error argparse prints it and exits 2.
+
+    ``databuild [--workspace DIR] [--format F] --version`` is the command ``version``.
+    """
+    command = _command_word(argv)
+    if command is None and "--version" in argv:
+        parser = argparse.ArgumentParser(prog="databuild", parents=[_globals(defaults=True)])
+        parser.add_argument("--version", action="store_true")
+        return parser.parse_args(argv, argparse.Namespace(command="version", action=None))
+    return build_parser(command).parse_args(argv)

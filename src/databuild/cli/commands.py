@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -25,14 +26,13 @@ from databuild.cli.exits import (
     CliError,
     say,
 )
-from databuild.cli.servicefiles import POLL_S, Launch, resolve_workspace
-from databuild.proc.info import alive
+from databuild.cli.servicefiles import Launch, resolve_workspace
 
 if TYPE_CHECKING:
     from databuild.cli.progress import Display
 
-STOP_DEADLINE_S = 60.0
 CANCEL_SEND_S = 1.0
+RESTART_POLL_S = 0.5
 
 
 @define
@@ -303,6 +303,52 @@ async def service_status(ctx: Context) -> int:
     return ctx.show(service.health, _health_table(service))
 
 
+async def service_restart(ctx: Context) -> int:
+    """Stop the service once its builds end (``--force``: cancelling them), start a new one."""
+    old = await ctx.discovery.locate(start=False)
+    if old is None:
+        ctx.say(f"no service is running for {_where(ctx)}")
+    else:
+        body = {"force": True} if ctx.args.force else None
+        waiting = False
+        while True:
+            try:
+                await old.client.post("/api/v1/service/shutdown", body)
+                break
+            except CliError as e:
+                if e.exit_code != USAGE:  # not a 409: builds are running
+                    raise
+            if not waiting:
+                waiting = True
+                ctx.say("waiting for the running builds to end (`--force` cancels them)")
+            await deferLater(ctx.reactor, RESTART_POLL_S)
+        await ctx.discovery.wait_gone(old)
+    new = await ctx.service()
+    pid = f" (pid {new.pid})" if new.pid else ""
+    return ctx.show(new.health, lambda doc: f"service{pid} started at {new.client.base_url}")
+
+
+async def version(ctx: Context) -> int:
+    """This databuild's version, and the running service's when one answers."""
+    import databuild
+
+    service = None
+    with contextlib.suppress(CliError):  # no workspace, or nothing answers: the CLI's alone
+        service = await ctx.discovery.locate(start=False)
+    doc = {"version": databuild.__version__,
+           "service": None if service is None else {
+               "url": service.client.base_url.rstrip("/"),
+               "version": service.health.doc.get("version"),
+           }}  # fmt: skip
+    if ctx.json:
+        ctx.print(json.dumps(doc))
+    else:
+        ctx.print(f"databuild {doc['version']}")
+        if doc["service"]:
+            ctx.print(f"service {doc['service']['version']} at {doc['service']['url']}")
+    return OK
+
+
 async def service_start(ctx: Context) -> int:
     service = await ctx.service()
     if not service.started:
@@ -323,7 +369,7 @@ async def service_stop(ctx: Context) -> int:
             raise CliError(f"the service refused to stop ({e.message}); `databuild service "
                            "stop --force` cancels the running builds and stops it", USAGE) from None
         raise
-    await _gone(ctx, service)
+    await ctx.discovery.wait_gone(service)
     pid = f" (pid {service.pid})" if service.pid else ""
     return ctx.show(answer, lambda doc: f"service{pid} stopped")
 
@@ -345,23 +391,6 @@ async def dashboard(ctx: Context) -> int:
     return OK
 
 
-async def _gone(ctx: Context, service: Service) -> None:
-    """Wait until the service's process is gone (a remote one: until it stops answering)."""
-    deadline = ctx.reactor.seconds() + STOP_DEADLINE_S
-    while ctx.reactor.seconds() < deadline:
-        if service.pid is not None:
-            if not alive(service.pid):
-                return
-        else:
-            try:
-                await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
-            except CliError:
-                return
-        await deferLater(ctx.reactor, POLL_S)
-    raise CliError(f"the service is still running {STOP_DEADLINE_S:.0f}s after it was asked "
-                   "to stop", UNAVAILABLE)
-
-
 COMMANDS: dict[tuple[str, str | None], Command] = {
     ("build", None): build,
     ("tail", None): tail,
@@ -380,7 +409,9 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("service", "status"): service_status,
     ("service", "start"): service_start,
     ("service", "stop"): service_stop,
+    ("service", "restart"): service_restart,
     ("dashboard", None): dashboard,
+    ("version", None): version,
 }
 
 

@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
 from databuild.cli.client import HEALTH_TIMEOUT_S, Answer, ApiClient
-from databuild.cli.exits import UNAVAILABLE, CliError
+from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
+from databuild.cli.fit import Difference, describe, differences
 from databuild.cli.servicefiles import (
     LOCK_DEADLINE_S,
     LOGFILE,
@@ -37,7 +38,10 @@ from databuild.cli.servicefiles import (
     state_dir,
     try_lock,
 )
-from databuild.proc.info import started_at
+from databuild.proc.info import alive, started_at
+from databuild.startup import reported_version
+
+STOP_DEADLINE_S = 60.0
 
 
 @frozen
@@ -49,6 +53,8 @@ class Service:
     pid: int | None
     health: Answer
     started: bool = False
+    info: Mapping[str, Any] | None = None
+    """What its ``server.json`` says (a local service only)."""
 
 
 class Discovery:
@@ -68,6 +74,7 @@ class Discovery:
         self.say = say
         self._prestarted = prestarted
         """The start lock and twistd launch that ``main`` began before loading Twisted."""
+        self._warned = False
 
     @property
     def state(self) -> Path:
@@ -81,16 +88,75 @@ class Discovery:
         if url:
             client = ApiClient(self.reactor, url, self.environ.get("DATABUILD_SERVICE_TOKEN"))
             health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+            self._warn_of_version(health.doc)
             return Service(client, None, health)
         if self._prestarted is not None:
             lock, started = self._prestarted
             self._prestarted = None
             return await self._locked(lock, self._wait_for_start(started))
         service = await self.running()
-        if service is not None or not start:
+        if service is not None and not (start and await self._stopped_unfit(service)):
             return service
+        if not start:
+            return None
         lock = await self._lock()
         return await self._locked(lock, self._running_or_start())
+
+    def _warn_of_version(self, health: object) -> None:
+        """Once: the service at DATABUILD_SERVICE_URL is another version (never restarted)."""
+        version = health.get("version") if isinstance(health, Mapping) else None
+        wanted = reported_version(self.environ)
+        if version != wanted and not self._warned:
+            self._warned = True
+            self.say(f"the service at {self.environ['DATABUILD_SERVICE_URL']} runs version "
+                     f"{version}, this databuild is {wanted}")
+
+    def unfit(self, info: Mapping[str, Any]) -> list[Difference]:
+        """How the local service ``info`` describes differs from one this CLI would start."""
+        assert self.workspace is not None
+        return differences(info, self.workspace, self.environ)
+
+    async def _stopped_unfit(self, service: Service) -> bool:
+        """If ``service`` does not fit, stop it and return True once it is gone; if it is
+        running builds, leave it alone and exit 2 saying how to go on (SPEC §6)."""
+        assert service.info is not None
+        found = self.unfit(service.info)
+        if not found:
+            return False
+        active = service.health.doc.get("active_builds")
+        if not active:
+            try:
+                await service.client.post("/api/v1/service/shutdown")
+            except CliError as e:
+                if e.exit_code != USAGE:  # not a 409 (builds started meanwhile)
+                    raise
+                active = "new"
+        if active:
+            raise CliError(
+                f"the service no longer fits: {describe(found)}; it is running {active} "
+                "build(s), so it was left alone: `databuild service restart` restarts it once "
+                "they end (`--force` cancels them)",
+                USAGE,
+            )
+        self.say(f"restarting the service: {describe(found)}")
+        await self.wait_gone(service)
+        return True
+
+    async def wait_gone(self, service: Service) -> None:
+        """Wait until the service's process is gone (a remote one: until it stops answering)."""
+        deadline = self.reactor.seconds() + STOP_DEADLINE_S
+        while self.reactor.seconds() < deadline:
+            if service.pid is not None:
+                if not alive(service.pid):
+                    return
+            else:
+                try:
+                    await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+                except CliError:
+                    return
+            await deferLater(self.reactor, POLL_S)
+        raise CliError(f"the service is still running {STOP_DEADLINE_S:.0f}s after it was "
+                       "asked to stop", UNAVAILABLE)
 
     async def _locked(self, lock: int, work: Awaitable[Service]) -> Service:
         try:
@@ -106,7 +172,10 @@ class Discovery:
         info = read_json_file(self.state / SERVER_JSON)
         if info is None or not isinstance(info.get("url"), str):
             return None
-        return await self._vouched(ApiClient(self.reactor, info["url"], info.get("token")), info)
+        service = await self._vouched(
+            ApiClient(self.reactor, info["url"], info.get("token")), info
+        )
+        return None if service is None else evolve(service, info=info)
 
     async def _vouched(self, client: ApiClient, info: Mapping[str, Any]) -> Service | None:
         """The service behind ``client`` if its health names the pid of ``info`` and this
@@ -135,7 +204,12 @@ class Discovery:
         info = None
         if not (self.environ.get("DATABUILD_SERVICE_URL") or self._prestarted):
             info = read_json_file(self.state / SERVER_JSON)
-        if info is not None and isinstance(info.get("url"), str) and server_json_owner(info):
+        if (
+            info is not None
+            and isinstance(info.get("url"), str)
+            and server_json_owner(info)
+            and not self.unfit(info)
+        ):
             client = ApiClient(self.reactor, info["url"], info.get("token"))
             answer = ensureDeferred(client.get(path, params))
             if await self._vouched(client, info) is not None:

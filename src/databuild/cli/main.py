@@ -18,8 +18,10 @@ from databuild.cli.args import parse_args
 if TYPE_CHECKING:
     from databuild.cli.servicefiles import Launch
 
-NEVER_START = {("service", "status"), ("service", "stop")}
-"""Commands that only look for a running service."""
+NEVER_START = {
+    ("service", "status"), ("service", "stop"), ("service", "restart"), ("version", None)
+}
+"""Commands that are not to start a service before they run (``restart`` stops one first)."""
 
 INTERRUPTED = 130
 """Ctrl-C outside a build's progress: the shell's convention."""

@@ -24,7 +24,10 @@ class ServerInfo:
     version: str
     workspace: str
     event_log: str
-    """The event log it uses, without any password: clients compare it with theirs (§6)."""
+    """The event log it uses, resolved and without any password (as in its health)."""
+    event_log_setting: str
+    """The event-log setting it was started with, as given; a client whose own setting is the
+    same string knows, without resolving it, that the log is the same (SPEC §6)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``server.json`` document (SPEC §5.1)."""

@@ -16,17 +16,14 @@ from attrs import frozen
 
 import databuild
 from databuild.graph import Workspace
+from databuild.startup import DEFAULT_EVENT_LOG, ENV_EVENT_LOG, reported_version
 
 DEFAULT_PORT = 8080
 DEFAULT_PORT_RANGE = 20
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_IDLE_TIMEOUT_S = 300.0
-DEFAULT_EVENT_LOG = ".databuild/bel.sqlite"
 DEFAULT_KEEPALIVE_S = 15.0
 ENV_IDLE_TIMEOUT = "DATABUILD_SERVICE_TIMEOUT"
-ENV_EVENT_LOG = "DATABUILD_BUILD_EVENT_LOG"
-ENV_VERSION = "DATABUILD_TEST_SERVICE_VERSION"
-"""A test hook: the version the service reports instead of its own (docs/service.md)."""
 
 
 def parse_port(value: object, what: str = "--port") -> int:
@@ -109,7 +106,7 @@ class ServiceConfig:
     token: str
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     version: str = databuild.__version__
-    """The version the service reports (its own, unless ENV_VERSION says otherwise)."""
+    """The version the service reports (``databuild.startup.reported_version``)."""
 
     @property
     def root(self) -> Path:
@@ -168,7 +165,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
             else secrets.token_urlsafe(32)
         ),
         keepalive_s=flags.keepalive_s,
-        version=environ.get(ENV_VERSION) or databuild.__version__,
+        version=reported_version(environ),
     )
 
 

@@ -136,6 +136,7 @@ class ApiListener(Service):
             version=config.version,
             workspace=str(config.root),
             event_log=self._event_log,
+            event_log_setting=config.event_log,
         )
         write_server_info(self._server_file, self.info)
         self.log.info(

@@ -1,0 +1,82 @@
+"""Does the running service fit this CLI (SPEC §6, Bazel's rule)? It fits when it reports the
+version this CLI would start and uses the event log this CLI would give it. Other settings
+(the idle timeout, the port) are no reason to restart.
+
+The check reads only ``server.json`` (which holds both), the environment and, when
+``DATABUILD_BUILD_EVENT_LOG`` is not set, the ``[service]`` table of ``databuild.toml``; an
+event-log setting spelled as the running service's was is the same log without resolving it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from databuild.startup import DEFAULT_EVENT_LOG, ENV_EVENT_LOG, reported_version
+
+GRAPH_FILE = "databuild.toml"
+
+
+@frozen
+class Difference:
+    """One field in which the running service differs from what this CLI would start."""
+
+    name: str
+    running: str
+    wanted: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.running} -> {self.wanted}"
+
+
+def describe(differences: list[Difference]) -> str:
+    """``event log A -> B, version 1 -> 2``."""
+    return ", ".join(str(d) for d in differences)
+
+
+def event_log_setting(workspace: Path, environ: Mapping[str, str]) -> str:
+    """The event-log setting a service started now would get (environment, graph file, default)."""
+    from_env = environ.get(ENV_EVENT_LOG)
+    if from_env:
+        return from_env
+    try:
+        data = tomllib.loads((workspace / GRAPH_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return DEFAULT_EVENT_LOG  # the service will say what is wrong with the file
+    service = data.get("service")
+    value = service.get("event_log") if isinstance(service, dict) else None
+    return value if isinstance(value, str) and value else DEFAULT_EVENT_LOG
+
+
+def _resolved(setting: str, workspace: Path) -> str:
+    """The event log ``setting`` names, as a service describes it (no password)."""
+    from databuild.bel.backend import EventLogError, parse_uri
+
+    try:
+        return parse_uri(setting, workspace).describe()
+    except EventLogError:
+        return setting
+
+
+def differences(
+    info: Mapping[str, Any], workspace: Path, environ: Mapping[str, str]
+) -> list[Difference]:
+    """How the service ``server.json`` describes differs from one this CLI would start.
+
+    A field ``server.json`` lacks (a service of an older DataBuild) is compared by version only.
+    """
+    found = []
+    version = reported_version(environ)
+    if info.get("version") != version:
+        found.append(Difference("version", str(info.get("version")), version))
+    running_setting, running_log = info.get("event_log_setting"), info.get("event_log")
+    setting = event_log_setting(workspace, environ)
+    if isinstance(running_log, str) and setting != running_setting:
+        wanted = _resolved(setting, workspace)
+        if wanted != running_log:
+            found.append(Difference("event log", running_log, wanted))
+    return found
