@@ -195,6 +195,10 @@ class EventLog:
 
     # --- reading ------------------------------------------------------------------------
 
+    def resolve_id(self, kind: str, given: str) -> Deferred[list[str]]:
+        """The ``build`` or ``task`` ids ``given`` names (itself, or those it prefixes)."""
+        return self._read(queries.resolve_id, kind, given)
+
     def list_builds(
         self, status: object = None, limit: object = None, offset: object = None
     ) -> Deferred[dict[str, Any]]:

@@ -20,6 +20,11 @@ MAX_POSITION = 2**63 - 1
 HISTORY_LIMIT = 1000
 """At most this many of a partition's latest events (and producing runs) in ``get_partition``."""
 _IN_CHUNK = 500
+TOTAL_CAP = 10_000
+"""A list's ``total`` is counted only up to this many matches; beyond, it is null."""
+MIN_PREFIX = 6
+"""Ids may be given by a unique prefix of at least this many characters."""
+MAX_MATCHES = 10
 NARROW = 2000
 """A glob's index range is used when it holds fewer catalog entries than this."""
 
@@ -66,6 +71,61 @@ class _Where:
         return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
 
 
+def _page(
+    db: Database,
+    select: str,
+    table: str,
+    where: _Where,
+    order: str,
+    limit: int,
+    offset: int,
+    *,
+    countable: bool = True,
+) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """One page of rows, newest first, and what the list document says of the rest: ``total``
+    (null when counting would walk more than TOTAL_CAP rows, or is not index-backed) and
+    ``has_more``. A page that is not full gives the total without a second query."""
+    rows = db.all(
+        f"SELECT {select} FROM {table}{where} ORDER BY {order} DESC LIMIT ? OFFSET ?",
+        [*where.params, limit + 1, offset],
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    total: int | None = None
+    if not has_more and (rows or offset == 0):
+        total = offset + len(rows)
+    elif countable:
+        row = db.one(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {table}{where} LIMIT ?) AS capped",
+            [*where.params, TOTAL_CAP + 1],
+        )
+        count = row[0] if row else 0
+        total = count if count <= TOTAL_CAP else None
+    return rows, {"total": total, "has_more": has_more}
+
+
+_ID_COLUMNS = {"build": ("builds", "build_request_id"), "task": ("job_runs", "job_run_id")}
+
+
+def resolve_id(db: Database, kind: str, given: str) -> list[str]:
+    """The ids of ``kind`` (``build`` or ``task``) that ``given`` names: itself if it is one,
+    else those it is a prefix of (at most MAX_MATCHES + 1), when it is at least MIN_PREFIX
+    characters long; an index range on the primary key, never a scan."""
+    table, column = _ID_COLUMNS[kind]
+    if len(given) < MIN_PREFIX:
+        return [given]
+    upper = given[:-1] + chr(ord(given[-1]) + 1)
+    found = [
+        row[0]
+        for row in db.all(
+            f"SELECT {column} FROM {table} WHERE {column} >= ? AND {column} < ?"
+            f" ORDER BY {column} LIMIT ?",
+            (given, upper, MAX_MATCHES + 1),
+        )
+    ]
+    return [given] if given in found or not found else found
+
+
 def _duration_s(start: int | None, end: int | None) -> float | None:
     return None if start is None or end is None else (end - start) / 1e9
 
@@ -109,11 +169,8 @@ def list_builds(db: Database, status: object, limit: object, offset: object) -> 
     where = _Where()
     if status is not None and status != "":
         where.add("status = ?", BuildStatus.parse(status).value)  # type: ignore[arg-type]
-    rows = db.all(
-        f"SELECT {_BUILD_COLUMNS} FROM builds{where} ORDER BY created_idx DESC LIMIT ? OFFSET ?",
-        [*where.params, limit, offset],
-    )
-    return {"builds": _builds(db, rows)}
+    rows, rest = _page(db, _BUILD_COLUMNS, "builds", where, "created_idx", limit, offset)
+    return {"builds": _builds(db, rows), **rest}
 
 
 def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
@@ -200,12 +257,12 @@ def list_partitions(
                 subquery = f"SELECT partition_ref FROM {table} WHERE {condition}"
                 condition = f"partition_ref IN ({subquery})"
             where.add(condition, *params)
-    rows = db.all(
-        f"SELECT {_PARTITION_COLUMNS} FROM partitions{where}"
-        " ORDER BY updated_idx DESC LIMIT ? OFFSET ?",
-        [*where.params, limit, offset],
-    )
-    return {"partitions": [dict(zip(_PARTITION_KEYS, row, strict=True)) for row in rows]}
+    rows, rest = _page(
+        db, _PARTITION_COLUMNS, "partitions", where, "updated_idx", limit, offset,
+        countable=not pattern,
+    )  # fmt: skip
+    partitions = [dict(zip(_PARTITION_KEYS, row, strict=True)) for row in rows]
+    return {"partitions": partitions, **rest}
 
 
 def _is_narrow(db: Database, table: str, condition: str, params: list[Any]) -> bool:
@@ -276,11 +333,8 @@ def _job(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def list_jobs(db: Database, limit: object, offset: object) -> dict[str, Any]:
     limit, offset = paging(limit, offset)
-    rows = db.all(
-        f"SELECT {_JOB_COLUMNS} FROM job_stats ORDER BY updated_idx DESC LIMIT ? OFFSET ?",
-        (limit, offset),
-    )
-    return {"jobs": [_job(row) for row in rows]}
+    rows, rest = _page(db, _JOB_COLUMNS, "job_stats", _Where(), "updated_idx", limit, offset)
+    return {"jobs": [_job(row) for row in rows], **rest}
 
 
 def get_job(db: Database, job_label: str) -> dict[str, Any] | None:
@@ -342,11 +396,8 @@ def list_tasks(
         where.add("job_label = ?", job_label)
     if status is not None and status != "":
         where.add("status = ?", JobStatus.parse(status).value)  # type: ignore[arg-type]
-    rows = db.all(
-        f"SELECT {_TASK_COLUMNS} FROM job_runs{where} ORDER BY created_idx DESC LIMIT ? OFFSET ?",
-        [*where.params, limit, offset],
-    )
-    return {"tasks": _tasks(rows)}
+    rows, rest = _page(db, _TASK_COLUMNS, "job_runs", where, "created_idx", limit, offset)
+    return {"tasks": _tasks(rows), **rest}
 
 
 def get_task(db: Database, job_run_id: str) -> dict[str, Any] | None:

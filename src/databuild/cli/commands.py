@@ -105,13 +105,14 @@ async def _get(ctx: Context, path: str, params: Mapping[str, object] | None,
     return ctx.show(await ctx.discovery.read(path, params), table)
 
 
-def _listing(key: str) -> Callable[[Any], str]:
-    return lambda doc: render.listing(doc, key)
+def _listing(key: str, offset: int) -> Callable[[Any], str]:
+    return lambda doc: render.listing(doc, key, offset)
 
 
 async def builds_list(ctx: Context) -> int:
     a = ctx.args
-    return await _get(ctx, "/api/v1/builds", _page(a, status=a.status), _listing("builds"))
+    params = _page(a, status=a.status)
+    return await _get(ctx, "/api/v1/builds", params, _listing("builds", a.offset))
 
 
 async def builds_show(ctx: Context) -> int:
@@ -121,7 +122,7 @@ async def builds_show(ctx: Context) -> int:
 async def partitions_list(ctx: Context) -> int:
     a = ctx.args
     params = _page(a, status=a.status, pattern=a.pattern)
-    return await _get(ctx, "/api/v1/partitions", params, _listing("partitions"))
+    return await _get(ctx, "/api/v1/partitions", params, _listing("partitions", a.offset))
 
 
 async def partitions_show(ctx: Context) -> int:
@@ -129,7 +130,8 @@ async def partitions_show(ctx: Context) -> int:
 
 
 async def jobs_list(ctx: Context) -> int:
-    return await _get(ctx, "/api/v1/jobs", _page(ctx.args), _listing("jobs"))
+    a = ctx.args
+    return await _get(ctx, "/api/v1/jobs", _page(a), _listing("jobs", a.offset))
 
 
 async def jobs_show(ctx: Context) -> int:
@@ -139,7 +141,7 @@ async def jobs_show(ctx: Context) -> int:
 async def tasks_list(ctx: Context) -> int:
     a = ctx.args
     params = _page(a, build_request_id=a.build, job_label=a.job, status=a.status)
-    return await _get(ctx, "/api/v1/tasks", params, _listing("tasks"))
+    return await _get(ctx, "/api/v1/tasks", params, _listing("tasks", a.offset))
 
 
 async def tasks_show(ctx: Context) -> int:

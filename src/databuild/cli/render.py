@@ -181,12 +181,29 @@ LISTS: dict[str, list[Column]] = {
 }
 
 
-def listing(doc: Mapping[str, Any], key: str) -> str:
-    """A list document (``{"builds": [...]}`` and the like) as a table."""
+def listing(doc: Mapping[str, Any], key: str, offset: int = 0) -> str:
+    """A list document (``{"builds": [...]}`` and the like) as a table, with a footer saying
+    so when the list is cut (SPEC §6)."""
     items = doc.get(key) or []
+    footer = cut(len(items), offset, doc.get("total"), bool(doc.get("has_more")))
     if not items:
-        return f"no {key}"
-    return records(items, LISTS[key])
+        return f"no {key}" + (f"\n{footer}" if footer else "")
+    return records(items, LISTS[key]) + (f"\n{footer}" if footer else "")
+
+
+def cut(shown: int, offset: int, total: object, has_more: bool) -> str:
+    """``(showing 100 of 131; --limit/--offset for more)`` for a page that is not the whole
+    list; empty for one that is."""
+    if not has_more and offset == 0:
+        return ""
+    if offset == 0:
+        rows = f"{shown}"
+    elif shown:
+        rows = f"rows {offset + 1}-{offset + shown}"
+    else:
+        rows = f"nothing after row {offset}"
+    of = f"{total}" if isinstance(total, int) else f"more than {offset + shown}"
+    return f"(showing {rows} of {of}; --limit/--offset for more)"
 
 
 def job_graph(doc: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
+from databuild.bel.queries import MAX_MATCHES
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.graph.source import GraphSource
@@ -237,7 +238,7 @@ class Api:
     @app.route("/api/v1/cli/builds/<build_id>/progress", methods=["GET"])
     @_shielded
     async def progress(self, request: IRequest, build_id: str) -> None:
-        build_id = r.path_segment(build_id, "build id")
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await stream_progress(
             request, build_id, self._orchestrator, self._metrics, self._clock,
             self._config.keepalive_s,
@@ -251,13 +252,13 @@ class Api:
     @app.route("/api/v1/builds/<build_id>", methods=["GET"])
     @_shielded
     async def build(self, request: IRequest, build_id: str) -> dict[str, Any]:
-        build_id = r.path_segment(build_id, "build id")
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
     @_shielded
     async def cancel_build(self, request: IRequest, build_id: str) -> dict[str, Any]:
-        build_id = r.path_segment(build_id, "build id")
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await maybeDeferred(self._orchestrator.cancel_build, build_id)
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
         return await self._found(self._log.get_build(build_id), "build", build_id)
@@ -301,20 +302,22 @@ class Api:
     @app.route("/api/v1/tasks", methods=["GET"])
     @_shielded
     async def tasks(self, request: IRequest) -> dict[str, Any]:
-        return await self._log.list_tasks(
-            *_args(request, "build_request_id", "job_label", "status", "limit", "offset")
-        )
+        build_id, *rest = _args(request, "build_request_id", "job_label", "status", "limit",
+                                "offset")  # fmt: skip
+        if build_id is not None:
+            build_id = await self._full_id("build", build_id)
+        return await self._log.list_tasks(build_id, *rest)
 
     @app.route("/api/v1/tasks/<task_id>", methods=["GET"])
     @_shielded
     async def task(self, request: IRequest, task_id: str) -> dict[str, Any]:
-        task_id = r.path_segment(task_id, "task id")
+        task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         return await self._found(self._log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
     @_shielded
     async def cancel_task(self, request: IRequest, task_id: str) -> dict[str, Any]:
-        task_id = r.path_segment(task_id, "task id")
+        task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await maybeDeferred(self._orchestrator.cancel_task, task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
         return await self._found(self._log.get_task(task_id), "task", task_id)
@@ -322,7 +325,7 @@ class Api:
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @_shielded
     async def task_logs(self, request: IRequest, task_id: str) -> dict[str, Any]:
-        task_id = r.path_segment(task_id, "task id")
+        task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._found(self._log.get_task(task_id), "task", task_id)
         lines = await read_logs(self._config.workspace.state_dir, task_id)
         return {"job_run_id": task_id, "lines": lines}
@@ -335,6 +338,17 @@ class Api:
         )
 
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _full_id(self, kind: str, given: str) -> str:
+        """The build or task id ``given`` names, itself or as a unique prefix (SPEC §6)."""
+        found = await self._log.resolve_id(kind, given)
+        if len(found) == 1:
+            return found[0]
+        shown = ", ".join(found[:MAX_MATCHES]) + (", ..." if len(found) > MAX_MATCHES else "")
+        raise r.bad_request(
+            f"{kind} id prefix {given!r} is ambiguous; it matches {shown}; give more characters",
+            "ambiguous_id",
+        )
 
     async def _found(self, lookup: Awaitable[dict[str, Any] | None], kind: str, key: str) -> Any:
         found = await lookup
