@@ -293,7 +293,7 @@ def _where(ctx: Context) -> str:
 
 
 def _health_table(service: Service) -> Callable[[Any], str]:
-    return lambda doc: render.details({**doc, "url": service.client.base_url.rstrip("/")})
+    return lambda doc: render.service_status(doc, service.client.base_url.rstrip("/"))
 
 
 async def service_status(ctx: Context) -> int:

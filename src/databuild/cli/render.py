@@ -206,6 +206,26 @@ def cut(shown: int, offset: int, total: object, has_more: bool) -> str:
     return f"(showing {rows} of {of}; --limit/--offset for more)"
 
 
+def service_status(doc: Mapping[str, Any], url: str) -> str:
+    """A service's health (SPEC §5.4) for people: where it is, what it serves, how busy it is."""
+    graph = doc.get("graph") if isinstance(doc.get("graph"), Mapping) else {}
+    uptime = doc.get("uptime_s")
+    rows = [
+        ("url", url),
+        ("pid", cell("", doc.get("pid"))),
+        ("version", cell("", doc.get("version"))),
+        ("workspace", cell("", doc.get("workspace"))),
+        ("graph", f"{cell('', graph.get('label'))} (fingerprint "
+                  f"{cell('', graph.get('fingerprint'))}, loaded "
+                  f"{local_time(graph.get('loaded_at'))})"),
+        ("event log", cell("", doc.get("event_log"))),
+        ("uptime", seconds(uptime)),
+        ("active builds", cell("", doc.get("active_builds"))),
+        ("idle timeout", seconds(doc.get("idle_timeout"))),
+    ]  # fmt: skip
+    return "\n".join(f"{name + ':':<14} {value}" for name, value in rows)
+
+
 def job_graph(doc: Mapping[str, Any]) -> str:
     """The job graph an analysis returned, one job run per row."""
     graph = doc.get("job_graph") or {}
