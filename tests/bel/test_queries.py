@@ -23,6 +23,8 @@ from databuild.bel import (
     PartitionStatus,
 )
 
+from .conftest import Recorder
+
 B, J, P = BuildStatus, JobStatus, PartitionStatus
 SECOND = 10**9
 T0 = 1_795_000_000 * SECOND
@@ -442,3 +444,45 @@ async def test_refs_added_after_opening_are_found_by_their_inner_text(
         "late/1999-01-01/x", "daily/1999-01-01/teal", "Daily/1999-01-01/TEAL",
         "weekly/1999-01-01/red",
     ]
+
+
+# --- lists say when they are cut; ids by unique prefix ---------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_lists_carry_total_and_has_more(event_log: EventLog, history: History) -> None:
+    whole = await event_log.list_builds()
+    assert (whole["total"], whole["has_more"]) == (5, False)
+    first = await event_log.list_builds(limit=2)
+    assert (len(first["builds"]), first["total"], first["has_more"]) == (2, 5, True)
+    last = await event_log.list_builds(limit=2, offset=4)
+    assert (len(last["builds"]), last["total"], last["has_more"]) == (1, 5, False)
+    beyond = await event_log.list_builds(offset=9)
+    assert (beyond["builds"], beyond["total"], beyond["has_more"]) == ([], 5, False)
+    failed = await event_log.list_builds("failed", limit=1)
+    assert (failed["total"], failed["has_more"]) == (1, False)
+    for listed, key in (
+        (await event_log.list_tasks(None, None, None, 1, 0), "tasks"),
+        (await event_log.list_partitions(None, None, 1, 0), "partitions"),
+        (await event_log.list_jobs(1, 0), "jobs"),
+    ):
+        assert len(listed[key]) == 1 and listed["has_more"] is True
+        assert isinstance(listed["total"], int) and listed["total"] > 1
+    globbed = await event_log.list_partitions(None, "*", 1, 0)
+    assert (globbed["total"], globbed["has_more"]) == (None, True)  # a glob is never counted
+
+
+@pytest_twisted.ensureDeferred
+async def test_ids_resolve_by_unique_prefix_of_six_or_more(
+    event_log: EventLog, recorder: Recorder
+) -> None:
+    for build_id in ("abcdef01", "abcdef02", "abcdff00"):
+        await recorder.build(build_id=build_id)
+    await recorder.job("abcdef01", "job", ("out/1",), (J.JOB_SCHEDULED,), run_id="runrun-1")
+    assert await event_log.resolve_id("build", "abcdef") == ["abcdef01", "abcdef02"]
+    assert await event_log.resolve_id("build", "abcdef0") == ["abcdef01", "abcdef02"]
+    assert await event_log.resolve_id("build", "abcdef02") == ["abcdef02"]
+    assert await event_log.resolve_id("build", "abcdff") == ["abcdff00"]
+    assert await event_log.resolve_id("build", "abcde") == ["abcde"]  # too short: as given
+    assert await event_log.resolve_id("build", "zzzzzzz") == ["zzzzzzz"]  # none: as given
+    assert await event_log.resolve_id("task", "runrun") == ["runrun-1"]

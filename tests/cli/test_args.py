@@ -69,7 +69,7 @@ def test_list_paging_defaults_to_the_apis_defaults() -> None:
         (["jobs", "list", "--offset", "-1"], "negative"),
         (["jobs", "list", "--limit", "ten"], "not a whole number"),
         (["--format", "yaml", "builds", "list"], "invalid choice"),
-        (["service", "restart"], "invalid choice"),
+        (["service", "reload"], "invalid choice"),
     ],
 )
 def test_usage_errors_exit_2_and_say_why(

@@ -32,7 +32,7 @@ def test_first_call_starts_the_service_and_the_second_reuses_it(
     second = databuild("builds", "list", "--format", "json")
     assert second.returncode == 0, second.stderr
     assert second.stderr == ""
-    assert json.loads(second.stdout) == {"builds": []}
+    assert json.loads(second.stdout) == {"builds": [], "total": 0, "has_more": False}
     assert server_info(workspace)["pid"] == pid
 
 

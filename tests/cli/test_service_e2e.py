@@ -139,12 +139,17 @@ def test_an_explicit_service_url_is_used_with_its_token_and_never_started(
 
     listed = databuild("builds", "list", "--format", "json", env=remote, cwd=elsewhere)
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout) == {"builds": []}
+    assert json.loads(listed.stdout) == {"builds": [], "total": 0, "has_more": False}
 
     wrong = databuild("builds", "list", env={**remote, "DATABUILD_SERVICE_TOKEN": "nope"},
                       cwd=elsewhere)
     assert wrong.returncode == 3
     assert wrong.stderr.startswith("databuild: ") and "Traceback" not in wrong.stderr
+    assert "DATABUILD_SERVICE_TOKEN" in wrong.stderr
+    unset = {k: v for k, v in remote.items() if k != "DATABUILD_SERVICE_TOKEN"}
+    missing = databuild("builds", "list", env=unset, cwd=elsewhere)
+    assert missing.returncode == 3
+    assert "set DATABUILD_SERVICE_TOKEN to the service's token" in missing.stderr
 
     stopped = databuild("service", "stop", env=remote, cwd=elsewhere)
     assert stopped.returncode == 0, stopped.stderr

@@ -92,8 +92,23 @@ def _globals(defaults: bool) -> argparse.ArgumentParser:
 
 
 def _pages(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=limit_type, default=100, help="at most N rows (1..1000)")
-    parser.add_argument("--offset", type=offset_type, default=0, help="skip the first N rows")
+    parser.add_argument(
+        "--limit", type=limit_type, default=100, metavar="N",
+        help=f"at most N rows, 1..{MAX_LIMIT} (default: 100)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--offset", type=offset_type, default=0, metavar="N",
+        help="skip the first N rows (default: 0)",
+    )  # fmt: skip
+
+
+def _status(parser: argparse.ArgumentParser, kind: str, rows: str) -> None:
+    names = ", ".join(short_status(s) for s in STATUSES[kind])
+    parser.add_argument(
+        "--status", type=status_type(kind), metavar="S",
+        help=f"only {rows} in status S: one of {names} (or the full name, such as "
+        f"{STATUSES[kind][-2]}); default: every status",
+    )  # fmt: skip
 
 
 Parser = argparse.ArgumentParser
@@ -122,7 +137,7 @@ def _analyze(add: Adder, sub: Any) -> None:
 
 def _builds(add: Adder, sub: Any) -> None:
     listing = add(sub, "list", "builds, newest first")
-    listing.add_argument("--status", type=status_type("build"))
+    _status(listing, "build", "builds")
     _pages(listing)
     add(sub, "show", "one build").add_argument("id", metavar="ID")
     add(sub, "cancel", "cancel a running build").add_argument("id", metavar="ID")
@@ -130,7 +145,7 @@ def _builds(add: Adder, sub: Any) -> None:
 
 def _partitions(add: Adder, sub: Any) -> None:
     listing = add(sub, "list", "partitions, newest first")
-    listing.add_argument("--status", type=status_type("partition"))
+    _status(listing, "partition", "partitions")
     listing.add_argument("--pattern", metavar="GLOB", help="only refs matching GLOB")
     _pages(listing)
     add(sub, "show", "one partition and its history").add_argument("ref", metavar="REF")
@@ -145,7 +160,7 @@ def _tasks(add: Adder, sub: Any) -> None:
     listing = add(sub, "list", "job runs, newest first")
     listing.add_argument("--build", metavar="ID", help="only runs of this build")
     listing.add_argument("--job", metavar="LABEL", help="only runs of this job")
-    listing.add_argument("--status", type=status_type("job"))
+    _status(listing, "job", "job runs")
     _pages(listing)
     add(sub, "show", "one job run").add_argument("id", metavar="ID")
     add(sub, "cancel", "cancel a job run").add_argument("id", metavar="ID")

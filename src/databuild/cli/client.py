@@ -63,9 +63,18 @@ def describe_failure(exc: BaseException) -> str:
 class ApiClient:
     """Requests to one DataBuild service, with its bearer token."""
 
-    def __init__(self, reactor: IReactorTCP, base_url: str, token: str | None) -> None:
+    def __init__(
+        self, reactor: IReactorTCP, base_url: str, token: str | None, token_from: str = ""
+    ) -> None:
         self.reactor = reactor
         self.base_url = base_url.rstrip("/") + "/"
+        self._token_hint = ""
+        """Said after a 401: where the token came from (an environment variable)."""
+        if token_from:
+            self._token_hint = (
+                f"; set {token_from} to the service's token" if not token
+                else f"; is {token_from} the service's token?"
+            )
         self._headers = {b"Accept": [b"application/json"]}
         if token:
             self._headers[b"Authorization"] = [f"Bearer {token}".encode()]
@@ -129,7 +138,8 @@ class ApiClient:
                     UNAVAILABLE,
                 ) from None
         if status >= 400:
-            raise CliError(error_message(status, doc), exit_code_for_http(status))
+            hint = self._token_hint if status == 401 else ""
+            raise CliError(error_message(status, doc) + hint, exit_code_for_http(status))
         return Answer(status, raw, doc)
 
     async def open_stream(self, path: str, last_event_id: str | None) -> IResponse:

@@ -86,7 +86,8 @@ class Discovery:
         """The live service; with ``start``, one is started if none answers."""
         url = self.environ.get("DATABUILD_SERVICE_URL")
         if url:
-            client = ApiClient(self.reactor, url, self.environ.get("DATABUILD_SERVICE_TOKEN"))
+            token = self.environ.get("DATABUILD_SERVICE_TOKEN")
+            client = ApiClient(self.reactor, url, token, token_from="DATABUILD_SERVICE_TOKEN")
             health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
             self._warn_of_version(health.doc)
             return Service(client, None, health)
