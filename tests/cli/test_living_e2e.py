@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -306,3 +307,65 @@ def test_service_status_shows_url_version_graph_uptime_and_active_builds(
     for expected in (info["url"], f"version:       {health['version']}",  # type: ignore[index]
                      health["graph"]["fingerprint"], "uptime:", "active builds: 0"):
         assert expected in status.stdout, status.stdout
+
+
+# --- cut lists and id prefixes -------------------------------------------------------------
+
+SEED = """\
+import sys
+from pathlib import Path
+from twisted.internet import task
+from twisted.internet.defer import ensureDeferred
+from databuild.bel import BuildRequestEvent, Event, open_event_log
+
+async def seed(reactor, path, ids):
+    log = open_event_log(path, Path.cwd(), reactor)
+    await log.open()
+    for build_id in ids:
+        await log.append(Event(build_id, BuildRequestEvent("received", ("seed/1",))))
+        await log.append(Event(build_id, BuildRequestEvent("cancelled", (), "seeded")))
+    await log.close()
+
+task.react(lambda reactor: ensureDeferred(seed(reactor, sys.argv[1], sys.argv[2:])))
+"""
+TWINS = ("abcdef01" + "0" * 24, "abcdef02" + "0" * 24)
+LONER = "123456789" + "0" * 23
+
+
+def test_lists_say_when_they_are_cut_and_ids_resolve_by_unique_prefix(
+    workspace: Path, databuild: Run
+) -> None:
+    state = workspace / ".databuild"
+    state.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", SEED, str(state / "bel.sqlite"), *TWINS, LONER], check=True
+    )
+    cut = databuild("builds", "list", "--limit", "2")
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout.splitlines()[-1] == "(showing 2 of 3; --limit/--offset for more)"
+    listed = json_of(databuild("builds", "list", "--limit", "2", "--format", "json"))
+    assert (len(listed["builds"]), listed["total"], listed["has_more"]) == (2, 3, True)
+    whole = databuild("builds", "list")
+    assert "showing" not in whole.stdout
+
+    assert json_of(databuild("builds", "show", "1234567", "--format", "json"))[
+        "build_request_id"
+    ] == LONER
+    assert json_of(databuild("builds", "show", "abcdef02", "--format", "json"))[
+        "build_request_id"
+    ] == TWINS[1]
+    ambiguous = databuild("builds", "show", "abcdef")
+    assert ambiguous.returncode == 2
+    assert all(twin in ambiguous.stderr for twin in TWINS), ambiguous.stderr
+    assert databuild("builds", "show", "abcde").returncode == 4  # under 6 characters: as typed
+
+    built = databuild("build", "--format", "json", "daily_color_votes/2026-03-01/red")
+    assert built.returncode == 0, built.stderr
+    build_id = json.loads(built.stdout.splitlines()[-1])["build_request_id"]
+    tasks = json_of(databuild("tasks", "list", "--build", build_id[:8], "--format", "json"))
+    (task,) = tasks["tasks"]
+    shown = json_of(databuild("tasks", "show", task["job_run_id"][:7], "--format", "json"))
+    assert shown["job_run_id"] == task["job_run_id"]
+    assert databuild("tasks", "logs", task["job_run_id"][:7]).returncode == 0
+    tailed = databuild("tail", build_id[:6])
+    assert tailed.returncode == 0, tailed.stderr
