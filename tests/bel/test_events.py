@@ -94,6 +94,7 @@ PAYLOADS = [
     JobEvent("r1", "agg", "failed", ("daily/2026-01-01",), "exit 3", 3),
     DelegationEvent("daily/2026-01-01", "b0", "b0 is building it"),
     JobGraphEvent(GRAPH),
+    JobGraphEvent(GRAPH, "01533cd1ac4eb9b9"),
 ]
 
 
@@ -139,3 +140,10 @@ def test_events_validate_refs() -> None:
         PartitionEvent("has space", "requested")
     with pytest.raises(InvalidRefError):
         BuildRequestEvent("received", ("",))
+
+
+def test_a_job_graph_event_records_its_graph_fingerprint_and_old_ones_still_read() -> None:
+    stored = Event("b1", JobGraphEvent(GRAPH, "01533cd1ac4eb9b9")).to_json()
+    assert stored["graph_fingerprint"] == "01533cd1ac4eb9b9"
+    del stored["graph_fingerprint"]  # as written before the service recorded it
+    assert Event.from_json(stored).payload == JobGraphEvent(GRAPH, None)
