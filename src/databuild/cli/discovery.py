@@ -129,9 +129,10 @@ class Discovery:
             try:
                 await service.client.post("/api/v1/service/shutdown")
             except CliError as e:
-                if e.exit_code != USAGE:  # not a 409 (builds started meanwhile)
+                if e.exit_code == USAGE:  # 409: builds started meanwhile
+                    active = "new"
+                elif e.exit_code != UNAVAILABLE:  # unreachable: another CLI stopped it
                     raise
-                active = "new"
         if active:
             raise CliError(
                 f"the service no longer fits: {describe(found)}; it is running {active} "
