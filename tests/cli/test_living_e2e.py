@@ -369,3 +369,20 @@ def test_lists_say_when_they_are_cut_and_ids_resolve_by_unique_prefix(
     assert databuild("tasks", "logs", task["job_run_id"][:7]).returncode == 0
     tailed = databuild("tail", build_id[:6])
     assert tailed.returncode == 0, tailed.stderr
+
+
+def test_jobs_list_shows_skipped_runs_in_a_column_of_their_own(
+    workspace: Path, databuild: Run
+) -> None:
+    ref = "daily_color_votes/2026-03-02/red"
+    for _ in range(2):  # the second build finds the partition AVAILABLE and skips the run
+        assert databuild("build", ref).returncode == 0
+    (job,) = [
+        j for j in json_of(databuild("jobs", "list", "--format", "json"))["jobs"]
+        if j["job_label"] == "ingest_color_votes"
+    ]  # fmt: skip
+    assert (job["runs"], job["skipped"], job["succeeded"]) == (2, 1, 1)
+    table = databuild("jobs", "list").stdout.splitlines()
+    assert table[0].split()[:4] == ["JOB", "RUNS", "SKIPPED", "SUCCEEDED"]
+    (row,) = [line.split() for line in table if line.startswith("ingest_color_votes")]
+    assert row[1:4] == ["1", "1", "1"]

@@ -331,15 +331,34 @@ def _job(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+def _with_skipped(db: Database, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add each job's ``skipped`` runs (outputs already available, or delegated to another
+    build), counted on the ``(job_label, status)`` index of ``job_runs``."""
+    labels = [job["job_label"] for job in jobs]
+    skipped: dict[str, int] = {}
+    for start in range(0, len(labels), _IN_CHUNK):
+        chunk = labels[start : start + _IN_CHUNK]
+        skipped.update(
+            db.all(
+                "SELECT job_label, COUNT(*) FROM job_runs WHERE status = ?"
+                f" AND job_label IN ({', '.join('?' * len(chunk))}) GROUP BY job_label",
+                [JobStatus.JOB_SKIPPED.value, *chunk],
+            )
+        )
+    for job in jobs:
+        job["skipped"] = skipped.get(job["job_label"], 0)
+    return jobs
+
+
 def list_jobs(db: Database, limit: object, offset: object) -> dict[str, Any]:
     limit, offset = paging(limit, offset)
     rows, rest = _page(db, _JOB_COLUMNS, "job_stats", _Where(), "updated_idx", limit, offset)
-    return {"jobs": [_job(row) for row in rows], **rest}
+    return {"jobs": _with_skipped(db, [_job(row) for row in rows]), **rest}
 
 
 def get_job(db: Database, job_label: str) -> dict[str, Any] | None:
     row = db.one(f"SELECT {_JOB_COLUMNS} FROM job_stats WHERE job_label = ?", (job_label,))
-    return None if row is None else _job(row)
+    return None if row is None else _with_skipped(db, [_job(row)])[0]
 
 
 # --- tasks (job runs) -----------------------------------------------------------------
