@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import evolve, frozen
+from attrs import frozen
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
@@ -174,10 +174,7 @@ class Discovery:
         info = read_json_file(self.state / SERVER_JSON)
         if info is None or not isinstance(info.get("url"), str):
             return None
-        service = await self._vouched(
-            ApiClient(self.reactor, info["url"], info.get("token")), info
-        )
-        return None if service is None else evolve(service, info=info)
+        return await self._vouched(ApiClient(self.reactor, info["url"], info.get("token")), info)
 
     async def _vouched(self, client: ApiClient, info: Mapping[str, Any]) -> Service | None:
         """The service behind ``client`` if its health names the pid of ``info`` and this
@@ -193,7 +190,7 @@ class Discovery:
             or not same_dir(doc.get("workspace"), self.state.parent)
         ):
             return None
-        return Service(client, info["pid"], health)
+        return Service(client, info["pid"], health, info=info)
 
     async def read(self, path: str, params: Mapping[str, object] | None = None) -> Answer:
         """``GET path`` from the service, started if need be.
@@ -250,7 +247,8 @@ class Discovery:
                 if (self.state / SERVER_JSON).exists():
                     service = await self.running()
                     if service is not None:
-                        return Service(service.client, service.pid, service.health, started=True)
+                        return Service(service.client, service.pid, service.health, True,
+                                       service.info)
                 if code == 0 and pidfile_owner(self.state / PIDFILE) is None:
                     raise self._failed("the service stopped right after starting", started)
                 await deferLater(self.reactor, POLL_S)
