@@ -97,6 +97,8 @@ SCHEMAS: dict[str, Schema] = {
             "failed": {"type": "integer"},
             "mean_duration_s": _nullable({"type": "number"}),
             "last_run_at": _nullable(NANOS),
+            "skipped": {"type": "integer", "minimum": 0,
+                        "description": "runs skipped: outputs already available, or delegated"},
         }
     ),
     "Event": {
@@ -189,7 +191,13 @@ def _json(schema: Schema, description: str = "OK") -> Schema:
 
 
 def _list(key: str, item: str) -> Schema:
-    return _object({key: {"type": "array", "items": _ref(item)}})
+    return _object({
+        key: {"type": "array", "items": _ref(item)},
+        "total": {**_nullable({"type": "integer", "minimum": 0}),
+                  "description": "matching rows; null where counting them would walk over "
+                                 "10,000 index entries, or for a glob"},
+        "has_more": {"type": "boolean", "description": "whether rows follow this page"},
+    })
 
 
 def _query(name: str, schema: Schema, description: str = "") -> Schema:
@@ -237,8 +245,9 @@ def _operation(
     return operation
 
 
-BUILD_ID = _path("build_id", "a build request id")
-TASK_ID = _path("task_id", "a job run id")
+BUILD_ID = _path("build_id", "a build request id, or a unique prefix of it (6 or more "
+                 "characters; an ambiguous one is 400 `ambiguous_id`)")
+TASK_ID = _path("task_id", "a job run id, or a unique prefix of it (6 or more characters)")
 SHUTDOWN_BODY = {
     **_object({}, force={"type": "boolean", "default": False}),
     "additionalProperties": False,
@@ -258,6 +267,9 @@ PATHS: dict[str, Schema] = {
             "status": {"const": "ok"}, "pid": {"type": "integer"}, "version": STRING,
             "workspace": STRING, "active_builds": {"type": "integer"},
             "idle_timeout": {"type": "number"},
+            "graph": _object({"label": STRING, "fingerprint": STRING, "loaded_at": NANOS}),
+            "event_log": {**STRING, "description": "the log in use, without any password"},
+            "uptime_s": {"type": "number"},
         }))},
         public=True,
     )},
@@ -294,7 +306,8 @@ PATHS: dict[str, Schema] = {
     )},
     "/api/v1/analyze": {"post": _operation(
         "the job graph a build would run; nothing is run or recorded",
-        {"200": _json(_object({"job_graph": _ref("JobGraph")}))}, ("400", "413"),
+        {"200": _json(_object({"job_graph": _ref("JobGraph"), "graph_fingerprint": STRING}))},
+        ("400", "413"),
         body="AnalyzeBody",
     )},
     "/api/v1/partitions": {"get": _operation(
