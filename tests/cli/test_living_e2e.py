@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.polling import poll_until
 
 from databuild.proc.info import alive
 
-from .conftest import Run, server_info, service_pid, wait_for
+from .conftest import Run, server_info, service_pid
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -161,7 +162,7 @@ def test_a_build_running_across_an_edit_completes_with_its_own_graph(
 ) -> None:
     graph(step_jobs("v1", "gated", "after"))
     running = spawn_databuild("build", "after/x")
-    wait_for(lambda: (workspace / "started").exists(), "the gated run to start")
+    poll_until(lambda: (workspace / "started").exists(), "the gated run to start")
     # The edit changes the downstream job's command and drops the running job from the graph.
     graph(step_jobs("v2", "after"))
     assert databuild("analyze", "after/y").returncode != 0  # the new graph has no gated job
@@ -203,7 +204,7 @@ def test_another_event_log_while_builds_run_exits_2_and_leaves_the_service_alone
     started = databuild("build", "--background", "slow/busy")
     assert started.returncode == 0, started.stderr
     build_id = started.stdout.strip()
-    wait_for(lambda: (workspace / "slow_pids" / "slow_busy").exists(), "the slow job to start")
+    poll_until(lambda: (workspace / "slow_pids" / "slow_busy").exists(), "the slow job to start")
     pid = service_pid(workspace)
     other = workspace / "other.sqlite"
 
@@ -269,7 +270,7 @@ def test_service_restart_starts_a_new_service_and_force_cancels_running_builds(
     assert second != first and not alive(first)  # type: ignore[arg-type]
 
     build_id = databuild("build", "--background", "slow/r").stdout.strip()
-    wait_for(lambda: (workspace / "slow_pids" / "slow_r").exists(), "the slow job to start")
+    poll_until(lambda: (workspace / "slow_pids" / "slow_r").exists(), "the slow job to start")
     forced = databuild("service", "restart", "--force")
     assert forced.returncode == 0, forced.stderr
     assert service_pid(workspace) not in (first, second)
@@ -282,7 +283,7 @@ def test_service_restart_waits_for_running_builds(
 ) -> None:
     graph(step_jobs("v1", "gated"))
     build_id = databuild("build", "--background", "gated/w").stdout.strip()
-    wait_for(lambda: (workspace / "started").exists(), "the gated run to start")
+    poll_until(lambda: (workspace / "started").exists(), "the gated run to start")
     first = service_pid(workspace)
     restart = spawn_databuild("service", "restart")
     assert restart.stderr is not None
