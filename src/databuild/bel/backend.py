@@ -223,6 +223,25 @@ class Database:
         """Run one statement written with ``?`` placeholders; returns the cursor."""
         return self._conn.execute(self._sql(sql), params)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters (nothing if there are none)."""
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            self._conn.executemany(sql, rows)
+        else:
+            self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def in_condition(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """SQL and parameters selecting rows whose ``column`` is one of ``values``.
+
+        PostgreSQL takes them as one array parameter, so the statement's text stays the same
+        whatever their number and is prepared once.
+        """
+        if self.dialect == "sqlite":
+            return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+        return f"{column} = ANY(?)", [list(values)]
+
     def execute_script(self, script: str) -> None:
         """Run several statements within the current transaction."""
         if self.dialect == "postgresql":
