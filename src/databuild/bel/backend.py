@@ -224,13 +224,31 @@ class Database:
         return self._conn.execute(self._sql(sql), params)
 
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement once per row of parameters (nothing if there are none)."""
+        """Run one statement once per row of parameters, in order (nothing if none)."""
         if not rows:
             return
         if self.dialect == "sqlite":
             self._conn.executemany(sql, rows)
         else:
             self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def insert_many(self, into: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        """``INSERT INTO into VALUES ... tail`` of ``rows`` (``into`` names the columns).
+
+        On PostgreSQL it is one statement of many rows, not one per row: rows may then not
+        repeat a key that ``tail``'s ON CONFLICT updates.
+        """
+        if not rows:
+            return
+        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        if self.dialect == "sqlite":
+            self._conn.executemany(f"INSERT INTO {into} VALUES {one} {tail}", rows)
+            return
+        sql = f"INSERT INTO {into} VALUES {', '.join([one] * len(rows))} {tail}"
+        # Statements of as many rows as there are are not worth preparing.
+        self._conn.execute(
+            sql.replace("?", "%s"), [v for row in rows for v in row], prepare=False
+        )
 
     def in_condition(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """SQL and parameters selecting rows whose ``column`` is one of ``values``.

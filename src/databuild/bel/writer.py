@@ -41,9 +41,7 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     """
     results: list[Event | DataBuildError] = []
     with db.write_transaction():
-        row = db.one("SELECT COALESCE(MAX(idx), 0) FROM events")
-        assert row is not None
-        batch = _Batch.read(db, events, int(row[0]) + 1)
+        batch = _Batch.read(db, events)
         for event in events:
             try:
                 results.append(batch.add(event))
@@ -55,36 +53,54 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
 
 @define
 class _Build:
-    """A build request's row as the batch leaves it."""
+    """A build request's ``builds`` row as the batch leaves it."""
 
     status: BuildStatus
-    is_new: bool
-    created_idx: int = 0
-    requested_partitions: str = "[]"
-    created_at: int = 0
+    created_idx: int
+    requested_partitions: str
+    created_at: int
+    message: str
     updated_at: int = 0
-    message: str = ""
     changed: bool = False
+
+    def row(self, build_request_id: str) -> tuple[Any, ...]:
+        return (build_request_id, self.created_idx, self.status.value,
+                self.requested_partitions, self.created_at, self.updated_at, self.message)
+
+
+_RUN_COLUMNS = (
+    "job_run_id, build_request_id, job_label, outputs, status, created_idx, updated_idx,"
+    " scheduled_at, started_at, ended_at, exit_code, message"
+)
 
 
 @define
 class _Run:
-    """A job run's row as the batch leaves it."""
+    """A job run's ``job_runs`` row as the batch leaves it."""
 
     job_run_id: str
     build_request_id: str
     job_label: str
+    outputs: str
     status: JobStatus
+    created_idx: int
+    updated_idx: int
+    scheduled_at: int
     started_at: int | None
     ended_at: int | None
     exit_code: int | None
-    is_new: bool
-    outputs: tuple[str, ...] = ()
-    created_idx: int = 0
-    updated_idx: int = 0
-    scheduled_at: int = 0
-    message: str = ""
+    message: str
     changed: bool = False
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> _Run:
+        """A run from the ``_RUN_COLUMNS`` of its row."""
+        return cls(*row[:4], JobStatus(row[4]), *row[5:])
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.job_run_id, self.build_request_id, self.job_label, self.outputs,
+                self.status.value, self.created_idx, self.updated_idx, self.scheduled_at,
+                self.started_at, self.ended_at, self.exit_code, self.message)
 
 
 @define
@@ -114,12 +130,17 @@ class _Batch:
     event_rows: list[tuple[Any, ...]] = field(factory=list)
     catalog_rows: list[tuple[Any, ...]] = field(factory=list)
     touched_partitions: dict[tuple[str, str], None] = field(factory=dict)
+    outputs: list[tuple[str, str]] = field(factory=list)
+    """The ``job_run_outputs`` rows of the batch's new runs."""
     job_counts: defaultdict[tuple[str, str], int] = field(factory=lambda: defaultdict(int))
     stats: defaultdict[str, _Stats] = field(factory=lambda: defaultdict(_Stats))
 
     @classmethod
-    def read(cls, db: Database, events: Sequence[Event], idx: int) -> _Batch:
-        """What the log holds about everything ``events`` name, in four queries."""
+    def read(cls, db: Database, events: Sequence[Event]) -> _Batch:
+        """The next ``idx``, and what the log holds about everything ``events`` name.
+
+        All five queries are sent before any result is read: one round trip on PostgreSQL.
+        """
         build_ids = list(dict.fromkeys(e.build_request_id for e in events))
         refs = list(
             dict.fromkeys(
@@ -133,34 +154,34 @@ class _Batch:
                 if isinstance(e.payload, PartitionEvent | JobEvent)
             )
         )
-        ids = [e.event_id for e in events]
-        event_ids = {row[0] for row in _select(db, "event_id FROM events", ("event_id", ids))}
-        builds = {
-            build_id: _Build(BuildStatus(status), is_new=False)
-            for build_id, status in _select(
-                db, "build_request_id, status FROM builds", ("build_request_id", build_ids)
-            )
-        }
-        partitions = {
-            (build_id, ref): PartitionStatus(status)
-            for build_id, ref, status in _select(
-                db,
-                "build_request_id, partition_ref, status FROM build_partitions",
-                ("build_request_id", build_ids),
-                ("partition_ref", refs),
-            )
-        }
-        runs = {
-            run_id: _Run(run_id, build_id, label, JobStatus(status), started, ended, code,
-                         is_new=False)
-            for run_id, build_id, label, status, started, ended, code in _select(
-                db,
-                "job_run_id, build_request_id, job_label, status, started_at, ended_at,"
-                " exit_code FROM job_runs",
-                ("job_run_id", run_ids),
-            )
-        }
-        return cls(idx, event_ids, builds, partitions, runs)
+        last = db.execute("SELECT COALESCE(MAX(idx), 0) FROM events")
+        known = _select(db, "event_id FROM events", ("event_id", [e.event_id for e in events]))
+        builds = _select(
+            db,
+            "build_request_id, status, created_idx, requested_partitions, created_at, message"
+            " FROM builds",
+            ("build_request_id", build_ids),
+        )
+        partitions = _select(
+            db,
+            "build_request_id, partition_ref, status FROM build_partitions",
+            ("build_request_id", build_ids),
+            ("partition_ref", refs),
+        )
+        runs = _select(db, f"{_RUN_COLUMNS} FROM job_runs", ("job_run_id", run_ids))
+        return cls(
+            int(last.fetchone()[0]) + 1,
+            {event_id for (event_id,) in known.fetchall()},
+            {
+                build_id: _Build(BuildStatus(status), created, requested, created_at, message)
+                for build_id, status, created, requested, created_at, message in builds.fetchall()
+            },
+            {
+                (build_id, ref): PartitionStatus(status)
+                for build_id, ref, status in partitions.fetchall()
+            },
+            {row[0]: _Run.from_row(row) for row in runs.fetchall()},
+        )
 
     def add(self, event: Event) -> Event:
         """Check ``event`` against the state so far and stage its rows; raises if refused."""
@@ -237,10 +258,10 @@ class _Batch:
         if build is None:
             build = self.builds[event.build_request_id] = _Build(
                 payload.status,
-                is_new=True,
                 created_idx=idx,
                 requested_partitions=json.dumps(list(payload.requested_partitions)),
                 created_at=event.timestamp,
+                message=payload.message,
             )
         build.status = payload.status
         build.updated_at = event.timestamp
@@ -271,15 +292,17 @@ class _Batch:
                 payload.job_run_id,
                 event.build_request_id,
                 payload.job_label,
+                json.dumps(list(payload.outputs)),
                 status,
+                created_idx=idx,
+                updated_idx=idx,
+                scheduled_at=ts,
                 started_at=None,
                 ended_at=None,
                 exit_code=payload.exit_code,
-                is_new=True,
-                outputs=payload.outputs,
-                created_idx=idx,
-                scheduled_at=ts,
+                message=payload.message,
             )
+            self.outputs.extend((ref, run.job_run_id) for ref in dict.fromkeys(payload.outputs))
             stats = self.stats[payload.job_label]
             stats.runs += 1
         else:
@@ -309,40 +332,24 @@ class _Batch:
 
     def write(self, db: Database) -> None:
         """Store the staged rows: the events, then each summary table once."""
-        db.execute_many(
-            "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type,"
-            " partition_ref, job_run_id, job_label, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        db.insert_many(
+            "events (idx, event_id, timestamp, build_request_id, event_type, partition_ref,"
+            " job_run_id, job_label, body)",
             self.event_rows,
         )
-        self._write_builds(db)
-        self._write_partitions(db)
-        self._write_job_runs(db)
-
-    def _write_builds(self, db: Database) -> None:
-        changed = [(i, b) for i, b in self.builds.items() if b.changed]
-        db.execute_many(
-            "INSERT INTO builds (build_request_id, created_idx, status, requested_partitions,"
-            " created_at, updated_at, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (i, b.created_idx, b.status.value, b.requested_partitions, b.created_at,
-                 b.updated_at, b.message)
-                for i, b in changed
-                if b.is_new
-            ],
+        db.insert_many(
+            "builds (build_request_id, created_idx, status, requested_partitions, created_at,"
+            " updated_at, message)",
+            [b.row(i) for i, b in self.builds.items() if b.changed],
+            "ON CONFLICT (build_request_id) DO UPDATE SET status = excluded.status,"
+            " updated_at = excluded.updated_at, message = excluded.message",
         )
-        db.execute_many(
-            "UPDATE builds SET status = ?, updated_at = ?, message = ?"
-            " WHERE build_request_id = ?",
-            [(b.status.value, b.updated_at, b.message, i) for i, b in changed if not b.is_new],
-        )
-
-    def _write_partitions(self, db: Database) -> None:
-        db.execute_many(
-            "INSERT INTO build_partitions (build_request_id, partition_ref, status)"
-            " VALUES (?, ?, ?) ON CONFLICT (build_request_id, partition_ref)"
-            " DO UPDATE SET status = excluded.status",
+        db.insert_many(
+            "build_partitions (build_request_id, partition_ref, status)",
             [(*key, self.partitions[key].value) for key in self.touched_partitions],
+            "ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
         )
+        # One statement per event: the catalog's rule sees each of a ref's changes in turn.
         db.execute_many(
             "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
             " build_request_id, job_run_id, job_label, reversed_ref)"
@@ -353,66 +360,45 @@ class _Batch:
             " job_label = excluded.job_label",
             self.catalog_rows,
         )
-
-    def _write_job_runs(self, db: Database) -> None:
-        changed = [r for r in self.runs.values() if r.changed]
-        new = [r for r in changed if r.is_new]
-        db.execute_many(
-            "INSERT INTO job_runs (job_run_id, build_request_id, job_label, outputs, status,"
-            " created_idx, updated_idx, scheduled_at, started_at, ended_at, exit_code, message)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.job_run_id, r.build_request_id, r.job_label, json.dumps(list(r.outputs)),
-                 r.status.value, r.created_idx, r.updated_idx, r.scheduled_at, r.started_at,
-                 r.ended_at, r.exit_code, r.message)
-                for r in new
-            ],
+        db.insert_many(
+            f"job_runs ({_RUN_COLUMNS})",
+            [r.row() for r in self.runs.values() if r.changed],
+            "ON CONFLICT (job_run_id) DO UPDATE SET status = excluded.status,"
+            " updated_idx = excluded.updated_idx, started_at = excluded.started_at,"
+            " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
+            " message = excluded.message",
         )
-        db.execute_many(
-            "UPDATE job_runs SET status = ?, updated_idx = ?, message = ?, exit_code = ?,"
-            " started_at = ?, ended_at = ? WHERE job_run_id = ?",
-            [
-                (r.status.value, r.updated_idx, r.message, r.exit_code, r.started_at,
-                 r.ended_at, r.job_run_id)
-                for r in changed
-                if not r.is_new
-            ],
-        )
-        db.execute_many(
-            "INSERT INTO job_run_outputs (partition_ref, job_run_id) VALUES (?, ?)",
-            [(ref, r.job_run_id) for r in new for ref in dict.fromkeys(r.outputs)],
-        )
-        db.execute_many(
-            "INSERT INTO build_job_counts (build_request_id, status, count) VALUES (?, ?, ?)"
-            " ON CONFLICT (build_request_id, status) DO UPDATE"
-            " SET count = build_job_counts.count + excluded.count",
+        db.insert_many("job_run_outputs (partition_ref, job_run_id)", self.outputs)
+        db.insert_many(
+            "build_job_counts (build_request_id, status, count)",
             [(*key, delta) for key, delta in self.job_counts.items()],
+            "ON CONFLICT (build_request_id, status) DO UPDATE"
+            " SET count = build_job_counts.count + excluded.count",
         )
-        db.execute_many(
-            "INSERT INTO job_stats (job_label, runs, succeeded, failed, timed_runs,"
-            " total_duration_ns, last_run_at, updated_idx) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (job_label) DO UPDATE SET runs = job_stats.runs + excluded.runs,"
+        db.insert_many(
+            "job_stats (job_label, runs, succeeded, failed, timed_runs, total_duration_ns,"
+            " last_run_at, updated_idx)",
+            [
+                (label, s.runs, s.succeeded, s.failed, s.timed_runs, s.total_duration_ns,
+                 s.last_run_at, s.updated_idx)
+                for label, s in self.stats.items()
+            ],
+            "ON CONFLICT (job_label) DO UPDATE SET runs = job_stats.runs + excluded.runs,"
             " succeeded = job_stats.succeeded + excluded.succeeded,"
             " failed = job_stats.failed + excluded.failed,"
             " timed_runs = job_stats.timed_runs + excluded.timed_runs,"
             " total_duration_ns = job_stats.total_duration_ns + excluded.total_duration_ns,"
             " last_run_at = COALESCE(excluded.last_run_at, job_stats.last_run_at),"
             " updated_idx = excluded.updated_idx",
-            [
-                (label, s.runs, s.succeeded, s.failed, s.timed_runs, s.total_duration_ns,
-                 s.last_run_at, s.updated_idx)
-                for label, s in self.stats.items()
-            ],
         )
 
 
-def _select(db: Database, what: str, *where: tuple[str, list[str]]) -> list[tuple[Any, ...]]:
-    """``SELECT what`` of the rows whose every named column holds one of its values."""
-    if not all(values for _, values in where):
-        return []
+def _select(db: Database, what: str, *where: tuple[str, list[str]]) -> Any:
+    """A cursor over ``SELECT what`` of the rows whose every named column holds one of its
+    values; its rows are read later, so that several queries share one round trip."""
     conditions, params = [], []
     for column, values in where:
         condition, more = db.in_condition(column, values)
         conditions.append(condition)
         params += more
-    return db.all(f"SELECT {what} WHERE {' AND '.join(conditions)}", params)
+    return db.execute(f"SELECT {what} WHERE {' AND '.join(conditions)}", params)
