@@ -55,6 +55,13 @@ class EventLog:
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
 
+    @property
+    def version(self) -> int | None:
+        """Changes whenever a write transaction commits; reads answered under one version
+        may be kept and answered again while it holds. None on PostgreSQL, where other
+        services may write too (SPEC §5.8): nothing read may be kept."""
+        return self.commits if self.location.dialect == "sqlite" else None
+
     def __repr__(self) -> str:
         return f"<EventLog {self.location.describe()} {self._state}>"
 
