@@ -296,7 +296,6 @@ def run_scale(args: argparse.Namespace) -> None:
     print()
     print("xargs = seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @; databuild = one build of N")
     print("refs from submit to build_finished (every event committed), in a fresh process")
-
     print()
     header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
               f"{'in write_record()':>17}  (ms per job, the databuild process)")
@@ -305,6 +304,7 @@ def run_scale(args: argparse.Namespace) -> None:
     for jobs, _, ours in rows:
         print(f"{jobs:>7,}  {ours['cpu'] / jobs * 1000:>11.2f}  "
               f"{ours['spawn'] / jobs * 1000:>10.2f}  {ours['write_record'] / jobs * 1000:>17.2f}")
+
 
 async def main(reactor, args: argparse.Namespace) -> None:
     refs = [f"bench/{i}" for i in range(args.jobs)]
