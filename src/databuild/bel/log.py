@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from databuild.bel import queries, schema
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
+from databuild.bel.checkpoint import Checkpointer
 from databuild.bel.events import Event
 from databuild.bel.status import PartitionStatus
 from databuild.bel.writer import append_batch
@@ -47,6 +48,9 @@ class EventLog:
         self.location = location
         self._db = Database(location)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"bel:{location.describe()}")
+        self._checkpointer = (
+            Checkpointer(reactor, location) if location.dialect == "sqlite" else None
+        )
         self._pending: list[tuple[Event, Deferred[Event]]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []
@@ -92,7 +96,10 @@ class EventLog:
         self._state = "opening"
         try:
             version = await self._run(self._connect)
+            if self._checkpointer is not None:
+                await self._checkpointer.start()
         except BaseException:
+            await self._stop_checkpoints()
             self._stop_thread()
             self._state = "closed"
             raise
@@ -111,6 +118,8 @@ class EventLog:
         except BaseException:
             self._db.close()
             raise
+        if self._checkpointer is not None:
+            self._db.execute("PRAGMA wal_autocheckpoint = 0")
         if not self._db.ref_trigrams:
             self.log.warn(
                 "event log {location} has no trigram index of partition refs (PostgreSQL"
@@ -129,11 +138,16 @@ class EventLog:
             self._drained.append(drained)
             await drained
         try:
+            await self._stop_checkpoints()
             await self._run(self._db.close)
         finally:
             self._stop_thread()
             self._state = "closed"
             self.log.info("closed event log {location}", location=self.location.describe())
+
+    async def _stop_checkpoints(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
 
     def _stop_thread(self) -> None:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
@@ -169,6 +183,8 @@ class EventLog:
 
     def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:
         self.commits += 1
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         for (_, waiting), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 waiting.errback(Failure(result))
