@@ -7,6 +7,7 @@ transaction starts, glob matching, duplicate keys) live here.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -232,22 +233,30 @@ class Database:
         else:
             self._conn.cursor().executemany(self._sql(sql), rows)
 
-    def insert_many(self, into: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
-        """``INSERT INTO into VALUES ... tail`` of ``rows`` (``into`` names the columns).
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], tail: str = ""
+    ) -> None:
+        """``INSERT INTO table (columns) VALUES ... tail`` of ``rows`` (nothing if none).
 
-        On PostgreSQL it is one statement of many rows, not one per row: rows may then not
-        repeat a key that ``tail``'s ON CONFLICT updates.
+        On PostgreSQL it is one statement whatever the number of rows: they travel as one JSON
+        parameter that ``json_populate_recordset`` turns into rows of the table's own types,
+        so its text never changes and is prepared once. Rows may then not repeat a key that
+        ``tail``'s ON CONFLICT updates.
         """
         if not rows:
             return
-        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        names = ", ".join(columns)
         if self.dialect == "sqlite":
-            self._conn.executemany(f"INSERT INTO {into} VALUES {one} {tail}", rows)
+            marks = ", ".join("?" * len(columns))
+            self._conn.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({marks}) {tail}", rows
+            )
             return
-        sql = f"INSERT INTO {into} VALUES {', '.join([one] * len(rows))} {tail}"
-        # Statements of as many rows as there are are not worth preparing.
+        document = json.dumps([dict(zip(columns, row, strict=True)) for row in rows])
         self._conn.execute(
-            sql.replace("?", "%s"), [v for row in rows for v in row], prepare=False
+            f"INSERT INTO {table} ({names}) SELECT {names}"
+            f" FROM json_populate_recordset(NULL::{table}, %s) {tail}",
+            (document,),
         )
 
     def in_condition(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

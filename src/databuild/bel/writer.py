@@ -68,9 +68,17 @@ class _Build:
                 self.requested_partitions, self.created_at, self.updated_at, self.message)
 
 
+_EVENT_COLUMNS = (
+    "idx", "event_id", "timestamp", "build_request_id", "event_type", "partition_ref",
+    "job_run_id", "job_label", "body",
+)
+_BUILD_COLUMNS = (
+    "build_request_id", "created_idx", "status", "requested_partitions", "created_at",
+    "updated_at", "message",
+)
 _RUN_COLUMNS = (
-    "job_run_id, build_request_id, job_label, outputs, status, created_idx, updated_idx,"
-    " scheduled_at, started_at, ended_at, exit_code, message"
+    "job_run_id", "build_request_id", "job_label", "outputs", "status", "created_idx",
+    "updated_idx", "scheduled_at", "started_at", "ended_at", "exit_code", "message",
 )
 
 
@@ -94,7 +102,7 @@ class _Run:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> _Run:
-        """A run from the ``_RUN_COLUMNS`` of its row."""
+        """A run from its row's ``_RUN_COLUMNS``."""
         return cls(*row[:4], JobStatus(row[4]), *row[5:])
 
     def row(self) -> tuple[Any, ...]:
@@ -168,7 +176,7 @@ class _Batch:
             ("build_request_id", build_ids),
             ("partition_ref", refs),
         )
-        runs = _select(db, f"{_RUN_COLUMNS} FROM job_runs", ("job_run_id", run_ids))
+        runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
         return cls(
             int(last.fetchone()[0]) + 1,
             {event_id for (event_id,) in known.fetchall()},
@@ -332,20 +340,17 @@ class _Batch:
 
     def write(self, db: Database) -> None:
         """Store the staged rows: the events, then each summary table once."""
+        db.insert_many("events", _EVENT_COLUMNS, self.event_rows)
         db.insert_many(
-            "events (idx, event_id, timestamp, build_request_id, event_type, partition_ref,"
-            " job_run_id, job_label, body)",
-            self.event_rows,
-        )
-        db.insert_many(
-            "builds (build_request_id, created_idx, status, requested_partitions, created_at,"
-            " updated_at, message)",
+            "builds",
+            _BUILD_COLUMNS,
             [b.row(i) for i, b in self.builds.items() if b.changed],
             "ON CONFLICT (build_request_id) DO UPDATE SET status = excluded.status,"
             " updated_at = excluded.updated_at, message = excluded.message",
         )
         db.insert_many(
-            "build_partitions (build_request_id, partition_ref, status)",
+            "build_partitions",
+            ("build_request_id", "partition_ref", "status"),
             [(*key, self.partitions[key].value) for key in self.touched_partitions],
             "ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
         )
@@ -361,23 +366,26 @@ class _Batch:
             self.catalog_rows,
         )
         db.insert_many(
-            f"job_runs ({_RUN_COLUMNS})",
+            "job_runs",
+            _RUN_COLUMNS,
             [r.row() for r in self.runs.values() if r.changed],
             "ON CONFLICT (job_run_id) DO UPDATE SET status = excluded.status,"
             " updated_idx = excluded.updated_idx, started_at = excluded.started_at,"
             " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
             " message = excluded.message",
         )
-        db.insert_many("job_run_outputs (partition_ref, job_run_id)", self.outputs)
+        db.insert_many("job_run_outputs", ("partition_ref", "job_run_id"), self.outputs)
         db.insert_many(
-            "build_job_counts (build_request_id, status, count)",
+            "build_job_counts",
+            ("build_request_id", "status", "count"),
             [(*key, delta) for key, delta in self.job_counts.items()],
             "ON CONFLICT (build_request_id, status) DO UPDATE"
             " SET count = build_job_counts.count + excluded.count",
         )
         db.insert_many(
-            "job_stats (job_label, runs, succeeded, failed, timed_runs, total_duration_ns,"
-            " last_run_at, updated_idx)",
+            "job_stats",
+            ("job_label", "runs", "succeeded", "failed", "timed_runs", "total_duration_ns",
+             "last_run_at", "updated_idx"),
             [
                 (label, s.runs, s.succeeded, s.failed, s.timed_runs, s.total_duration_ns,
                  s.last_run_at, s.updated_idx)
