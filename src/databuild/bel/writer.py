@@ -17,7 +17,7 @@ from typing import Any
 
 from attrs import define, field
 
-from databuild.bel.backend import Database, EventLogError
+from databuild.bel.backend import Database, DuplicateEvent, EventLogError
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -129,8 +129,8 @@ class _Batch:
     """One transaction's events: the state they are checked against, and the rows they make."""
 
     idx: int
-    event_ids: set[str]
-    """Event ids already in the log, and those of this batch so far."""
+    stored: dict[str, int]
+    """The ``idx`` of each of the batch's event ids the log holds, or the batch so far."""
     builds: dict[str, _Build]
     partitions: dict[tuple[str, str], PartitionStatus]
     """Each (build request, ref)'s status within its build."""
@@ -163,7 +163,9 @@ class _Batch:
             )
         )
         last = db.execute("SELECT COALESCE(MAX(idx), 0) FROM events")
-        known = _select(db, "event_id FROM events", ("event_id", [e.event_id for e in events]))
+        known = _select(
+            db, "event_id, idx FROM events", ("event_id", [e.event_id for e in events])
+        )
         builds = _select(
             db,
             "build_request_id, status, created_idx, requested_partitions, created_at, message"
@@ -179,7 +181,7 @@ class _Batch:
         runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
         return cls(
             int(last.fetchone()[0]) + 1,
-            {event_id for (event_id,) in known.fetchall()},
+            {event_id: int(idx) for event_id, idx in known.fetchall()},
             {
                 build_id: _Build(BuildStatus(status), created, requested, created_at, message)
                 for build_id, status, created, requested, created_at, message in builds.fetchall()
@@ -195,8 +197,11 @@ class _Batch:
         """Check ``event`` against the state so far and stage its rows; raises if refused."""
         if event.idx is not None:
             raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
-        if event.event_id in self.event_ids:
-            raise EventLogError(f"event {event.event_id} is already in the log")
+        stored_idx = self.stored.get(event.event_id)
+        if stored_idx is not None:
+            raise DuplicateEvent(
+                f"event {event.event_id} is already in the log (idx {stored_idx})", stored_idx
+            )
         payload = event.payload
         build = self.builds.get(event.build_request_id)
         subject = f"build request {event.build_request_id}"
@@ -232,7 +237,7 @@ class _Batch:
 
         idx = self.idx
         self.idx += 1
-        self.event_ids.add(event.event_id)
+        self.stored[event.event_id] = idx
         self._event_row(event, idx, job_label)
         match payload:
             case BuildRequestEvent():
