@@ -58,13 +58,15 @@ class EventLog:
         self._shutdown_trigger: Any = None
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
+        self._transactions = 0
+        """Write transactions ended so far, committed or not (a failed one may have committed)."""
 
     @property
     def version(self) -> int | None:
-        """Changes whenever a write transaction commits; reads answered under one version
-        may be kept and answered again while it holds. None on PostgreSQL, where other
-        services may write too (SPEC §5.8): nothing read may be kept."""
-        return self.commits if self.location.dialect == "sqlite" else None
+        """Changes whenever a write transaction ends (committed or failed); reads answered
+        under one version may be kept and answered again while it holds. None on PostgreSQL,
+        where other services may write too (SPEC §5.8): nothing read may be kept."""
+        return self._transactions if self.location.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"<EventLog {self.location.describe()} {self._state}>"
@@ -208,6 +210,7 @@ class EventLog:
             waiting.errback(Failure(error))
 
     def _committed(self, _: object) -> None:
+        self._transactions += 1
         self._committing = False
         if self._pending:
             self._commit_next()
