@@ -18,6 +18,7 @@ from typing import Any
 from attrs import define, field
 
 from databuild.bel.backend import Database, DuplicateEvent, EventLogError
+from databuild.bel.catalog import changes_data
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -285,6 +286,9 @@ class _Batch:
         self, event: Event, payload: PartitionEvent, idx: int, job_label: str | None
     ) -> None:
         key = (event.build_request_id, payload.partition_ref)
+        # The catalog takes a data event always, a bookkeeping one only while no run touched
+        # the ref (bel/catalog.py).
+        data_idx = idx if changes_data(self.partitions.get(key), payload.status) else None
         self.partitions[key] = payload.status
         self.touched_partitions[key] = None
         self.catalog_rows.append((
@@ -296,6 +300,7 @@ class _Batch:
             payload.job_run_id,
             job_label,
             payload.partition_ref[::-1],
+            data_idx,
         ))
 
     def _job_run(self, event: Event, payload: JobEvent, idx: int, run: _Run | None) -> None:
@@ -362,12 +367,13 @@ class _Batch:
         # One statement per event: the catalog's rule sees each of a ref's changes in turn.
         db.execute_many(
             "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
-            " build_request_id, job_run_id, job_label, reversed_ref)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " build_request_id, job_run_id, job_label, reversed_ref, data_idx)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
             " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
             " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
-            " job_label = excluded.job_label",
+            " job_label = excluded.job_label, data_idx = excluded.data_idx"
+            " WHERE excluded.data_idx IS NOT NULL OR partitions.data_idx IS NULL",
             self.catalog_rows,
         )
         db.insert_many(
