@@ -1,11 +1,14 @@
 """Build Event Log benchmark: append throughput, and query times with 1,000,000 events.
 
     .venv/bin/python benchmarks/bel_bench.py [--events N] [--appends N] [--keep DIR]
+                                             [--appends-only]
 
 1. Appends/s on SQLite and PostgreSQL through ``EventLog.append``: many builds recording at
-   once (group commit) and one append at a time, against a baseline measured in the same run:
-   one bare ``INSERT`` per committed transaction into the same database, without the
-   transition check or the summary tables.
+   once (group commit) and one append at a time, against baselines measured in the same run
+   on the same database, without the transition check or the summary tables: a bare
+   ``INSERT`` of the very ``events`` rows the log stored, as many per transaction as the log
+   committed together, into a table without indexes; and one bare ``INSERT`` per committed
+   transaction (``--appends-only`` stops after this table).
 2. A log of ``--events`` events (default 1,000,000) is generated in a child process through
    the same schema and writer (``writer.append_batch``, 10,000 events per transaction; SQLite
    with ``synchronous=OFF`` while generating only), then copied table by table into a fresh
@@ -188,9 +191,29 @@ async def append_rates(reactor: Any, uri: str, root: Path, total: int) -> dict[s
         "concurrent": concurrent,
         "events_per_commit": per_commit,
         "serial": serial,
+        "same_rows": same_rows_rate(uri, root, round(per_commit)),
         "baseline": bare_insert_rate(uri, root, serial_n),
         "fsync_floor": bare_insert_rate(uri, root, min(serial_n, 500), fsync=True),
     }
+
+
+def same_rows_rate(uri: str, root: Path, per_commit: int) -> float:
+    """Rows/s of a bare INSERT of the very ``events`` rows the log stored, ``per_commit``
+    rows per transaction, into a table of the same columns without any index."""
+    db = Database(parse_uri(uri, root))
+    db.connect()
+    rows = db.all("SELECT * FROM events ORDER BY idx")
+    db.execute("CREATE TABLE bare_events AS SELECT * FROM events WHERE 1 = 0")
+    marks = ", ".join("?" * len(rows[0]))
+    start = time.perf_counter()
+    for first in range(0, len(rows), per_commit):
+        db.execute("BEGIN")
+        db.execute_many(f"INSERT INTO bare_events VALUES ({marks})", rows[first:first + per_commit])
+        db.execute("COMMIT")
+    rate = len(rows) / (time.perf_counter() - start)
+    db.execute("DROP TABLE bare_events")
+    db.close()
+    return rate
 
 
 async def one_build_serial(log: EventLog, n: int) -> None:
@@ -319,6 +342,8 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
             f"{rates['concurrent']:,.0f}",
             f"{rates['events_per_commit']:.1f}",
             f"{rates['serial']:,.0f}",
+            f"{rates['same_rows']:,.0f}",
+            f"{rates['concurrent'] / rates['same_rows']:.2f}",
             f"{rates['baseline']:,.0f}",
             f"{rates['concurrent'] / rates['baseline']:.2f}",
             f"{rates['fsync_floor']:,.0f}",
@@ -326,12 +351,16 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         ))
     print(table(
         f"Appends/s: {options.appends:,} appends from 50 builds at once (group commit), then one "
-        "at a time; baselines: a bare INSERT of the event row, one commit each, on the log's "
-        "settings and with an fsync per commit",
+        "at a time; baselines: a bare INSERT of the same events rows in batches as large, "
+        "into a table without indexes; a bare INSERT of an event row, one commit each, on the "
+        "log's settings and with an fsync per commit",
         ("backend", "concurrent appends/s", "events/commit", "serial appends/s",
-         "bare INSERT rows/s", "concurrent/bare", "bare+fsync rows/s", "concurrent/bare+fsync"),
+         "same rows, bare INSERT/s", "concurrent/same rows", "bare INSERT rows/s",
+         "concurrent/bare", "bare+fsync rows/s", "concurrent/bare+fsync"),
         rows,
     ))
+    if options.appends_only:
+        return
 
     if not big.exists():
         start = time.perf_counter()
@@ -379,6 +408,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--appends", type=int, default=20_000)
     parser.add_argument("--pg", default=PG_DSN, help="PostgreSQL database to work in")
     parser.add_argument("--keep", help="directory to keep (and reuse) the generated log in")
+    parser.add_argument("--appends-only", action="store_true",
+                        help="measure append rates only, not queries on a big log")
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     return parser.parse_args()
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/orchestration_bench.py [--jobs 500] [--parallel 4]
         [--cases python:0 sh:0 python:50] [--repeat 3]
+    .venv/bin/python benchmarks/orchestration_bench.py --scale 5000 20000
 
 Each case is ``KIND:WORK_MS``. ``python`` jobs are ``job.py`` run by this interpreter
 (``sys.executable``: in the venv, the real interpreter, not the pyenv shim), the realistic
@@ -25,12 +26,20 @@ For each case, in one run:
 
 Each runs ``--repeat`` times, interleaved; the table shows medians and the ratio of the
 databuild median to the xargs median (target: at most 1.25).
+
+``--scale N ...`` measures instead, once per N, a build of N ``sh`` no-op jobs (``sh
+jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs = 2`` against ``seq 1 N | xargs -P
+2 -I@ sh jobs/noop.sh exec @`` in the same run (target: at most 1.5). Each databuild build runs
+in a child process of its own, which also reports its peak RSS: the growth over the RSS it had
+before ``submit``, per 1,000 jobs, is the memory the graph costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,11 +47,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import ensureDeferred, gatherResults
 
 from databuild.bel import open_event_log
+from databuild.executor import runner
 from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
 from databuild.model import JobConfig, JobRun, new_id
@@ -50,6 +61,8 @@ from databuild.orchestrator import Orchestrator
 from databuild.proc.process import SETSID
 
 TARGET_RATIO = 1.25
+SCALE_TARGET_RATIO = 1.5
+SCALE_PARALLEL = 2
 ENV = {"PATH": "/usr/bin:/bin"}
 
 JOB_SH = """\
@@ -93,6 +106,21 @@ KINDS = {
     "python": (("job.py", JOB_PY), (sys.executable, "job.py")),
     "sh": (("job.sh", JOB_SH), ("/bin/sh", "job.sh")),
 }
+
+
+NOOP_SH = """\
+if [ "$1" = config ]; then
+  shift
+  printf '{"configs": ['
+  sep=
+  for ref in "$@"; do
+    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
+    sep=,
+  done
+  printf ']}\\n'
+fi
+exit 0
+"""
 
 
 def parse_case(text: str) -> tuple[str, int]:
@@ -175,6 +203,109 @@ async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, wor
         os.chdir(previous)
 
 
+def make_noop_workspace(root: Path) -> None:
+    """A workspace whose one job is ``sh jobs/noop.sh``."""
+    (root / "jobs").mkdir(parents=True)
+    (root / "databuild.toml").write_text(GRAPH.format(command="['sh', 'jobs/noop.sh']"))
+    (root / "jobs" / "noop.sh").write_text(NOOP_SH)
+
+
+def run_seq_xargs(root: Path, jobs: int) -> float:
+    """``seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @``, timed."""
+    start = time.perf_counter()
+    subprocess.run(
+        f"seq 1 {jobs} | xargs -P {SCALE_PARALLEL} -I@ sh jobs/noop.sh exec @",
+        shell=True, cwd=root, env=ENV, check=True,
+    )
+    return time.perf_counter() - start
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(module: Any, name: str, spent: dict[str, float]) -> None:
+    """Replace ``module.name`` by a wrapper adding its wall time to ``spent[name]``."""
+    original = getattr(module, name)
+    spent[name] = 0.0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+
+    setattr(module, name, wrapper)
+
+
+async def scale_child(reactor, root: Path, jobs: int) -> None:
+    """One no-op build of ``jobs`` jobs in this process; prints seconds, RSS and where the
+    reactor thread's time went (the executor's spawn and running-record calls) as JSON."""
+    refs = [f"bench/{i}" for i in range(1, jobs + 1)]
+    spent: dict[str, float] = {}
+    timed(runner, "spawn", spent)
+    timed(runner, "write_record", spent)
+    before = rss_mib()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    elapsed = await run_databuild(reactor, root, refs, SCALE_PARALLEL, "0")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "seconds": elapsed,
+        "rss_before": before,
+        "rss_peak": after.ru_maxrss / 1024,
+        "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
+        **spent,
+    }))
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    rows = []
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="orchestration-scale-") as tmp:
+        for jobs in args.scale:
+            root = Path(tmp) / f"noop-{jobs}"
+            make_noop_workspace(root)
+            base = run_seq_xargs(root, jobs)
+            child = subprocess.run(
+                [sys.executable, __file__, "--scale-child", str(root), str(jobs)],
+                check=True, stdout=subprocess.PIPE, text=True,
+            )
+            ours = json.loads(child.stdout.strip().splitlines()[-1])
+            rows.append((jobs, base, ours))
+            shutil.rmtree(root)
+    print(f"sh no-op jobs, max_parallel_jobs {SCALE_PARALLEL}, one run each")
+    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print()
+    header = (f"{'jobs':>7}  {'xargs -P2 (s)':>13}  {'databuild (s)':>13}  {'ratio':>6}  "
+              f"{'RSS before (MiB)':>16}  {'RSS peak (MiB)':>14}  {'MiB / 1,000 jobs':>16}  target")
+    print(header)
+    print("-" * len(header))
+    for jobs, base, ours in rows:
+        ratio = ours["seconds"] / base
+        growth = (ours["rss_peak"] - ours["rss_before"]) / jobs * 1000
+        verdict = "ok" if ratio <= SCALE_TARGET_RATIO else "MISSED"
+        print(
+            f"{jobs:>7,}  {base:>13.2f}  {ours['seconds']:>13.2f}  {ratio:>6.2f}  "
+            f"{ours['rss_before']:>16.0f}  {ours['rss_peak']:>14.0f}  {growth:>16.2f}  "
+            f"<= {SCALE_TARGET_RATIO} {verdict}"
+        )
+    print()
+    print("xargs = seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @; databuild = one build of N")
+    print("refs from submit to build_finished (every event committed), in a fresh process")
+    print()
+    header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
+              f"{'in write_record()':>17}  (ms per job, the databuild process)")
+    print(header)
+    print("-" * len(header))
+    for jobs, _, ours in rows:
+        print(f"{jobs:>7,}  {ours['cpu'] / jobs * 1000:>11.2f}  "
+              f"{ours['spawn'] / jobs * 1000:>10.2f}  {ours['write_record'] / jobs * 1000:>17.2f}")
+
+
 async def main(reactor, args: argparse.Namespace) -> None:
     refs = [f"bench/{i}" for i in range(args.jobs)]
     rows = []
@@ -228,9 +359,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KIND:WORK_MS",
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N",
+                        help="sh no-op builds of N jobs at parallelism 2 (see above)")
+    parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])
-    task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))
+    if arguments.scale_child:
+        where, count = arguments.scale_child
+        task.react(lambda reactor: ensureDeferred(scale_child(reactor, Path(where), int(count))))
+    elif arguments.scale:
+        run_scale(arguments)
+    else:
+        task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))

@@ -1,14 +1,14 @@
 """Service benchmark: API throughput and latency, and progress-stream fan-out.
 
     .venv/bin/python benchmarks/service_bench.py [--clients 20] [--requests 200] [--streams 100]
-                                                 [--rounds 3]
+                                                 [--rounds 3] [--no-fan-out]
 
 1. Throughput: ``--clients`` concurrent clients (persistent connections, treq) each send
    ``--requests`` requests one after another to ``GET /api/v1/health`` and
    ``GET /api/v1/builds`` of a running ``twistd databuild`` (a copy of examples/color_votes
    with a few builds done); ``--rounds`` interleaved rounds, the median shown. Baseline,
-   same run, same client: a bare ``twisted.web`` server answering a fixed JSON document on
-   every path (the floor of the HTTP stack).
+   same run, same client: a bare ``twisted.web`` resource answering, on every path, the very
+   bytes the service answered to ``GET /api/v1/builds`` (the floor of the HTTP stack).
 2. Fan-out: ``--streams`` readers open the progress stream of one build of 40 job runs right
    after it is requested; each must see every event of the build (checked against
    ``/api/v1/events``) and the final ``build_finished``. Baseline, same run: the same kind of
@@ -52,11 +52,14 @@ from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+BODY = sys.stdin.buffer.read()
+
 class Fixed(Resource):
     isLeaf = True
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        return b'{"status":"ok","pid":1,"version":"0.1.0","workspace":"/w","active_builds":0}'
+        request.setHeader(b"cache-control", b"no-store")
+        return BODY
 
 port = reactor.listenTCP(0, Site(Fixed()), interface="127.0.0.1")
 print(port.getHost().port, flush=True)
@@ -144,12 +147,15 @@ async def fan_out(service: Service, refs: list[str], streams: int) -> dict[str, 
     return {"seconds": elapsed, "events": len(expected), "complete": complete}
 
 
-def start_bare_server() -> tuple[subprocess.Popen[str], str]:
+def start_bare_server(body: bytes) -> tuple[subprocess.Popen[bytes], str]:
+    """A bare twisted.web server answering ``body`` (setup only: it blocks until listening)."""
     process = subprocess.Popen(
-        [sys.executable, "-c", BARE_SERVER], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", BARE_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    assert process.stdout is not None
-    return process, f"http://127.0.0.1:{process.stdout.readline().strip()}"
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(body)
+    process.stdin.close()
+    return process, f"http://127.0.0.1:{process.stdout.readline().decode().strip()}"
 
 
 def rss_mib(pid: int) -> float:
@@ -159,7 +165,7 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run(args: argparse.Namespace, service: Service, bare_url: str) -> None:
+async def run(args: argparse.Namespace, service: Service) -> None:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = args.clients
     client = HTTPClient(Agent(reactor, pool=pool))
@@ -169,6 +175,22 @@ async def run(args: argparse.Namespace, service: Service, bare_url: str) -> None
         build_id = await submit(service, [f"daily_votes/2026-03-0{day}"])
         reader = await open_reader(service, build_id, Agent(reactor))
         await reader.done
+    response = await client.get(service.url + "/api/v1/builds", headers=service.headers())
+    bare, bare_url = start_bare_server(await response.content())
+    try:
+        await throughput(args, client, service, bare_url)
+    finally:
+        bare.terminate()
+        bare.wait()
+    if args.fan_out:
+        await fan_outs(args, service)
+    print(f"\nservice RSS after the run: {rss_mib(service.process.pid):.0f} MiB")
+    await pool.closeCachedConnections()
+
+
+async def throughput(
+    args: argparse.Namespace, client: HTTPClient, service: Service, bare_url: str
+) -> None:
 
     measure: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
         ("baseline: bare twisted.web", lambda: hammer(client, bare_url, {}, args.clients,
@@ -198,6 +220,8 @@ async def run(args: argparse.Namespace, service: Service, bare_url: str) -> None
         print(f"{name:<28} {r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
               f"{r['rps'] / base['rps']:>17.2f}x")
 
+
+async def fan_outs(args: argparse.Namespace, service: Service) -> None:
     dates = [f"2026-04-{d:02d}" for d in range(1, 11)]
     single = await fan_out(service, [f"daily_votes/{d}" for d in dates], 1)
     dates = [f"2026-05-{d:02d}" for d in range(1, 11)]
@@ -208,8 +232,6 @@ async def run(args: argparse.Namespace, service: Service, bare_url: str) -> None
     for n, r in ((1, single), (args.streams, many)):
         print(f"{n:>8} {r['events']:>7} {int(r['complete']):>9} {r['seconds']:>16.2f} "
               f"{r['seconds'] / single['seconds']:>11.2f}x")
-    print(f"\nservice RSS after the run: {rss_mib(service.process.pid):.0f} MiB")
-    await pool.closeCachedConnections()
 
 
 def main() -> None:
@@ -218,18 +240,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-fan-out", dest="fan_out", action="store_false",
+                        help="measure throughput only")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="service_bench-"))
     workspace = tmp / "color_votes"
     shutil.copytree(REPO / "examples" / "color_votes", workspace)
-    bare, bare_url = start_bare_server()
     service = start_service(workspace, "--idle-timeout", "0", "--max-parallel-jobs", "2")
     try:
-        react(lambda _reactor: Deferred.fromCoroutine(run(args, service, bare_url)))
+        react(lambda _reactor: Deferred.fromCoroutine(run(args, service)))
     finally:
         service.stop()
-        bare.terminate()
-        bare.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -323,6 +323,21 @@ async def test_analyze_shows_the_job_graph_and_records_nothing(service: Service)
     assert after == before
 
 
+
+@pytest_twisted.ensureDeferred
+async def test_the_builds_list_is_never_older_than_the_log(service: Service) -> None:
+    code, first = await call(service, "GET", "/api/v1/builds")
+    assert code == 200
+    assert await call(service, "GET", "/api/v1/builds") == (200, first)
+    build_id = await submit(service, "daily_votes/2026-02-02")
+    code, listed = await call(service, "GET", "/api/v1/builds")
+    assert listed["builds"][0]["build_request_id"] == build_id
+    status = await finished(service, build_id)
+    code, listed = await call(service, "GET", "/api/v1/builds")
+    assert listed["builds"][0]["status"] == status
+    assert await call(service, "GET", "/api/v1/builds/") == (200, listed)
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ transaction starts, glob matching, duplicate keys) live here.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -222,6 +223,51 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement written with ``?`` placeholders; returns the cursor."""
         return self._conn.execute(self._sql(sql), params)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters, in order (nothing if none)."""
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            self._conn.executemany(sql, rows)
+        else:
+            self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], tail: str = ""
+    ) -> None:
+        """``INSERT INTO table (columns) VALUES ... tail`` of ``rows`` (nothing if none).
+
+        On PostgreSQL it is one statement whatever the number of rows: they travel as one JSON
+        parameter that ``json_populate_recordset`` turns into rows of the table's own types,
+        so its text never changes and is prepared once. Rows may then not repeat a key that
+        ``tail``'s ON CONFLICT updates.
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" * len(columns))
+            self._conn.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({marks}) {tail}", rows
+            )
+            return
+        document = json.dumps([dict(zip(columns, row, strict=True)) for row in rows])
+        self._conn.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names}"
+            f" FROM json_populate_recordset(NULL::{table}, %s) {tail}",
+            (document,),
+        )
+
+    def in_condition(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """SQL and parameters selecting rows whose ``column`` is one of ``values``.
+
+        PostgreSQL takes them as one array parameter, so the statement's text stays the same
+        whatever their number and is prepared once.
+        """
+        if self.dialect == "sqlite":
+            return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+        return f"{column} = ANY(?)", [list(values)]
 
     def execute_script(self, script: str) -> None:
         """Run several statements within the current transaction."""

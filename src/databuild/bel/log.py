@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from databuild.bel import queries, schema
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
+from databuild.bel.checkpoint import Checkpointer
 from databuild.bel.events import Event
 from databuild.bel.status import PartitionStatus
 from databuild.bel.writer import append_batch
@@ -47,6 +48,9 @@ class EventLog:
         self.location = location
         self._db = Database(location)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"bel:{location.describe()}")
+        self._checkpointer = (
+            Checkpointer(reactor, location) if location.dialect == "sqlite" else None
+        )
         self._pending: list[tuple[Event, Deferred[Event]]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []
@@ -54,6 +58,15 @@ class EventLog:
         self._shutdown_trigger: Any = None
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
+        self._transactions = 0
+        """Write transactions ended so far, committed or not (a failed one may have committed)."""
+
+    @property
+    def version(self) -> int | None:
+        """Changes whenever a write transaction ends (committed or failed); reads answered
+        under one version may be kept and answered again while it holds. None on PostgreSQL,
+        where other services may write too (SPEC §5.8): nothing read may be kept."""
+        return self._transactions if self.location.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"<EventLog {self.location.describe()} {self._state}>"
@@ -85,7 +98,10 @@ class EventLog:
         self._state = "opening"
         try:
             version = await self._run(self._connect)
+            if self._checkpointer is not None:
+                await self._checkpointer.start()
         except BaseException:
+            await self._stop_checkpoints()
             self._stop_thread()
             self._state = "closed"
             raise
@@ -104,6 +120,8 @@ class EventLog:
         except BaseException:
             self._db.close()
             raise
+        if self._checkpointer is not None:
+            self._db.execute("PRAGMA wal_autocheckpoint = 0")
         if not self._db.ref_trigrams:
             self.log.warn(
                 "event log {location} has no trigram index of partition refs (PostgreSQL"
@@ -122,11 +140,16 @@ class EventLog:
             self._drained.append(drained)
             await drained
         try:
+            await self._stop_checkpoints()
             await self._run(self._db.close)
         finally:
             self._stop_thread()
             self._state = "closed"
             self.log.info("closed event log {location}", location=self.location.describe())
+
+    async def _stop_checkpoints(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
 
     def _stop_thread(self) -> None:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
@@ -162,6 +185,8 @@ class EventLog:
 
     def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:
         self.commits += 1
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         for (_, waiting), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 waiting.errback(Failure(result))
@@ -185,6 +210,7 @@ class EventLog:
             waiting.errback(Failure(error))
 
     def _committed(self, _: object) -> None:
+        self._transactions += 1
         self._committing = False
         if self._pending:
             self._commit_next()

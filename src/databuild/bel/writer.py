@@ -1,16 +1,21 @@
 """Storing events: the transition check, the log row and the summary tables, in one go.
 
-Everything here runs on the log's own thread. Each event's checks all come before its first
-write, so a refused event writes nothing without needing a savepoint. ``idx`` is the previous
-largest ``idx`` plus one, read under the write lock: it is gapless and in commit order.
+Everything here runs on the log's own thread. A batch reads, in a few queries, what the log
+holds about everything its events name; each event is then checked against that state as the
+batch's earlier events changed it, in memory, so a refused event changes nothing. The rows
+come last: one ``executemany`` per statement, and the summary tables once per batch.
+``idx`` is the previous largest ``idx`` plus one, read under the write lock: it is gapless and
+in commit order.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from attrs import frozen
+from attrs import define, field
 
 from databuild.bel.backend import Database, DuplicateEvent, EventLogError
 from databuild.bel.catalog import changes_data
@@ -37,123 +42,219 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     """
     results: list[Event | DataBuildError] = []
     with db.write_transaction():
-        row = db.one("SELECT COALESCE(MAX(idx), 0) FROM events")
-        assert row is not None
-        idx = int(row[0]) + 1
+        batch = _Batch.read(db, events)
         for event in events:
             try:
-                results.append(append_one(db, event, idx))
+                results.append(batch.add(event))
             except DataBuildError as e:
                 results.append(e)
-            else:
-                idx += 1
+        batch.write(db)
     return results
 
 
-# Everything the checks of one event need, in one query (one round trip on PostgreSQL).
-# The job run columns describe the run the event names: a job event's own run, or the run
-# that a partition event says produces it.
-_CURRENT_STATE = (
-    "SELECT"
-    " (SELECT idx FROM events WHERE event_id = ?),"
-    " (SELECT status FROM builds WHERE build_request_id = ?),"
-    " (SELECT status FROM build_partitions WHERE build_request_id = ? AND partition_ref = ?),"
-    " (SELECT status FROM job_runs WHERE job_run_id = ?),"
-    " (SELECT build_request_id FROM job_runs WHERE job_run_id = ?),"
-    " (SELECT job_label FROM job_runs WHERE job_run_id = ?),"
-    " (SELECT started_at FROM job_runs WHERE job_run_id = ?)"
+@define
+class _Build:
+    """A build request's ``builds`` row as the batch leaves it."""
+
+    status: BuildStatus
+    created_idx: int
+    requested_partitions: str
+    created_at: int
+    message: str
+    updated_at: int = 0
+    changed: bool = False
+
+    def row(self, build_request_id: str) -> tuple[Any, ...]:
+        return (build_request_id, self.created_idx, self.status.value,
+                self.requested_partitions, self.created_at, self.updated_at, self.message)
+
+
+_EVENT_COLUMNS = (
+    "idx", "event_id", "timestamp", "build_request_id", "event_type", "partition_ref",
+    "job_run_id", "job_label", "body",
+)
+_BUILD_COLUMNS = (
+    "build_request_id", "created_idx", "status", "requested_partitions", "created_at",
+    "updated_at", "message",
+)
+_RUN_COLUMNS = (
+    "job_run_id", "build_request_id", "job_label", "outputs", "status", "created_idx",
+    "updated_idx", "scheduled_at", "started_at", "ended_at", "exit_code", "message",
 )
 
 
-@frozen
-class _Current:
-    """What the log holds, before an event, about the things the event names."""
+@define
+class _Run:
+    """A job run's ``job_runs`` row as the batch leaves it."""
 
-    stored_idx: int | None
-    """Where the log holds this very event already, if it does."""
-    build: BuildStatus | None
-    partition: PartitionStatus | None
-    run: JobStatus | None
-    run_build: str | None
-    run_label: str | None
-    run_started_at: int | None
+    job_run_id: str
+    build_request_id: str
+    job_label: str
+    outputs: str
+    status: JobStatus
+    created_idx: int
+    updated_idx: int
+    scheduled_at: int
+    started_at: int | None
+    ended_at: int | None
+    exit_code: int | None
+    message: str
+    changed: bool = False
 
     @classmethod
-    def read(cls, db: Database, event: Event) -> _Current:
-        payload = event.payload
-        ref = payload.partition_ref if isinstance(payload, PartitionEvent) else None
-        run_id = payload.job_run_id if isinstance(payload, PartitionEvent | JobEvent) else None
-        row = db.one(
-            _CURRENT_STATE,
-            (event.event_id, event.build_request_id, event.build_request_id, ref)
-            + (run_id,) * 4,
-        )
-        assert row is not None
-        stored_idx, build, partition, run, run_build, run_label, run_started_at = row
-        return cls(
-            None if stored_idx is None else int(stored_idx),
-            None if build is None else BuildStatus(build),
-            None if partition is None else PartitionStatus(partition),
-            None if run is None else JobStatus(run),
-            run_build,
-            run_label,
-            run_started_at,
-        )
+    def from_row(cls, row: tuple[Any, ...]) -> _Run:
+        """A run from its row's ``_RUN_COLUMNS``."""
+        return cls(*row[:4], JobStatus(row[4]), *row[5:])
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.job_run_id, self.build_request_id, self.job_label, self.outputs,
+                self.status.value, self.created_idx, self.updated_idx, self.scheduled_at,
+                self.started_at, self.ended_at, self.exit_code, self.message)
 
 
-def append_one(db: Database, event: Event, idx: int) -> Event:
-    """Check ``event`` and store it at ``idx``; raises before writing anything if refused."""
-    if event.idx is not None:
-        raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
-    now = _Current.read(db, event)
-    if now.stored_idx is not None:
-        raise DuplicateEvent(
-            f"event {event.event_id} is already in the log (idx {now.stored_idx})", now.stored_idx
-        )
-    payload = event.payload
-    subject = f"build request {event.build_request_id}"
-    if isinstance(payload, BuildRequestEvent):
-        check_transition(now.build, payload.status, subject)
-    elif now.build is None:
-        raise IllegalTransition(
-            f"{subject} is unknown: its first event must be {BuildStatus.BUILD_REQUEST_RECEIVED}"
-        )
+@define
+class _Stats:
+    """What a batch adds to one job's ``job_stats`` row."""
 
-    job_label = now.run_label
-    match payload:
-        case PartitionEvent():
-            check_transition(
-                now.partition, payload.status, f"partition {payload.partition_ref} in {subject}"
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_runs: int = 0
+    total_duration_ns: int = 0
+    last_run_at: int | None = None
+    updated_idx: int = 0
+
+
+@define
+class _Batch:
+    """One transaction's events: the state they are checked against, and the rows they make."""
+
+    idx: int
+    stored: dict[str, int]
+    """The ``idx`` of each of the batch's event ids the log holds, or the batch so far."""
+    builds: dict[str, _Build]
+    partitions: dict[tuple[str, str], PartitionStatus]
+    """Each (build request, ref)'s status within its build."""
+    runs: dict[str, _Run]
+    event_rows: list[tuple[Any, ...]] = field(factory=list)
+    catalog_rows: list[tuple[Any, ...]] = field(factory=list)
+    touched_partitions: dict[tuple[str, str], None] = field(factory=dict)
+    outputs: list[tuple[str, str]] = field(factory=list)
+    """The ``job_run_outputs`` rows of the batch's new runs."""
+    job_counts: defaultdict[tuple[str, str], int] = field(factory=lambda: defaultdict(int))
+    stats: defaultdict[str, _Stats] = field(factory=lambda: defaultdict(_Stats))
+
+    @classmethod
+    def read(cls, db: Database, events: Sequence[Event]) -> _Batch:
+        """The next ``idx``, and what the log holds about everything ``events`` name.
+
+        All five queries are sent before any result is read: one round trip on PostgreSQL.
+        """
+        build_ids = list(dict.fromkeys(e.build_request_id for e in events))
+        refs = list(
+            dict.fromkeys(
+                e.payload.partition_ref for e in events if isinstance(e.payload, PartitionEvent)
             )
-        case JobEvent():
-            job_label = payload.job_label
-            if now.run is not None and now.run_build != event.build_request_id:
-                raise IllegalTransition(
-                    f"job run {payload.job_run_id} belongs to build request {now.run_build}, "
-                    f"not {event.build_request_id}"
+        )
+        run_ids = list(
+            dict.fromkeys(
+                e.payload.job_run_id
+                for e in events
+                if isinstance(e.payload, PartitionEvent | JobEvent)
+            )
+        )
+        last = db.execute("SELECT COALESCE(MAX(idx), 0) FROM events")
+        known = _select(
+            db, "event_id, idx FROM events", ("event_id", [e.event_id for e in events])
+        )
+        builds = _select(
+            db,
+            "build_request_id, status, created_idx, requested_partitions, created_at, message"
+            " FROM builds",
+            ("build_request_id", build_ids),
+        )
+        partitions = _select(
+            db,
+            "build_request_id, partition_ref, status FROM build_partitions",
+            ("build_request_id", build_ids),
+            ("partition_ref", refs),
+        )
+        runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
+        return cls(
+            int(last.fetchone()[0]) + 1,
+            {event_id: int(idx) for event_id, idx in known.fetchall()},
+            {
+                build_id: _Build(BuildStatus(status), created, requested, created_at, message)
+                for build_id, status, created, requested, created_at, message in builds.fetchall()
+            },
+            {
+                (build_id, ref): PartitionStatus(status)
+                for build_id, ref, status in partitions.fetchall()
+            },
+            {row[0]: _Run.from_row(row) for row in runs.fetchall()},
+        )
+
+    def add(self, event: Event) -> Event:
+        """Check ``event`` against the state so far and stage its rows; raises if refused."""
+        if event.idx is not None:
+            raise EventLogError(f"event {event.event_id} already has idx {event.idx}")
+        stored_idx = self.stored.get(event.event_id)
+        if stored_idx is not None:
+            raise DuplicateEvent(
+                f"event {event.event_id} is already in the log (idx {stored_idx})", stored_idx
+            )
+        payload = event.payload
+        build = self.builds.get(event.build_request_id)
+        subject = f"build request {event.build_request_id}"
+        if isinstance(payload, BuildRequestEvent):
+            check_transition(None if build is None else build.status, payload.status, subject)
+        elif build is None:
+            first = BuildStatus.BUILD_REQUEST_RECEIVED
+            raise IllegalTransition(f"{subject} is unknown: its first event must be {first}")
+
+        run = None
+        if isinstance(payload, PartitionEvent | JobEvent):
+            run = self.runs.get(payload.job_run_id)
+        job_label = None if run is None else run.job_label
+        match payload:
+            case PartitionEvent():
+                check_transition(
+                    self.partitions.get((event.build_request_id, payload.partition_ref)),
+                    payload.status,
+                    f"partition {payload.partition_ref} in {subject}",
                 )
-            check_transition(now.run, payload.status, f"job run {payload.job_run_id}")
+            case JobEvent():
+                job_label = payload.job_label
+                if run is not None and run.build_request_id != event.build_request_id:
+                    raise IllegalTransition(
+                        f"job run {payload.job_run_id} belongs to build request "
+                        f"{run.build_request_id}, not {event.build_request_id}"
+                    )
+                check_transition(
+                    None if run is None else run.status,
+                    payload.status,
+                    f"job run {payload.job_run_id}",
+                )
 
-    _insert_event(db, event, idx, job_label)
-    match payload:
-        case BuildRequestEvent():
-            _update_build(db, event, payload, idx, is_new=now.build is None)
-        case PartitionEvent():
-            _update_partition(db, event, payload, idx, job_label, now.partition)
-        case JobEvent():
-            _update_job_run(db, event, payload, idx, now)
-        case DelegationEvent() | JobGraphEvent():
-            pass
-    return event.stored_at(idx)
+        idx = self.idx
+        self.idx += 1
+        self.stored[event.event_id] = idx
+        self._event_row(event, idx, job_label)
+        match payload:
+            case BuildRequestEvent():
+                self._build(event, payload, idx, build)
+            case PartitionEvent():
+                self._partition(event, payload, idx, job_label)
+            case JobEvent():
+                self._job_run(event, payload, idx, run)
+            case DelegationEvent() | JobGraphEvent():
+                pass
+        return event.stored_at(idx)
 
-
-def _insert_event(db: Database, event: Event, idx: int, job_label: str | None) -> None:
-    body = event.to_json()
-    del body["idx"]
-    db.execute(
-        "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type,"
-        " partition_ref, job_run_id, job_label, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
+    def _event_row(self, event: Event, idx: int, job_label: str | None) -> None:
+        body = event.to_json()
+        del body["idx"]
+        self.event_rows.append((
             idx,
             event.event_id,
             event.timestamp,
@@ -163,60 +264,34 @@ def _insert_event(db: Database, event: Event, idx: int, job_label: str | None) -
             getattr(event.payload, "job_run_id", None),
             job_label,
             json.dumps(body, separators=(",", ":")),
-        ),
-    )
+        ))
 
+    def _build(
+        self, event: Event, payload: BuildRequestEvent, idx: int, build: _Build | None
+    ) -> None:
+        if build is None:
+            build = self.builds[event.build_request_id] = _Build(
+                payload.status,
+                created_idx=idx,
+                requested_partitions=json.dumps(list(payload.requested_partitions)),
+                created_at=event.timestamp,
+                message=payload.message,
+            )
+        build.status = payload.status
+        build.updated_at = event.timestamp
+        build.message = payload.message
+        build.changed = True
 
-def _update_build(
-    db: Database, event: Event, payload: BuildRequestEvent, idx: int, *, is_new: bool
-) -> None:
-    if is_new:
-        db.execute(
-            "INSERT INTO builds (build_request_id, created_idx, status, requested_partitions,"
-            " created_at, updated_at, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.build_request_id,
-                idx,
-                payload.status.value,
-                json.dumps(list(payload.requested_partitions)),
-                event.timestamp,
-                event.timestamp,
-                payload.message,
-            ),
-        )
-    else:
-        db.execute(
-            "UPDATE builds SET status = ?, updated_at = ?, message = ?"
-            " WHERE build_request_id = ?",
-            (payload.status.value, event.timestamp, payload.message, event.build_request_id),
-        )
-
-
-def _update_partition(
-    db: Database,
-    event: Event,
-    payload: PartitionEvent,
-    idx: int,
-    job_label: str | None,
-    previous: PartitionStatus | None,
-) -> None:
-    db.execute(
-        "INSERT INTO build_partitions (build_request_id, partition_ref, status) VALUES (?, ?, ?)"
-        " ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
-        (event.build_request_id, payload.partition_ref, payload.status.value),
-    )
-    # The catalog takes a data event always, a bookkeeping one only while no run touched the ref.
-    data_idx = idx if changes_data(previous, payload.status) else None
-    db.execute(
-        "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
-        " build_request_id, job_run_id, job_label, reversed_ref, data_idx)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
-        " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
-        " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
-        " job_label = excluded.job_label, data_idx = excluded.data_idx"
-        " WHERE excluded.data_idx IS NOT NULL OR partitions.data_idx IS NULL",
-        (
+    def _partition(
+        self, event: Event, payload: PartitionEvent, idx: int, job_label: str | None
+    ) -> None:
+        key = (event.build_request_id, payload.partition_ref)
+        # The catalog takes a data event always, a bookkeeping one only while no run touched
+        # the ref (bel/catalog.py).
+        data_idx = idx if changes_data(self.partitions.get(key), payload.status) else None
+        self.partitions[key] = payload.status
+        self.touched_partitions[key] = None
+        self.catalog_rows.append((
             payload.partition_ref,
             payload.status.value,
             event.timestamp,
@@ -226,93 +301,123 @@ def _update_partition(
             job_label,
             payload.partition_ref[::-1],
             data_idx,
-        ),
-    )
+        ))
 
-
-def _update_job_run(
-    db: Database,
-    event: Event,
-    payload: JobEvent,
-    idx: int,
-    now: _Current,
-) -> None:
-    status, ts = payload.status, event.timestamp
-    if now.run is None:
-        db.execute(
-            "INSERT INTO job_runs (job_run_id, build_request_id, job_label, outputs, status,"
-            " created_idx, updated_idx, scheduled_at, exit_code, message)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
+    def _job_run(self, event: Event, payload: JobEvent, idx: int, run: _Run | None) -> None:
+        status, ts = payload.status, event.timestamp
+        if run is None:
+            run = self.runs[payload.job_run_id] = _Run(
                 payload.job_run_id,
                 event.build_request_id,
                 payload.job_label,
                 json.dumps(list(payload.outputs)),
-                status.value,
-                idx,
-                idx,
-                ts,
-                payload.exit_code,
-                payload.message,
-            ),
-        )
-        for ref in dict.fromkeys(payload.outputs):
-            db.execute(
-                "INSERT INTO job_run_outputs (partition_ref, job_run_id) VALUES (?, ?)",
-                (ref, payload.job_run_id),
+                status,
+                created_idx=idx,
+                updated_idx=idx,
+                scheduled_at=ts,
+                started_at=None,
+                ended_at=None,
+                exit_code=payload.exit_code,
+                message=payload.message,
             )
-        db.execute(
-            "INSERT INTO job_stats (job_label, runs, succeeded, failed, timed_runs,"
-            " total_duration_ns, updated_idx) VALUES (?, 1, 0, 0, 0, 0, ?)"
-            " ON CONFLICT (job_label) DO UPDATE SET runs = job_stats.runs + 1,"
+            self.outputs.extend((ref, run.job_run_id) for ref in dict.fromkeys(payload.outputs))
+            stats = self.stats[payload.job_label]
+            stats.runs += 1
+        else:
+            self.job_counts[event.build_request_id, run.status.value] -= 1
+            run.status = status
+            if payload.exit_code is not None:
+                run.exit_code = payload.exit_code
+            if status is JobStatus.JOB_RUNNING:
+                run.started_at = ts
+            if status.final:
+                run.ended_at = ts
+            ran = status in _RAN and run.started_at is not None
+            stats = self.stats[run.job_label]
+            stats.succeeded += status is JobStatus.JOB_COMPLETED
+            stats.failed += status is JobStatus.JOB_FAILED
+            if ran:
+                assert run.started_at is not None
+                stats.timed_runs += 1
+                stats.total_duration_ns += ts - run.started_at
+            if status is JobStatus.JOB_RUNNING:
+                stats.last_run_at = ts
+        stats.updated_idx = idx
+        run.updated_idx = idx
+        run.message = payload.message
+        run.changed = True
+        self.job_counts[event.build_request_id, status.value] += 1
+
+    def write(self, db: Database) -> None:
+        """Store the staged rows: the events, then each summary table once."""
+        db.insert_many("events", _EVENT_COLUMNS, self.event_rows)
+        db.insert_many(
+            "builds",
+            _BUILD_COLUMNS,
+            [b.row(i) for i, b in self.builds.items() if b.changed],
+            "ON CONFLICT (build_request_id) DO UPDATE SET status = excluded.status,"
+            " updated_at = excluded.updated_at, message = excluded.message",
+        )
+        db.insert_many(
+            "build_partitions",
+            ("build_request_id", "partition_ref", "status"),
+            [(*key, self.partitions[key].value) for key in self.touched_partitions],
+            "ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
+        )
+        # One statement per event: the catalog's rule sees each of a ref's changes in turn.
+        db.execute_many(
+            "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
+            " build_request_id, job_run_id, job_label, reversed_ref, data_idx)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
+            " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
+            " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
+            " job_label = excluded.job_label, data_idx = excluded.data_idx"
+            " WHERE excluded.data_idx IS NOT NULL OR partitions.data_idx IS NULL",
+            self.catalog_rows,
+        )
+        db.insert_many(
+            "job_runs",
+            _RUN_COLUMNS,
+            [r.row() for r in self.runs.values() if r.changed],
+            "ON CONFLICT (job_run_id) DO UPDATE SET status = excluded.status,"
+            " updated_idx = excluded.updated_idx, started_at = excluded.started_at,"
+            " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
+            " message = excluded.message",
+        )
+        db.insert_many("job_run_outputs", ("partition_ref", "job_run_id"), self.outputs)
+        db.insert_many(
+            "build_job_counts",
+            ("build_request_id", "status", "count"),
+            [(*key, delta) for key, delta in self.job_counts.items()],
+            "ON CONFLICT (build_request_id, status) DO UPDATE"
+            " SET count = build_job_counts.count + excluded.count",
+        )
+        db.insert_many(
+            "job_stats",
+            ("job_label", "runs", "succeeded", "failed", "timed_runs", "total_duration_ns",
+             "last_run_at", "updated_idx"),
+            [
+                (label, s.runs, s.succeeded, s.failed, s.timed_runs, s.total_duration_ns,
+                 s.last_run_at, s.updated_idx)
+                for label, s in self.stats.items()
+            ],
+            "ON CONFLICT (job_label) DO UPDATE SET runs = job_stats.runs + excluded.runs,"
+            " succeeded = job_stats.succeeded + excluded.succeeded,"
+            " failed = job_stats.failed + excluded.failed,"
+            " timed_runs = job_stats.timed_runs + excluded.timed_runs,"
+            " total_duration_ns = job_stats.total_duration_ns + excluded.total_duration_ns,"
+            " last_run_at = COALESCE(excluded.last_run_at, job_stats.last_run_at),"
             " updated_idx = excluded.updated_idx",
-            (payload.job_label, idx),
         )
-    else:
-        label = now.run_label
-        started_at = ts if status is JobStatus.JOB_RUNNING else now.run_started_at
-        db.execute(
-            "UPDATE job_runs SET status = ?, updated_idx = ?, message = ?,"
-            " exit_code = COALESCE(?, exit_code), started_at = ?,"
-            " ended_at = CASE WHEN ? THEN ? ELSE ended_at END"
-            " WHERE job_run_id = ?",
-            (
-                status.value,
-                idx,
-                payload.message,
-                payload.exit_code,
-                started_at,
-                status.final,
-                ts,
-                payload.job_run_id,
-            ),
-        )
-        ran = status in _RAN and started_at is not None
-        db.execute(
-            "UPDATE build_job_counts SET count = count - 1"
-            " WHERE build_request_id = ? AND status = ?",
-            (event.build_request_id, now.run.value),
-        )
-        db.execute(
-            "UPDATE job_stats SET updated_idx = ?,"
-            " succeeded = succeeded + ?, failed = failed + ?,"
-            " timed_runs = timed_runs + ?, total_duration_ns = total_duration_ns + ?,"
-            " last_run_at = CASE WHEN ? THEN ? ELSE last_run_at END"
-            " WHERE job_label = ?",
-            (
-                idx,
-                int(status is JobStatus.JOB_COMPLETED),
-                int(status is JobStatus.JOB_FAILED),
-                int(ran),
-                ts - started_at if ran else 0,
-                status is JobStatus.JOB_RUNNING,
-                ts,
-                label,
-            ),
-        )
-    db.execute(
-        "INSERT INTO build_job_counts (build_request_id, status, count) VALUES (?, ?, 1)"
-        " ON CONFLICT (build_request_id, status) DO UPDATE"
-        " SET count = build_job_counts.count + 1",
-        (event.build_request_id, status.value),
-    )
+
+
+def _select(db: Database, what: str, *where: tuple[str, list[str]]) -> Any:
+    """A cursor over ``SELECT what`` of the rows whose every named column holds one of its
+    values; its rows are read later, so that several queries share one round trip."""
+    conditions, params = [], []
+    for column, values in where:
+        condition, more = db.in_condition(column, values)
+        conditions.append(condition)
+        params += more
+    return db.execute(f"SELECT {what} WHERE {' AND '.join(conditions)}", params)

@@ -33,6 +33,7 @@ from databuild.orchestrator import Orchestrator, Subscription
 from databuild.service import openapi
 from databuild.service import responses as r
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
+from databuild.service.hot import HotRead
 from databuild.service.idle import IdleTimer
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
@@ -154,6 +155,12 @@ class Api:
         self._metrics = metrics
         self._access = access
 
+    def hot_routes(self) -> dict[bytes, HotRead]:
+        """The reads answered past the router (service/hot.py); their routes below stay
+        for ``HEAD`` and a trailing slash."""
+        read = HotRead(self._log, self._builds, error_response)
+        return {b"/api/v1/builds": read}
+
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
         return error_response(request, failure)
@@ -247,7 +254,10 @@ class Api:
     @app.route("/api/v1/builds", methods=["GET"])
     @_shielded
     async def builds(self, request: IRequest) -> dict[str, Any]:
-        return await self._log.list_builds(*_args(request, "status", "limit", "offset"))
+        return await self._builds(request)
+
+    def _builds(self, request: IRequest) -> Deferred[dict[str, Any]]:
+        return self._log.list_builds(*_args(request, "status", "limit", "offset"))
 
     @app.route("/api/v1/builds/<build_id>", methods=["GET"])
     @_shielded

@@ -93,7 +93,10 @@ def build_service(
     )
     EventLogService(event_log).setServiceParent(top)
     orchestrator.setServiceParent(top)
-    site = api_site(api.app.resource(), dashboard.app.resource(), config.token, idle, access)
+    site = api_site(
+        api.app.resource(), dashboard.app.resource(), config.token, idle, access,
+        api.hot_routes(),
+    )
     ApiListener(reactor, config, site, event_log.location.describe()).setServiceParent(top)
     idle.setServiceParent(top)
     return top

@@ -3,11 +3,14 @@
 It keeps the service busy while a request is in flight, checks the bearer token (API) or the
 session cookie and ``Origin`` (dashboard), refuses oversized bodies, keeps percent-encoded path
 segments whole, and answers anything that goes wrong with a JSON error instead of a traceback.
+A ``GET`` of one of the API's ``hot`` paths (exactly) is answered by its handler directly,
+without routing (see service/hot.py).
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Mapping
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -31,6 +34,9 @@ def is_api(path: bytes) -> bool:
     return path.startswith(b"/api/") or path == b"/metrics"
 
 
+HotRoutes = Mapping[bytes, Callable[[IRequest], bytes | int]]
+
+
 class ApiEdge(Resource):
     """Wraps the routing resource ``inner``; see the module docstring."""
 
@@ -44,10 +50,12 @@ class ApiEdge(Resource):
         token: str,
         idle: IdleTimer,
         access: DashboardAccess,
+        hot: HotRoutes | None = None,
     ) -> None:
         super().__init__()
         self._api = api
         self._dashboard = dashboard
+        self._hot = hot or {}
         self._token = b"Bearer " + token.encode("utf-8")
         self._idle = idle
         self._access = access
@@ -60,6 +68,9 @@ class ApiEdge(Resource):
             self._check_request(request)
             if is_api(request.path):
                 self._check(request)
+                hot = self._hot.get(request.path) if request.method == b"GET" else None
+                if hot is not None:
+                    return hot(request)
                 inner = self._api
             elif not self._admitted(request):
                 return b""
@@ -129,9 +140,16 @@ class BoundedRequest(Request):
 
 
 def api_site(
-    api: Resource, dashboard: Resource, token: str, idle: IdleTimer, access: DashboardAccess
+    api: Resource,
+    dashboard: Resource,
+    token: str,
+    idle: IdleTimer,
+    access: DashboardAccess,
+    hot: HotRoutes | None = None,
 ) -> Site:
     """The HTTP factory serving the API and the dashboard."""
-    site = Site(ApiEdge(api, dashboard, token, idle, access), requestFactory=BoundedRequest)
+    site = Site(
+        ApiEdge(api, dashboard, token, idle, access, hot), requestFactory=BoundedRequest
+    )
     site.displayTracebacks = False
     return site

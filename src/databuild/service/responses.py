@@ -39,11 +39,16 @@ def json_bytes(document: object) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
-def respond_json(request: IRequest, status: int, document: object) -> bytes:
-    """Set status and content type of ``request``; the encoded ``document`` to write."""
+def json_headers(request: IRequest, status: int) -> None:
+    """Set the status and the headers of a JSON answer on ``request``."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"cache-control", b"no-store")
+
+
+def respond_json(request: IRequest, status: int, document: object) -> bytes:
+    """Set status and content type of ``request``; the encoded ``document`` to write."""
+    json_headers(request, status)
     return json_bytes(document)
 
 
