@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from tests.orchestrator.conftest import Harness
+from tests.orchestrator.conftest import Harness, start_harness, stop_harness
 from tests.polling import poll_until_async
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
@@ -194,3 +195,61 @@ async def test_builds_planned_while_others_finish_the_same_refs_run_each_job_onc
     expected = {ref: 1 for ref in [*refs, "work/base"]}
     assert Counter(r["ref"] for r in harness.starts()) == expected
     assert await running_events(harness) == expected
+
+
+class HeldReads:
+    """The event log, except that reads of one ref's partition wait until the test lets them."""
+
+    def __init__(self, ref: str) -> None:
+        self._ref = ref
+        self._log: Any = None
+        self.reached: Deferred[None] = Deferred()
+        self.release: Deferred[None] = Deferred()
+
+    def wrap(self, log: Any) -> HeldReads:
+        self._log = log
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    async def _held(self, ref: str) -> dict[str, Any] | None:
+        self.reached.callback(None)
+        await self.release
+        return await self._log.get_partition(ref)
+
+    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]:
+        if ref != self._ref or self.reached.called:
+            return self._log.get_partition(ref)
+        return ensureDeferred(self._held(ref))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ref_made_while_a_build_prepares_its_plan_is_not_built_again(
+    tmp_path: Path,
+) -> None:
+    """A build read which refs are AVAILABLE, then waits on the log (for who built work/base);
+    meanwhile another build makes work/x and ends. Its plan must see work/x AVAILABLE."""
+    held = HeldReads("work/base")
+    harness = await start_harness(tmp_path / "ws", wrap_log=held.wrap)
+    try:
+        go = harness.root / "go"
+        harness.plan({"work/x": {"until": str(go)}})
+        await harness.build(["work/base"])  # AVAILABLE in the log, held by no live build
+        producer = await harness.orchestrator.submit(["work/x"])
+        await poll_until_async(lambda: harness.starts("work/x"), "work/x to start")
+        planner = await harness.orchestrator.submit(["work/x", "work/base"])
+        await held.reached  # the planner has read that work/x is not AVAILABLE
+        go.touch()
+        assert (await harness.finished(producer))["status"] == "BUILD_REQUEST_COMPLETED"
+        held.release.callback(None)
+        planned = await harness.finished(planner)
+        assert planned["status"] == "BUILD_REQUEST_COMPLETED"
+        assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1, "work/x": 1}
+        assert {t["status"] for t in planned["tasks"]} == {"JOB_SKIPPED"}
+        assert {
+            e["partition_ref"]: e["delegated_to_build_request_id"]
+            for e in await harness.events(planner) if e["event_type"] == "delegation"
+        }["work/x"] == producer  # fmt: skip
+    finally:
+        await stop_harness(harness)

@@ -151,6 +151,11 @@ class Course:
         A run may be RUN only if one of its outputs is not AVAILABLE or force applies to it;
         this build claims all outputs of such runs at once, and gives back those its plan does
         not run, so no other build can decide to produce the same ref in between.
+
+        ``available`` was read before the claim, and a claimant may have made a ref since and
+        let go of its claim: so the plan reads again, from the holdings, whether the refs just
+        claimed are AVAILABLE. That answer is fresh because a producer notes a ref AVAILABLE
+        (``_ref_ended``) before it settles the ref's claim.
         """
         build = self.build
         me = build.build_request_id
@@ -162,6 +167,7 @@ class Course:
             for ref in run.outputs
         ]
         claimants = await self._claims.claim(me, list(dict.fromkeys(candidates)))
+        available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
         plans = plan_runs(
             graph,
             requested=build.requested,
