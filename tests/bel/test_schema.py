@@ -195,7 +195,7 @@ async def test_opening_creates_the_schema_and_reopening_keeps_it(
     for _ in range(2):
         log = open_event_log(log_uri, tmp_path, reactor)
         await log.open()
-        assert await log.list_builds() == {"builds": []}
+        assert await log.list_builds() == {"builds": [], "total": 0, "has_more": False}
         await log.close()
 
 
