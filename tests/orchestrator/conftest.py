@@ -124,7 +124,7 @@ async def start_harness(
     )
     harness = Harness(root, workspace, log, executor, orchestrator)
     globalLogPublisher.addObserver(harness.observe)
-    orchestrator.startService()
+    await orchestrator.startService()
     return harness
 
 

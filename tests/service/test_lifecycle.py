@@ -252,10 +252,10 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     build_id, job_pid = await start_slow_build(service, "killed")
     service.process.kill()
     service.process.wait()
-    assert alive(job_pid)  # orphaned by the kill
+    # The job dies with its service (PR_SET_PDEATHSIG), so no orphan survives the kill.
+    await poll_until_async(lambda: not alive(job_pid), "the job to die with its service", 30)
 
     again = service_factory(slow_workspace, "--idle-timeout", "0")
-    await poll_until_async(lambda: not alive(job_pid), "the orphaned job to be reaped", 30)
     code, build = await call(again, "GET", f"/api/v1/builds/{build_id}")
     assert (code, build["status"]) == (200, "BUILD_REQUEST_FAILED")
     assert "stopped" in build["message"]

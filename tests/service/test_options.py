@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def test_defaults_without_flags_env_or_file(color_votes: Path, monkeypatch) -> N
     assert config.event_log == ".databuild/bel.sqlite"
     assert config.max_parallel_jobs >= 1
     assert len(config.token) >= 32
+    assert (config.heartbeat_s, config.lease_timeout_s) == (5, 30)
+
+
+def test_lease_flags(color_votes: Path, monkeypatch) -> None:
+    config = parsed(
+        color_votes, "--heartbeat", "0.5", "--lease-timeout", "3", monkeypatch=monkeypatch
+    ).config
+    assert (config.heartbeat_s, config.lease_timeout_s) == (0.5, 3)
 
 
 def test_each_start_gets_a_fresh_token(color_votes: Path, monkeypatch) -> None:
@@ -88,12 +97,16 @@ def test_flags_override_environment_and_graph_file(color_votes: Path, monkeypatc
         (["--max-parallel-jobs", "0"], "--max-parallel-jobs must be at least 1, not 0"),
         (["--interface", "example.org"], "--interface must be an IP address"),
         (["--keepalive", "0"], "--keepalive must be more than 0 seconds"),
+        (["--heartbeat", "0"], "--heartbeat must be more than 0 seconds"),
+        (["--heartbeat", "often"], "--heartbeat must be a number of seconds"),
+        (["--heartbeat", "5", "--lease-timeout", "8"],
+         "--lease-timeout (8 s) must be at least twice --heartbeat (5 s)"),
     ],
 )
 def test_bad_flag_is_refused_with_a_sentence(
     color_votes: Path, monkeypatch, args: list[str], message: str
 ) -> None:
-    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parsed(color_votes, *args, monkeypatch=monkeypatch)
 
 

@@ -7,8 +7,11 @@ transaction starts, glob matching, duplicate keys) live here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +27,16 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_SPECIAL = "*?["
 # Any constant will do: it only serialises schema changes of services sharing one database.
 _PG_SCHEMA_LOCK = 0x0DA7AB1D
+CONNECT_TIMEOUT_S = 10
+"""A PostgreSQL server that has not answered a new connection by then is unreachable."""
+IDLE_IN_TRANSACTION_S = 5
+"""The server ends a session that sits this long in a transaction without a statement: a
+frozen service cannot hold the log's write lock past it (docs/service.md)."""
+
+
+def session_name(service_id: str) -> str:
+    """The ``application_name`` of a service's PostgreSQL sessions."""
+    return f"databuild:{service_id}"
 
 
 class EventLogError(DataBuildError):
@@ -179,11 +192,14 @@ class Database:
     dialect: str
     ref_trigrams: bool
     """Whether the catalog's refs have a trigram index (``has_ref_trigrams``, set on open)."""
+    service_id: str | None
+    """The service whose lease fences every write (``services.register``), if any."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
         self.dialect = location.dialect
         self.ref_trigrams = False
+        self.service_id = None
         self._conn: Any = None
         self._sql_cache: dict[str, str] = {}
 
@@ -195,11 +211,29 @@ class Database:
             else:
                 import psycopg
 
-                self._conn = psycopg.connect(self.location.target, autocommit=True)
+                self._conn = psycopg.connect(
+                    self.location.target, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                )
+                # A frozen client's open transaction (its locks) goes after this long.
+                self._conn.execute(
+                    f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'"
+                )
+                if self.service_id is not None:
+                    self.name_session()
         except Exception as e:
             raise EventLogError(
                 f"cannot open the event log at {self.location.describe()}: {e}"
             ) from e
+
+    def name_session(self) -> None:
+        """Name this PostgreSQL session after its service, so a sweeper can end it."""
+        if self.dialect == "postgresql":
+            self.execute("SELECT set_config('application_name', ?, false)",
+                         (session_name(self.service_id or ""),))
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     def reconnect_if_lost(self) -> None:
         """Connect again if the server dropped the connection (PostgreSQL restarts, failovers)."""
@@ -287,6 +321,26 @@ class Database:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()
+
+    def sever(self) -> None:
+        """Cut the connection's socket, from any thread: a call blocked on it fails at once.
+
+        For a service fencing itself: a call stuck on a frozen network gives up its thread.
+        """
+        conn = self._conn
+        if self.dialect != "postgresql" or conn is None or conn.closed:
+            return
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            with sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A plain transaction (on SQLite, holding the write lock)."""
+        self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        with self._ending_transaction():
+            yield
 
     @contextmanager
     def write_transaction(self, *, schema_change: bool = False) -> Iterator[None]:

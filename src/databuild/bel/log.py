@@ -19,10 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from databuild.bel import queries, schema
+from databuild.bel import claims, queries, schema, services
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
 from databuild.bel.checkpoint import Checkpointer
+from databuild.bel.claims import ClaimResult, RunState
 from databuild.bel.events import Event
+from databuild.bel.services import Identity, LeaseLost
 from databuild.bel.status import PartitionStatus
 from databuild.bel.writer import append_batch
 
@@ -55,6 +57,7 @@ class EventLog:
         self._committing = False
         self._drained: list[Deferred[None]] = []
         self._state = "new"
+        self._lost: LeaseLost | None = None
         self._shutdown_trigger: Any = None
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
@@ -80,11 +83,18 @@ class EventLog:
         return self._run(self._work, fn, *args)
 
     def _work(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(db, *args)`` on the log's thread, reconnecting first if need be."""
+        """Run ``fn(db, *args)`` on the log's thread, reconnecting first if need be.
+
+        A fenced log never reconnects: what is still queued fails at once.
+        """
+        if self._lost is not None:
+            raise self._lost
         self._db.reconnect_if_lost()
         return fn(self._db, *args)
 
     def _not_open(self) -> Deferred[Any]:
+        if self._lost is not None:
+            return fail(self._lost)
         return fail(EventLogError(f"the event log at {self.location.describe()} is not open"))
 
     async def open(self) -> None:
@@ -132,6 +142,14 @@ class EventLog:
 
     async def close(self) -> None:
         """Wait for queued appends to commit, then disconnect. Closing twice is harmless."""
+        if self._state == "fenced":
+            self._state = "closing"
+            try:
+                await self._run(self._db.close)
+            finally:
+                self._stop_thread()
+                self._state = "closed"
+            return
         if self._state != "open":
             return
         self._state = "closing"
@@ -173,6 +191,23 @@ class EventLog:
             self._commit_next()
         return waiting
 
+    def fence(self, reason: str) -> None:
+        """This service lost its lease: refuse every append from now on, queued ones too.
+
+        Cuts the connection, so that a call stuck on a frozen network fails and frees the
+        log's thread; the database's own fence refuses anything that still reaches it.
+        """
+        if self._state != "open":
+            return
+        self._state = "fenced"
+        self._lost = LeaseLost(f"the event log at {self.location.describe()} is fenced: {reason}")
+        pending, self._pending = self._pending, []
+        for _, waiting in pending:
+            waiting.errback(Failure(self._lost))
+        self._db.sever()
+        self.log.warn("event log {location} fenced: {reason}",
+                      location=self.location.describe(), reason=reason)
+
     def _commit_next(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._committing = True
@@ -200,7 +235,7 @@ class EventLog:
             location=self.location.describe(),
             count=len(batch),
         )
-        error = StoreUnavailable(
+        error = failure.value if failure.check(LeaseLost) else StoreUnavailable(
             f"the event log at {self.location.describe()} could not store the event: "
             f"{failure.getErrorMessage()}"
         )
@@ -212,7 +247,7 @@ class EventLog:
     def _committed(self, _: object) -> None:
         self._transactions += 1
         self._committing = False
-        if self._pending:
+        if self._pending and self._state != "fenced":
             self._commit_next()
             return
         drained, self._drained = self._drained, []
@@ -239,9 +274,12 @@ class EventLog:
         """Ids of builds not in a final status, oldest first."""
         return self._read(queries.unfinished_builds)
 
-    def builds_with_open_work(self) -> Deferred[list[str]]:
-        """Ids of final builds that still have open job runs or partitions, oldest first."""
-        return self._read(queries.builds_with_open_work)
+    def builds_with_open_work(
+        self, owners: list[str] | None = None
+    ) -> Deferred[list[dict[str, Any]]]:
+        """Final builds of dead owners (or of ``owners``) that still have open job runs or
+        partitions, oldest first, with the owner."""
+        return self._read(queries.builds_with_open_work, owners)
 
     def list_partitions(
         self,
@@ -295,3 +333,45 @@ class EventLog:
             queries.events, since, limit, build_request_id, partition_ref, job_label
         )
 
+    def orphaned_builds(self, owners: list[str] | None = None) -> Deferred[list[dict[str, Any]]]:
+        """Unfinished builds whose owner is not live (or one of ``owners``), with the owner."""
+        return self._read(queries.orphaned_builds, owners)
+
+    # --- services sharing the log (SPEC §5.8) ------------------------------------------
+
+    def register(self, me: Identity, lease_s: float | None) -> Deferred[None]:
+        """Add this service with a fresh lease; from then on every write is fenced by it."""
+        return self._read(services.register, me, lease_s)
+
+    def deregister(self, service_id: str) -> Deferred[None]:
+        """Give the lease up at a clean stop."""
+        return self._read(services.stop, service_id)
+
+    def live_here(self, host: str) -> Deferred[list[dict[str, Any]]]:
+        """The services on ``host`` whose lease holds."""
+        return self._read(services.live_here, host)
+
+    def take_over(self, me: str, also: list[str]) -> Deferred[list[dict[str, Any]]]:
+        """Declare dead the services whose lease expired (and ``also``); their rows."""
+        return self._read(services.take_over, me, also)
+
+    def services(self) -> Deferred[list[dict[str, Any]]]:
+        """Every service that opened the log, with its lease state."""
+        return self._read(services.list_services)
+
+    def live_service_ids(self) -> Deferred[set[str]]:
+        return self._read(services.live_ids)
+
+    def claim(
+        self, job_run_id: str, build_request_id: str, refs: list[str], *, skip_available: bool
+    ) -> Deferred[ClaimResult]:
+        """Claim a run's outputs, all or none, before its exec starts (see ``claims.claim``)."""
+        return self._read(
+            lambda db: claims.claim(
+                db, job_run_id, build_request_id, refs, skip_available=skip_available
+            )
+        )
+
+    def run_states(self, job_run_ids: list[str]) -> Deferred[dict[str, RunState]]:
+        """How each run stands, and whether its owner is live."""
+        return self._read(claims.run_states, job_run_ids)

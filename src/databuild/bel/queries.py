@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from databuild.bel.backend import Database
+from databuild.bel.services import live_sql
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
 
@@ -133,7 +134,8 @@ def _duration_s(start: int | None, end: int | None) -> float | None:
 # --- builds ---------------------------------------------------------------------------
 
 _BUILD_COLUMNS = (
-    "build_request_id, status, requested_partitions, created_at, updated_at, message"
+    "build_request_id, status, requested_partitions, created_at, updated_at, message,"
+    " service_id"
 )
 
 
@@ -159,8 +161,9 @@ def _builds(db: Database, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any
             "updated_at": updated_at,
             "message": message,
             "job_runs": counts[build_id],
+            "service_id": service_id,
         }
-        for build_id, status, requested, created_at, updated_at, message in rows
+        for build_id, status, requested, created_at, updated_at, message, service_id in rows
     ]
 
 
@@ -213,20 +216,52 @@ def unfinished_builds(db: Database) -> list[str]:
 
 _OPEN_JOB_STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus if not s.final)
 _OPEN_PARTITION_STATUSES = ", ".join(f"'{s.value}'" for s in PartitionStatus if not s.final)
+_OWNER_KEYS = ("build_request_id", "service_id", "host", "pid")
 
 
-def builds_with_open_work(db: Database) -> list[str]:
-    """Builds in a final status that still have a job run or a partition not final."""
-    # Open job runs are found by index; build_partitions has none by status (a scan, at start).
-    rows = db.all(
-        "SELECT build_request_id FROM builds"
-        f" WHERE status IN ({_FINAL_BUILD_STATUSES}) AND build_request_id IN ("
-        f"  SELECT build_request_id FROM job_runs WHERE status IN ({_OPEN_JOB_STATUSES})"
-        "  UNION SELECT build_request_id FROM build_partitions"
-        f"  WHERE status IN ({_OPEN_PARTITION_STATUSES}))"
-        " ORDER BY created_idx"
+def _of_dead_owners(
+    db: Database, where: str, owners: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """Builds ``b`` meeting ``where`` whose owner is dead, oldest first, with their owner.
+
+    ``owners`` limits them to builds of those services; None means every owner that is not
+    live (with builds whose owner is unknown, recorded before services were).
+    """
+    if owners is not None and not owners:
+        return []
+    owned = (
+        f"b.service_id IN ({', '.join('?' * len(owners))})"
+        if owners is not None
+        else f"(s.service_id IS NULL OR NOT ({live_sql(db, 's')}))"
     )
-    return [row[0] for row in rows]
+    rows = db.all(
+        "SELECT b.build_request_id, b.service_id, s.host, s.pid FROM builds b"
+        " LEFT JOIN services s ON s.service_id = b.service_id"
+        f" WHERE {where} AND {owned} ORDER BY b.created_idx",
+        list(owners or ()),
+    )
+    return [dict(zip(_OWNER_KEYS, row, strict=True)) for row in rows]
+
+
+def orphaned_builds(db: Database, owners: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Unfinished builds whose owner is dead (see ``_of_dead_owners``)."""
+    return _of_dead_owners(db, f"b.status NOT IN ({_FINAL_BUILD_STATUSES})", owners)
+
+
+def builds_with_open_work(db: Database, owners: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Builds of dead owners in a final status that still have a job run or a partition not
+    final (see ``_of_dead_owners``)."""
+    # Open job runs are found by index; build_partitions has none by status (a scan, at start).
+    return _of_dead_owners(
+        db,
+        f"b.status IN ({_FINAL_BUILD_STATUSES}) AND b.build_request_id IN ("
+        f" SELECT build_request_id FROM job_runs WHERE status IN ({_OPEN_JOB_STATUSES})"
+        " UNION SELECT build_request_id FROM build_partitions"
+        f" WHERE status IN ({_OPEN_PARTITION_STATUSES}))",
+        owners,
+    )
+
+
 
 
 # --- partitions -----------------------------------------------------------------------

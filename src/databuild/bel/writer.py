@@ -19,6 +19,7 @@ from attrs import define, field
 
 from databuild.bel.backend import Database, DuplicateEvent, EventLogError
 from databuild.bel.catalog import changes_data
+from databuild.bel.claims import release
 from databuild.bel.events import (
     BuildRequestEvent,
     DelegationEvent,
@@ -27,6 +28,7 @@ from databuild.bel.events import (
     JobGraphEvent,
     PartitionEvent,
 )
+from databuild.bel.services import fence
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.bel.transitions import IllegalTransition, check_transition
 from databuild.errors import DataBuildError
@@ -38,10 +40,13 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     """Store ``events`` in one transaction; each comes back stored, or as the error refusing it.
 
     A refused event writes nothing and does not affect the others. If the transaction
-    itself fails, the exception propagates and none of the events is stored.
+    itself fails, or the writing service has lost its lease (LeaseLost), the exception
+    propagates and none of the events is stored.
     """
     results: list[Event | DataBuildError] = []
     with db.write_transaction():
+        # The fence: a service whose lease is gone stores nothing (SPEC §5.8).
+        fence(db)
         batch = _Batch.read(db, events)
         for event in events:
             try:
@@ -75,7 +80,7 @@ _EVENT_COLUMNS = (
 )
 _BUILD_COLUMNS = (
     "build_request_id", "created_idx", "status", "requested_partitions", "created_at",
-    "updated_at", "message",
+    "updated_at", "message", "service_id",
 )
 _RUN_COLUMNS = (
     "job_run_id", "build_request_id", "job_label", "outputs", "status", "created_idx",
@@ -354,7 +359,8 @@ class _Batch:
         db.insert_many(
             "builds",
             _BUILD_COLUMNS,
-            [b.row(i) for i, b in self.builds.items() if b.changed],
+            # The owner is the service storing a build's first event (an update keeps it).
+            [(*b.row(i), db.service_id) for i, b in self.builds.items() if b.changed],
             "ON CONFLICT (build_request_id) DO UPDATE SET status = excluded.status,"
             " updated_at = excluded.updated_at, message = excluded.message",
         )
@@ -386,6 +392,8 @@ class _Batch:
             " message = excluded.message",
         )
         db.insert_many("job_run_outputs", ("partition_ref", "job_run_id"), self.outputs)
+        # A run's claims go with its final event (SPEC §5.8).
+        release(db, [r.job_run_id for r in self.runs.values() if r.changed and r.status.final])
         db.insert_many(
             "build_job_counts",
             ("build_request_id", "status", "count"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,17 @@ from databuild.proc.process import (
 )
 
 CANNOT_START_EXIT_CODE = 127
+SETPRIV = "/usr/bin/setpriv"
+
+
+def tether() -> tuple[str, ...]:
+    """The argv prefix that makes a job die with its service (``PR_SET_PDEATHSIG``: SIGKILL
+    when the service's process ends, however it ends), where util-linux ``setpriv`` exists.
+
+    So a job never outlives a service killed with ``kill -9``, and a take-over's re-run never
+    overlaps it.
+    """
+    return (SETPRIV, "--pdeathsig", "KILL") if os.access(SETPRIV, os.X_OK) else ()
 
 
 def exec_env(
@@ -93,6 +105,7 @@ class Executor:
         *,
         base_env: Mapping[str, str] | None = None,
         grace_s: float = DEFAULT_GRACE_S,
+        service_id: str = "",
     ) -> None:
         if max_parallel_jobs < 1:
             raise ValueError(f"max_parallel_jobs must be at least 1, not {max_parallel_jobs}")
@@ -104,6 +117,8 @@ class Executor:
         self._slots = DeferredSemaphore(max_parallel_jobs)
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._grace_s = grace_s
+        self.service_id = service_id
+        """The service whose runs these are, written in each running record."""
 
     @property
     def running(self) -> int:
@@ -168,7 +183,7 @@ class Executor:
         writer = RunLogWriter(
             self._reactor, run_log_path(self.state_dir, job_run.job_run_id, started_ns)  # type: ignore[arg-type]
         )
-        argv = [*argv_prefix, "exec", *job_run.config.args]
+        argv = [*tether(), *argv_prefix, "exec", *job_run.config.args]
         stdin = json.dumps(job_run.config.to_json()).encode()
         env = exec_env(self._base_env, job_run, build_request_id, self.workspace_root)
         handle.started.callback(None)
@@ -224,6 +239,8 @@ class Executor:
             build_request_id=build_request_id,
             pid=child.pid,
             start_time=start_ticks(child.pid) or 0,
+            service_id=self.service_id,
+            host=socket.gethostname(),
         )
         try:
             path: Path | None = write_record(self.running_dir, record)

@@ -1,8 +1,10 @@
 """Records of running job process groups, and reaping the ones a dead service left (SPEC §5.3).
 
 While a job run's process group runs, ``.databuild/running/<job_run_id>.json`` holds its leader's
-pid and start time. A service that starts after a crash finds these records; a group is
-signalled only if its leader still has the recorded start time, so a reused pid is never hit.
+pid and start time, and the host and service that started it. A service that starts after a
+crash finds these records; it touches only those of this host whose service is dead (several
+services may share one workspace directory), and a group is signalled only if its leader still
+has the recorded start time, so a reused pid is never hit.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from attrs import asdict, frozen
@@ -34,6 +38,9 @@ class RunningRecord:
     build_request_id: str
     pid: int
     start_time: int
+    service_id: str = ""
+    """The service that started it; empty in records of services older than schema 5."""
+    host: str = ""
 
 
 def write_record(running_dir: Path, record: RunningRecord) -> Path:
@@ -70,6 +77,8 @@ def read_records(running_dir: Path) -> list[tuple[Path, RunningRecord | None]]:
                 build_request_id=str(data["build_request_id"]),
                 pid=int(data["pid"]),
                 start_time=int(data["start_time"]),
+                service_id=str(data.get("service_id", "")),
+                host=str(data.get("host", "")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             record = None
@@ -93,16 +102,28 @@ def group_has_members(pgid: int) -> bool:
     return False
 
 
-async def reap_orphans(
-    reactor: IReactorTime, running_dir: Path, grace_s: float = DEFAULT_GRACE_S
-) -> list[RunningRecord]:
-    """Terminate the groups whose recorded leader still runs, then clear every record.
+def orphaned(record: RunningRecord | None, owner_dead: Callable[[str], bool]) -> bool:
+    """Whether a record (None: unreadable) is this host's and its service is dead."""
+    if record is None:
+        return True
+    return record.host in ("", socket.gethostname()) and owner_dead(record.service_id)
 
-    SIGTERM first; a group whose leader is still there after ``grace_s`` gets SIGKILL. Returns
-    the records of the groups that were signalled.
+
+async def reap_orphans(
+    reactor: IReactorTime,
+    running_dir: Path,
+    owner_dead: Callable[[str], bool] = lambda _: True,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> list[RunningRecord]:
+    """Terminate the groups of dead services whose recorded leader still runs; clear their records.
+
+    ``owner_dead(service_id)`` says whether a record's service is dead; records of live
+    services, and of other hosts, are left alone. SIGTERM first; a group whose leader is still
+    there after ``grace_s`` gets SIGKILL. Returns the records of the groups that were signalled.
     """
     reaped: list[RunningRecord] = []
-    for path, record in read_records(running_dir):
+    mine = [(p, r) for p, r in read_records(running_dir) if orphaned(r, owner_dead)]
+    for path, record in mine:
         if record is not None and _leader_alive(record):
             log.info(
                 "terminating orphaned job run {job_run_id} (process group {pid})",
@@ -122,7 +143,7 @@ async def reap_orphans(
         # group's id, so members left in the group are still that job's processes.
         if group_has_members(record.pid):
             kill_group(record.pid, signal.SIGKILL)
-    for path, _ in read_records(running_dir):
+    for path, _ in mine:
         path.unlink(missing_ok=True)
     return reaped
 

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import define
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from databuild.bel.backend import StoreUnavailable
+from databuild.bel.backend import EventLogError, StoreUnavailable
 from databuild.bel.events import DelegationEvent, Event, JobGraphEvent, Payload
+from databuild.bel.services import LeaseLost
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
 from databuild.executor.runner import Executor
@@ -42,6 +43,7 @@ from databuild.orchestrator.policy import (
     run_ended,
 )
 from databuild.orchestrator.recorder import Recorder
+from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, Outcome, Task, TaskState
 from databuild.proc.process import ProcessResult
 
@@ -60,6 +62,9 @@ class Parts:
     recorder: Recorder
     holdings: Holdings
     claims: Claims
+    run_claims: RunClaims
+    """Claims of runs on their outputs in the log, shared by every service on it (SPEC §5.8)."""
+    remote: RemoteRuns
 
 
 class Course:
@@ -282,9 +287,100 @@ class Course:
                 self._start(task, build.prefixes)
 
     def _start(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
+        """Claim the run's outputs in the log, then run it (or take another run's outcome)."""
+        task.state = TaskState.STARTED
+        d = ensureDeferred(self._claim_and_run(task, prefixes))
+        d.addErrback(self._claim_broke, task)
+
+    async def _claim_and_run(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
+        """Claim all outputs at once (SPEC §5.8); while other live runs hold some, wait for them.
+
+        A holder that completed leaves its outputs AVAILABLE, and the next claim says so; one
+        whose service died no longer counts, and the next claim is granted.
+        """
+        build, run = self.build, task.job_run
+        forced = build.force and any(ref in build.requested for ref in run.outputs)
+        while True:
+            claimed = await self._parts.run_claims.claim(
+                run.job_run_id, self.build_request_id, list(run.outputs),
+                skip_available=not forced,
+            )
+            if task.stopped_by is not None:
+                self._end_run(task, task.stopped_by, task.stop_message, None)
+                return
+            if claimed.granted:
+                self._exec(task, prefixes)
+                return
+            if claimed.available:
+                await self._taken_elsewhere(task, H.DELEGATION_SUCCEEDED, "")
+                return
+            holders = {h.job_run_id: h for h in claimed.held.values()}
+            for ref, holder in claimed.held.items():
+                self._emit(DelegationEvent(
+                    ref, holder.build_request_id,
+                    f"claimed by job run {holder.job_run_id} of service {holder.service_id}",
+                ))
+            self.log.info(
+                "job run {job_run_id} of build {build_request_id} waits for job runs "
+                "{holders}, which claimed its outputs",
+                job_run_id=run.job_run_id,
+                build_request_id=self.build_request_id,
+                holders=sorted(holders),
+            )
+            task.awaiting = self._parts.remote.wait(sorted(holders))
+            try:
+                states = await task.awaiting
+            except CancelledError:
+                assert task.stopped_by is not None
+                self._end_run(task, task.stopped_by, task.stop_message, None)
+                return
+            finally:
+                task.awaiting = None
+            failed = [s for s in states.values() if s.status is J.JOB_FAILED and s.owner_live]
+            if failed:
+                message = f"failed in build {failed[0].build_request_id}: {failed[0].message}"
+                await self._taken_elsewhere(task, H.DELEGATION_FAILED, message)
+                return
+
+    async def _taken_elsewhere(self, task: Task, happening: Happening, message: str) -> None:
+        """Another service's run made (or failed) this run's outputs: this run is recorded as
+        delegated to it, and its outputs settle as ``happening`` says."""
+        outputs = list(task.job_run.outputs)
+        await self._holdings.learn_builders(outputs)
+        if happening is H.DELEGATION_SUCCEEDED:
+            builders = sorted({self._holdings.built_by(ref) for ref in outputs})
+            message = f"built by build {', '.join(builders)}"
+            for ref in outputs:
+                self._emit(DelegationEvent(ref, self._holdings.built_by(ref), message))
+        for ref in outputs:
+            self._set_partition(ref, _outputs_status(H.DELEGATED), message, task.job_run_id)
+        task.state = TaskState.DONE
+        self.build.open -= 1
+        self._record_job(task, _run_status(H.DELEGATED), f"outputs {message}")
+        task.done.callback(None)
+        for ref in outputs:
+            self._settle_ref(ref, happening, message)
+        self._start_ready()
+        self.build.check_settled()
+
+    def _claim_broke(self, failure: Failure, task: Task) -> None:
+        """The log could not take the claim: the run fails. Anything else breaks the build."""
+        if not failure.check(EventLogError):
+            self._guarded(self.break_, failure)
+            return
+        self.log.warn(
+            "job run {job_run_id} of build {build_request_id} could not claim its outputs: "
+            "{error}",
+            job_run_id=task.job_run_id,
+            build_request_id=self.build_request_id,
+            error=failure.getErrorMessage(),
+        )
+        message = f"could not claim its outputs: {failure.getErrorMessage()}"
+        self._guarded(self._end_run, task, H.RUN_FAILED, message, None)
+
+    def _exec(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
         run = task.job_run
         spec = self.build.workspace.job(run.job_label)
-        task.state = TaskState.STARTED
         task.handle = self._parts.executor.run(
             run, self.build_request_id, prefixes[run.job_label], spec.timeout,
             retries=spec.retries,
@@ -404,6 +500,8 @@ class Course:
             self._end_run(task, happening, message, None)
         elif task.state is TaskState.STARTED and task.handle is not None:
             task.handle.cancel()
+        elif task.state is TaskState.STARTED and task.awaiting is not None:
+            task.awaiting.cancel()
 
     def cancel(self, message: str) -> None:
         """Cancel the build: its analysis, its runs, its waits for other builds."""
@@ -511,8 +609,8 @@ class Course:
 
     def _not_recorded(self, failure: Failure) -> None:
         """The log refused an event of this build: the course and the log disagree."""
-        if failure.check(StoreUnavailable):
-            return  # the recorder gave up (the service stopped): it said so
+        if failure.check(StoreUnavailable, LeaseLost):
+            return  # the recorder gave up, or the lease is lost (the service stops): logged
         self._guarded(self.break_, failure)
 
     def _record_build(self, status: BuildStatus) -> None:

@@ -4,6 +4,9 @@ The orchestrator publishes every event it has stored. A subscriber is registered
 replay starts, so live events that arrive while the log is being read are held back and then
 delivered after the replay, with anything the replay already delivered dropped by ``idx``:
 every event reaches a subscriber exactly once, in ``idx`` order.
+
+A build this service does not run (another service's, on a shared log) publishes nothing here:
+its subscribers are fed by polling the log every ``POLL_S`` seconds until it finishes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any, Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -22,6 +27,7 @@ from databuild.bel.status import BuildStatus
 from databuild.errors import NotFound
 
 REPLAY_PAGE = 1000
+POLL_S = 0.5
 
 EventCallback = Callable[[dict[str, Any]], None]
 """Called with each event's JSON form (SPEC §4.1); it should return quickly."""
@@ -100,11 +106,20 @@ class ProgressHub:
 
     log = Logger()
 
-    def __init__(self, event_log: EventSource) -> None:
+    def __init__(
+        self,
+        event_log: EventSource,
+        clock: IReactorTime | None = None,
+        is_local: Callable[[str], bool] = lambda _: True,
+    ) -> None:
         self._log = event_log
+        self._clock = clock
+        self._is_local = is_local
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self.observers: list[Callable[[Event], None]] = []
         """Called with every published event, whichever build it is of (e.g. metrics)."""
+        self._polled: set[Subscription] = set()
+        self._poll: LoopingCall | None = None
 
     def subscribers(self, build_request_id: str | None = None) -> int:
         """How many subscriptions are open (on one build, or on all)."""
@@ -165,9 +180,42 @@ class ProgressHub:
             subscription.close()
             raise
         subscription._replayed()
+        if not subscription.finished.called and not self._is_local(build_request_id):
+            self._follow(subscription)
         return subscription
 
+    def _follow(self, subscription: Subscription) -> None:
+        """Feed a subscription of a build another service runs from the log, by polling."""
+        if self._clock is None:
+            return
+        self._polled.add(subscription)
+        if self._poll is None:
+            self._poll = LoopingCall(lambda: ensureDeferred(self._read_followed()))
+            self._poll.clock = self._clock
+            self._poll.start(POLL_S, now=False).addErrback(
+                lambda f: self.log.failure("following other services' builds broke", f)
+            )
+
+    async def _read_followed(self) -> None:
+        for subscription in list(self._polled):
+            try:
+                page = await self._log.events(
+                    since=subscription._last_idx,
+                    limit=REPLAY_PAGE,
+                    build_request_id=subscription.build_request_id,
+                )
+            except Exception as e:
+                self.log.warn("could not follow build {build_request_id}: {error}",
+                              build_request_id=subscription.build_request_id, error=str(e))
+                continue
+            for event in sorted(page["events"], key=lambda e: e["idx"]):
+                subscription._deliver(event)
+
     def _remove(self, subscription: Subscription) -> None:
+        self._polled.discard(subscription)
+        if not self._polled and self._poll is not None:
+            self._poll.stop()
+            self._poll = None
         subs = self._subscribers.get(subscription.build_request_id)
         if subs is not None:
             subs.discard(subscription)

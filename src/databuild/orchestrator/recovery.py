@@ -1,9 +1,12 @@
-"""Crash recovery (SPEC §5.3): closing what a killed service left open.
+"""Crash recovery (SPEC §5.3, §5.8): closing what a dead service left open.
 
-A build that was not final when its service died is recorded FAILED, with its open job runs and
-partitions. A build that is final but still has open runs or partitions (its service lost
-events, or died between its runs' ends and its own) has those closed too; its own status stays.
-What each becomes is the status policy's ``CRASH_RECOVERY``.
+Only builds whose owner is dead are touched: a killed earlier service of this workspace, or,
+on a shared log, a service whose lease expired or whose process is gone. A live service's
+builds are never touched. A build that was not final when its owner died is recorded FAILED,
+with its open job runs and partitions, and a message naming that owner. A build that is final
+but still has open runs or partitions (its service lost events, or died between its runs' ends
+and its own) has those closed too; its own status stays. What each becomes is the status
+policy's ``CRASH_RECOVERY``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from databuild.bel.events import BuildRequestEvent, Event, JobEvent, PartitionEvent, Payload
+from databuild.bel.services import describe
 from databuild.bel.status import JobStatus, PartitionStatus
 from databuild.orchestrator.policy import POLICY, Happening
 
@@ -26,12 +30,24 @@ log = Logger()
 _RECOVERED = POLICY[Happening.CRASH_RECOVERY]
 
 
+def owned_message(message: str, orphan: dict[str, Any]) -> str:
+    """``message``, naming the build's dead owner when it is known."""
+    if orphan.get("service_id") is None:
+        return message
+    owner = describe(orphan["service_id"], orphan["host"] or "?", orphan["pid"] or 0)
+    return f"{message}: its owner, {owner}, is dead"
+
+
 class RecoverySource(Protocol):
     """What recovery reads from the event log."""
 
-    def unfinished_builds(self) -> Deferred[list[str]]: ...
+    def orphaned_builds(
+        self, owners: list[str] | None = None
+    ) -> Deferred[list[dict[str, Any]]]: ...
 
-    def builds_with_open_work(self) -> Deferred[list[str]]: ...
+    def builds_with_open_work(
+        self, owners: list[str] | None = None
+    ) -> Deferred[list[dict[str, Any]]]: ...
 
     def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
 
@@ -39,19 +55,24 @@ class RecoverySource(Protocol):
 Record = Callable[[Event], Deferred[Event]]
 
 
-async def fail_unfinished_builds(event_log: RecoverySource, record: Record) -> list[str]:
-    """Fail every unfinished build and close the open work of final ones.
+async def fail_orphaned_builds(
+    event_log: RecoverySource, record: Record, owners: list[str] | None = None
+) -> list[str]:
+    """Fail every unfinished build of a dead owner and close the open work of its final ones.
 
-    ``record`` appends one event. Returns the ids of the builds failed or closed.
+    ``owners`` limits this to the builds of those (dead) services. ``record`` appends one
+    event. Returns the ids of the builds failed or closed.
     """
     recovered = []
-    unfinished = await event_log.unfinished_builds()
-    closed = await event_log.builds_with_open_work()
-    for build_request_id in [*unfinished, *closed]:
+    unfinished = await event_log.orphaned_builds(owners)
+    closed = await event_log.builds_with_open_work(owners)
+    failing = {orphan["build_request_id"] for orphan in unfinished}
+    for orphan in [*unfinished, *closed]:
+        build_request_id = orphan["build_request_id"]
+        fail = build_request_id in failing
+        message = owned_message(STOPPED_MESSAGE if fail else OPEN_MESSAGE, orphan)
         try:
-            await _close_build(
-                event_log, record, build_request_id, fail=build_request_id in unfinished
-            )
+            await _close_build(event_log, record, build_request_id, message, fail=fail)
         except Exception:
             log.failure("could not recover build {build_request_id}",
                         build_request_id=build_request_id)
@@ -61,12 +82,11 @@ async def fail_unfinished_builds(event_log: RecoverySource, record: Record) -> l
 
 
 async def _close_build(
-    event_log: RecoverySource, record: Record, build_request_id: str, *, fail: bool
+    event_log: RecoverySource, record: Record, build_request_id: str, message: str, *, fail: bool
 ) -> None:
     build = await event_log.get_build(build_request_id)
     if build is None:
         return
-    message = STOPPED_MESSAGE if fail else OPEN_MESSAGE
     assert _RECOVERED.run is not None and _RECOVERED.outputs is not None
     events: list[Payload] = [
         JobEvent(task["job_run_id"], task["job_label"], _RECOVERED.run, task["outputs"], message)

@@ -38,7 +38,8 @@ from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.policy import Happening
 from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
-from databuild.orchestrator.recovery import RecoverySource, fail_unfinished_builds
+from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
+from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, TaskState
 from databuild.proc.info import start_ticks
 from databuild.proc.process import kill_group
@@ -47,10 +48,12 @@ STOPPING_MESSAGE = "cancelled: the service is stopping"
 STOP_DEADLINE_S = 30.0
 
 
-class EventLog(EventSink, EventSource, RecoverySource, PartitionSource, Protocol):
+class EventLog(EventSink, EventSource, RecoverySource, PartitionSource, RunClaims, Protocol):
     """What the orchestrator uses of ``databuild.bel.EventLog``."""
 
     def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
+
+    def live_service_ids(self) -> Deferred[set[str]]: ...
 
 
 class Orchestrator(Service):
@@ -76,7 +79,7 @@ class Orchestrator(Service):
         self._log = event_log
         self._executor = executor
         self._resolve = resolve
-        self.hub = ProgressHub(event_log)
+        self.hub = ProgressHub(event_log, reactor, lambda build_id: build_id in self._courses)
         self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
@@ -87,6 +90,8 @@ class Orchestrator(Service):
             self._recorder,
             self._holdings,
             LocalClaims() if claims is None else claims,
+            event_log,
+            RemoteRuns(reactor, event_log),  # type: ignore[arg-type]
         )
         self._courses: dict[str, Course] = {}
         self._ready = False
@@ -117,8 +122,13 @@ class Orchestrator(Service):
         return self.when_ready()
 
     async def _recover(self) -> None:
-        reaped = await reap_orphans(self._reactor, self._executor.running_dir)  # type: ignore[arg-type]
-        failed = await fail_unfinished_builds(self._log, self._recorder.append)
+        live = await self._log.live_service_ids()
+        reaped = await reap_orphans(
+            self._reactor,  # type: ignore[arg-type]
+            self._executor.running_dir,
+            lambda service_id: service_id not in live,
+        )
+        failed = await fail_orphaned_builds(self._log, self._recorder.append)
         if reaped or failed:
             self.log.info(
                 "recovered from an earlier stop: {groups} job process groups terminated, "
@@ -126,6 +136,23 @@ class Orchestrator(Service):
                 groups=len(reaped),
                 builds=len(failed),
             )
+
+    async def take_over(self, services: list[dict[str, Any]]) -> None:
+        """Recover the builds and this host's job processes of services just declared dead."""
+        dead = {service["service_id"] for service in services}
+        reaped = await reap_orphans(
+            self._reactor,  # type: ignore[arg-type]
+            self._executor.running_dir,
+            dead.__contains__,
+        )
+        failed = await fail_orphaned_builds(self._log, self._recorder.append, sorted(dead))
+        self.log.info(
+            "took over {services}: {groups} job process groups terminated, "
+            "{builds} builds recorded as failed",
+            services=sorted(dead),
+            groups=len(reaped),
+            builds=len(failed),
+        )
 
     def _now_ready(self) -> None:
         self._ready = True
@@ -164,8 +191,13 @@ class Orchestrator(Service):
             builds=still,
         )
         for _, record in read_records(self._executor.running_dir):
-            # The start time tells a live run's leader from a process that reused its pid.
-            if record is not None and start_ticks(record.pid) == record.start_time:
+            # Only this service's runs (several may share the directory); the start time tells
+            # a live run's leader from a process that reused its pid.
+            if (
+                record is not None
+                and record.service_id == self._executor.service_id
+                and start_ticks(record.pid) == record.start_time
+            ):
                 kill_group(record.pid, signal.SIGKILL)
         if not self._recorder.healthy or not await self._in_time(self._ends()):
             reason = "the service stopped before the event log stored them"

@@ -8,6 +8,7 @@ from collections import defaultdict, deque
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 
+from databuild.bel.claims import RunState
 from databuild.bel.status import BuildStatus, PartitionStatus
 from databuild.executor.runner import RunHandle
 from databuild.graph.workspace import Workspace
@@ -50,6 +51,9 @@ class Task:
     stopped_by: Happening | None = None
     """Why this service terminated the run, if it did."""
     stop_message: str = ""
+    awaiting: Deferred[dict[str, RunState]] | None = None
+    """While STARTED without a handle: waiting for other services' runs that claimed its
+    outputs (cancelling it stops the run)."""
     done: Deferred[None] = field(factory=Deferred)
 
     @property

@@ -219,6 +219,12 @@ class Api:
         request.setResponseCode(202)
         return {"status": "stopping", "active_builds": active}
 
+    @app.route("/api/v1/services", methods=["GET"])
+    @_shielded
+    async def services(self, request: IRequest) -> dict[str, Any]:
+        """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
+        return {"services": await self._log.services()}
+
     # -- builds ------------------------------------------------------------------------------
 
     @app.route("/api/v1/cli/build", methods=["POST"])

@@ -62,6 +62,24 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "count of the build's job runs per job-run status",
                 "additionalProperties": {"type": "integer", "minimum": 0},
             },
+        },
+        service_id={**_nullable(STRING), "description": "the service that owns it (§5.8)"},
+    ),
+    "Service": _object(
+        {
+            "service_id": STRING,
+            "host": STRING,
+            "pid": {"type": "integer"},
+            "process_start": {"type": "integer", "description": "clock ticks since boot"},
+            "version": STRING,
+            "workspace": STRING,
+            "started_at": NANOS,
+            "renewed_at": NANOS,
+            "expires_at": _nullable(NANOS),
+            "state": {"enum": ["live", "stopped", "dead"]},
+            "taken_over_by": _nullable(STRING),
+            "ended_at": _nullable(NANOS),
+            "lease": {"enum": ["live", "expired", "stopped", "dead"]},
         }
     ),
     "Task": _object(
@@ -377,6 +395,10 @@ PATHS: dict[str, Schema] = {
         {"202": _json(_object({"status": {"const": "stopping"},
                                "active_builds": {"type": "integer"}}), "stopping")},
         ("400", "409", "413"), body="ShutdownBody", body_optional=True,
+    )},
+    "/api/v1/services": {"get": _operation(
+        "the services sharing this event log, newest first, with their lease state (§5.8)",
+        {"200": _json(_object({"services": {"type": "array", "items": _ref("Service")}}))},
     )},
     "/api/v1/dashboard/login-code": {"post": _operation(
         "a one-time dashboard login code, valid 60 s (docs/dashboard.md)",

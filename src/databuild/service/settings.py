@@ -23,6 +23,8 @@ DEFAULT_PORT_RANGE = 20
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 DEFAULT_KEEPALIVE_S = 15.0
+DEFAULT_HEARTBEAT_S = 5.0
+DEFAULT_LEASE_TIMEOUT_S = 30.0
 ENV_IDLE_TIMEOUT = "DATABUILD_SERVICE_TIMEOUT"
 
 
@@ -107,6 +109,8 @@ class ServiceConfig:
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     version: str = databuild.__version__
     """The version the service reports (``databuild.startup.reported_version``)."""
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
 
     @property
     def root(self) -> Path:
@@ -126,6 +130,19 @@ class Flags:
     max_parallel_jobs: int | None = None
     token_file: Path | None = None
     keepalive_s: float = DEFAULT_KEEPALIVE_S
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+
+
+def check_lease(heartbeat_s: float, lease_timeout_s: float) -> None:
+    """A heartbeat above 0 and a lease of at least two heartbeats (SPEC §5.8)."""
+    if heartbeat_s <= 0:
+        raise ValueError("--heartbeat must be more than 0 seconds")
+    if lease_timeout_s < 2 * heartbeat_s:
+        raise ValueError(
+            f"--lease-timeout ({lease_timeout_s:g} s) must be at least twice --heartbeat "
+            f"({heartbeat_s:g} s): a service stops one heartbeat before its lease expires"
+        )
 
 
 def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> ServiceConfig:
@@ -135,6 +152,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
             f"refusing to listen on the non-loopback address {flags.interface} without "
             "--token-file: anyone who can reach it could run builds"
         )
+    check_lease(flags.heartbeat_s, flags.lease_timeout_s)
     file = workspace.service
     idle = _first(
         (flags.idle_timeout_s, "--idle-timeout"),
@@ -166,6 +184,8 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
         ),
         keepalive_s=flags.keepalive_s,
         version=reported_version(environ),
+        heartbeat_s=flags.heartbeat_s,
+        lease_timeout_s=flags.lease_timeout_s,
     )
 
 

@@ -53,6 +53,10 @@ class Options(usage.Options):
          "File holding the bearer token clients must send (default: a fresh random token)."],
         ["keepalive", None, settings.DEFAULT_KEEPALIVE_S,
          "Seconds between keepalive comments on an idle progress stream."],
+        ["heartbeat", None, settings.DEFAULT_HEARTBEAT_S,
+         "Seconds between renewals of this service's lease on a shared event log."],
+        ["lease-timeout", None, settings.DEFAULT_LEASE_TIMEOUT_S,
+         "Seconds after which a lease not renewed has expired (database clock)."],
     ]
 
     def opt_port(self, value: str) -> None:
@@ -78,6 +82,12 @@ class Options(usage.Options):
             raise usage.UsageError("--keepalive must be more than 0 seconds")
         self["keepalive"] = seconds
 
+    def opt_heartbeat(self, value: str) -> None:
+        self["heartbeat"] = _checked(settings.parse_seconds, value, "--heartbeat")
+
+    def opt_lease_timeout(self, value: str) -> None:
+        self["lease-timeout"] = _checked(settings.parse_seconds, value, "--lease-timeout")
+
     def opt_workspace(self, value: str) -> None:
         if not Path(value).is_dir():
             raise usage.UsageError(f"--workspace {value!r} is not a directory")
@@ -98,6 +108,8 @@ class Options(usage.Options):
             max_parallel_jobs=self["max-parallel-jobs"],
             token_file=Path(self["token-file"]) if self["token-file"] else None,
             keepalive_s=self["keepalive"],
+            heartbeat_s=float(self["heartbeat"]),
+            lease_timeout_s=float(self["lease-timeout"]),
         )
         try:
             self.config = settings.resolve(flags, os.environ, workspace)

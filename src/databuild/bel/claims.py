@@ -1,0 +1,147 @@
+"""Claims (SPEC §5.8): at most one run per ref at a time, over every service sharing the log.
+
+A job run claims all its outputs in one transaction before its exec starts. The claim goes in
+the transaction that stores the run's final event (``release``, called by the writer). A claim
+of a service that is no longer live counts for nothing: the next claimer replaces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import field, frozen
+
+from databuild.bel.backend import Database
+from databuild.bel.services import fence, live_sql, now_ns
+from databuild.bel.status import JobStatus
+
+
+@frozen
+class Holder:
+    """The live run holding a ref's claim."""
+
+    job_run_id: str
+    build_request_id: str
+    service_id: str
+
+
+@frozen
+class ClaimResult:
+    """How a claim went: ``granted``; or the outputs are all ``available`` (nothing claimed);
+    or some are ``held`` by other live runs (nothing claimed)."""
+
+    granted: bool = False
+    available: bool = False
+    held: dict[str, Holder] = field(factory=dict)
+
+
+@frozen
+class RunState:
+    """A claimed run as another service sees it while waiting for it."""
+
+    status: JobStatus
+    message: str
+    build_request_id: str
+    owner_live: bool
+    """Whether the service owning the run's build still holds its lease."""
+
+
+class _Refused(Exception):
+    def __init__(self, result: ClaimResult) -> None:
+        self.result = result
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
+
+
+def claim(
+    db: Database,
+    job_run_id: str,
+    build_request_id: str,
+    refs: Sequence[str],
+    *,
+    skip_available: bool,
+) -> ClaimResult:
+    """Claim ``refs`` for the run, all or none.
+
+    With ``skip_available``, nothing is claimed if every ref's data is AVAILABLE already (a
+    claim released just before this one was taken, or a run this build's planning missed).
+    It is read after the claims are inserted: a holder whose final event commits meanwhile is
+    seen. Refs are claimed in sorted order, so concurrent claimers wait for one another
+    instead of deadlocking.
+    """
+    refs = sorted(set(refs))
+    service_id = db.service_id or ""
+    marks = _marks(refs)
+    try:
+        with db.transaction():
+            fence(db)
+            db.execute(
+                f"DELETE FROM claims WHERE partition_ref IN ({marks}) AND service_id NOT IN"
+                f" (SELECT service_id FROM services WHERE {live_sql(db)})",
+                refs,
+            )
+            for ref in refs:
+                db.execute(
+                    "INSERT INTO claims (partition_ref, job_run_id, build_request_id,"
+                    f" service_id, claimed_at) VALUES (?, ?, ?, ?, {now_ns(db)})"
+                    " ON CONFLICT (partition_ref) DO NOTHING",
+                    (ref, job_run_id, build_request_id, service_id),
+                )
+            held = {
+                ref: Holder(run, build, service)
+                for ref, run, build, service in db.all(
+                    "SELECT partition_ref, job_run_id, build_request_id, service_id FROM claims"
+                    f" WHERE partition_ref IN ({marks}) AND job_run_id <> ?",
+                    [*refs, job_run_id],
+                )
+            }
+            if held:
+                raise _Refused(ClaimResult(held=held))
+            if skip_available and set(refs) <= _available(db, refs):
+                raise _Refused(ClaimResult(available=True))
+    except _Refused as refused:
+        return refused.result
+    return ClaimResult(granted=True)
+
+
+def _available(db: Database, refs: Sequence[str]) -> set[str]:
+    """Those of ``refs`` whose data is AVAILABLE: the latest run that ran for each completed.
+
+    Read from the job runs, so no build's bookkeeping events (REQUESTED, SCHEDULED) can hide it.
+    """
+    latest: dict[str, tuple[int, str]] = {}
+    for ref, status, idx in db.all(
+        "SELECT o.partition_ref, r.status, r.updated_idx FROM job_run_outputs o"
+        " JOIN job_runs r ON r.job_run_id = o.job_run_id"
+        f" WHERE o.partition_ref IN ({_marks(refs)}) AND r.started_at IS NOT NULL"
+        " AND r.status IN (?, ?)",
+        [*refs, JobStatus.JOB_COMPLETED.value, JobStatus.JOB_FAILED.value],
+    ):
+        if ref not in latest or idx > latest[ref][0]:
+            latest[ref] = (idx, status)
+    return {ref for ref, (_, status) in latest.items() if status == JobStatus.JOB_COMPLETED.value}
+
+
+def release(db: Database, job_run_ids: Sequence[str]) -> None:
+    """Let go of the runs' claims (in the transaction storing their final events)."""
+    db.execute_many("DELETE FROM claims WHERE job_run_id = ?", [(run,) for run in job_run_ids])
+
+
+def run_states(db: Database, job_run_ids: Sequence[str]) -> dict[str, RunState]:
+    """How each of ``job_run_ids`` stands, and whether its owner is live (unknown runs left out)."""
+    if not job_run_ids:
+        return {}
+    rows = db.all(
+        "SELECT r.job_run_id, r.status, r.message, r.build_request_id,"
+        f" CASE WHEN {live_sql(db, 's')} THEN 1 ELSE 0 END"
+        " FROM job_runs r JOIN builds b ON b.build_request_id = r.build_request_id"
+        " LEFT JOIN services s ON s.service_id = b.service_id"
+        f" WHERE r.job_run_id IN ({_marks(job_run_ids)})",
+        list(job_run_ids),
+    )
+    return {
+        run: RunState(JobStatus(status), message, build, bool(live))
+        for run, status, message, build, live in rows
+    }

@@ -1,0 +1,54 @@
+"""The lease's own connection: renewals never queue behind appends waiting for a lock.
+
+A write of this service may wait (up to the server's ``idle_in_transaction_session_timeout``)
+for a lock that a frozen peer holds; the lease must be renewed all the same, so renewals go
+over a second connection on a thread of their own.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from databuild.bel import services
+from databuild.bel.backend import Database, Location
+
+
+class LeaseLine:
+    """One connection, one thread, for renewing one service's lease."""
+
+    def __init__(self, reactor: IReactorCore, location: Location) -> None:
+        self._reactor = reactor
+        self._db = Database(location)
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lease:{location.describe()}")
+        self._severed = False
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def renew(self, service_id: str, lease_s: float) -> Deferred[bool]:
+        """Push the lease ahead (connecting first if need be); False if it was lost."""
+        return deferToThreadPool(self._reactor, self._pool, self._renew, service_id, lease_s)
+
+    def _renew(self, service_id: str, lease_s: float) -> bool:
+        if self._severed:
+            return False
+        self._db.service_id = service_id
+        if self._db.connected:
+            self._db.reconnect_if_lost()
+        else:
+            self._db.connect()
+        return services.renew(self._db, service_id, lease_s)
+
+    def sever(self) -> None:
+        """Cut the connection, from the reactor thread: a renewal stuck on it fails."""
+        self._severed = True
+        self._db.sever()
+
+    def stop(self) -> Deferred[None]:
+        """Close the connection and stop the thread."""
+        d = deferToThreadPool(self._reactor, self._pool, self._db.close)
+        d.addBoth(lambda result: (self._pool.stop(), result)[1])
+        return d
