@@ -32,10 +32,12 @@ def private_pg() -> Iterator[PrivateCluster]:
 
 
 async def stored_status(harness: Harness, build_id: str, ref: str) -> str | None:
-    build = await harness.log.get_build(build_id)
-    return next(
-        (t["status"] for t in (build or {}).get("tasks", ()) if t["outputs"] == [ref]), None
-    )
+    """The status of the run of ``ref``, once its output's status has caught up with it."""
+    build = await harness.log.get_build(build_id) or {}
+    partition = {p["partition_ref"]: p["status"] for p in build.get("partitions", ())}
+    status = next((t["status"] for t in build.get("tasks", ()) if t["outputs"] == [ref]), None)
+    caught_up = status != "JOB_RUNNING" or partition.get(ref) == "PARTITION_BUILDING"
+    return status if caught_up else None
 
 
 async def wait_until_stored(harness: Harness, build_id: str, ref: str, status: str) -> None:
