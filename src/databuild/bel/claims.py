@@ -109,7 +109,9 @@ def claim(
 def _available(db: Database, refs: Sequence[str]) -> set[str]:
     """Those of ``refs`` whose data is AVAILABLE: the latest run that ran for each completed.
 
-    Read from the job runs, so no build's bookkeeping events (REQUESTED, SCHEDULED) can hide it.
+    The catalog's rule (``bel/catalog.py``), read from the job runs rather than from the
+    catalog: a claim goes in the transaction of its run's final event, while the run's
+    PARTITION_AVAILABLE may be stored in the next one; the run's status is never behind.
     """
     latest: dict[str, tuple[int, str]] = {}
     for ref, status, idx in db.all(
