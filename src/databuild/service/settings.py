@@ -152,7 +152,6 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
             f"refusing to listen on the non-loopback address {flags.interface} without "
             "--token-file: anyone who can reach it could run builds"
         )
-    check_lease(flags.heartbeat_s, flags.lease_timeout_s)
     file = workspace.service
     idle = _first(
         (flags.idle_timeout_s, "--idle-timeout"),

@@ -95,6 +95,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         root = Path(self["workspace"] or os.getcwd())
+        _checked(settings.check_lease, float(self["heartbeat"]), float(self["lease-timeout"]))
         try:
             workspace = load_workspace(root)
         except GraphFileError as e:
