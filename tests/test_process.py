@@ -137,3 +137,95 @@ async def test_missing_program_reports_why_on_stderr(tmp_path: Path) -> None:
 def test_start_time_distinguishes_processes() -> None:
     assert start_ticks(os.getpid()) is not None
     assert start_ticks(2**22 + 12345) is None
+
+
+async def _wait_for_file(path: Path, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < end, f"{path} never appeared"
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0.02, d.callback, None)
+        await d
+
+
+def _holding_pipes(pidfile: Path, then: str) -> list[str]:
+    """A leader whose ``setsid`` background process (a new session) keeps stdout and stderr."""
+    return ["sh", "-c", f"setsid sleep 300 & echo $! > {pidfile}; {then}"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_leader_exiting_ends_the_child_though_a_setsid_process_holds_the_pipes(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    lines: list[str] = []
+    child = spawn(
+        reactor,
+        _holding_pipes(pidfile, "echo started"),
+        cwd=tmp_path,
+        env=os.environ,
+        on_line=lambda stream, text: lines.append(text),
+    )
+    result = await child.result
+    daemon = int(pidfile.read_text())
+    assert result.succeeded
+    assert lines == ["started"]
+    # The result came while the daemon could still have slept for minutes; it goes too.
+    assert await _wait_gone(daemon)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_and_timeout_take_effect_whatever_a_setsid_process_does(
+    tmp_path: Path,
+) -> None:
+    cancelled_pid, timed_out_pid = tmp_path / "cancelled.pid", tmp_path / "timed_out.pid"
+    cancelled = spawn(
+        reactor, _holding_pipes(cancelled_pid, "sleep 300"), cwd=tmp_path, env=os.environ,
+        grace_s=0.5,
+    )
+    timed_out = spawn(
+        reactor, _holding_pipes(timed_out_pid, "trap '' TERM; while true; do sleep 0.1; done"),
+        cwd=tmp_path, env=os.environ, timeout_s=0.5, grace_s=0.5,
+    )
+    await _wait_for_file(cancelled_pid)
+    assert (await cancelled.terminate()).cancelled
+    result = await timed_out.result
+    assert result.timed_out
+    assert result.signal == 9
+    assert await _wait_gone(int(cancelled_pid.read_text()))
+    assert await _wait_gone(int(timed_out_pid.read_text()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_that_left_the_session_and_closed_its_descriptors_is_ended(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    child = spawn(
+        reactor,
+        ["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' "
+         f"< /dev/null > /dev/null 2>&1 & while [ ! -s {pidfile} ]; do sleep 0.01; done"],
+        cwd=tmp_path,
+        env=os.environ,
+    )
+    assert (await child.result).succeeded
+    assert await _wait_gone(int(pidfile.read_text()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_50_mb_line_without_newline_arrives_in_capped_pieces(tmp_path: Path) -> None:
+    cap = 1024 * 1024
+    pieces: list[tuple[str, bool]] = []
+    child = spawn(
+        reactor,
+        [sys.executable, "-c",
+         "import sys\nfor _ in range(50): sys.stdout.write('é' * (512 * 1024))"],
+        cwd=tmp_path,
+        env=os.environ,
+        max_line_bytes=cap,
+        on_line=lambda stream, text, continued=False: pieces.append((text, continued)),
+    )
+    assert (await child.result).succeeded
+    assert "".join(text for text, _ in pieces) == "é" * (50 * 512 * 1024)
+    assert all(len(text.encode()) <= cap for text, _ in pieces)
+    assert [continued for _, continued in pieces] == [True] * (len(pieces) - 1) + [False]

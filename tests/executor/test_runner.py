@@ -60,6 +60,7 @@ async def test_exec_gets_args_config_on_stdin_and_databuild_env(tmp_path: Path) 
     assert data["argv"] == ["exec", "2026-01-01"]
     assert data["outputs"] == [{"str": "p/1"}]
     assert data["cwd"] == str(tmp_path)
+    assert data["env"].pop("DATABUILD_SPAWN_ID")  # marks what the run leaves behind
     assert data["env"] == {
         "DATE": "2026-01-01",
         "DATABUILD_JOB_RUN_ID": run.job_run_id,

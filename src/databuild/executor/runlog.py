@@ -5,6 +5,10 @@ UTC day the run started; a run that prints nothing has no file. Lines are append
 buffered file and flushed at most ``FLUSH_DELAY_S`` after they arrive (and when the run ends),
 so a chatty job costs one small write per burst rather than one per line, and a reader sees a
 line within that delay.
+
+A line of over ``MAX_LINE_BYTES`` is stored in pieces, each but the last marked
+``"continued": true``. Readers page through a log by line index and never hold more than a
+page of it (``read_page``, ``read_from``), whatever its size.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 LOGS_DIR = "logs"
 FLUSH_DELAY_S = 0.1
+MAX_LINE_BYTES = 1024 * 1024
+"""The longest piece of a line stored as one record."""
+PAGE_BYTES = 4 * 1024 * 1024
+"""A page of log holds at most this much stored JSON (and at least one line)."""
+MAX_RECORD_BYTES = 8 * MAX_LINE_BYTES
+"""A stored record longer than this (only a log written without the cap) is left out."""
 
 
 def run_log_path(state_dir: Path, job_run_id: str, started_ns: int) -> Path:
@@ -34,20 +44,111 @@ def find_run_log(state_dir: Path, job_run_id: str) -> Path | None:
 
 
 def read_run_log(path: Path) -> list[dict[str, Any]]:
-    """The lines of a run log; a torn last line (the writer died mid-line) is left out."""
-    lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            continue
+    """All the lines of a run log (for small logs and tests; the API pages with read_page)."""
+    lines, _ = read_from(path, 0, None, None)
     return lines
 
 
-def log_record(stream: str, text: str, time_ns: int) -> dict[str, Any]:
-    """One log line as stored: time, stream, text, and ``data`` for a JSON-object stdout line."""
+def read_page(
+    path: Path, offset: int, limit: int, max_bytes: int = PAGE_BYTES
+) -> tuple[list[dict[str, Any]], int]:
+    """Lines ``offset``.. of a log, at most ``limit`` and about ``max_bytes``; with the index
+    after the last one. Lines before ``offset`` are skipped over, not kept."""
+    with path.open("rb") as f:
+        for index in range(offset):
+            if not _next_line(f)[1]:
+                return [], index
+        lines, _ = _records(f, limit, max_bytes)
+    return lines, offset + len(lines)
+
+
+def position_of(path: Path, offset: int) -> tuple[int, int]:
+    """The byte position of line ``offset`` of a log and the index there (fewer lines: the
+    end); a log not written yet is at ``(0, 0)``."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return 0, 0
+    with f:
+        for index in range(offset):
+            if not _next_line(f)[1]:
+                return f.tell(), index
+        return f.tell(), offset
+
+
+def read_from(
+    path: Path, position: int, limit: int | None, max_bytes: int | None = PAGE_BYTES
+) -> tuple[list[dict[str, Any]], int]:
+    """The whole lines stored from byte ``position`` on (see read_page for the bounds), and
+    the position after them. A torn last line (being written, or the writer died) is left
+    for later; a log not written yet has no lines."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return [], position
+    with f:
+        f.seek(position)
+        return _records(f, limit, max_bytes)
+
+
+def _records(
+    f: IO[bytes], limit: int | None, max_bytes: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    lines: list[dict[str, Any]] = []
+    size = 0
+    position = f.tell()
+    while (limit is None or len(lines) < limit) and (max_bytes is None or size < max_bytes):
+        record, whole = _next_record(f)
+        if not whole:
+            break
+        position = f.tell()
+        size += whole
+        lines.append(record)
+    return lines, position
+
+
+def _next_record(f: IO[bytes]) -> tuple[dict[str, Any], int]:
+    """The next whole line of ``f`` and its length; length 0 at the end or at a torn line."""
+    raw, length = _next_line(f)
+    if raw is None:
+        text = f"databuild: a stored line of over {MAX_RECORD_BYTES} bytes was left out"
+        return {"time": 0, "stream": "stderr", "text": text}, length
+    if not length:
+        return {}, 0
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        record = {"time": 0, "stream": "stderr", "text": "databuild: an unreadable line"}
+    return record, length
+
+
+def _next_line(f: IO[bytes]) -> tuple[bytes | None, int]:
+    """The next whole line of ``f`` (None if over MAX_RECORD_BYTES) and its length; length 0
+    at the end or at a torn line, ``f`` being left where that line starts."""
+    start = f.tell()
+    raw = f.readline(MAX_RECORD_BYTES)
+    if raw.endswith(b"\n"):
+        return raw, len(raw)
+    if len(raw) == MAX_RECORD_BYTES:
+        while (more := f.readline(MAX_RECORD_BYTES)) and not more.endswith(b"\n"):
+            pass
+        if more:
+            return None, f.tell() - start
+    f.seek(start)
+    return b"", 0
+
+
+def log_record(
+    stream: str, text: str, time_ns: int, *, continued: bool = False
+) -> dict[str, Any]:
+    """One log line as stored: time, stream, text, and ``data`` for a JSON-object stdout line;
+    a piece of a longer line is marked ``continued`` instead."""
     record: dict[str, Any] = {"time": time_ns, "stream": stream, "text": text}
-    if stream == "stdout" and text.startswith("{"):
+    if continued:
+        record["continued"] = True
+    elif stream == "stdout" and text.startswith("{"):
         try:
             data = json.loads(text)
         except ValueError:
@@ -67,14 +168,16 @@ class RunLogWriter:
         self._closed = False
         self._flush_call: IDelayedCall | None = None
 
-    def line(self, stream: str, text: str) -> None:
-        """Append one line; it reaches the file within FLUSH_DELAY_S."""
+    def line(self, stream: str, text: str, continued: bool = False) -> None:
+        """Append one line (or a ``continued`` piece); it reaches the file within
+        FLUSH_DELAY_S."""
         if self._closed:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(log_record(stream, text, time.time_ns())) + "\n")
+        record = log_record(stream, text, time.time_ns(), continued=continued)
+        self._file.write(json.dumps(record) + "\n")
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_DELAY_S, self._flush)
 

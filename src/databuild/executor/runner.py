@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, 
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
-from databuild.executor.runlog import RunLogWriter, run_log_path
+from databuild.executor.runlog import MAX_LINE_BYTES, RunLogWriter, run_log_path
 from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
 from databuild.graph.workspace import STATE_DIR
 from databuild.model import JobRun
@@ -227,6 +227,7 @@ class Executor:
                 on_line=writer.line,
                 timeout_s=timeout_s,
                 grace_s=self._grace_s,
+                max_line_bytes=MAX_LINE_BYTES,
             )
         except OSError as e:
             writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")

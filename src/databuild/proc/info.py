@@ -72,3 +72,26 @@ def command_line(pid: int) -> list[str]:
     except OSError:
         return []
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """The live processes of this user whose environment holds ``entry`` (``NAME=value``).
+
+    Only this user's processes can be read; the caller's own process is never named.
+    """
+    wanted = entry.encode()
+    uid, me = os.getuid(), os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0") and alive(int(name)):
+            found.append(int(name))
+    return found

@@ -3,29 +3,51 @@
 This is the one place DataBuild starts programs: jobs' ``config`` and ``exec`` entrypoints,
 custom lookups and Bazel. Every child runs under ``setsid`` so that it leads a new process
 group; terminating a child signals the whole group, so no grandchild outlives it.
+
+A child ends when its leader exits, not when its pipes close: a background process that keeps
+stdout open gets ``drain_s`` to let the last lines through, then the pipes are closed. What
+the leader leaves behind is terminated (SIGTERM, the grace period, SIGKILL): its group, and
+any process still carrying the child's ``DATABUILD_SPAWN_ID`` in its environment, which finds
+a ``setsid`` daemon that left the group.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import secrets
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from attrs import define, field, frozen
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from databuild.proc.info import processes_with_env
 
 SETSID = "/usr/bin/setsid"
 ENV = "/usr/bin/env"
 DEFAULT_GRACE_S = 5.0
+DEFAULT_DRAIN_S = 1.0
 STDERR_TAIL_LINES = 20
+MARKER_ENV = "DATABUILD_SPAWN_ID"
+"""Set to a fresh value in each child's environment, so that its descendants can be found."""
 
-LineCallback = Callable[[str, str], None]
-"""Called with ``(stream, text)`` for each line, ``stream`` being ``"stdout"`` or ``"stderr"``."""
+log = Logger()
+
+
+class LineCallback(Protocol):
+    """Called with ``(stream, text)`` for each line, ``stream`` being ``"stdout"`` or
+    ``"stderr"``; ``continued`` says that ``text`` is a piece of a line over the length cap,
+    which goes on in the next call."""
+
+    def __call__(self, stream: str, text: str, continued: bool = False) -> None: ...
 
 
 @frozen
@@ -71,33 +93,67 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 class _LineSplitter:
-    def __init__(self, stream: str, sink: Callable[[str, str], None]) -> None:
+    """Cuts a stream into lines in time linear in its length; a line over ``max_bytes`` is
+    passed on in pieces of at most ``max_bytes`` (cut between UTF-8 characters)."""
+
+    def __init__(self, stream: str, sink: LineCallback, max_bytes: int | None) -> None:
         self._stream = stream
         self._sink = sink
-        self._buffer = b""
+        self._max = max_bytes
+        self._pending: list[bytes] = []
+        self._size = 0
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            self._emit(line)
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._pending.append(data[start:end])
+            line = b"".join(self._pending)
+            self._pending, self._size = [], 0
+            self._emit(self._cut(line).rstrip(b"\r"))
+            start = end + 1
+        if start < len(data):
+            self._pending.append(data[start:])
+            self._size += len(data) - start
+            if self._max is not None and self._size > self._max:
+                rest = self._cut(b"".join(self._pending))
+                self._pending, self._size = [rest], len(rest)
 
     def close(self) -> None:
-        if self._buffer:
-            self._emit(self._buffer)
-            self._buffer = b""
+        if self._pending:
+            line = b"".join(self._pending)
+            self._pending, self._size = [], 0
+            self._emit(self._cut(line))
 
-    def _emit(self, line: bytes) -> None:
-        self._sink(self._stream, line.rstrip(b"\r").decode("utf-8", errors="replace"))
+    def _cut(self, line: bytes) -> bytes:
+        """Pass on the leading pieces of ``line`` over the cap; the rest (within it)."""
+        if self._max is None:
+            return line
+        start = 0
+        while len(line) - start > self._max:
+            end = start + self._max
+            while end > start + 1 and line[end] & 0xC0 == 0x80:  # inside a UTF-8 character
+                end -= 1
+            self._emit(line[start:end], continued=True)
+            start = end
+        return line[start:]
+
+    def _emit(self, line: bytes, *, continued: bool = False) -> None:
+        text = line.decode("utf-8", errors="replace")
+        if continued:
+            self._sink(self._stream, text, continued=True)
+        else:
+            self._sink(self._stream, text)
 
 
 class _GroupProtocol(ProcessProtocol):
-    def __init__(self, child: ChildProcess, stdin: bytes | None) -> None:
+    def __init__(
+        self, child: ChildProcess, stdin: bytes | None, max_line_bytes: int | None
+    ) -> None:
         self._child = child
         self._stdin = stdin
         self._splitters = {
-            1: _LineSplitter("stdout", child.line),
-            2: _LineSplitter("stderr", child.line),
+            1: _LineSplitter("stdout", child.line, max_line_bytes),
+            2: _LineSplitter("stderr", child.line, max_line_bytes),
         }
 
     def connectionMade(self) -> None:
@@ -114,8 +170,8 @@ class _GroupProtocol(ProcessProtocol):
             splitter.feed(data)
 
     def processExited(self, reason: Failure) -> None:
-        # The leader is gone; anything it left in its group goes too, so that the pipes close.
-        self._child.leader_exited()
+        # The leader is gone: the outcome is known, whoever still holds the pipes.
+        self._child.leader_exited(self.transport.loseConnection)
 
     def processEnded(self, reason: Failure) -> None:
         for splitter in self._splitters.values():
@@ -125,11 +181,16 @@ class _GroupProtocol(ProcessProtocol):
 
 @define(eq=False)
 class ChildProcess:
-    """A running child process group. ``result`` fires with a ProcessResult, never errbacks."""
+    """A running child process group. ``result`` fires with a ProcessResult, never errbacks.
 
-    reactor: IReactorTime
+    ``result`` fires at most ``drain_s`` after the leader exits, whatever its descendants do.
+    """
+
+    reactor: Any
     on_line: LineCallback | None
     grace_s: float
+    drain_s: float = DEFAULT_DRAIN_S
+    marker: str = field(factory=lambda: f"{MARKER_ENV}={secrets.token_hex(12)}")
     pid: int = 0
     result: Deferred[ProcessResult] = field(factory=Deferred)
     _stderr: collections.deque[str] = field(
@@ -137,8 +198,10 @@ class ChildProcess:
     )
     _timed_out: bool = False
     _cancelled: bool = False
+    _exited: bool = False
     _timeout_call: IDelayedCall | None = None
     _kill_call: IDelayedCall | None = None
+    _drain_call: IDelayedCall | None = None
     _done: bool = False
 
     @property
@@ -146,16 +209,22 @@ class ChildProcess:
         """The child's process group: the child leads its own (setsid)."""
         return self.pid
 
-    def line(self, stream: str, text: str) -> None:
+    def line(self, stream: str, text: str, continued: bool = False) -> None:
         """One line the child printed on ``stream``: kept for the stderr tail, passed on."""
         if stream == "stderr":
             self._stderr.append(text)
         if self.on_line is not None:
-            self.on_line(stream, text)
+            if continued:
+                self.on_line(stream, text, continued=True)
+            else:
+                self.on_line(stream, text)
 
     def terminate(self, *, timed_out: bool = False) -> Deferred[ProcessResult]:
-        """SIGTERM the group, then SIGKILL it after the grace period; returns ``result``."""
-        if not self._done and not (self._cancelled or self._timed_out):
+        """SIGTERM the group, then SIGKILL it after the grace period; returns ``result``.
+
+        Once the leader has exited the outcome is known, and this changes nothing.
+        """
+        if not (self._done or self._exited or self._cancelled or self._timed_out):
             self._timed_out = timed_out
             self._cancelled = not timed_out
             kill_group(self.pgid, signal.SIGTERM)
@@ -174,14 +243,35 @@ class ChildProcess:
         self._timeout_call = None
         self.terminate(timed_out=True)
 
-    def leader_exited(self) -> None:
-        """The group leader exited: SIGKILL what it left behind in its group."""
-        kill_group(self.pgid, signal.SIGKILL)
+    def leader_exited(self, close_pipes: Callable[[], None]) -> None:
+        """The group leader exited: end what it left behind, and close the pipes after
+        ``drain_s`` if they are still open then."""
+        self._exited = True
+        self._drain_call = self.reactor.callLater(self.drain_s, close_pipes)
+        self._sweep(signal.SIGTERM).addCallback(self._swept)
+
+    def _swept(self, anything_left: bool) -> None:
+        if anything_left:
+            self.reactor.callLater(self.grace_s, self._sweep, signal.SIGKILL)
+
+    def _sweep(self, sig: int) -> Deferred[bool]:
+        """Send ``sig`` to the group and to the marked processes; whether there were any."""
+        in_group = kill_group(self.pgid, sig)
+        d = deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), signal_marked, self.marker, sig
+        )
+        d.addCallback(lambda marked: in_group or marked > 0)
+
+        def failed(failure: Failure) -> bool:
+            log.failure("cannot look for what process {pid} left behind", failure, pid=self.pid)
+            return in_group
+
+        return d.addErrback(failed)
 
     def ended(self, reason: Failure) -> None:
         """The child and its pipes are done: fire ``result`` from ``reason``."""
         self._done = True
-        for call in (self._timeout_call, self._kill_call):
+        for call in (self._timeout_call, self._kill_call, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
         exit_code: int | None = None
@@ -202,6 +292,22 @@ class ChildProcess:
         )
 
 
+def signal_marked(marker: str, sig: int) -> int:
+    """Send ``sig`` to each process whose environment holds ``marker``, and to its group
+    (never our own); how many there were. Blocking: reads ``/proc``."""
+    own_group = os.getpgrp()
+    pids = processes_with_env(marker)
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            os.kill(pid, sig)
+        except OSError:
+            continue
+        if group != own_group:
+            kill_group(group, sig)
+    return len(pids)
+
+
 def spawn(
     reactor: IReactorProcess,
     argv: Sequence[str],
@@ -212,14 +318,20 @@ def spawn(
     on_line: LineCallback | None = None,
     timeout_s: float | None = None,
     grace_s: float = DEFAULT_GRACE_S,
+    drain_s: float = DEFAULT_DRAIN_S,
+    max_line_bytes: int | None = None,
 ) -> ChildProcess:
-    """Start ``argv`` in a new process group. Raises OSError if it cannot be started."""
-    child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s)  # type: ignore[arg-type]
+    """Start ``argv`` in a new process group. Raises OSError if it cannot be started.
+
+    Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
+    """
+    child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
+    name, _, value = child.marker.partition("=")
     transport = reactor.spawnProcess(
-        _GroupProtocol(child, stdin),
+        _GroupProtocol(child, stdin, max_line_bytes),
         SETSID,
         [SETSID, *_in_directory(os.path.abspath(cwd)), *argv],
-        env=dict(env),
+        env={**env, name: value},
         path=None,
         childFDs={0: "w", 1: "r", 2: "r"},
     )
