@@ -342,6 +342,7 @@ async def test_events_filter_by_build_partition_and_job(
         ({"limit": 1001}, "limit must be an integer between 1 and 1000"),
         ({"limit": "ten"}, "limit must be an integer, got 'ten'"),
         ({"offset": -1}, "offset must be an integer between 0 and 9223372036854775807, got -1"),
+        ({"offset": 2**63}, "offset must be an integer between 0 and 9223372036854775807"),
     ],
 )
 @pytest_twisted.ensureDeferred

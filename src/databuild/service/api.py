@@ -415,14 +415,8 @@ def _since(request: IRequest) -> int:
     """Where a progress stream resumes: ``Last-Event-ID`` if sent, else ``?since=``, else 0."""
     header = request.getHeader(b"last-event-id")
     if header is not None:
-        try:
-            since = int(header)
-        except ValueError:
-            since = -1
-        if since < 0:
-            raise r.bad_request(f"Last-Event-ID must be an event index, not {header!r}")
-        return since
-    return r.query_int(request, "since", 0, 0, 2**62)
+        return r.whole_number(header.decode("latin-1"), "Last-Event-ID", 0)
+    return r.query_int(request, "since", 0, 0, r.MAX_INT)
 
 
 def _args(request: IRequest, *names: str) -> list[str | None]:

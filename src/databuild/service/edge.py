@@ -1,8 +1,9 @@
 """The edge of the HTTP service: every request passes here before it is routed.
 
-It keeps the service busy while a request is in flight, checks the bearer token (API) or the
-session cookie and ``Origin`` (dashboard), refuses oversized bodies, keeps percent-encoded path
-segments whole, and answers anything that goes wrong with a JSON error instead of a traceback.
+It keeps the service busy while a request is in flight, checks the bearer token (API; the
+scheme ``Bearer`` in any case, RFC 7235) or the session cookie and ``Origin`` (dashboard),
+refuses oversized bodies, keeps percent-encoded path segments whole, and answers anything that
+goes wrong with a JSON error instead of a traceback, even a request that is not valid HTTP.
 A ``GET`` of one of the API's ``hot`` paths (exactly) is answered by its handler directly,
 without routing (see service/hot.py).
 """
@@ -13,13 +14,21 @@ import hmac
 from collections.abc import Callable, Mapping
 
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from databuild.service.dashboard.access import DashboardAccess, same_origin
 from databuild.service.idle import IdleTimer
-from databuild.service.responses import MAX_BODY_BYTES, ApiError, body_too_large, respond_error
+from databuild.service.responses import (
+    JSON_TYPE,
+    MAX_BODY_BYTES,
+    ApiError,
+    body_too_large,
+    json_bytes,
+    respond_error,
+)
 
 UNAUTHENTICATED = {b"/api/v1/health"}
 PUBLIC_PAGES = {b"/login", b"/welcome", b"/ui/alive", b"/favicon.ico"}
@@ -56,7 +65,7 @@ class ApiEdge(Resource):
         self._api = api
         self._dashboard = dashboard
         self._hot = hot or {}
-        self._token = b"Bearer " + token.encode("utf-8")
+        self._token = token.encode("utf-8")
         self._idle = idle
         self._access = access
 
@@ -116,8 +125,8 @@ class ApiEdge(Resource):
     def _check(self, request: IRequest) -> None:
         """The bearer token of an API request."""
         if request.path not in UNAUTHENTICATED:
-            given = request.getHeader(b"authorization") or b""
-            if not hmac.compare_digest(given, self._token):
+            scheme, _, given = (request.getHeader(b"authorization") or b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
                 request.setHeader(b"www-authenticate", b'Bearer realm="databuild"')
                 raise ApiError(
                     401,
@@ -139,6 +148,23 @@ class BoundedRequest(Request):
             super().handleContentChunk(data[:room])
 
 
+class ApiChannel(HTTPChannel):
+    """Answers a request it cannot parse (a control character in a header, a bad request line
+    or form body, ...) with the JSON error too, where Twisted sends a bare 400."""
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        body = json_bytes({"error": {
+            "code": "bad_request",
+            "message": "the request could not be parsed as HTTP/1.1 "
+                       "(its request line, a header, or a form body)",
+        }})
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: " + JSON_TYPE
+            + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+        )
+        self.loseConnection()
+
+
 def api_site(
     api: Resource,
     dashboard: Resource,
@@ -151,5 +177,6 @@ def api_site(
     site = Site(
         ApiEdge(api, dashboard, token, idle, access, hot), requestFactory=BoundedRequest
     )
+    site.protocol = ApiChannel
     site.displayTracebacks = False
     return site

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import unquote
 
 from twisted.web.iweb import IRequest
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+MAX_INT = 2**63 - 1
+"""The largest whole number a parameter may hold (what the event log's databases store)."""
 JSON_TYPE = b"application/json; charset=utf-8"
+_JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]')
+"""What matters to the nesting depth of JSON text: escapes, quotes and brackets."""
 
 
 class ApiError(Exception):
@@ -60,12 +66,24 @@ def respond_error(request: IRequest, error: ApiError) -> bytes:
 
 
 def read_json_object(request: IRequest, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object; ApiError 400 or 413 otherwise."""
+    """The request body as a JSON object; ApiError 400, 413 or 415 otherwise."""
+    content_type = request.getHeader(b"content-type")
+    if content_type is not None and not is_json_type(content_type):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the request body must be JSON (Content-Type: application/json), not "
+            f"{content_type.decode('latin-1')!r}",
+        )
     raw = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
     if len(raw) > MAX_BODY_BYTES:
         raise body_too_large()
     if not raw.strip() and allow_empty:
         return {}
+    if too_deep(raw, MAX_JSON_DEPTH):
+        raise bad_request(
+            f"request body is nested more than {MAX_JSON_DEPTH} levels deep", "invalid_json"
+        )
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -75,6 +93,36 @@ def read_json_object(request: IRequest, *, allow_empty: bool = False) -> dict[st
             f"request body must be a JSON object, not {type(document).__name__}", "invalid_json"
         )
     return document
+
+
+def is_json_type(content_type: bytes) -> bool:
+    """Whether a Content-Type header names JSON (``application/json`` or ``...+json``)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+def too_deep(raw: bytes, limit: int) -> bool:
+    """Whether JSON text ``raw`` nests arrays and objects more than ``limit`` deep.
+
+    Linear, and without recursion: it runs before the (recursive) parser sees the text.
+    """
+    depth = 0
+    in_string = False
+    for token in _JSON_TOKEN.finditer(raw):
+        char = token.group()
+        if char == b'"':
+            in_string = not in_string
+        elif in_string or len(char) == 2:
+            continue
+        elif char in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -110,14 +158,18 @@ def query(request: IRequest, name: str) -> str | None:
 def query_int(request: IRequest, name: str, default: int, minimum: int, maximum: int) -> int:
     """Query parameter ``name`` as a whole number within bounds, else ``default``."""
     text = query(request, name)
-    if text is None:
-        return default
+    return default if text is None else whole_number(text, repr(name), minimum, maximum)
+
+
+def whole_number(text: str, what: str, minimum: int, maximum: int = MAX_INT) -> int:
+    """``text`` as a whole number within bounds; ApiError 400 naming ``what`` otherwise."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
     try:
         value = int(text)
     except ValueError:
-        raise bad_request(f"{name!r} must be a whole number, not {text!r}") from None
+        raise bad_request(f"{what} must be a whole number, not {shown!r}") from None
     if not minimum <= value <= maximum:
-        raise bad_request(f"{name!r} must be between {minimum} and {maximum}, not {value}")
+        raise bad_request(f"{what} must be between {minimum} and {maximum}, not {shown}")
     return value
 
 
