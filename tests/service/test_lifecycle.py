@@ -190,10 +190,10 @@ async def test_token_file_token_is_the_one_clients_must_send(
     color_votes: Path, service_factory: Any, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("team-secret-token\n")
+    token_file.write_text("team-secret-token-of-this-team\n")
     service = service_factory(color_votes, "--token-file", str(token_file))
-    assert service.info["token"] == "team-secret-token"
-    code, _ = await call(service, "GET", "/api/v1/builds", token="team-secret-token")
+    assert service.info["token"] == "team-secret-token-of-this-team"
+    code, _ = await call(service, "GET", "/api/v1/builds", token="team-secret-token-of-this-team")
     assert code == 200
 
 

@@ -122,15 +122,23 @@ def test_non_loopback_interface_needs_a_token_file(color_votes: Path, monkeypatc
 
 def test_token_file_supplies_the_token(color_votes: Path, tmp_path: Path, monkeypatch) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret-token\n")
+    token_file.write_text("s3cret-token-of-24-chars\n")
     config = parsed(
         color_votes, "--interface", "0.0.0.0", "--token-file", str(token_file),
         monkeypatch=monkeypatch,
     ).config
-    assert (config.interface, config.token) == ("0.0.0.0", "s3cret-token")
+    assert (config.interface, config.token) == ("0.0.0.0", "s3cret-token-of-24-chars")
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "cannot read"), ("  \n", "is empty")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("  \n", "is empty"),
+        ("x\n", "holds a token of 1 characters; it must have at least 16"),
+        ("fifteen-chars-x", "holds a token of 15 characters"),
+    ],
+)
 def test_unusable_token_file_is_refused(
     color_votes: Path, tmp_path: Path, monkeypatch, content: str | None, message: str
 ) -> None:

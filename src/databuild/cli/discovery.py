@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
 from databuild.cli.client import HEALTH_TIMEOUT_S, Answer, ApiClient
@@ -170,17 +169,23 @@ class Discovery:
         return await self.running() or await self._start()
 
     async def running(self) -> Service | None:
-        """The service ``server.json`` names, if it answers as this workspace's service."""
+        """The service ``server.json`` names, if it is vouched for (see ``_vouched``)."""
         info = read_json_file(self.state / SERVER_JSON)
         if info is None or not isinstance(info.get("url"), str):
             return None
-        return await self._vouched(ApiClient(self.reactor, info["url"], info.get("token")), info)
+        return await self._vouched(info)
 
-    async def _vouched(self, client: ApiClient, info: Mapping[str, Any]) -> Service | None:
-        """The service behind ``client`` if its health names the pid of ``info`` and this
-        workspace."""
+    async def _vouched(self, info: Mapping[str, Any]) -> Service | None:
+        """The service ``info`` (``server.json``) names, with a client holding its token, if it
+        has been vouched for: the process is alive and is the service that wrote ``info`` (pid
+        and start time), and it answers a health check (sent without the token) naming its
+        pid and this workspace. Else None, and the token went nowhere."""
+        if server_json_owner(info) is None:
+            return None
         try:
-            health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+            health = await ApiClient(self.reactor, info["url"], None).get(
+                "/api/v1/health", timeout=HEALTH_TIMEOUT_S
+            )
         except CliError:
             return None
         doc = health.doc
@@ -190,30 +195,11 @@ class Discovery:
             or not same_dir(doc.get("workspace"), self.state.parent)
         ):
             return None
+        client = ApiClient(self.reactor, info["url"], info.get("token"))
         return Service(client, info["pid"], health, info=info)
 
     async def read(self, path: str, params: Mapping[str, object] | None = None) -> Answer:
-        """``GET path`` from the service, started if need be.
-
-        When ``server.json`` names a live service process, the request goes out together with
-        the health check, and its answer is used only once the health check vouches for the
-        service: a warm read waits for one round trip, not two. (The process check first keeps
-        the token from going to a stranger that took over the port.)
-        """
-        info = None
-        if not (self.environ.get("DATABUILD_SERVICE_URL") or self._prestarted):
-            info = read_json_file(self.state / SERVER_JSON)
-        if (
-            info is not None
-            and isinstance(info.get("url"), str)
-            and server_json_owner(info)
-            and not self.unfit(info)
-        ):
-            client = ApiClient(self.reactor, info["url"], info.get("token"))
-            answer = ensureDeferred(client.get(path, params))
-            if await self._vouched(client, info) is not None:
-                return await answer
-            answer.addErrback(lambda _: None)
+        """``GET path`` from the service, started if need be."""
         service = await self.locate(start=True)
         assert service is not None
         return await service.client.get(path, params)

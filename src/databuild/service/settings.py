@@ -70,8 +70,12 @@ def is_loopback(interface: str) -> bool:
     return ipaddress.ip_address(interface).is_loopback
 
 
+MIN_TOKEN_CHARS = 16
+
+
 def read_token_file(path: Path) -> str:
-    """The bearer token held in ``path`` (surrounding whitespace ignored)."""
+    """The bearer token held in ``path`` (surrounding whitespace ignored), of at least
+    MIN_TOKEN_CHARS characters."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
@@ -80,6 +84,12 @@ def read_token_file(path: Path) -> str:
         raise ValueError(f"--token-file {str(path)!r} is empty")
     if any(not c.isprintable() or c.isspace() for c in token):
         raise ValueError(f"--token-file {str(path)!r} must hold one token without spaces")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"--token-file {str(path)!r} holds a token of {len(token)} characters; it must have "
+            f"at least {MIN_TOKEN_CHARS} (e.g. python3 -c 'import secrets; "
+            f"print(secrets.token_urlsafe(32))')"
+        )
     return token
 
 
