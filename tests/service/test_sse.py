@@ -19,7 +19,7 @@ from databuild.bel import BuildRequestEvent, BuildStatus, Event, EventLog, open_
 from databuild.errors import NotFound
 from databuild.model import new_id
 from databuild.orchestrator import ProgressHub
-from databuild.service.sse import KEEPALIVE, ProgressStream, frame
+from databuild.service.sse import KEEPALIVE, STALL_S, EventStream, ProgressStream, frame
 
 KEEPALIVE_S = 15.0
 
@@ -47,6 +47,30 @@ class Build:
         self._hub.publish(stored)
 
 
+class Transport:
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class StreamingRequest(DummyRequest):
+    """A DummyRequest that keeps its push producer, for the test to pause and resume."""
+
+    producer = None
+
+    def __init__(self) -> None:
+        super().__init__([b""])
+        self.transport = Transport()
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
 def frames(request: DummyRequest) -> list[dict[str, str]]:
     """The SSE frames written to ``request`` (comments left out)."""
     parsed = []
@@ -60,7 +84,7 @@ def frames(request: DummyRequest) -> list[dict[str, str]]:
 
 
 def open_stream(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
-    request = DummyRequest([b""])
+    request = StreamingRequest()
     done = ProgressStream(request, clock, KEEPALIVE_S).run(
         lambda on_event: hub.subscribe(build.id, 0, on_event)
     )
@@ -145,3 +169,58 @@ async def _opened(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRe
     request, done = open_stream(hub, build, clock)
     await poll_until_async(lambda: b": stream open\n\n" in request.written, "the stream to open")
     return request, done
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_wait_while_the_connection_is_full_and_follow_in_order(
+    event_log: EventLog,
+) -> None:
+    hub = ProgressHub(event_log)
+    build = Build(event_log, hub)
+    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
+    clock = Clock()
+    request, done = await _opened(hub, build, clock)
+    request.producer.pauseProducing()
+    await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    await build.record(BuildStatus.BUILD_REQUEST_FAILED)
+    assert [f["event"] for f in frames(request)] == ["build_request"]
+    assert not done.called  # the end waits for the queue
+    request.producer.resumeProducing()
+    assert await done is None
+    assert [f.get("id") for f in frames(request)] == ["1", "2", "3", None]
+    assert request.producer is None
+    assert not request.transport.aborted
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_that_takes_nothing_is_dropped_after_the_stall_time(
+    event_log: EventLog,
+) -> None:
+    hub = ProgressHub(event_log)
+    build = Build(event_log, hub)
+    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
+    clock = Clock()
+    request, done = await _opened(hub, build, clock)
+    request.producer.pauseProducing()
+    await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    clock.advance(STALL_S - 0.1)
+    assert not request.transport.aborted
+    clock.advance(0.1)
+    assert request.transport.aborted
+    assert await done is None
+    assert hub.subscribers(build.id) == 0
+    assert request.producer is None
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_reader_too_far_behind_is_dropped_at_once() -> None:
+    request = StreamingRequest()
+    stream = EventStream(request, Clock(), KEEPALIVE_S, max_behind=100)
+    stream.open()
+    request.producer.pauseProducing()
+    stream.write(b"x" * 60)
+    assert not request.transport.aborted
+    stream.write(b"x" * 60)
+    assert request.transport.aborted
+    assert stream.closed and stream.gone.called
+    stream.write(b"more")  # after the drop: nothing, no error

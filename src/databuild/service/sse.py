@@ -1,27 +1,180 @@
-"""The progress stream of a build as Server-Sent Events (SPEC §5.6)."""
+"""Server-Sent Events: the progress stream of a build (SPEC §5.6), with flow control.
+
+Every stream is an :class:`EventStream`, registered as the push producer of its request: while
+the reader's connection takes nothing more, frames wait in the stream's own queue. A reader
+that takes nothing for ``stall_s`` while frames wait, or falls ``max_behind`` bytes behind, is
+dropped (its connection aborted), so a reader that does not read costs bounded memory for a
+bounded time; it can come back with ``Last-Event-ID``.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from databuild.service.responses import json_bytes
 
 KEEPALIVE = b": keepalive\n\n"
 FINISHED_EVENT = "build_finished"
+STALL_S = 10.0
+"""A reader that takes nothing for this long while frames wait for it is dropped."""
+MAX_BEHIND_BYTES = 16 * 1024 * 1024
+"""A reader with this much waiting for it is dropped at once."""
 
 
 def frame(event: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:
     """One SSE frame; the JSON of ``data`` is one line, so it needs one ``data:`` field."""
     head = b"" if event_id is None else b"id: %d\n" % event_id
     return head + b"event: " + event.encode("utf-8") + b"\ndata: " + json_bytes(data) + b"\n\n"
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """One reader's ``text/event-stream`` answer: headers, keepalives, a bounded queue.
+
+    ``gone`` fires (with None) when the reader left, was dropped, or the stream ended.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        request: IRequest,
+        clock: IReactorTime,
+        keepalive_s: float,
+        *,
+        stall_s: float = STALL_S,
+        max_behind: int = MAX_BEHIND_BYTES,
+    ) -> None:
+        self._request = request
+        self._clock = clock
+        self._keepalive = LoopingCall(self.write, KEEPALIVE)
+        self._keepalive.clock = clock
+        self._keepalive_s = keepalive_s
+        self._stall_s = stall_s
+        self._max_behind = max_behind
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._paused = False
+        self._stall_call: IDelayedCall | None = None
+        self._waiters: list[Deferred[None]] = []
+        self.opened = False
+        self._unregistered = False
+        self.gone: Deferred[None] = Deferred()
+        request.notifyFinish().addBoth(self._left)
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing more can be written: the reader left, was dropped, or it ended."""
+        return self.gone.called
+
+    def open(self) -> None:
+        """Send the headers and a first comment, and start the keepalives."""
+        request = self._request
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-accel-buffering", b"no")
+        request.registerProducer(self, True)
+        self.opened = True
+        self.write(b": stream open\n\n")
+        self._keepalive.start(self._keepalive_s, now=False)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now, or queue it while the reader's connection takes nothing."""
+        if self.closed:
+            return
+        if not self._paused:
+            self._request.write(data)
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > self._max_behind:
+            self._drop(f"it fell over {self._max_behind} bytes behind")
+
+    def writable(self) -> Deferred[None]:
+        """Fires once the queue is empty and the connection takes more (or the stream is
+        closed): a writer that awaits it before each batch keeps the queue short."""
+        if self.closed or not (self._paused or self._queue):
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def end(self) -> None:
+        """Hand what is queued to the connection, then stop; the request is not finished."""
+        await self.writable()
+        self._close()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._stall_call is None and not self.closed:
+            self._stall_call = self._clock.callLater(
+                self._stall_s, self._drop, f"it took nothing for {self._stall_s:g} s"
+            )
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._cancel_stall()
+        while self._queue and not self._paused and not self.closed:
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            self._request.write(data)
+        if not (self._paused or self._queue):
+            self._wake()
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _drop(self, why: str) -> None:
+        self._stall_call = None
+        if self.closed:
+            return
+        self.log.info(
+            "dropping a stream reader: {why}; it can resume with Last-Event-ID",
+            why=why, peer=str(self._request.getClientAddress()),
+        )
+        transport = self._request.transport
+        self._close()
+        if transport is not None:
+            transport.abortConnection()
+
+    def _left(self, _: object) -> None:
+        if not self.closed:
+            self.log.debug("stream reader disconnected")
+        self._close()
+
+    def _close(self) -> None:
+        self._cancel_stall()
+        if self._keepalive.running:
+            self._keepalive.stop()
+        self._queue.clear()
+        self._queued = 0
+        if self.opened and not self._unregistered:
+            self._unregistered = True
+            self._request.unregisterProducer()
+        if not self.gone.called:
+            self.gone.callback(None)
+        self._wake()
+
+    def _cancel_stall(self) -> None:
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = None
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 class Subscription(Protocol):
@@ -46,13 +199,9 @@ class ProgressStream:
     log = Logger()
 
     def __init__(self, request: IRequest, clock: IReactorTime, keepalive_s: float) -> None:
-        self._request = request
-        self._keepalive = LoopingCall(self._write, KEEPALIVE)
-        self._keepalive.clock = clock
-        self._keepalive_s = keepalive_s
+        self._stream = EventStream(request, clock, keepalive_s)
         self._subscription: Subscription | None = None
         self._done: Deferred[None] = Deferred()
-        self._opened = False
 
     def run(self, subscribe: Subscribe) -> Deferred[None]:
         """Stream the build; fires when the stream is over.
@@ -60,17 +209,9 @@ class ProgressStream:
         Errbacks only if subscribing fails before anything was sent (an unknown build), so
         the caller can still answer with an error status.
         """
-        self._request.notifyFinish().addBoth(self._reader_left)
+        self._stream.gone.addCallback(lambda _: self._end())
         subscribe(self._on_event).addCallbacks(self._subscribed, self._failed)
         return self._done
-
-    def _open(self) -> None:
-        request = self._request
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-accel-buffering", b"no")
-        self._opened = True
 
     def _on_event(self, event: Mapping[str, Any]) -> None:
         self._write(frame(event["event_type"], event, event["idx"]))
@@ -80,31 +221,22 @@ class ProgressStream:
             subscription.close()
             return
         self._subscription = subscription
-        # Send the headers now even if there was nothing to replay: the stream is open.
-        self._write(b": stream open\n\n")
-        self._keepalive.start(self._keepalive_s, now=False)
+        self._open()  # even if there was nothing to replay: the stream is open
         subscription.finished.addCallbacks(self._build_finished, self._failed)
 
     def _build_finished(self, finished: dict[str, Any]) -> None:
         self._write(frame(FINISHED_EVENT, finished))
-        self._end()
+        ensureDeferred(self._stream.end()).addErrback(self._failed)
 
     def _failed(self, failure: Failure) -> None:
-        if not self._opened and not self._done.called:
+        if not self._stream.opened and not self._done.called:
             self._end(failure)
             return
         if not self._done.called:
             self.log.failure("progress stream failed", failure)
         self._end()
 
-    def _reader_left(self, _: object) -> None:
-        if not self._done.called:
-            self.log.debug("progress reader disconnected")
-        self._end()
-
     def _end(self, failure: Failure | None = None) -> None:
-        if self._keepalive.running:
-            self._keepalive.stop()
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             subscription.close()
@@ -114,8 +246,11 @@ class ProgressStream:
             else:
                 self._done.errback(failure)
 
+    def _open(self) -> None:
+        if not (self._stream.opened or self._done.called):
+            self._stream.open()
+
     def _write(self, data: bytes) -> None:
+        self._open()
         if not self._done.called:
-            if not self._opened:
-                self._open()
-            self._request.write(data)
+            self._stream.write(data)
