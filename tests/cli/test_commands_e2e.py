@@ -97,9 +97,12 @@ def test_every_command_in_both_formats_against_a_known_build(databuild: Run) -> 
     assert doc["job_run_id"] == task_id and doc["status"] == "JOB_COMPLETED"
     assert "completed" in table
 
-    table, doc = both("tasks", "logs", task_id)
-    assert doc["job_run_id"] == task_id
-    assert isinstance(doc["lines"], list)
+    table = databuild("tasks", "logs", task_id)
+    as_json = databuild("tasks", "logs", task_id, "--format", "json")  # one record a line
+    assert table.returncode == as_json.returncode == 0, (table.stderr, as_json.stderr)
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert all({"time", "stream", "text"} <= set(r) for r in records)
+    assert len(table.stdout.splitlines()) == max(1, len(records))
 
     table, doc = both("analyze", f"daily_votes/{DAY[:-1]}2")
     assert len(doc["job_graph"]["job_runs"]) == 4

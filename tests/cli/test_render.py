@@ -123,12 +123,9 @@ def test_a_job_graph_lists_runs_with_their_materialized_inputs() -> None:
 
 
 def test_log_lines_show_time_stream_and_text_or_data() -> None:
-    text = render.log_lines(
-        {"job_run_id": "t1", "lines": [
-            {"time": NS, "stream": "stdout", "text": "hello"},
-            {"time": NS, "stream": "stdout", "data": {"rows": 3}},
-        ]}
-    )
-    first, second = text.splitlines()
+    first = render.log_line({"time": NS, "stream": "stdout", "text": "hello"})
+    second = render.log_line({"time": NS, "stream": "stdout", "data": {"rows": 3}})
+    piece = render.log_line({"time": NS, "stream": "stderr", "text": "ab", "continued": True})
     assert first.endswith("stdout  hello")
     assert second.endswith('stdout  {"rows": 3}')
+    assert piece.endswith("stderr  ab …")

@@ -164,7 +164,11 @@ def _tasks(add: Adder, sub: Any) -> None:
     _pages(listing)
     add(sub, "show", "one job run").add_argument("id", metavar="ID")
     add(sub, "cancel", "cancel a job run").add_argument("id", metavar="ID")
-    add(sub, "logs", "a job run's log lines").add_argument("id", metavar="ID")
+    logs = add(sub, "logs", "a job run's log lines")
+    logs.add_argument("id", metavar="ID")
+    logs.add_argument("--follow", action="store_true",
+                      help="keep printing lines as the run writes them, until it ends")
+    logs.add_argument("--tail", type=offset_type, metavar="N", help="only the last N lines")
 
 
 def _dashboard(add: Adder, sub: Any) -> None:

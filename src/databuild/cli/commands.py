@@ -149,7 +149,35 @@ async def tasks_show(ctx: Context) -> int:
 
 
 async def tasks_logs(ctx: Context) -> int:
-    return await _get(ctx, f"/api/v1/tasks/{segment(ctx.args.id)}/logs", None, render.log_lines)
+    """Print a run's log page by page as it comes (``--format json``: one record a line)."""
+    service = await ctx.service()
+
+    def show(raw: str, line: dict[str, Any]) -> None:
+        ctx.print(raw if ctx.json else render.log_line(line))
+
+    if ctx.args.follow:
+        from databuild.cli.stream import LogFollower
+
+        follower = LogFollower(
+            ctx.reactor, service.client, ctx.args.id, show,
+            lambda: _reconnect(ctx, follower.client), ctx.args.tail,
+        )  # fmt: skip
+        await follower.follow()
+        return OK
+    path = f"/api/v1/tasks/{segment(ctx.args.id)}/logs"
+    params: dict[str, object] = {"tail": ctx.args.tail}
+    printed = False
+    while True:
+        doc = (await service.client.get(path, params)).doc
+        for line in doc["lines"]:
+            show(json.dumps(line), line)
+            printed = True
+        if not doc["more"]:
+            break
+        params = {"offset": doc["next_offset"]}
+    if not printed and not ctx.json:
+        ctx.print("no log lines")
+    return OK
 
 
 async def analyze(ctx: Context) -> int:

@@ -264,13 +264,10 @@ def _input_ref(item: Mapping[str, Any]) -> str:
     return str(ref.get("str") if isinstance(ref, Mapping) else ref)
 
 
-def log_lines(doc: Mapping[str, Any]) -> str:
-    """A job run's log: time, stream and text of each line."""
-    lines = next((v for v in doc.values() if isinstance(v, list)), [])
-    out = []
-    for line in lines:
-        text = line.get("text")
-        if text is None and "data" in line:
-            text = json.dumps(line["data"])
-        out.append(f"{local_time(line.get('time'))}  {line.get('stream', ''):<6}  {text}")
-    return "\n".join(out) if out else "no log lines"
+def log_line(line: Mapping[str, Any]) -> str:
+    """One line of a job run's log: time, stream and text (``…`` if it goes on in the next)."""
+    text = line.get("text")
+    if text is None and "data" in line:
+        text = json.dumps(line["data"])
+    more = " …" if line.get("continued") else ""
+    return f"{local_time(line.get('time'))}  {line.get('stream', ''):<6}  {text}{more}"

@@ -1,8 +1,10 @@
-"""Following a build's progress stream (SPEC §5.6) to its end, reconnecting if it drops.
+"""Following a build's progress stream (SPEC §5.6), or a job run's log, to its end,
+reconnecting if it drops.
 
 The body is read incrementally: each chunk goes through the SSE parser as it arrives. A stream
-that drops before ``build_finished`` is resumed with ``Last-Event-ID`` from whichever service of
-the workspace answers then; if none does, the CLI gives up with exit 3.
+that drops before its end frame (``build_finished``, ``log_end``) is resumed with
+``Last-Event-ID`` from whichever service of the workspace answers then; if none does, the CLI
+gives up with exit 3.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class _StreamReader(Protocol):
 class Follower:
     """Reads one build's events to the end; ``detach()`` stops reading at once."""
 
+    end_event = "build_finished"
+
     def __init__(
         self,
         reactor: Any,
@@ -88,7 +92,7 @@ class Follower:
     def _frame(self, frame: Frame) -> None:
         if self.finished is not None or self.detached:
             return
-        if frame.event == "build_finished":
+        if frame.event == self.end_event:
             self.finished = (frame.data, parse_event(frame.data))
             if self._reader is not None:  # the service closes the stream next; no need to wait
                 self._reader.abort()
@@ -97,7 +101,7 @@ class Follower:
         self.on_event(frame.data, parse_event(frame.data))
 
     async def follow(self) -> tuple[str, dict[str, Any]] | None:
-        """The raw and parsed ``build_finished`` object, or None once detached."""
+        """The raw and parsed end object (``build_finished``), or None once detached."""
         while True:
             response = await self.client.open_stream(self.path, self.last_event_id)
             self._reader = _StreamReader(self.reactor, self._frame)
@@ -112,12 +116,16 @@ class Follower:
             if self.detached:
                 return None
             if client is None:
-                raise CliError(
-                    f"lost the DataBuild service while following build {self.build_request_id}; "
-                    f"`databuild builds show {self.build_request_id}` tells how it ends",
-                    UNAVAILABLE,
-                )
+                raise self.lost()
             self.client = client
+
+    def lost(self) -> CliError:
+        """The error when no service answers after the stream dropped."""
+        return CliError(
+            f"lost the DataBuild service while following build {self.build_request_id}; "
+            f"`databuild builds show {self.build_request_id}` tells how it ends",
+            UNAVAILABLE,
+        )
 
     async def _find_service(self) -> ApiClient | None:
         deadline = self.reactor.seconds() + RECONNECT_DEADLINE_S
@@ -133,3 +141,36 @@ class Follower:
         self.detached = True
         if self._reader is not None:
             self._reader.abort()
+
+
+class LogFollower(Follower):
+    """Reads a job run's log lines (``log_line`` frames) until ``log_end``; ``tail`` lines
+    before the end first, or the whole log."""
+
+    end_event = "log_end"
+
+    def __init__(
+        self,
+        reactor: Any,
+        client: ApiClient,
+        job_run_id: str,
+        on_line: Callable[[str, dict[str, Any]], None],
+        reconnect: Reconnect,
+        tail: int | None,
+    ) -> None:
+        super().__init__(reactor, client, job_run_id, on_line, reconnect)
+        self.tail = tail
+
+    @property
+    def path(self) -> str:
+        """The API path of the log stream (the tail counts only at the first connection)."""
+        path = f"/api/v1/tasks/{segment(self.build_request_id)}/logs?follow=true"
+        if self.tail is not None and self.last_event_id is None:
+            path += f"&tail={self.tail}"
+        return path
+
+    def lost(self) -> CliError:
+        return CliError(
+            f"lost the DataBuild service while following the log of {self.build_request_id}",
+            UNAVAILABLE,
+        )

@@ -45,21 +45,30 @@ def find_run_log(state_dir: Path, job_run_id: str) -> Path | None:
 
 def read_run_log(path: Path) -> list[dict[str, Any]]:
     """All the lines of a run log (for small logs and tests; the API pages with read_page)."""
-    lines, _ = read_from(path, 0, None, None)
-    return lines
+    return read_from(path, 0, None, None)[0]
 
 
 def read_page(
     path: Path, offset: int, limit: int, max_bytes: int = PAGE_BYTES
-) -> tuple[list[dict[str, Any]], int]:
-    """Lines ``offset``.. of a log, at most ``limit`` and about ``max_bytes``; with the index
-    after the last one. Lines before ``offset`` are skipped over, not kept."""
-    with path.open("rb") as f:
-        for index in range(offset):
-            if not _next_line(f)[1]:
-                return [], index
-        lines, _ = _records(f, limit, max_bytes)
-    return lines, offset + len(lines)
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """Lines ``offset``.. of a log, at most ``limit`` and about ``max_bytes``; the index after
+    the last one, and whether more lines follow. Lines before ``offset`` are skipped over,
+    not kept."""
+    position, index = position_of(path, offset)
+    lines, _, more = read_from(path, position, limit, max_bytes)
+    return lines, index + len(lines), more
+
+
+def count_lines(path: Path) -> int:
+    """How many whole lines a log holds (read in blocks, so in flat memory)."""
+    count = 0
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1024 * 1024):
+                count += block.count(b"\n")
+    except FileNotFoundError:
+        pass
+    return count
 
 
 def position_of(path: Path, offset: int) -> tuple[int, int]:
@@ -78,33 +87,29 @@ def position_of(path: Path, offset: int) -> tuple[int, int]:
 
 def read_from(
     path: Path, position: int, limit: int | None, max_bytes: int | None = PAGE_BYTES
-) -> tuple[list[dict[str, Any]], int]:
-    """The whole lines stored from byte ``position`` on (see read_page for the bounds), and
-    the position after them. A torn last line (being written, or the writer died) is left
-    for later; a log not written yet has no lines."""
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """The whole lines stored from byte ``position`` on (at most ``limit`` and about
+    ``max_bytes``), the position after them, and whether more whole lines follow. A torn last
+    line (being written, or the writer died) is left for later."""
+    lines: list[dict[str, Any]] = []
     try:
         f = path.open("rb")
     except FileNotFoundError:
-        return [], position
+        return lines, position, False
+    size = 0
     with f:
         f.seek(position)
-        return _records(f, limit, max_bytes)
-
-
-def _records(
-    f: IO[bytes], limit: int | None, max_bytes: int | None
-) -> tuple[list[dict[str, Any]], int]:
-    lines: list[dict[str, Any]] = []
-    size = 0
-    position = f.tell()
-    while (limit is None or len(lines) < limit) and (max_bytes is None or size < max_bytes):
-        record, whole = _next_record(f)
-        if not whole:
-            break
-        position = f.tell()
-        size += whole
-        lines.append(record)
-    return lines, position
+        while True:
+            record, length = _next_record(f)
+            if not length:
+                return lines, position, False
+            if (limit is not None and len(lines) >= limit) or (
+                max_bytes is not None and size >= max_bytes
+            ):
+                return lines, position, True
+            lines.append(record)
+            size += length
+            position += length
 
 
 def _next_record(f: IO[bytes]) -> tuple[dict[str, Any], int]:

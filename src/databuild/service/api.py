@@ -26,11 +26,10 @@ from werkzeug.exceptions import NotFound as NoRoute
 from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
 from databuild.bel.queries import MAX_MATCHES
 from databuild.errors import Conflict, DataBuildError, NotFound
-from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.graph.source import GraphSource
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator, Subscription
-from databuild.service import openapi
+from databuild.service import logs, openapi
 from databuild.service import responses as r
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
 from databuild.service.hot import HotRead
@@ -38,7 +37,7 @@ from databuild.service.idle import IdleTimer
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
-from databuild.service.sse import ProgressStream
+from databuild.service.sse import EventStream, ProgressStream
 
 Handler = Callable[..., Awaitable[object]]
 
@@ -340,11 +339,28 @@ class Api:
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @_shielded
-    async def task_logs(self, request: IRequest, task_id: str) -> dict[str, Any]:
+    async def task_logs(self, request: IRequest, task_id: str) -> dict[str, Any] | None:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._found(self._log.get_task(task_id), "task", task_id)
-        lines = await read_logs(self._config.workspace.state_dir, task_id)
-        return {"job_run_id": task_id, "lines": lines}
+        state_dir = self._config.workspace.state_dir
+        offset = r.query_int(request, "offset", 0, 0)
+        tail = r.query_int(request, "tail", None, 0)
+        if not r.query_bool(request, "follow"):
+            limit = r.query_int(request, "limit", logs.DEFAULT_LIMIT, 1, logs.MAX_LIMIT)
+            return await deferToThread(logs.log_page, state_dir, task_id, offset, limit, tail)
+        resumed = request.getHeader(b"last-event-id")
+        if resumed is not None:
+            start = r.whole_number(resumed.decode("latin-1"), "Last-Event-ID", 0) + 1
+        else:
+            start = await deferToThread(logs.start_line, state_dir, task_id, offset, tail)
+
+        async def status() -> str | None:
+            task = await self._log.get_task(task_id)
+            return None if task is None else task["status"]
+
+        stream = EventStream(request, self._clock, self._config.keepalive_s)
+        await logs.LogFollower(stream, self._clock, state_dir, task_id, status).run(start)
+        return None
 
     @app.route("/api/v1/events", methods=["GET"])
     @_shielded
@@ -416,7 +432,7 @@ def _since(request: IRequest) -> int:
     header = request.getHeader(b"last-event-id")
     if header is not None:
         return r.whole_number(header.decode("latin-1"), "Last-Event-ID", 0)
-    return r.query_int(request, "since", 0, 0, r.MAX_INT)
+    return r.query_int(request, "since", 0, 0)
 
 
 def _args(request: IRequest, *names: str) -> list[str | None]:
@@ -425,10 +441,9 @@ def _args(request: IRequest, *names: str) -> list[str | None]:
 
 
 def read_logs(state_dir: Path, job_run_id: str) -> Deferred[list[Mapping[str, Any]]]:
-    """The log lines of a job run, read on a thread (none if it has no log yet)."""
-
-    def read() -> list[Mapping[str, Any]]:
-        path = find_run_log(state_dir, job_run_id)
-        return [] if path is None else read_run_log(path)
-
-    return deferToThread(read)
+    """The last ``logs.DEFAULT_LIMIT`` log lines of a job run (at most a page), read on a
+    thread (none if it has no log yet)."""
+    d = deferToThread(
+        logs.log_page, state_dir, job_run_id, 0, logs.DEFAULT_LIMIT, logs.DEFAULT_LIMIT
+    )
+    return d.addCallback(lambda page: page["lines"])

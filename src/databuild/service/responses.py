@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from twisted.web.iweb import IRequest
@@ -14,6 +14,7 @@ MAX_JSON_DEPTH = 64
 MAX_INT = 2**63 - 1
 """The largest whole number a parameter may hold (what the event log's databases store)."""
 JSON_TYPE = b"application/json; charset=utf-8"
+_Default = TypeVar("_Default", int, None)
 _JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]')
 """What matters to the nesting depth of JSON text: escapes, quotes and brackets."""
 
@@ -155,7 +156,19 @@ def query(request: IRequest, name: str) -> str | None:
     return value or None
 
 
-def query_int(request: IRequest, name: str, default: int, minimum: int, maximum: int) -> int:
+def query_bool(request: IRequest, name: str) -> bool:
+    """Query parameter ``name`` as ``true`` or ``false`` (false when absent)."""
+    text = query(request, name)
+    if text is None or text.lower() in ("false", "0", "no"):
+        return False
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    raise bad_request(f"{name!r} must be true or false, not {text[:40]!r}")
+
+
+def query_int(
+    request: IRequest, name: str, default: _Default, minimum: int, maximum: int = MAX_INT
+) -> int | _Default:
     """Query parameter ``name`` as a whole number within bounds, else ``default``."""
     text = query(request, name)
     return default if text is None else whole_number(text, repr(name), minimum, maximum)
