@@ -182,7 +182,7 @@ class RunLogWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
         record = log_record(stream, text, time.time_ns(), continued=continued)
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_DELAY_S, self._flush)
 
