@@ -302,3 +302,47 @@ async def test_a_run_goes_on_when_its_running_record_cannot_be_written(tmp_path:
     executor = Executor(reactor, tmp_path, 1)
     result = await executor.run(job_run(), "b", ("true",), None).result
     assert result.succeeded
+
+
+def _shell_job(tmp_path: Path, body: str) -> tuple[str, ...]:
+    """An argv prefix running ``body`` with ``sh`` (its ``$1`` is ``exec``)."""
+    path = tmp_path / "job.sh"
+    path.write_text(body)
+    return ("sh", str(path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_setsid_process_holding_the_pipes_does_not_hold_the_run(tmp_path: Path) -> None:
+    daemon = tmp_path / "daemon.pid"
+    prefix = _shell_job(tmp_path, f"setsid sleep 300 & echo $! > {daemon}\necho started\n")
+    executor = Executor(reactor, tmp_path, 1, grace_s=1)
+    run = job_run()
+    result = await executor.run(run, "b", prefix, None).result
+    # The run is over though its daemon could sleep for minutes more; the daemon goes too.
+    assert result.succeeded
+    assert [line["text"] for line in read_run_log(
+        find_run_log(tmp_path / ".databuild", run.job_run_id))] == ["started"]
+    await wait_for(lambda: not alive(int(daemon.read_text())))
+    assert executor.running == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_and_timeout_end_runs_whose_setsid_process_holds_the_pipes(
+    tmp_path: Path,
+) -> None:
+    daemons = tmp_path / "daemons"
+    daemons.mkdir()
+    prefix = _shell_job(
+        tmp_path, f"setsid sleep 300 & echo $! > {daemons}/$$\ntrap '' TERM\n"
+        "while true; do sleep 0.1; done\n",
+    )
+    executor = Executor(reactor, tmp_path, 2, grace_s=0.5)
+    cancelled = executor.run(job_run(), "b", prefix, None)
+    timed_out = executor.run(job_run(), "b", prefix, 0.5)
+    await wait_for(lambda: len(list(daemons.iterdir())) == 2)
+    cancelled.cancel()
+    assert (await cancelled.result).cancelled
+    assert (await timed_out.result).timed_out
+    for pidfile in daemons.iterdir():
+        await wait_for(lambda pidfile=pidfile: not alive(int(pidfile.read_text())))
+        assert not alive(int(pidfile.name))
