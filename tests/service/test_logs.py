@@ -190,3 +190,9 @@ async def test_bad_log_parameters_are_400_naming_them(service: Service) -> None:
         code, body = await call(service, "GET", f"/api/v1/tasks/{task_id}/logs?{query}")
         assert code == 400, query
         assert query.split("=")[0] in body["error"]["message"]
+    response = await treq.get(
+        f"{service.url}/api/v1/tasks/{task_id}/logs?follow=true",
+        headers={**service.headers(), "Last-Event-ID": str(2**63)},
+    )
+    assert response.code == 400
+    assert "Last-Event-ID" in (await response.json())["error"]["message"]

@@ -348,18 +348,14 @@ class Api:
         if not r.query_bool(request, "follow"):
             limit = r.query_int(request, "limit", logs.DEFAULT_LIMIT, 1, logs.MAX_LIMIT)
             return await deferToThread(logs.log_page, state_dir, task_id, offset, limit, tail)
-        resumed = request.getHeader(b"last-event-id")
-        if resumed is not None:
-            start = r.whole_number(resumed.decode("latin-1"), "Last-Event-ID", 0) + 1
-        else:
-            start = await deferToThread(logs.start_line, state_dir, task_id, offset, tail)
 
         async def status() -> str | None:
             task = await self._log.get_task(task_id)
             return None if task is None else task["status"]
 
         stream = EventStream(request, self._clock, self._config.keepalive_s)
-        await logs.LogFollower(stream, self._clock, state_dir, task_id, status).run(start)
+        follower = logs.LogFollower(stream, self._clock, state_dir, task_id, status)
+        await follower.run(await logs.follow_start(request, state_dir, task_id, offset, tail))
         return None
 
     @app.route("/api/v1/events", methods=["GET"])

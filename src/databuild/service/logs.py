@@ -13,9 +13,11 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.web.iweb import IRequest
 
 from databuild.bel import JobStatus
 from databuild.executor.runlog import count_lines, find_run_log, position_of, read_from, read_page
+from databuild.service.responses import whole_number
 from databuild.service.sse import EventStream, frame
 
 DEFAULT_LIMIT = 1000
@@ -43,12 +45,18 @@ def log_page(
             "next_offset": next_offset, "more": more}
 
 
-def start_line(state_dir: Path, job_run_id: str, offset: int, tail: int | None) -> int:
-    """The index a followed log starts at: ``offset``, or ``tail`` lines before its end."""
+async def follow_start(
+    request: IRequest, state_dir: Path, job_run_id: str, offset: int, tail: int | None
+) -> int:
+    """The index a followed log starts at: after ``Last-Event-ID``, else ``offset``, else
+    ``tail`` lines before its end."""
+    resumed = request.getHeader(b"last-event-id")
+    if resumed is not None:
+        return whole_number(resumed.decode("latin-1"), "Last-Event-ID", 0) + 1
     if tail is None:
         return offset
-    path = find_run_log(state_dir, job_run_id)
-    return 0 if path is None else max(0, count_lines(path) - tail)
+    path = await deferToThread(find_run_log, state_dir, job_run_id)
+    return 0 if path is None else max(0, await deferToThread(count_lines, path) - tail)
 
 
 class LogFollower:
