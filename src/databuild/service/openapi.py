@@ -11,6 +11,8 @@ from typing import Any
 import databuild
 from databuild.bel.queries import MAX_LIMIT, MAX_POSITION
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
+from databuild.service.logs import DEFAULT_LIMIT as LOG_DEFAULT_LIMIT
+from databuild.service.logs import MAX_LIMIT as LOG_MAX_LIMIT
 
 Schema = dict[str, Any]
 
@@ -365,15 +367,35 @@ PATHS: dict[str, Schema] = {
         parameters=[TASK_ID],
     )},
     "/api/v1/tasks/{task_id}/logs": {"get": _operation(
-        "the run's log lines",
-        {"200": _json(_object({
-            "job_run_id": STRING,
-            "lines": {"type": "array", "items": _object(
-                {"time": NANOS, "stream": {"enum": ["stdout", "stderr"]}, "text": STRING},
-                data={"type": "object"},
-            )},
-        }))},
-        ("400", "404"), parameters=[TASK_ID],
+        "a page of the run's log lines, or (follow=true) its lines as Server-Sent Events",
+        {"200": {
+            **_json(_object({
+                "job_run_id": STRING,
+                "offset": {"type": "integer", "minimum": 0},
+                "lines": {"type": "array", "items": _object(
+                    {"time": NANOS, "stream": {"enum": ["stdout", "stderr"]}, "text": STRING},
+                    data={"type": "object"}, continued={"type": "boolean"},
+                )},
+                "next_offset": {"type": "integer", "minimum": 0},
+                "more": {"type": "boolean"},
+            })),
+            "description": "a page; with follow=true frames `id: <line index>`, "
+                           "`event: log_line`, `data: <line JSON>`, last `event: log_end`",
+        }},
+        ("400", "404"),
+        parameters=[
+            TASK_ID,
+            _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION,
+                              "default": 0}, "the first line (an index)"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": LOG_MAX_LIMIT,
+                             "default": LOG_DEFAULT_LIMIT}),
+            _query("tail", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+                   "start this many lines before the end"),
+            _query("follow", {"type": "boolean", "default": False},
+                   "stream the lines as Server-Sent Events until the run has ended"),
+            {"name": "Last-Event-ID", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        ],
     )},
     "/api/v1/events": {"get": _operation(
         "raw event-log events after `since`, oldest first",

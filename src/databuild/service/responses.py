@@ -15,6 +15,7 @@ MAX_INT = 2**63 - 1
 """The largest whole number a parameter may hold (what the event log's databases store)."""
 JSON_TYPE = b"application/json; charset=utf-8"
 _Default = TypeVar("_Default", int, None)
+_READ_AS_JSON = {b"application/json", b"application/x-www-form-urlencoded", b"text/plain"}
 _JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]')
 """What matters to the nesting depth of JSON text: escapes, quotes and brackets."""
 
@@ -97,9 +98,11 @@ def read_json_object(request: IRequest, *, allow_empty: bool = False) -> dict[st
 
 
 def is_json_type(content_type: bytes) -> bool:
-    """Whether a Content-Type header names JSON (``application/json`` or ``...+json``)."""
+    """Whether a body of this Content-Type is read as JSON: ``application/json``,
+    ``...+json``, and the defaults of ``curl -d``, urllib and ``fetch`` (form-urlencoded,
+    text/plain), which careless clients send with JSON bodies."""
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (
+    return media in _READ_AS_JSON or (
         media.startswith(b"application/") and media.endswith(b"+json")
     )
 
