@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest_twisted
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
@@ -139,15 +140,6 @@ def test_start_time_distinguishes_processes() -> None:
     assert start_ticks(2**22 + 12345) is None
 
 
-async def _wait_for_file(path: Path, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < end, f"{path} never appeared"
-        d: Deferred[None] = Deferred()
-        reactor.callLater(0.02, d.callback, None)
-        await d
-
-
 def _holding_pipes(pidfile: Path, then: str) -> list[str]:
     """A leader whose ``setsid`` background process (a new session) keeps stdout and stderr."""
     return ["sh", "-c", f"setsid sleep 300 & echo $! > {pidfile}; {then}"]
@@ -187,7 +179,8 @@ async def test_cancel_and_timeout_take_effect_whatever_a_setsid_process_does(
         reactor, _holding_pipes(timed_out_pid, "trap '' TERM; while true; do sleep 0.1; done"),
         cwd=tmp_path, env=os.environ, timeout_s=0.5, grace_s=0.5,
     )
-    await _wait_for_file(cancelled_pid)
+    await poll_until_async(lambda: cancelled_pid.exists() and cancelled_pid.read_text().strip(),
+                           "the daemon to start")
     assert (await cancelled.terminate()).cancelled
     result = await timed_out.result
     assert result.timed_out

@@ -12,10 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from tests.polling import poll_until
 
 from databuild.proc.info import alive
 
-from .conftest import Run, server_info, wait_for
+from .conftest import Run, server_info
 
 
 class Squatter(ThreadingHTTPServer):
@@ -55,7 +56,7 @@ def squatter(workspace: Path, databuild: Run) -> Iterator[Squatter]:
     assert databuild("service", "start").returncode == 0
     info = server_info(workspace)
     os.kill(info["pid"], signal.SIGKILL)
-    wait_for(lambda: not alive(info["pid"]), "the service to die")
+    poll_until(lambda: not alive(info["pid"]), "the service to die")
     health = {"status": "ok", "pid": info["pid"], "workspace": str(workspace),
               "version": "0", "active_builds": 0, "idle_timeout": 30}
     server = Squatter(urlsplit(info["url"]).port, health)

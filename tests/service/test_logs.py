@@ -12,7 +12,8 @@ import pytest
 import pytest_twisted
 import treq
 from tests.conftest import EXAMPLES
-from tests.service.conftest import Service, call, poll, start_service
+from tests.polling import poll_until_async
+from tests.service.conftest import Service, call, start_service
 
 TALK_JOB = '''\
 """Job ``talk``: for talk/NAME prints "before", writes pids/NAME, waits for release-NAME, prints
@@ -59,7 +60,7 @@ async def task_of(service: Service, ref: str) -> str:
         _, doc = await call(service, "GET", f"/api/v1/tasks?build_request_id={build_id}")
         return doc["tasks"][0]["job_run_id"] if doc["tasks"] else None
 
-    return await poll(task, 60, f"the task of {ref}")
+    return await poll_until_async(task, f"the task of {ref}")
 
 
 async def ended(service: Service, task_id: str) -> None:
@@ -67,7 +68,7 @@ async def ended(service: Service, task_id: str) -> None:
         _, task = await call(service, "GET", f"/api/v1/tasks/{task_id}")
         return task["status"] in ("JOB_COMPLETED", "JOB_FAILED")
 
-    await poll(final, 60, f"task {task_id} to end")
+    await poll_until_async(final, f"task {task_id} to end")
 
 
 async def sse(service: Service, path: str, until: str, **headers: str) -> list[dict[str, Any]]:
@@ -101,7 +102,7 @@ async def test_a_running_task_is_followed_to_its_end_and_resumed(service: Servic
     async def started() -> bool:
         return (service.workspace / "pids" / "follow").exists()
 
-    await poll(started, 60, "talk/follow to print")
+    await poll_until_async(started, "talk/follow to print")
     response = await treq.get(
         f"{service.url}/api/v1/tasks/{task_id}/logs?follow=true", headers=service.headers(),
         unbuffered=True,

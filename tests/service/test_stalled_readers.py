@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from tests.conftest import EXAMPLES
-from tests.service.conftest import Service, start_service, wait_until
+from tests.polling import poll_until
+from tests.service.conftest import Service, start_service
 from tests.service.test_edge import request
 from tests.service.test_logs import MIB, rss_bytes
 
@@ -40,7 +41,7 @@ def big_build(service: Service) -> str:
         answer = request(service, "GET", f"/api/v1/builds/{build_id}")[2]
         return json.loads(answer)["status"] == "BUILD_REQUEST_FAILED"
 
-    wait_until(failed, 60, "the big build to fail")
+    poll_until(failed, "the big build to fail")
     return build_id
 
 
@@ -74,8 +75,8 @@ def drop_a_round(service: Service, build_id: str, whole: bytes) -> None:
     """READERS readers that read nothing, until the service has dropped them all."""
     readers = [stalled_reader(service, build_id) for _ in range(READERS)]
     drops = service.log_text().count("dropping a stream reader") + READERS
-    wait_until(lambda: service.log_text().count("dropping a stream reader") >= drops,
-               60, f"{READERS} stalled readers to be dropped")
+    poll_until(lambda: service.log_text().count("dropping a stream reader") >= drops,
+               f"{READERS} stalled readers to be dropped", timeout_s=60)
     for sock in readers:
         cut = read_to_the_end(sock)
         assert b"build_finished" not in cut and len(cut) < len(whole)
