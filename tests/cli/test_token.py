@@ -59,7 +59,14 @@ def squatter(workspace: Path, databuild: Run) -> Iterator[Squatter]:
     poll_until(lambda: not alive(info["pid"]), "the service to die")
     health = {"status": "ok", "pid": info["pid"], "workspace": str(workspace),
               "version": "0", "active_builds": 0, "idle_timeout": 30}
-    server = Squatter(urlsplit(info["url"]).port, health)
+
+    def squat() -> Squatter | None:
+        try:
+            return Squatter(urlsplit(info["url"]).port, health)
+        except OSError:  # a client connection of this busy machine has the port for a moment
+            return None
+
+    server = poll_until(squat, "the dead service's port to be free")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
