@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest_twisted
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
-from twisted.internet.task import deferLater
 
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.executor.runner import Executor
@@ -31,13 +31,6 @@ def script(tmp_path: Path, name: str, body: str) -> tuple[str, ...]:
     path = tmp_path / name
     path.write_text(body)
     return (PY, str(path))
-
-
-async def wait_for(predicate, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached before the deadline"
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -121,7 +114,7 @@ async def test_lines_reach_the_log_while_the_job_still_runs(tmp_path: Path) -> N
         path = find_run_log(tmp_path / ".databuild", run.job_run_id)
         return path is not None and any(e["text"] == "early" for e in read_run_log(path))
 
-    await wait_for(early_logged)
+    await poll_until_async(early_logged, "the early line to be logged")
     assert not handle.result.called
     go.touch()
     assert (await handle.result).succeeded
@@ -213,14 +206,14 @@ async def test_cancel_terminates_the_whole_group_including_grandchildren(tmp_pat
     executor = Executor(reactor, tmp_path, 1, grace_s=2)
     run = job_run()
     handle = executor.run(run, "b", prefix, None)
-    await wait_for(lambda: pids.exists() and " " in pids.read_text())
+    await poll_until_async(lambda: pids.exists() and " " in pids.read_text(), "the pids file")
     leader, grandchild = map(int, pids.read_text().split())
     [(_, record)] = read_records(tmp_path / ".databuild" / "running")
     assert record is not None and record.pid == leader and record.job_run_id == run.job_run_id
     handle.cancel()
     result = await handle.result
     assert result.cancelled
-    await wait_for(lambda: not alive(grandchild))
+    await poll_until_async(lambda: not alive(grandchild), "the grandchild to be gone")
     assert not alive(leader)
     assert read_records(tmp_path / ".databuild" / "running") == []
 
@@ -322,7 +315,7 @@ async def test_a_setsid_process_holding_the_pipes_does_not_hold_the_run(tmp_path
     assert result.succeeded
     assert [line["text"] for line in read_run_log(
         find_run_log(tmp_path / ".databuild", run.job_run_id))] == ["started"]
-    await wait_for(lambda: not alive(int(daemon.read_text())))
+    await poll_until_async(lambda: not alive(int(daemon.read_text())), "the daemon to be gone")
     assert executor.running == 0
 
 
@@ -339,10 +332,12 @@ async def test_cancel_and_timeout_end_runs_whose_setsid_process_holds_the_pipes(
     executor = Executor(reactor, tmp_path, 2, grace_s=0.5)
     cancelled = executor.run(job_run(), "b", prefix, None)
     timed_out = executor.run(job_run(), "b", prefix, 0.5)
-    await wait_for(lambda: len(list(daemons.iterdir())) == 2)
+    await poll_until_async(lambda: len(list(daemons.iterdir())) == 2, "both daemons")
     cancelled.cancel()
     assert (await cancelled.result).cancelled
     assert (await timed_out.result).timed_out
     for pidfile in daemons.iterdir():
-        await wait_for(lambda pidfile=pidfile: not alive(int(pidfile.read_text())))
+        await poll_until_async(
+            lambda pidfile=pidfile: not alive(int(pidfile.read_text())), "a daemon to be gone"
+        )
         assert not alive(int(pidfile.name))

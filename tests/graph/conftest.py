@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 
 from databuild.graph import load_workspace
 from databuild.graph.workspace import Workspace
@@ -23,14 +20,6 @@ WriteWorkspace = Callable[..., Workspace]
 def python_command(script: str) -> str:
     """A TOML array running ``script`` with the test's own interpreter."""
     return json.dumps([sys.executable, script])
-
-
-async def poll(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait, without blocking the reactor, until ``condition()`` holds; fail after a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {condition}"
-        await deferLater(reactor, 0.02)
 
 
 def nothing_available(refs: Sequence[str]) -> Deferred[set[str]]:

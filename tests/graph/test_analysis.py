@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, succeed
 
@@ -18,7 +19,7 @@ from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
 from databuild.proc.info import alive
 
-from .conftest import WriteWorkspace, nothing_available, poll
+from .conftest import WriteWorkspace, nothing_available
 
 # One script serves every job: it logs each call and answers from plan.json, which maps a ref
 # to {"inputs": [...], "query": [...], "outputs": [...]} (outputs default to the ref itself).
@@ -343,9 +344,11 @@ async def test_cancelling_analysis_kills_the_config_processes(
     )
     analysing = analyze(reactor, ws, ["slow/1"], available=nothing_available)
     pid_file = ws.root / "config.pid"
-    await poll(lambda: pid_file.exists() and pid_file.read_text() != "")
+    await poll_until_async(
+        lambda: pid_file.exists() and pid_file.read_text() != "", "the config's pid file"
+    )
     pid = int(pid_file.read_text())
     analysing.cancel()
     with pytest.raises(CancelledError):
         await analysing
-    await poll(lambda: not alive(pid))
+    await poll_until_async(lambda: not alive(pid), "the config process to be gone")

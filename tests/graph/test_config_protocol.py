@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from tests.polling import poll_until_async
 from twisted.internet import reactor
 
 from databuild.errors import AnalysisError
@@ -14,7 +15,7 @@ from databuild.graph.capture import argv_batches
 from databuild.model import DepType, JobConfig, PartitionInput
 from databuild.proc.info import alive
 
-from .conftest import WriteWorkspace, poll
+from .conftest import WriteWorkspace
 
 
 async def configure(
@@ -158,7 +159,7 @@ async def test_hanging_config_is_killed_with_its_whole_group(
     assert message.startswith("job 'job': config for out/1 timed out after 1 s and was killed")
     assert message.endswith("stderr:\nwaiting forever")
     grandchild = int((tmp_path / "ws" / "grandchild.pid").read_text())
-    await poll(lambda: not alive(grandchild))
+    await poll_until_async(lambda: not alive(grandchild), "the grandchild to be gone")
 
 
 def test_argv_batches_split_by_size_and_keep_order() -> None:
