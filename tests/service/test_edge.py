@@ -170,6 +170,10 @@ bodies = st.one_of(
 )
 
 
+def sendable_in_header(text: str) -> bool:
+    return text.isascii() and "\r" not in text and "\n" not in text
+
+
 @st.composite
 def hostile_requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str, str]]:
     rule, method = draw(st.sampled_from(ROUTES))
@@ -187,7 +191,8 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str,
         path += "?" + urlencode(query)
     headers: dict[str, str] = {}
     if draw(st.booleans()):
-        headers["Last-Event-ID"] = draw(header_text | hostile_text.filter(str.isascii))
+        # A bare CR or LF cannot be sent in a header at all (http.client refuses it).
+        headers["Last-Event-ID"] = draw(header_text | hostile_text.filter(sendable_in_header))
     if draw(st.booleans()):
         headers["Content-Type"] = draw(st.sampled_from([
             "application/json", "multipart/form-data; boundary=x", "text/plain",
@@ -195,7 +200,9 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str,
     return method, path, draw(bodies), headers
 
 
-@settings(max_examples=250, deadline=None,
+# The same examples on every run, so that CI's verdict never depends on the draw; explore
+# further locally with --hypothesis-seed.
+@settings(max_examples=250, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(hostile=hostile_requests())
 def test_no_request_to_any_route_gets_a_500(
