@@ -201,7 +201,7 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str,
 
 
 # The same examples on every run, so that CI's verdict never depends on the draw; explore
-# further locally with --hypothesis-seed.
+# further locally with derandomize=False and more examples.
 @settings(max_examples=250, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(hostile=hostile_requests())
