@@ -171,10 +171,10 @@ async def _opened(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRe
     return request, done
 
 
-@pytest_twisted.ensureDeferred
-async def test_frames_wait_while_the_connection_is_full_and_follow_in_order(
+async def _paused_after_one_event(
     event_log: EventLog,
-) -> None:
+) -> tuple[ProgressHub, Build, Clock, DummyRequest, object]:
+    """An open stream of a RECEIVED build whose reader pauses; then PLANNING is recorded."""
     hub = ProgressHub(event_log)
     build = Build(event_log, hub)
     await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
@@ -182,6 +182,14 @@ async def test_frames_wait_while_the_connection_is_full_and_follow_in_order(
     request, done = await _opened(hub, build, clock)
     request.producer.pauseProducing()
     await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    return hub, build, clock, request, done
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_wait_while_the_connection_is_full_and_follow_in_order(
+    event_log: EventLog,
+) -> None:
+    _hub, build, _clock, request, done = await _paused_after_one_event(event_log)
     await build.record(BuildStatus.BUILD_REQUEST_FAILED)
     assert [f["event"] for f in frames(request)] == ["build_request"]
     assert not done.called  # the end waits for the queue
@@ -196,13 +204,7 @@ async def test_frames_wait_while_the_connection_is_full_and_follow_in_order(
 async def test_a_reader_that_takes_nothing_is_dropped_after_the_stall_time(
     event_log: EventLog,
 ) -> None:
-    hub = ProgressHub(event_log)
-    build = Build(event_log, hub)
-    await build.record(BuildStatus.BUILD_REQUEST_RECEIVED)
-    clock = Clock()
-    request, done = await _opened(hub, build, clock)
-    request.producer.pauseProducing()
-    await build.record(BuildStatus.BUILD_REQUEST_PLANNING)
+    hub, build, clock, request, done = await _paused_after_one_event(event_log)
     clock.advance(STALL_S - 0.1)
     assert not request.transport.aborted
     clock.advance(0.1)
