@@ -128,7 +128,9 @@ def _available(db: Database, refs: Sequence[str]) -> set[str]:
 
 def release(db: Database, job_run_ids: Sequence[str]) -> None:
     """Let go of the runs' claims (in the transaction storing their final events)."""
-    db.execute_many("DELETE FROM claims WHERE job_run_id = ?", [(run,) for run in job_run_ids])
+    if job_run_ids:
+        condition, params = db.in_condition("job_run_id", job_run_ids)
+        db.execute(f"DELETE FROM claims WHERE {condition}", params)
 
 
 def run_states(db: Database, job_run_ids: Sequence[str]) -> dict[str, RunState]:

@@ -12,6 +12,7 @@ On SQLite a lock file, not a lease, keeps the log to one service (``expires_at``
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
@@ -95,13 +96,30 @@ def renew(db: Database, service_id: str, lease_s: float) -> bool:
 
 def fence(db: Database) -> None:
     """Within a write transaction: raise LeaseLost unless this service's lease holds now."""
+    ask_fence(db)()
+
+
+def ask_fence(db: Database) -> Callable[[], None]:
+    """Send ``fence``'s query now; the function returned raises LeaseLost unless the lease
+    held. Queries sent in between share its round trip on PostgreSQL (pipeline mode)."""
     if db.service_id is None:
-        return
-    if db.one(f"SELECT 1 FROM services WHERE service_id = ? AND {live_sql(db)}",
-              (db.service_id,)) is None:
-        raise LeaseLost(
-            f"service {db.service_id} has lost its lease on the event log; it may not write"
-        )
+        return _no_fence
+    service_id = db.service_id
+    cursor = db.execute(
+        f"SELECT 1 FROM services WHERE service_id = ? AND {live_sql(db)}", (service_id,)
+    )
+
+    def check() -> None:
+        if cursor.fetchone() is None:
+            raise LeaseLost(
+                f"service {service_id} has lost its lease on the event log; it may not write"
+            )
+
+    return check
+
+
+def _no_fence() -> None:
+    pass
 
 
 def stop(db: Database, service_id: str) -> None:

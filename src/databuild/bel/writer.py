@@ -28,7 +28,7 @@ from databuild.bel.events import (
     JobGraphEvent,
     PartitionEvent,
 )
-from databuild.bel.services import fence
+from databuild.bel.services import ask_fence
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.bel.transitions import IllegalTransition, check_transition
 from databuild.errors import DataBuildError
@@ -46,8 +46,9 @@ def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuil
     results: list[Event | DataBuildError] = []
     with db.write_transaction():
         # The fence: a service whose lease is gone stores nothing (SPEC §5.8).
-        fence(db)
+        fence = ask_fence(db)
         batch = _Batch.read(db, events)
+        fence()
         for event in events:
             try:
                 results.append(batch.add(event))
