@@ -26,7 +26,7 @@ TABLES = {
 
 
 def two_builds() -> list[Event]:
-    """Two builds' events, interleaved, with refused ones among them."""
+    """Two builds' events, interleaved, with refused ones among them; then a third build's."""
     clock = iter(range(1_000_000_000, 2_000_000_000, 1_000))
     events: list[Event] = []
 
@@ -64,6 +64,10 @@ def two_builds() -> list[Event]:
     events.append(events[0])  # already stored
     add("b1", BuildRequestEvent("completed"))
     add("b2", BuildRequestEvent("failed", message="a job failed"))
+    # Bookkeeping after data: the catalog keeps out/a's data status, takes out/c's.
+    add("b3", BuildRequestEvent("received", ("out/a", "out/c")))
+    add("b3", PartitionEvent("out/a", "requested"))
+    add("b3", PartitionEvent("out/c", "requested"))
     return events
 
 
@@ -97,5 +101,28 @@ def test_one_batch_stores_what_one_transaction_per_event_stores(
     describe = [r if isinstance(r, Event) else (type(r), str(r)) for r in batched]
     assert describe == [r if isinstance(r, Event) else (type(r), str(r)) for r in expected]
     assert sum(not isinstance(r, Event) for r in batched) == 8
+    assert contents(database) == contents(one_each)
+    one_each.close()
+
+
+@pytest.mark.parametrize("size", [3, 7])
+def test_batches_of_any_size_store_what_one_transaction_per_event_stores(
+    database: Database, tmp_path: Path, size: int
+) -> None:
+    """Batch boundaries fall inside each ref's, run's and build's sequence of changes."""
+    events = two_builds()
+    one_each = Database(parse_uri(str(tmp_path / "one-each.sqlite"), tmp_path))
+    one_each.connect()
+    create_or_upgrade(one_each)
+    expected = [append_batch(one_each, [event])[0] for event in events]
+
+    batched = [
+        result
+        for first in range(0, len(events), size)
+        for result in append_batch(database, events[first:first + size])
+    ]
+
+    describe = [r if isinstance(r, Event) else (type(r), str(r)) for r in batched]
+    assert describe == [r if isinstance(r, Event) else (type(r), str(r)) for r in expected]
     assert contents(database) == contents(one_each)
     one_each.close()

@@ -3,7 +3,7 @@
 Everything here runs on the log's own thread. A batch reads, in a few queries, what the log
 holds about everything its events name; each event is then checked against that state as the
 batch's earlier events changed it, in memory, so a refused event changes nothing. The rows
-come last: one ``executemany`` per statement, and the summary tables once per batch.
+come last: one statement per table, each row as the batch leaves it.
 ``idx`` is the previous largest ``idx`` plus one, read under the write lock: it is gapless and
 in commit order.
 """
@@ -143,7 +143,8 @@ class _Batch:
     """Each (build request, ref)'s status within its build."""
     runs: dict[str, _Run]
     event_rows: list[tuple[Any, ...]] = field(factory=list)
-    catalog_rows: list[tuple[Any, ...]] = field(factory=list)
+    catalog: dict[str, tuple[Any, ...]] = field(factory=dict)
+    """Each ref's ``partitions`` row: the batch's last data event's, else its last event's."""
     touched_partitions: dict[tuple[str, str], None] = field(factory=dict)
     outputs: list[tuple[str, str]] = field(factory=list)
     """The ``job_run_outputs`` rows of the batch's new runs."""
@@ -297,7 +298,12 @@ class _Batch:
         data_idx = idx if changes_data(self.partitions.get(key), payload.status) else None
         self.partitions[key] = payload.status
         self.touched_partitions[key] = None
-        self.catalog_rows.append((
+        # The rows of one ref, applied in turn under the catalog's rule (bel/catalog.py), leave
+        # the last that carries a data_idx, or else the last of all: only that one is stored.
+        prior = self.catalog.get(payload.partition_ref)
+        if data_idx is None and prior is not None and prior[-1] is not None:
+            return
+        self.catalog[payload.partition_ref] = (
             payload.partition_ref,
             payload.status.value,
             event.timestamp,
@@ -307,7 +313,7 @@ class _Batch:
             job_label,
             payload.partition_ref[::-1],
             data_idx,
-        ))
+        )
 
     def _job_run(self, event: Event, payload: JobEvent, idx: int, run: _Run | None) -> None:
         status, ts = payload.status, event.timestamp
@@ -371,17 +377,16 @@ class _Batch:
             [(*key, self.partitions[key].value) for key in self.touched_partitions],
             "ON CONFLICT (build_request_id, partition_ref) DO UPDATE SET status = excluded.status",
         )
-        # One statement per event: the catalog's rule sees each of a ref's changes in turn.
-        db.execute_many(
-            "INSERT INTO partitions (partition_ref, status, updated_at, updated_idx,"
-            " build_request_id, job_run_id, job_label, reversed_ref, data_idx)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
+        db.insert_many(
+            "partitions",
+            ("partition_ref", "status", "updated_at", "updated_idx", "build_request_id",
+             "job_run_id", "job_label", "reversed_ref", "data_idx"),
+            list(self.catalog.values()),
+            "ON CONFLICT (partition_ref) DO UPDATE SET status = excluded.status,"
             " updated_at = excluded.updated_at, updated_idx = excluded.updated_idx,"
             " build_request_id = excluded.build_request_id, job_run_id = excluded.job_run_id,"
             " job_label = excluded.job_label, data_idx = excluded.data_idx"
             " WHERE excluded.data_idx IS NOT NULL OR partitions.data_idx IS NULL",
-            self.catalog_rows,
         )
         db.insert_many(
             "job_runs",
