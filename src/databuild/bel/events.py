@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
@@ -178,7 +178,8 @@ class Event:
 
     def stored_at(self, idx: int) -> Event:
         """This event as stored at position ``idx``."""
-        return evolve(self, idx=idx)
+        # Not attrs.evolve, which costs twice as much: the writer calls this per event.
+        return Event(self.build_request_id, self.payload, self.event_id, self.timestamp, idx)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,8 @@ people type and read (``completed``). ``parse`` accepts either form, in any case
 from __future__ import annotations
 
 import enum
-from typing import Self
+import functools
+from typing import Self, TypeVar
 
 from databuild.errors import DataBuildError
 
@@ -30,7 +31,7 @@ class _Status(enum.StrEnum):
         """The lower-case name without the kind prefix: ``completed``."""
         return self.value.removeprefix(self._prefix()).lower()
 
-    @property
+    @functools.cached_property
     def final(self) -> bool:
         """Whether nothing may follow this status."""
         return self in self._finals()
@@ -45,16 +46,24 @@ class _Status(enum.StrEnum):
         if isinstance(text, cls):
             return text
         if isinstance(text, str):
-            name = text.strip().upper()
-            for candidate in (name, cls._prefix() + name):
-                if candidate in cls.__members__:
-                    return cls[candidate]
+            found = _spellings(cls).get(text.strip().upper())
+            if found is not None:
+                return found
         choices = ", ".join(s.short for s in cls)
         raise InvalidStatus(f"unknown {cls._kind()} status {text!r}; expected one of {choices}")
 
     @classmethod
     def _kind(cls) -> str:
         return cls._prefix().rstrip("_").lower().replace("_", " ")
+
+
+_S = TypeVar("_S", bound=_Status)
+
+
+@functools.cache
+def _spellings(kind: type[_S]) -> dict[str, _S]:
+    """Each status of ``kind`` by its name and by its upper-case short form."""
+    return {s.short.upper(): s for s in kind} | {s.name: s for s in kind}
 
 
 class BuildStatus(_Status):

@@ -34,6 +34,8 @@ from databuild.bel.transitions import IllegalTransition, check_transition
 from databuild.errors import DataBuildError
 
 _RAN = (JobStatus.JOB_COMPLETED, JobStatus.JOB_FAILED)
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(..., separators=(",", ":"))`` without building an encoder per call."""
 
 
 def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuildError]:
@@ -270,7 +272,7 @@ class _Batch:
             getattr(event.payload, "partition_ref", None),
             getattr(event.payload, "job_run_id", None),
             job_label,
-            json.dumps(body, separators=(",", ":")),
+            _compact_json(body),
         ))
 
     def _build(
