@@ -436,4 +436,4 @@ def _select(db: Database, what: str, *where: tuple[str, list[str]]) -> Any:
         condition, more = db.in_condition(column, values)
         conditions.append(condition)
         params += more
-    return db.execute(f"SELECT {what} WHERE {' AND '.join(conditions)}", params)
+    return db.execute(f"SELECT {what} WHERE {' AND '.join(conditions)}", params, replan=True)
