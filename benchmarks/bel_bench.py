@@ -4,7 +4,8 @@
                                              [--appends-only]
 
 1. Appends/s on SQLite and PostgreSQL through ``EventLog.append``: many builds recording at
-   once (group commit) and one append at a time, against baselines measured in the same run
+   once (group commit; with the process's CPU time per append) and one append at a time,
+   against baselines measured in the same run
    on the same database, without the transition check or the summary tables: a bare
    ``INSERT`` of the very ``events`` rows the log stored, as many per transaction as the log
    committed together, into a table without indexes; and one bare ``INSERT`` per committed
@@ -176,10 +177,11 @@ async def append_rates(reactor: Any, uri: str, root: Path, total: int) -> dict[s
             status = "scheduled" if n % 2 == 0 else "skipped"
             await log.append(Event(build_id, JobEvent(run_id, "job", status, ("out/1",))))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     commits = log.commits
     await gatherResults([ensureDeferred(one_build(i)) for i in range(builds)])
     concurrent = builds * per_build / (time.perf_counter() - start)
+    cpu_us = (time.process_time() - cpu) / (builds * per_build) * 1e6
     per_commit = builds * per_build / (log.commits - commits)
 
     serial_n = max(total // 10, 200)
@@ -189,6 +191,7 @@ async def append_rates(reactor: Any, uri: str, root: Path, total: int) -> dict[s
     await log.close()
     return {
         "concurrent": concurrent,
+        "cpu_us": cpu_us,
         "events_per_commit": per_commit,
         "serial": serial,
         "same_rows": same_rows_rate(uri, root, round(per_commit)),
@@ -340,6 +343,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         rows.append((
             backend,
             f"{rates['concurrent']:,.0f}",
+            f"{rates['cpu_us']:.0f}",
             f"{rates['events_per_commit']:.1f}",
             f"{rates['serial']:,.0f}",
             f"{rates['same_rows']:,.0f}",
@@ -353,8 +357,10 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         f"Appends/s: {options.appends:,} appends from 50 builds at once (group commit), then one "
         "at a time; baselines: a bare INSERT of the same events rows in batches as large, "
         "into a table without indexes; a bare INSERT of an event row, one commit each, on the "
-        "log's settings and with an fsync per commit",
-        ("backend", "concurrent appends/s", "events/commit", "serial appends/s",
+        "log's settings and with an fsync per commit; CPU: this process's, all threads (the "
+        "50 builds' own code included), per concurrent append: the machine's load moves it "
+        "less than the rates",
+        ("backend", "concurrent appends/s", "CPU µs/append", "events/commit", "serial appends/s",
          "same rows, bare INSERT/s", "concurrent/same rows", "bare INSERT rows/s",
          "concurrent/bare", "bare+fsync rows/s", "concurrent/bare+fsync"),
         rows,
