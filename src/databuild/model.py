@@ -28,12 +28,14 @@ def validate_ref(value: object) -> str:
         raise InvalidRefError(
             f"partition ref is {len(value)} characters long; at most {MAX_REF_LENGTH} allowed"
         )
-    for ch in value:
-        if not ch.isprintable() or ch.isspace():
-            raise InvalidRefError(
-                f"partition ref {value!r} contains whitespace or a control character ({ch!r})"
-            )
-    return value
+    # Every whitespace character but the ASCII space is unprintable: one C-level test per ref
+    # (the event log validates each event's refs; a loop per character cost ~2 µs per ref).
+    if value.isprintable() and " " not in value:
+        return value
+    ch = next(ch for ch in value if not ch.isprintable() or ch.isspace())
+    raise InvalidRefError(
+        f"partition ref {value!r} contains whitespace or a control character ({ch!r})"
+    )
 
 
 def validate_refs(values: object) -> tuple[str, ...]:
