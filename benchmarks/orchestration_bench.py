@@ -15,7 +15,7 @@ process start included on both sides).
 For each case, in one run:
 
 - baseline: exactly the commands the executor runs, ``JOB exec REF`` (under the same
-  ``setsid`` as the executor's), started by ``xargs -P <parallel> -n 1``;
+  ``setpriv --pdeathsig`` tether as the executor's), started by ``xargs -P <parallel> -n 1``;
 - databuild: a fresh workspace and SQLite event log in a temporary directory, an Executor
   with ``max_parallel_jobs = <parallel>`` and an Orchestrator; the time from ``submit`` of
   all N refs in one build to the ``build_finished`` of the progress hub (analysis, the job
@@ -58,7 +58,6 @@ from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
 from databuild.model import JobConfig, JobRun, new_id
 from databuild.orchestrator import Orchestrator
-from databuild.proc.process import SETSID
 
 TARGET_RATIO = 1.25
 SCALE_TARGET_RATIO = 1.5
@@ -145,7 +144,7 @@ def run_xargs(
 ) -> float:
     start = time.perf_counter()
     subprocess.run(
-        ["xargs", "-P", str(parallel), "-n", "1", SETSID, *command, "exec"],
+        ["xargs", "-P", str(parallel), "-n", "1", *runner.tether(), *command, "exec"],
         input="\n".join(refs).encode(),
         cwd=root,
         env={**ENV, "WORK_S": work_s},

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from databuild.proc.info import alive, start_ticks
-from databuild.proc.process import spawn
+from databuild.proc.process import ProcessResult, spawn
 
 
 async def _wait_gone(pid: int, deadline_s: float = 10.0) -> bool:
@@ -61,20 +64,60 @@ async def test_stdin_is_delivered_and_closed(tmp_path: Path) -> None:
     assert out == ["HELLO"]
 
 
-@pytest_twisted.ensureDeferred
-async def test_child_leads_its_own_process_group(tmp_path: Path) -> None:
+async def _output(argv: list[str], cwd: str | Path, env: Mapping[str, str] = os.environ,
+                  ) -> tuple[list[str], ProcessResult]:
+    """The lines a child printed on stdout, and how it ended."""
     out: list[str] = []
-    child = spawn(
-        reactor,
-        [sys.executable, "-c", "import os; print(os.getpgid(0), os.getpid())"],
-        cwd=tmp_path,
-        env=os.environ,
-        on_line=lambda stream, text: out.append(text),
+    child = spawn(reactor, argv, cwd=cwd, env=env,
+                  on_line=lambda stream, text: out.append(text) if stream == "stdout" else None)
+    return out, await child.result
+
+
+@pytest.mark.parametrize("where", ["service directory", "elsewhere"])
+@pytest_twisted.ensureDeferred
+async def test_child_leads_its_own_session_and_process_group(tmp_path: Path, where: str) -> None:
+    # In the service's own directory the child is spawned directly; elsewhere `env -C` goes
+    # first, and execs the program in the same process.
+    cwd = os.getcwd() if where == "service directory" else tmp_path
+    out, _ = await _output(
+        [sys.executable, "-c", "import os; print(os.getsid(0), os.getpgid(0), os.getpid(),"
+         " os.getcwd())"],
+        cwd,
     )
-    await child.result
-    pgid, pid = out[0].split()
-    assert pgid == pid == str(child.pid)
+    sid, pgid, pid, directory = out[0].split()
+    assert sid == pgid == pid
     assert int(pgid) != os.getpgid(0)
+    assert directory == str(cwd)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_inherits_only_its_pipes_and_no_ignored_signal() -> None:
+    # Python ignores SIGPIPE; a shell pipeline in a job must not.
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    with open(__file__, "rb") as held:
+        out, result = await _output(
+            ["sh", "-c", f"grep SigIgn /proc/self/status; ls /proc/self/fd/{held.fileno()}"],
+            os.getcwd(),
+        )
+    assert not result.succeeded  # ls found no such descriptor
+    [ignored] = out
+    assert not int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_is_found_on_the_childs_path_and_a_script_needs_no_hash_bang(
+    tmp_path: Path,
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "greet"
+    script.write_text("echo hello from $0\n")
+    script.chmod(0o755)
+    out, result = await _output(
+        ["greet"], os.getcwd(), {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    )
+    assert result.succeeded
+    assert out == [f"hello from {script}"]
 
 
 @pytest_twisted.ensureDeferred
@@ -127,12 +170,20 @@ async def test_leftover_grandchild_is_killed_when_the_leader_exits(tmp_path: Pat
     assert await _wait_gone(int(pidfile.read_text()))
 
 
-@pytest_twisted.ensureDeferred
-async def test_missing_program_reports_why_on_stderr(tmp_path: Path) -> None:
-    child = spawn(reactor, ["no-such-program-xyz"], cwd=tmp_path, env=os.environ)
-    result = await child.result
-    assert result.exit_code == 127
-    assert "no-such-program-xyz" in result.stderr_tail
+@pytest.mark.parametrize("where", ["service directory", "elsewhere"])
+def test_a_program_that_cannot_be_started_raises(tmp_path: Path, where: str) -> None:
+    cwd = os.getcwd() if where == "service directory" else tmp_path
+    with pytest.raises(FileNotFoundError, match="no-such-program-xyz"):
+        spawn(reactor, ["no-such-program-xyz"], cwd=cwd, env=os.environ)
+    with pytest.raises(FileNotFoundError, match="bin/nothing"):
+        spawn(reactor, ["bin/nothing"], cwd=cwd, env=os.environ)
+
+
+def test_a_file_without_execute_permission_cannot_be_started(tmp_path: Path) -> None:
+    not_executable = tmp_path / "data.txt"
+    not_executable.write_text("echo hi\n")
+    with pytest.raises(PermissionError):
+        spawn(reactor, [str(not_executable)], cwd=os.getcwd(), env=os.environ)
 
 
 def test_start_time_distinguishes_processes() -> None:

@@ -31,7 +31,9 @@ from databuild.proc.process import (
     spawn,
 )
 
-CANNOT_START_EXIT_CODE = 127
+NOT_FOUND_EXIT_CODE = 127
+CANNOT_RUN_EXIT_CODE = 126
+"""A run whose program cannot be started ends with a shell's exit codes for the same case."""
 SETPRIV = "/usr/bin/setpriv"
 
 
@@ -231,8 +233,8 @@ class Executor:
             )
         except OSError as e:
             writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")
-            return ProcessResult(
-                exit_code=CANNOT_START_EXIT_CODE, signal=None, stderr_tail=str(e)
+            code = NOT_FOUND_EXIT_CODE if isinstance(e, FileNotFoundError) else CANNOT_RUN_EXIT_CODE
+            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e)
             )
         handle._child = child
         record = RunningRecord(

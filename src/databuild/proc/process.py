@@ -1,8 +1,9 @@
 """Child processes, each in its own process group, with line callbacks, timeout and group kill.
 
 This is the one place DataBuild starts programs: jobs' ``config`` and ``exec`` entrypoints,
-custom lookups and Bazel. Every child runs under ``setsid`` so that it leads a new process
-group; terminating a child signals the whole group, so no grandchild outlives it.
+custom lookups and Bazel. Every child is started by ``posix_spawn`` as the leader of a new
+session, so it leads a new process group; terminating a child signals the whole group, so no
+grandchild outlives it.
 
 A child ends when its leader exits, not when its pipes close: a background process that keeps
 stdout open gets ``drain_s`` to let the last lines through, then the pipes are closed. What
@@ -14,14 +15,16 @@ a ``setsid`` daemon that left the group.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import secrets
+import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from attrs import define, field, frozen
-from twisted.internet import error
+from twisted.internet import error, process
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
@@ -31,8 +34,8 @@ from twisted.python.failure import Failure
 
 from databuild.proc.info import processes_with_env
 
-SETSID = "/usr/bin/setsid"
 ENV = "/usr/bin/env"
+SHELL = "/bin/sh"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
 STDERR_TAIL_LINES = 20
@@ -321,36 +324,94 @@ def spawn(
     drain_s: float = DEFAULT_DRAIN_S,
     max_line_bytes: int | None = None,
 ) -> ChildProcess:
-    """Start ``argv`` in a new process group. Raises OSError if it cannot be started.
+    """Start ``argv`` in a new process group. Raises OSError if it cannot be started:
+    FileNotFoundError if ``argv[0]`` is not found (on ``env``'s ``PATH`` if it has no slash),
+    PermissionError if it may not be run.
 
     Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
     """
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
     name, _, value = child.marker.partition("=")
-    transport = reactor.spawnProcess(
-        _GroupProtocol(child, stdin, max_line_bytes),
-        SETSID,
-        [SETSID, *_in_directory(os.path.abspath(cwd)), *argv],
-        env={**env, name: value},
-        path=None,
-        childFDs={0: "w", 1: "r", 2: "r"},
-    )
+    env = {**env, name: value}
+    directory = os.path.abspath(cwd)
+    executable = _executable(argv[0], env, directory)
+    argv = list(argv)
+    if not _is_working_directory(directory):
+        # posix_spawn cannot change directory: the child changes it itself.
+        executable, argv = ENV, [ENV, "-C", directory, "--", *argv]
+
+    def start(executable: str, argv: list[str]) -> _SessionLeader:
+        protocol = _GroupProtocol(child, stdin, max_line_bytes)
+        return _SessionLeader(reactor, executable, argv, env, None, protocol,
+                              childFDs={0: "w", 1: "r", 2: "r"})
+
+    try:
+        transport = start(executable, argv)
+    except OSError as e:
+        if e.errno != errno.ENOEXEC:
+            raise
+        # A script without a "#!" line runs under the shell, as execvp would run it.
+        transport = start(SHELL, [SHELL, executable, *argv[1:]])
     child.pid = transport.pid
     if timeout_s is not None:
         child.set_timeout(timeout_s)
     return child
 
 
-def _in_directory(directory: str) -> list[str]:
-    """The argv prefix that runs a program in ``directory``.
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+"""Every signal a child may have set back to its default disposition: what this process
+ignores (Python ignores SIGPIPE) must not stay ignored in the child."""
 
-    Twisted starts children with ``posix_spawn`` only when they keep the parent's working
-    directory; otherwise it forks, which costs milliseconds of the reactor's time for a large
-    parent. So the child changes directory itself, with ``env -C``, unless it need not.
+
+class _SessionLeader(process.Process):
+    """Twisted's child process, started by ``posix_spawn`` as the leader of a new session.
+
+    Twisted has no way to ask for ``setsid``, and running ``/usr/bin/setsid`` in front of
+    every program doubled the execs per job (docs/performance.md). The pipes are all the
+    child inherits: every descriptor Python opens is close-on-exec (PEP 446), and so are
+    the event log's (SQLite and libpq open theirs so).
     """
+
+    def _fork(self, path: None, uid: None, gid: None, executable: str, args: list[str],
+              environment: dict[str, str], **kwargs: Any) -> None:
+        fdmap: dict[int, int] = kwargs["fdmap"]
+        # A pipe on a descriptor that the child's stdio take (the service's own stdio being
+        # closed) would be overwritten before it is moved: it goes over a copy above them.
+        sources = {child: os.dup(fd) if fd in fdmap else fd for child, fd in fdmap.items()}
+        try:
+            self.pid = os.posix_spawn(
+                executable,
+                args,
+                environment,
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, child) for child, fd in sources.items()],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        finally:
+            for child, fd in sources.items():
+                if fd != fdmap[child]:
+                    os.close(fd)
+        self.status = -1
+
+
+def _executable(program: str, env: Mapping[str, str], directory: str) -> str:
+    """The file ``program`` names, in ``directory`` or on the child's ``PATH`` (as
+    ``execvp`` would look); raises FileNotFoundError if there is none."""
+    if os.sep in program:
+        path = os.path.join(directory, program)
+        found = path if os.path.exists(path) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return found
+
+
+def _is_working_directory(directory: str) -> bool:
+    """Whether ``directory`` is the service's own working directory (the workspace root,
+    where the service is started)."""
     try:
-        if directory == os.getcwd():
-            return []
+        return directory == os.getcwd()
     except OSError:
-        pass
-    return [ENV, "-C", directory, "--"]
+        return False
+
