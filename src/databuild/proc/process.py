@@ -160,8 +160,9 @@ class _GroupProtocol(ProcessProtocol):
         }
 
     def connectionMade(self) -> None:
-        # A child that exits at once is reaped inside spawnProcess, before it returns: the
-        # pid must be known by then, or the group kill in processExited has no target.
+        # A child that exits at once is reaped, and its transport's pid cleared, before the
+        # transport is returned: the pid must be known by then, or the group kill in
+        # processExited has no target.
         self._child.pid = self.transport.pid
         if self._stdin:
             self.transport.write(self._stdin)
@@ -340,19 +341,18 @@ def spawn(
         # posix_spawn cannot change directory: the child changes it itself.
         executable, argv = ENV, [ENV, "-C", directory, "--", *argv]
 
-    def start(executable: str, argv: list[str]) -> _SessionLeader:
+    def start(executable: str, argv: list[str]) -> None:
         protocol = _GroupProtocol(child, stdin, max_line_bytes)
-        return _SessionLeader(reactor, executable, argv, env, None, protocol,
-                              childFDs={0: "w", 1: "r", 2: "r"})
+        _SessionLeader(reactor, executable, argv, env, None, protocol,
+                       childFDs={0: "w", 1: "r", 2: "r"})
 
     try:
-        transport = start(executable, argv)
+        start(executable, argv)
     except OSError as e:
         if e.errno != errno.ENOEXEC:
             raise
         # A script without a "#!" line runs under the shell, as execvp would run it.
-        transport = start(SHELL, [SHELL, executable, *argv[1:]])
-    child.pid = transport.pid
+        start(SHELL, [SHELL, executable, *argv[1:]])
     if timeout_s is not None:
         child.set_timeout(timeout_s)
     return child
