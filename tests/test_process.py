@@ -13,10 +13,10 @@ import pytest
 import pytest_twisted
 from tests.polling import poll_until_async
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
 from databuild.proc.info import alive, start_ticks
-from databuild.proc.process import ProcessResult, spawn
+from databuild.proc.process import ChildProcess, ProcessResult, spawn
 
 
 async def _wait_gone(pid: int, deadline_s: float = 10.0) -> bool:
@@ -254,6 +254,28 @@ async def test_a_daemon_that_left_the_session_and_closed_its_descriptors_is_ende
     )
     assert (await child.result).succeeded
     assert await _wait_gone(int(pidfile.read_text()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemons_of_leaders_ending_together_are_all_ended(tmp_path: Path) -> None:
+    # Their sweeps share passes over /proc; the daemons that ignore SIGTERM need the
+    # second sweep, with SIGKILL.
+    def leader(n: int) -> ChildProcess:
+        pidfile = tmp_path / f"daemon-{n}.pid"
+        ignore = "trap '' TERM; " if n % 2 else ""
+        return spawn(
+            reactor,
+            ["sh", "-c", f"setsid sh -c \"{ignore}echo \\$\\$ > {pidfile}; exec sleep 300\" "
+             f"< /dev/null > /dev/null 2>&1 & while [ ! -s {pidfile} ]; do sleep 0.01; done"],
+            cwd=tmp_path,
+            env=os.environ,
+            grace_s=0.2,
+        )
+
+    results = await gatherResults([leader(n).result for n in range(6)])
+    assert all(result.succeeded for result in results)
+    for n in range(6):
+        assert await _wait_gone(int((tmp_path / f"daemon-{n}.pid").read_text())), n
 
 
 @pytest_twisted.ensureDeferred

@@ -20,8 +20,9 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
 from twisted.internet import error, process
@@ -261,9 +262,7 @@ class ChildProcess:
     def _sweep(self, sig: int) -> Deferred[bool]:
         """Send ``sig`` to the group and to the marked processes; whether there were any."""
         in_group = kill_group(self.pgid, sig)
-        d = deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), signal_marked, self.marker, sig
-        )
+        d = _sweeper(self.reactor).sweep(self.marker, sig)
         d.addCallback(lambda marked: in_group or marked > 0)
 
         def failed(failure: Failure) -> bool:
@@ -296,20 +295,79 @@ class ChildProcess:
         )
 
 
-def signal_marked(marker: str, sig: int) -> int:
-    """Send ``sig`` to each process whose environment holds ``marker``, and to its group
-    (never our own); how many there were. Blocking: reads ``/proc``."""
+class _Sweeper:
+    """Signals the marked processes of many exited leaders in one pass over ``/proc``: one
+    pass runs at a time, and the leaders that exit meanwhile share the next one, so that
+    a stream of short jobs costs a pass per batch rather than one per job."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._waiting: dict[tuple[str, int], list[Deferred[int]]] = {}
+        self._busy = False
+
+    def sweep(self, marker: str, sig: int) -> Deferred[int]:
+        """Send ``sig`` to each process whose environment holds ``marker``, and to its
+        group; fires with how many there were."""
+        done: Deferred[int] = Deferred()
+        self._waiting.setdefault((marker, sig), []).append(done)
+        if not self._busy:
+            self._next()
+        return done
+
+    def _next(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        self._busy = True
+        d = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch)
+        )
+
+        def swept(counts: dict[str, int]) -> None:
+            for (marker, _), waiting in batch.items():
+                for each in waiting:
+                    each.callback(counts.get(marker, 0))
+
+        def failed(failure: Failure) -> None:
+            for waiting in batch.values():
+                for each in waiting:
+                    each.errback(failure)
+
+        d.addCallbacks(swept, failed)
+        d.addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        if self._waiting:
+            self._next()
+
+
+_sweepers: WeakKeyDictionary[Any, _Sweeper] = WeakKeyDictionary()
+
+
+def _sweeper(reactor: Any) -> _Sweeper:
+    """The one sweeper of ``reactor``'s children."""
+    sweeper = _sweepers.get(reactor)
+    if sweeper is None:
+        sweeper = _sweepers[reactor] = _Sweeper(reactor)
+    return sweeper
+
+
+def _signal_marked(wanted: Collection[tuple[str, int]]) -> dict[str, int]:
+    """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process whose
+    environment holds ``marker``, and to its group (never our own); how many there were of
+    each marker found. Blocking: reads ``/proc``."""
     own_group = os.getpgrp()
-    pids = processes_with_env(marker)
-    for pid in pids:
-        try:
-            group = os.getpgid(pid)
-            os.kill(pid, sig)
-        except OSError:
-            continue
-        if group != own_group:
-            kill_group(group, sig)
-    return len(pids)
+    signals = {marker: sig for marker, sig in wanted}
+    found = processes_with_env(signals)
+    for marker, pids in found.items():
+        for pid in pids:
+            try:
+                group = os.getpgid(pid)
+                os.kill(pid, signals[marker])
+            except OSError:
+                continue
+            if group != own_group:
+                kill_group(group, signals[marker])
+    return {marker: len(pids) for marker, pids in found.items()}
 
 
 def spawn(
