@@ -10,31 +10,32 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import react
 
 from databuild.proc.process import spawn
 from databuild.proc.tether import Tether
 
 
-def main() -> None:
+async def start(reactor: Any) -> None:
     tether = Tether(reactor)
     tether.startService()
     grandchild: Deferred[str] = Deferred()
-    held = spawn(reactor, ["sh", "-c", "sleep 300 & echo $!; wait"], cwd=os.getcwd(),
-                 env=os.environ, on_line=lambda stream, text: grandchild.callback(text))
-    released = spawn(reactor, ["sleep", "300"], cwd=os.getcwd(), env=os.environ)
+    held = await spawn(reactor, ["sh", "-c", "sleep 300 & echo $!; wait"], cwd=os.getcwd(),
+                       env=os.environ, on_line=lambda stream, text: grandchild.callback(text))
+    released = await spawn(reactor, ["sleep", "300"], cwd=os.getcwd(), env=os.environ)
     tether.hold(held.pgid)
     tether.hold(released.pgid)
     tether.release(released.pgid)
+    print(json.dumps({"held": [held.pid, int(await grandchild)], "released": released.pid}))
+    sys.stdout.flush()
+    await Deferred()  # until killed
 
-    def report(pid: str) -> None:
-        print(json.dumps({"held": [held.pid, int(pid)], "released": released.pid}))
-        sys.stdout.flush()
 
-    grandchild.addCallback(report)
-    reactor.run()
+def main() -> None:
+    react(lambda reactor: ensureDeferred(start(reactor)))
 
 
 if __name__ == "__main__":
