@@ -14,8 +14,8 @@ process start included on both sides).
 
 For each case, in one run:
 
-- baseline: exactly the commands the executor runs, ``JOB exec REF`` (under the same
-  ``setsid`` as the executor's), started by ``xargs -P <parallel> -n 1``;
+- baseline: exactly the commands the executor runs, ``JOB exec REF``, started by
+  ``xargs -P <parallel> -n 1``;
 - databuild: a fresh workspace and SQLite event log in a temporary directory, an Executor
   with ``max_parallel_jobs = <parallel>`` and an Orchestrator; the time from ``submit`` of
   all N refs in one build to the ``build_finished`` of the progress hub (analysis, the job
@@ -58,7 +58,7 @@ from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
 from databuild.model import JobConfig, JobRun, new_id
 from databuild.orchestrator import Orchestrator
-from databuild.proc.process import SETSID
+from databuild.proc.tether import Tether
 
 TARGET_RATIO = 1.25
 SCALE_TARGET_RATIO = 1.5
@@ -145,7 +145,7 @@ def run_xargs(
 ) -> float:
     start = time.perf_counter()
     subprocess.run(
-        ["xargs", "-P", str(parallel), "-n", "1", SETSID, *command, "exec"],
+        ["xargs", "-P", str(parallel), "-n", "1", *command, "exec"],
         input="\n".join(refs).encode(),
         cwd=root,
         env={**ENV, "WORK_S": work_s},
@@ -155,7 +155,11 @@ def run_xargs(
 
 
 def bench_executor(reactor, root: Path, parallel: int, work_s: str) -> Executor:
-    return Executor(reactor, root, parallel, base_env={**ENV, "WORK_S": work_s})
+    """An executor as the service has it: its runs tethered to a watchdog process."""
+    tether = Tether(reactor)
+    tether.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", tether.stopService)
+    return Executor(reactor, root, parallel, base_env={**ENV, "WORK_S": work_s}, tether=tether)
 
 
 async def run_executor(

@@ -18,6 +18,7 @@ from databuild.executor.runner import Executor
 from databuild.executor.running import read_records
 from databuild.model import JobConfig, JobRun, new_id
 from databuild.proc.info import alive
+from databuild.proc.tether import Tether
 
 PY = sys.executable
 
@@ -275,9 +276,16 @@ def test_structured_data_only_for_json_objects_on_stdout() -> None:
 async def test_many_instantly_exiting_runs_never_signal_the_service_itself(tmp_path: Path) -> None:
     # A child can be reaped inside spawnProcess, before it returns; the group kill that follows
     # a leader's exit must then target the child's group, never pgid 0 (our own group).
-    executor = Executor(reactor, tmp_path, 4, base_env={"PATH": os.environ["PATH"]})
-    handles = [executor.run(job_run(), "b", ("true",), None) for _ in range(100)]
-    results = await gatherResults([h.result for h in handles])
+    # The tether holds each one's group by the pid learnt then.
+    tether = Tether(reactor)
+    tether.startService()
+    executor = Executor(reactor, tmp_path, 4, base_env={"PATH": os.environ["PATH"]},
+                        tether=tether)
+    try:
+        handles = [executor.run(job_run(), "b", ("true",), None) for _ in range(100)]
+        results = await gatherResults([h.result for h in handles])
+    finally:
+        await tether.stopService()
     assert all(r.succeeded for r in results)
 
 

@@ -134,8 +134,10 @@ async def test_command_that_cannot_start_is_named(write_workspace: WriteWorkspac
     job = ws.job("job")
     with pytest.raises(AnalysisError) as caught:
         await run_config(reactor, ws, job, ["./no-such-program"], ["out/1"], 30.0)
-    assert "job 'job': config for out/1 exited with code" in str(caught.value)
-    assert "no-such-program" in str(caught.value)
+    assert "job 'job': config for out/1 could not be started (./no-such-program)" in str(
+        caught.value
+    )
+    assert "No such file or directory" in str(caught.value)
 
 
 @pytest_twisted.ensureDeferred

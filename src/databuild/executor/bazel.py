@@ -25,7 +25,6 @@ from databuild.proc.process import ChildProcess, ProcessResult, spawn
 PLAIN_OUTPUT = ("--color=no", "--curses=no")
 ERROR_LINES = 25
 """How many of Bazel's error lines an AnalysisError carries."""
-COMMAND_NOT_FOUND = 127
 
 _LABEL = re.compile(r"(?:@(?P<repo>[\w.-]*))?//(?P<package>[^:\s]*)(?::(?P<name>\S+))?")
 
@@ -102,7 +101,7 @@ class Bazel:
             self.log.info("bazel build finished: {targets} {outcome}", outcome=outcome, **fields)
         if not result.succeeded:
             raise AnalysisError(
-                f"bazel build of {' '.join(targets)} failed ({self._why(result)}):\n"
+                f"bazel build of {' '.join(targets)} failed ({result.describe()}):\n"
                 f"{output.errors()}"
             )
 
@@ -112,7 +111,7 @@ class Bazel:
         output = _Output(self.log, fields)
         result = await self._run("info", *self.build_flags, key, output=output)
         if not result.succeeded:
-            why = self._why(result)
+            why = result.describe()
             raise AnalysisError(f"bazel info {key} failed ({why}):\n{output.errors()}")
         if not output.stdout:
             raise AnalysisError(f"bazel info {key} printed no answer:\n{output.errors()}")
@@ -121,18 +120,15 @@ class Bazel:
     async def _run(self, verb: str, *args: str, output: _Output) -> ProcessResult:
         argv = (*self.command, verb, *PLAIN_OUTPUT, *args)
         try:
-            child = spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
+            child = await spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
+        except FileNotFoundError as e:
+            raise AnalysisError(
+                f"{argv[0]!r} was not found; is Bazel installed, "
+                f"or does [bazel] command in databuild.toml name it?"
+            ) from e
         except OSError as e:
             raise AnalysisError(f"cannot start {argv[0]}: {e}") from e
         return await _until_ended(child)
-
-    def _why(self, result: ProcessResult) -> str:
-        if result.exit_code == COMMAND_NOT_FOUND:
-            return (
-                f"{self.command[0]!r} was not found; is Bazel installed, "
-                f"or does [bazel] command in databuild.toml name it?"
-            )
-        return result.describe()
 
 
 async def _until_ended(child: ChildProcess) -> ProcessResult:

@@ -30,21 +30,11 @@ from databuild.proc.process import (
     ProcessResult,
     spawn,
 )
+from databuild.proc.tether import Tether
 
-CANNOT_START_EXIT_CODE = 127
-SETPRIV = "/usr/bin/setpriv"
-
-
-def tether() -> tuple[str, ...]:
-    """The argv prefix that makes a job die with its service (``PR_SET_PDEATHSIG``: SIGKILL
-    when the service's process ends, however it ends), where util-linux ``setpriv`` exists.
-
-    So a job never outlives a service killed with ``kill -9``, and a take-over's re-run never
-    overlaps it.
-    """
-    return (SETPRIV, "--pdeathsig", "KILL") if os.access(SETPRIV, os.X_OK) else ()
-
-
+NOT_FOUND_EXIT_CODE = 127
+CANNOT_RUN_EXIT_CODE = 126
+"""A run whose program cannot be started ends with a shell's exit codes for the same case."""
 def exec_env(
     base: Mapping[str, str],
     job_run: JobRun,
@@ -106,6 +96,7 @@ class Executor:
         base_env: Mapping[str, str] | None = None,
         grace_s: float = DEFAULT_GRACE_S,
         service_id: str = "",
+        tether: Tether | None = None,
     ) -> None:
         if max_parallel_jobs < 1:
             raise ValueError(f"max_parallel_jobs must be at least 1, not {max_parallel_jobs}")
@@ -119,6 +110,8 @@ class Executor:
         self._grace_s = grace_s
         self.service_id = service_id
         """The service whose runs these are, written in each running record."""
+        self._tether = tether
+        """Where each run's process group is held, so that it dies with the service."""
 
     @property
     def running(self) -> int:
@@ -183,7 +176,7 @@ class Executor:
         writer = RunLogWriter(
             self._reactor, run_log_path(self.state_dir, job_run.job_run_id, started_ns)  # type: ignore[arg-type]
         )
-        argv = [*tether(), *argv_prefix, "exec", *job_run.config.args]
+        argv = [*argv_prefix, "exec", *job_run.config.args]
         stdin = json.dumps(job_run.config.to_json()).encode()
         env = exec_env(self._base_env, job_run, build_request_id, self.workspace_root)
         handle.started.callback(None)
@@ -218,7 +211,7 @@ class Executor:
         timeout_s: float | None,
     ) -> ProcessResult:
         try:
-            child = spawn(
+            child = await spawn(
                 self._reactor,
                 argv,
                 cwd=self.workspace_root,
@@ -231,10 +224,11 @@ class Executor:
             )
         except OSError as e:
             writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")
-            return ProcessResult(
-                exit_code=CANNOT_START_EXIT_CODE, signal=None, stderr_tail=str(e)
-            )
+            code = NOT_FOUND_EXIT_CODE if isinstance(e, FileNotFoundError) else CANNOT_RUN_EXIT_CODE
+            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e))
         handle._child = child
+        if self._tether is not None:
+            self._tether.hold(child.pgid)
         record = RunningRecord(
             job_run_id=job_run.job_run_id,
             build_request_id=build_request_id,
@@ -257,5 +251,7 @@ class Executor:
             return await child.result
         finally:
             handle._child = None
+            if self._tether is not None:
+                self._tether.release(child.pgid)
             if path is not None:
                 remove_record(path)

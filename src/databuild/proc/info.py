@@ -9,6 +9,7 @@ Standard library only: the CLI imports this before Twisted.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -74,14 +75,15 @@ def command_line(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def processes_with_env(entry: str) -> list[int]:
-    """The live processes of this user whose environment holds ``entry`` (``NAME=value``).
+def processes_with_env(entries: Collection[str]) -> dict[str, list[int]]:
+    """The live processes of this user whose environment holds each of ``entries``
+    (``NAME=value``), in one pass over ``/proc``; entries no process holds are left out.
 
     Only this user's processes can be read; the caller's own process is never named.
     """
-    wanted = entry.encode()
+    wanted = {entry.encode(): entry for entry in entries}
     uid, me = os.getuid(), os.getpid()
-    found = []
+    found: dict[str, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
@@ -92,6 +94,8 @@ def processes_with_env(entry: str) -> list[int]:
                 environ = f.read()
         except OSError:
             continue
-        if wanted in environ.split(b"\0") and alive(int(name)):
-            found.append(int(name))
+        held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
+        if held and alive(int(name)):
+            for entry in held:
+                found.setdefault(entry, []).append(int(name))
     return found

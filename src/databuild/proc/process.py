@@ -1,8 +1,9 @@
 """Child processes, each in its own process group, with line callbacks, timeout and group kill.
 
 This is the one place DataBuild starts programs: jobs' ``config`` and ``exec`` entrypoints,
-custom lookups and Bazel. Every child runs under ``setsid`` so that it leads a new process
-group; terminating a child signals the whole group, so no grandchild outlives it.
+custom lookups and Bazel. Every child is started by ``posix_spawn`` as the leader of a new
+session, so it leads a new process group; terminating a child signals the whole group, so no
+grandchild outlives it.
 
 A child ends when its leader exits, not when its pipes close: a background process that keeps
 stdout open gets ``drain_s`` to let the last lines through, then the pipes are closed. What
@@ -14,24 +15,27 @@ a ``setsid`` daemon that left the group.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import secrets
+import shutil
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
-from twisted.internet import error
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess
+from twisted.internet import error, process
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.proc.info import processes_with_env
+from databuild.proc.spawning import Started, start_child
 
-SETSID = "/usr/bin/setsid"
 ENV = "/usr/bin/env"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
@@ -157,8 +161,9 @@ class _GroupProtocol(ProcessProtocol):
         }
 
     def connectionMade(self) -> None:
-        # A child that exits at once is reaped inside spawnProcess, before it returns: the
-        # pid must be known by then, or the group kill in processExited has no target.
+        # A child that exits at once is reaped, and its transport's pid cleared, before the
+        # transport is returned: the pid must be known by then, or the group kill in
+        # processExited has no target.
         self._child.pid = self.transport.pid
         if self._stdin:
             self.transport.write(self._stdin)
@@ -257,9 +262,7 @@ class ChildProcess:
     def _sweep(self, sig: int) -> Deferred[bool]:
         """Send ``sig`` to the group and to the marked processes; whether there were any."""
         in_group = kill_group(self.pgid, sig)
-        d = deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), signal_marked, self.marker, sig
-        )
+        d = _sweeper(self.reactor).sweep(self.marker, sig)
         d.addCallback(lambda marked: in_group or marked > 0)
 
         def failed(failure: Failure) -> bool:
@@ -292,24 +295,83 @@ class ChildProcess:
         )
 
 
-def signal_marked(marker: str, sig: int) -> int:
-    """Send ``sig`` to each process whose environment holds ``marker``, and to its group
-    (never our own); how many there were. Blocking: reads ``/proc``."""
+class _Sweeper:
+    """Signals the marked processes of many exited leaders in one pass over ``/proc``: one
+    pass runs at a time, and the leaders that exit meanwhile share the next one, so that
+    a stream of short jobs costs a pass per batch rather than one per job."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._waiting: dict[tuple[str, int], list[Deferred[int]]] = {}
+        self._busy = False
+
+    def sweep(self, marker: str, sig: int) -> Deferred[int]:
+        """Send ``sig`` to each process whose environment holds ``marker``, and to its
+        group; fires with how many there were."""
+        done: Deferred[int] = Deferred()
+        self._waiting.setdefault((marker, sig), []).append(done)
+        if not self._busy:
+            self._next()
+        return done
+
+    def _next(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        self._busy = True
+        d = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch)
+        )
+
+        def swept(counts: dict[str, int]) -> None:
+            for (marker, _), waiting in batch.items():
+                for each in waiting:
+                    each.callback(counts.get(marker, 0))
+
+        def failed(failure: Failure) -> None:
+            for waiting in batch.values():
+                for each in waiting:
+                    each.errback(failure)
+
+        d.addCallbacks(swept, failed)
+        d.addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self._busy = False
+        if self._waiting:
+            self._next()
+
+
+_sweepers: WeakKeyDictionary[Any, _Sweeper] = WeakKeyDictionary()
+
+
+def _sweeper(reactor: Any) -> _Sweeper:
+    """The one sweeper of ``reactor``'s children."""
+    sweeper = _sweepers.get(reactor)
+    if sweeper is None:
+        sweeper = _sweepers[reactor] = _Sweeper(reactor)
+    return sweeper
+
+
+def _signal_marked(wanted: Collection[tuple[str, int]]) -> dict[str, int]:
+    """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process whose
+    environment holds ``marker``, and to its group (never our own); how many there were of
+    each marker found. Blocking: reads ``/proc``."""
     own_group = os.getpgrp()
-    pids = processes_with_env(marker)
-    for pid in pids:
-        try:
-            group = os.getpgid(pid)
-            os.kill(pid, sig)
-        except OSError:
-            continue
-        if group != own_group:
-            kill_group(group, sig)
-    return len(pids)
+    signals = {marker: sig for marker, sig in wanted}
+    found = processes_with_env(signals)
+    for marker, pids in found.items():
+        for pid in pids:
+            try:
+                group = os.getpgid(pid)
+                os.kill(pid, signals[marker])
+            except OSError:
+                continue
+            if group != own_group:
+                kill_group(group, signals[marker])
+    return {marker: len(pids) for marker, pids in found.items()}
 
 
 def spawn(
-    reactor: IReactorProcess,
+    reactor: Any,
     argv: Sequence[str],
     *,
     cwd: str | os.PathLike[str],
@@ -320,37 +382,76 @@ def spawn(
     grace_s: float = DEFAULT_GRACE_S,
     drain_s: float = DEFAULT_DRAIN_S,
     max_line_bytes: int | None = None,
-) -> ChildProcess:
-    """Start ``argv`` in a new process group. Raises OSError if it cannot be started.
+) -> Deferred[ChildProcess]:
+    """Start ``argv`` in a new process group; fires with its ChildProcess once it runs.
 
-    Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
+    Fails with OSError if it cannot be started: FileNotFoundError if ``argv[0]`` is not
+    found (on ``env``'s ``PATH`` if it has no slash), PermissionError if it may not be run.
+    The start itself runs on a thread of the reactor's pool (``proc.spawning``). Lines longer
+    than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
     """
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
     name, _, value = child.marker.partition("=")
-    transport = reactor.spawnProcess(
-        _GroupProtocol(child, stdin, max_line_bytes),
-        SETSID,
-        [SETSID, *_in_directory(os.path.abspath(cwd)), *argv],
-        env={**env, name: value},
-        path=None,
-        childFDs={0: "w", 1: "r", 2: "r"},
-    )
-    child.pid = transport.pid
-    if timeout_s is not None:
-        child.set_timeout(timeout_s)
-    return child
-
-
-def _in_directory(directory: str) -> list[str]:
-    """The argv prefix that runs a program in ``directory``.
-
-    Twisted starts children with ``posix_spawn`` only when they keep the parent's working
-    directory; otherwise it forks, which costs milliseconds of the reactor's time for a large
-    parent. So the child changes directory itself, with ``env -C``, unless it need not.
-    """
+    env = {**env, name: value}
+    directory = os.path.abspath(cwd)
     try:
-        if directory == os.getcwd():
-            return []
+        executable = _executable(argv[0], env, directory)
     except OSError:
-        pass
-    return [ENV, "-C", directory, "--"]
+        return fail()
+    started = deferToThreadPool(
+        reactor, reactor.getThreadPool(), start_child, executable, list(argv), env, directory
+    )
+
+    def running(started: Started) -> ChildProcess:
+        _Transport(reactor, started, _GroupProtocol(child, stdin, max_line_bytes))
+        if timeout_s is not None:
+            child.set_timeout(timeout_s)
+        return child
+
+    return started.addCallback(running)
+
+
+class _Transport(process.Process):
+    """Twisted's process transport for a child that ``start_child`` started: the reactor
+    reads and writes its pipes and reaps it.
+
+    Twisted's own start holds the reactor (and the GIL) until the child has exec'd, and has
+    no way to ask for ``setsid``; this one adopts a child already running, and keeps all of
+    Twisted's pipe and exit handling.
+    """
+
+    def __init__(self, reactor: Any, started: Started, protocol: ProcessProtocol) -> None:
+        self._reactor = reactor
+        self.proto = protocol
+        self.pid = started.pid
+        self.status = -1
+        self.pipes = {
+            0: self.processWriterFactory(reactor, self, 0, started.stdin, forceReadHack=True),
+            1: self.processReaderFactory(reactor, self, 1, started.stdout),
+            2: self.processReaderFactory(reactor, self, 2, started.stderr),
+        }
+        protocol.makeConnection(self)
+        process.registerReapProcessHandler(self.pid, self)
+
+
+def _executable(program: str, env: Mapping[str, str], directory: str) -> str:
+    """The file ``program`` names, in ``directory`` or on the child's ``PATH`` (as
+    ``execvp`` would look); raises FileNotFoundError if there is none."""
+    if os.sep in program:
+        path = os.path.join(directory, program)
+        found = path if os.path.exists(path) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return found
+
+
+def _is_working_directory(directory: str) -> bool:
+    """Whether ``directory`` is the service's own working directory (the workspace root,
+    where the service is started)."""
+    try:
+        return directory == os.getcwd()
+    except OSError:
+        return False
+

@@ -1,7 +1,8 @@
 """Putting the service together: event log, executor, orchestrator, API, dashboard, idle timer.
 
 The tree starts in this order and stops in the reverse one: the event log is open before
-anything records and closed after the last build was cancelled; the service registers (and
+anything records and closed after the last build was cancelled; the tether's watchdog runs
+before the first job starts and after the last one ended; the service registers (and
 takes over dead services) before it records anything and gives its lease up last; orphans
 are reaped and unfinished builds recovered before the port opens; the idle timer runs only
 while listening.
@@ -25,6 +26,7 @@ from databuild.graph.source import GraphSource
 from databuild.model import new_id
 from databuild.orchestrator import Orchestrator
 from databuild.proc.info import start_ticks
+from databuild.proc.tether import Tether
 from databuild.service.api import Api
 from databuild.service.dashboard.access import DashboardAccess
 from databuild.service.dashboard.pages import Dashboard
@@ -80,7 +82,10 @@ def build_service(
     stop = Stopper(reactor)
     me = identity(config)
     event_log = open_event_log(config.event_log, config.root, reactor)
-    executor = Executor(reactor, config.root, config.max_parallel_jobs, service_id=me.service_id)
+    tether = Tether(reactor)
+    executor = Executor(
+        reactor, config.root, config.max_parallel_jobs, service_id=me.service_id, tether=tether
+    )
     graph = GraphSource.load(config.root)
     resolve = Launcher(reactor, graph.workspace).resolve
     orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
@@ -123,6 +128,7 @@ def build_service(
         on_failure=lambda failure: stop(f"could not start: {failure.value}"), report=report
     )
     EventLogService(event_log).setServiceParent(top)
+    tether.setServiceParent(top)
     lease.setServiceParent(top)
     orchestrator.setServiceParent(top)
     site = api_site(
