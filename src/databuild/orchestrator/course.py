@@ -397,12 +397,6 @@ class Course:
         for ref in task.job_run.outputs:
             if not build.is_final(ref):
                 self._set_partition(ref, _outputs_status(happening), "", task.job_run_id)
-        self.log.info(
-            "job run {job_run_id} ({job_label}) of build {build_request_id} started",
-            job_run_id=task.job_run_id,
-            job_label=task.job_run.job_label,
-            build_request_id=build.build_request_id,
-        )
 
     def _run_ended(self, result: ProcessResult, task: Task) -> None:
         label = task.job_run.job_label
@@ -417,15 +411,18 @@ class Course:
                 message += f" (after {task.handle.attempts} attempts)"
             if result.stderr_tail:
                 message += f"; stderr ends: {result.stderr_tail.splitlines()[-1]}"
-        self.log.info(
-            "job run {job_run_id} ({job_label}) of build {build_request_id} ended: "
-            "{status} {outcome}",
-            job_run_id=task.job_run_id,
-            job_label=label,
-            build_request_id=self.build_request_id,
-            status=_run_status(happening).short,
-            outcome=result.describe(),
-        )
+        if happening is not H.RUN_SUCCEEDED:
+            # Only runs that did not succeed: the event log holds every run's course, and a
+            # line per run costs a large build more than its events do.
+            self.log.info(
+                "job run {job_run_id} ({job_label}) of build {build_request_id} ended: "
+                "{status} {outcome}",
+                job_run_id=task.job_run_id,
+                job_label=label,
+                build_request_id=self.build_request_id,
+                status=_run_status(happening).short,
+                outcome=result.describe(),
+            )
         self._end_run(task, happening, message, result.exit_code)
 
     def _end_run(

@@ -31,7 +31,7 @@ from databuild.executor.running import read_records, reap_orphans
 from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
-from databuild.model import JobGraph, new_id, validate_refs
+from databuild.model import JobGraph, describe_refs, new_id, validate_refs
 from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource
@@ -278,7 +278,7 @@ class Orchestrator(Service):
         self.log.info(
             "build {build_request_id} received: {refs} (force={force})",
             build_request_id=build_id,
-            refs=list(requested),
+            refs=describe_refs(requested),
             force=build.force,
         )
         driven = ensureDeferred(self._drive(course))
