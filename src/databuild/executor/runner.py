@@ -117,6 +117,8 @@ class Executor:
         self._slots = DeferredSemaphore(max_parallel_jobs)
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._grace_s = grace_s
+        self._tether = tether()
+        self._host = socket.gethostname()
         self.service_id = service_id
         """The service whose runs these are, written in each running record."""
 
@@ -183,7 +185,7 @@ class Executor:
         writer = RunLogWriter(
             self._reactor, run_log_path(self.state_dir, job_run.job_run_id, started_ns)  # type: ignore[arg-type]
         )
-        argv = [*tether(), *argv_prefix, "exec", *job_run.config.args]
+        argv = [*self._tether, *argv_prefix, "exec", *job_run.config.args]
         stdin = json.dumps(job_run.config.to_json()).encode()
         env = exec_env(self._base_env, job_run, build_request_id, self.workspace_root)
         handle.started.callback(None)
@@ -241,7 +243,7 @@ class Executor:
             pid=child.pid,
             start_time=start_ticks(child.pid) or 0,
             service_id=self.service_id,
-            host=socket.gethostname(),
+            host=self._host,
         )
         try:
             path: Path | None = write_record(self.running_dir, record)
