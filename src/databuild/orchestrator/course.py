@@ -168,14 +168,14 @@ class Course:
             ref
             for run in graph.job_runs
             if any(ref not in available for ref in run.outputs)
-            or (build.force and any(ref in build.requested for ref in run.outputs))
+            or build.forces(run)
             for ref in run.outputs
         ]
         claimants = await self._claims.claim(me, list(dict.fromkeys(candidates)))
         available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
         plans = plan_runs(
             graph,
-            requested=build.requested,
+            requested=build.requested_set,
             force=build.force,
             available=available,
             producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
@@ -299,7 +299,7 @@ class Course:
         whose service died no longer counts, and the next claim is granted.
         """
         build, run = self.build, task.job_run
-        forced = build.force and any(ref in build.requested for ref in run.outputs)
+        forced = build.forces(run)
         while True:
             claimed = await self._parts.run_claims.claim(
                 run.job_run_id, self.build_request_id, list(run.outputs),
