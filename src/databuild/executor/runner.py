@@ -1,6 +1,6 @@
 """The ``exec`` side of the job protocol (SPEC §3.2): job runs as process groups.
 
-One Executor serves every build of the service; its semaphore is the one limit on parallel
+One Executor serves every build of the service; its slots are the one limit on parallel
 exec processes. Each attempt of a run is recorded in ``.databuild/running/`` while it runs and
 its lines go to the run's log.
 """
