@@ -410,9 +410,9 @@ def tune_collector() -> None:
     A large build keeps tens of objects per run alive for its whole course, and each event
     allocates a few that die within milliseconds. With Python's default threshold (700) those
     few live just long enough to be promoted, and the full collections they trigger walk the
-    whole build, again and again: a third of the service's own CPU per job in a 5,000-job
-    build (docs/performance.md). Objects that die young are freed by reference counting;
-    cycles are still collected, only in larger steps.
+    whole build, again and again: a fifth to a third of the service's own CPU per job in a
+    5,000-job build (docs/performance.md). Objects that die young are freed by reference
+    counting; cycles are still collected, only in larger steps.
     """
     young, *older = gc.get_threshold()
     if young and young < YOUNG_COLLECTION_THRESHOLD:
