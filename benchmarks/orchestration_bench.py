@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/orchestration_bench.py [--jobs 500] [--parallel 4]
         [--cases python:0 sh:0 python:50] [--repeat 3]
-    .venv/bin/python benchmarks/orchestration_bench.py --scale 5000 20000
+    .venv/bin/python benchmarks/orchestration_bench.py --scale 5000 20000 [--stub-exec]
 
 Each case is ``KIND:WORK_MS``. ``python`` jobs are ``job.py`` run by this interpreter
 (``sys.executable``: in the venv, the real interpreter, not the pyenv shim), the realistic
@@ -31,12 +31,16 @@ databuild median to the xargs median (target: at most 1.25).
 jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs = 2`` against ``seq 1 N | xargs -P
 2 -I@ sh jobs/noop.sh exec @`` in the same run (target: at most 1.5). Each databuild build runs
 in a child process of its own, which also reports its peak RSS: the growth over the RSS it had
-before ``submit``, per 1,000 jobs, is the memory the graph costs.
+before ``submit``, per 1,000 jobs, is the memory the graph costs, its CPU time and the time
+its garbage collector took. With ``--stub-exec`` the
+executor starts no process: each run's "child" ends with exit code 0 at once, so the build's
+CPU is the service's own (orchestrator, executor bookkeeping, event log) per job.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -49,8 +53,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attrs import define, field
 from twisted.internet import task
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 
 from databuild.bel import open_event_log
 from databuild.executor import runner
@@ -58,6 +63,7 @@ from databuild.executor.runner import Executor
 from databuild.graph.workspace import load_workspace
 from databuild.model import JobConfig, JobRun, new_id
 from databuild.orchestrator import Orchestrator
+from databuild.proc.process import ProcessResult
 from databuild.proc.tether import Tether
 
 TARGET_RATIO = 1.25
@@ -154,11 +160,16 @@ def run_xargs(
     return time.perf_counter() - start
 
 
-def bench_executor(reactor, root: Path, parallel: int, work_s: str) -> Executor:
-    """An executor as the service has it: its runs tethered to a watchdog process."""
-    tether = Tether(reactor)
-    tether.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", tether.stopService)
+def bench_executor(
+    reactor, root: Path, parallel: int, work_s: str, *, tethered: bool = True
+) -> Executor:
+    """An executor as the service has it: its runs tethered to a watchdog process (unless
+    there are no processes to hold: ``--stub-exec``)."""
+    tether = None
+    if tethered:
+        tether = Tether(reactor)
+        tether.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", tether.stopService)
     return Executor(reactor, root, parallel, base_env={**ENV, "WORK_S": work_s}, tether=tether)
 
 
@@ -182,14 +193,16 @@ async def run_executor(
         os.chdir(previous)
 
 
-async def run_databuild(reactor, root: Path, refs: list[str], parallel: int, work_s: str) -> float:
+async def run_databuild(
+    reactor, root: Path, refs: list[str], parallel: int, work_s: str, *, tethered: bool = True
+) -> float:
     # The service runs in its workspace (the CLI starts it there); so does this one.
     previous = os.getcwd()
     os.chdir(root)
     workspace = load_workspace(root)
     log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
-    executor = bench_executor(reactor, root, parallel, work_s)
+    executor = bench_executor(reactor, root, parallel, work_s, tethered=tethered)
     orchestrator = Orchestrator(reactor, workspace, log, executor)
     await orchestrator.startService()
     try:
@@ -231,6 +244,20 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def time_collections(spent: dict[str, float]) -> None:
+    """Add the time the garbage collector takes to ``spent["gc"]``."""
+    spent["gc"] = 0.0
+    began = [0.0]
+
+    def observe(phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            spent["gc"] += time.perf_counter() - began[0]
+
+    gc.callbacks.append(observe)
+
+
 def timed(module: Any, name: str, spent: dict[str, float]) -> None:
     """Replace ``module.name`` by a wrapper adding its wall time to ``spent[name]``."""
     original = getattr(module, name)
@@ -246,16 +273,36 @@ def timed(module: Any, name: str, spent: dict[str, float]) -> None:
     setattr(module, name, wrapper)
 
 
-async def scale_child(reactor, root: Path, jobs: int) -> None:
+@define(eq=False)
+class StubChild:
+    """What the executor uses of a ChildProcess, for a "process" that ends with 0 at once."""
+
+    pid: int = field(factory=os.getpid)
+    result: Deferred[ProcessResult] = field(factory=Deferred)
+
+    def terminate(self, *, timed_out: bool = False) -> Deferred[ProcessResult]:
+        return self.result
+
+
+def stub_spawn(reactor, argv, **_: Any) -> Deferred[StubChild]:
+    child = StubChild()
+    reactor.callLater(0, child.result.callback, ProcessResult(exit_code=0, signal=None))
+    return succeed(child)
+
+
+async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
     """One no-op build of ``jobs`` jobs in this process; prints seconds, RSS and where the
     reactor thread's time went (the executor's spawn and running-record calls) as JSON."""
     refs = [f"bench/{i}" for i in range(1, jobs + 1)]
     spent: dict[str, float] = {}
+    if stub_exec:
+        runner.spawn = stub_spawn
     timed(runner, "spawn", spent)
     timed(runner, "write_record", spent)
     before = rss_mib()
+    time_collections(spent)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    elapsed = await run_databuild(reactor, root, refs, SCALE_PARALLEL, "0")
+    elapsed = await run_databuild(reactor, root, refs, SCALE_PARALLEL, "0", tethered=not stub_exec)
     after = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "seconds": elapsed,
@@ -274,14 +321,16 @@ def run_scale(args: argparse.Namespace) -> None:
             root = Path(tmp) / f"noop-{jobs}"
             make_noop_workspace(root)
             base = run_seq_xargs(root, jobs)
+            stub = ["--stub-exec"] if args.stub_exec else []
             child = subprocess.run(
-                [sys.executable, __file__, "--scale-child", str(root), str(jobs)],
+                [sys.executable, __file__, "--scale-child", str(root), str(jobs), *stub],
                 check=True, stdout=subprocess.PIPE, text=True,
             )
             ours = json.loads(child.stdout.strip().splitlines()[-1])
             rows.append((jobs, base, ours))
             shutil.rmtree(root)
-    print(f"sh no-op jobs, max_parallel_jobs {SCALE_PARALLEL}, one run each")
+    stubbed = ", databuild with --stub-exec (no processes)" if args.stub_exec else ""
+    print(f"sh no-op jobs, max_parallel_jobs {SCALE_PARALLEL}, one run each{stubbed}")
     print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
     header = (f"{'jobs':>7}  {'xargs -P2 (s)':>13}  {'databuild (s)':>13}  {'ratio':>6}  "
@@ -302,12 +351,13 @@ def run_scale(args: argparse.Namespace) -> None:
     print("refs from submit to build_finished (every event committed), in a fresh process")
     print()
     header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
-              f"{'in write_record()':>17}  (ms per job, the databuild process)")
+              f"{'in write_record()':>17}  {'in gc':>6}  (ms per job, the databuild process)")
     print(header)
     print("-" * len(header))
     for jobs, _, ours in rows:
         print(f"{jobs:>7,}  {ours['cpu'] / jobs * 1000:>11.2f}  "
-              f"{ours['spawn'] / jobs * 1000:>10.2f}  {ours['write_record'] / jobs * 1000:>17.2f}")
+              f"{ours['spawn'] / jobs * 1000:>10.2f}  {ours['write_record'] / jobs * 1000:>17.2f}  "
+              f"{ours['gc'] / jobs * 1000:>6.2f}")
 
 
 async def main(reactor, args: argparse.Namespace) -> None:
@@ -365,6 +415,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=int, nargs="+", metavar="N",
                         help="sh no-op builds of N jobs at parallelism 2 (see above)")
+    parser.add_argument("--stub-exec", action="store_true",
+                        help="with --scale: the executor starts no processes (see above)")
     parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -373,7 +425,9 @@ if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])
     if arguments.scale_child:
         where, count = arguments.scale_child
-        task.react(lambda reactor: ensureDeferred(scale_child(reactor, Path(where), int(count))))
+        task.react(lambda reactor: ensureDeferred(
+            scale_child(reactor, Path(where), int(count), arguments.stub_exec)
+        ))
     elif arguments.scale:
         run_scale(arguments)
     else:

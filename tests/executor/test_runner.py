@@ -243,6 +243,35 @@ async def test_a_run_cancelled_while_queued_never_starts(tmp_path: Path) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_queued_runs_get_slots_in_order_and_a_cancelled_one_passes_its_turn(
+    tmp_path: Path,
+) -> None:
+    order = tmp_path / "order"
+    go = tmp_path / "go"
+    blocker = script(
+        tmp_path, "block.py",
+        f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n",
+    )
+    marking = script(
+        tmp_path, "mark.py",
+        f"import os\nopen({str(order)!r}, 'a').write(os.environ['DATABUILD_JOB_RUN_ID'] + '\\n')\n",
+    )
+    executor = Executor(reactor, tmp_path, 1)
+    first = executor.run(job_run(), "b", blocker, None)
+    queued = [job_run() for _ in range(4)]
+    handles = [executor.run(run, "b", marking, None) for run in queued]
+    await first.started
+    handles[1].cancel()
+    go.touch()
+    results = await gatherResults([h.result for h in [first, *handles]])
+    assert [r.succeeded for r in results] == [True, True, False, True, True]
+    assert results[2].cancelled and not handles[1].started.called
+    ran = [queued[i].job_run_id for i in (0, 2, 3)]
+    assert order.read_text().split() == ran
+    assert executor.running == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_command_that_cannot_start_fails_the_run(tmp_path: Path) -> None:
     executor = Executor(reactor, tmp_path, 1)
     run = job_run()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,8 +32,8 @@ MAX_RECORD_BYTES = 8 * MAX_LINE_BYTES
 
 def run_log_path(state_dir: Path, job_run_id: str, started_ns: int) -> Path:
     """Where the log of ``job_run_id``, started at ``started_ns``, lives."""
-    day = datetime.fromtimestamp(started_ns / 1e9, tz=UTC).strftime("%Y-%m-%d")
-    return state_dir / LOGS_DIR / day / f"{job_run_id}.jsonl"
+    day = time.strftime("%Y-%m-%d", time.gmtime(started_ns // 1_000_000_000))
+    return state_dir.joinpath(LOGS_DIR, day, f"{job_run_id}.jsonl")
 
 
 def find_run_log(state_dir: Path, job_run_id: str) -> Path | None:

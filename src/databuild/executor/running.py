@@ -52,7 +52,7 @@ def write_record(running_dir: Path, record: RunningRecord) -> Path:
     before its record was written.
     """
     path = running_dir / f"{record.job_run_id}.json"
-    data = json.dumps(asdict(record)).encode()
+    data = json.dumps(asdict(record, recurse=False)).encode()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o644)

@@ -168,14 +168,14 @@ class Course:
             ref
             for run in graph.job_runs
             if any(ref not in available for ref in run.outputs)
-            or (build.force and any(ref in build.requested for ref in run.outputs))
+            or build.forces(run)
             for ref in run.outputs
         ]
         claimants = await self._claims.claim(me, list(dict.fromkeys(candidates)))
         available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
         plans = plan_runs(
             graph,
-            requested=build.requested,
+            requested=build.requested_set,
             force=build.force,
             available=available,
             producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
@@ -299,7 +299,7 @@ class Course:
         whose service died no longer counts, and the next claim is granted.
         """
         build, run = self.build, task.job_run
-        forced = build.force and any(ref in build.requested for ref in run.outputs)
+        forced = build.forces(run)
         while True:
             claimed = await self._parts.run_claims.claim(
                 run.job_run_id, self.build_request_id, list(run.outputs),
@@ -397,12 +397,6 @@ class Course:
         for ref in task.job_run.outputs:
             if not build.is_final(ref):
                 self._set_partition(ref, _outputs_status(happening), "", task.job_run_id)
-        self.log.info(
-            "job run {job_run_id} ({job_label}) of build {build_request_id} started",
-            job_run_id=task.job_run_id,
-            job_label=task.job_run.job_label,
-            build_request_id=build.build_request_id,
-        )
 
     def _run_ended(self, result: ProcessResult, task: Task) -> None:
         label = task.job_run.job_label
@@ -417,15 +411,18 @@ class Course:
                 message += f" (after {task.handle.attempts} attempts)"
             if result.stderr_tail:
                 message += f"; stderr ends: {result.stderr_tail.splitlines()[-1]}"
-        self.log.info(
-            "job run {job_run_id} ({job_label}) of build {build_request_id} ended: "
-            "{status} {outcome}",
-            job_run_id=task.job_run_id,
-            job_label=label,
-            build_request_id=self.build_request_id,
-            status=_run_status(happening).short,
-            outcome=result.describe(),
-        )
+        if happening is not H.RUN_SUCCEEDED:
+            # Only runs that did not succeed: the event log holds every run's course, and a
+            # line per run costs a large build more than its events do.
+            self.log.info(
+                "job run {job_run_id} ({job_label}) of build {build_request_id} ended: "
+                "{status} {outcome}",
+                job_run_id=task.job_run_id,
+                job_label=label,
+                build_request_id=self.build_request_id,
+                status=_run_status(happening).short,
+                outcome=result.describe(),
+            )
         self._end_run(task, happening, message, result.exit_code)
 
     def _end_run(

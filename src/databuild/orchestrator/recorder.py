@@ -138,7 +138,11 @@ class Recorder:
         entry.sent = True
         d = maybeDeferred(self._sink.append, entry.event)
         d.addCallbacks(self._stored, self._not_stored, (entry,), None, (entry,))
-        d.addErrback(lambda f: self.log.failure("recording an event broke", f))
+        d.addErrback(self._broke, "recording an event broke")
+
+    def _broke(self, failure: Failure, what: str) -> None:
+        # A bound method, not a closure per event: a large build has many events in flight.
+        self.log.failure(what, failure)
 
     def _stored(self, event: Event, entry: _Entry) -> None:
         self._forget(entry)
@@ -203,7 +207,7 @@ class Recorder:
         )
         d = maybeDeferred(self._sink.append, oldest.event)
         d.addCallbacks(self._answered, self._still_down, (oldest,), None, (oldest,))
-        d.addErrback(lambda f: self.log.failure("retrying the event log broke", f))
+        d.addErrback(self._broke, "retrying the event log broke")
 
     def _answered(self, event: Event, entry: _Entry) -> None:
         self._stored(event, entry)

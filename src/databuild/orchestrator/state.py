@@ -70,6 +70,8 @@ class Build:
     force: bool
     workspace: Workspace
     """The graph this build is planned and run with, whatever the file says later."""
+    requested_set: frozenset[str] = field(init=False)
+    """``requested`` as a set: a large forced build asks of each run's outputs."""
     tasks: dict[str, Task] = field(factory=dict)
     partitions: dict[str, PartitionStatus] = field(factory=dict)
     """The latest status this build recorded for each ref."""
@@ -90,6 +92,15 @@ class Build:
     settled: Deferred[None] = field(factory=Deferred)
     done: Deferred[None] = field(factory=Deferred)
     """Fires once the build's final status is recorded."""
+
+    @requested_set.default
+    def _requested_set(self) -> frozenset[str]:
+        return frozenset(self.requested)
+
+    def forces(self, run: JobRun) -> bool:
+        """Whether ``force`` applies to ``run``: the build is forced and the run outputs a
+        requested ref."""
+        return self.force and any(ref in self.requested_set for ref in run.outputs)
 
     @property
     def ending(self) -> bool:
