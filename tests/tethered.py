@@ -10,32 +10,31 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import react
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from databuild.proc.process import spawn
 from databuild.proc.tether import Tether
 
 
-async def start(reactor: Any) -> None:
+def main() -> None:
     tether = Tether(reactor)
     tether.startService()
     grandchild: Deferred[str] = Deferred()
-    held = await spawn(reactor, ["sh", "-c", "sleep 300 & echo $!; wait"], cwd=os.getcwd(),
-                       env=os.environ, on_line=lambda stream, text: grandchild.callback(text))
-    released = await spawn(reactor, ["sleep", "300"], cwd=os.getcwd(), env=os.environ)
+    held = spawn(reactor, ["sh", "-c", "sleep 300 & echo $!; wait"], cwd=os.getcwd(),
+                 env=os.environ, on_line=lambda stream, text: grandchild.callback(text))
+    released = spawn(reactor, ["sleep", "300"], cwd=os.getcwd(), env=os.environ)
     tether.hold(held.pgid)
     tether.hold(released.pgid)
     tether.release(released.pgid)
-    print(json.dumps({"held": [held.pid, int(await grandchild)], "released": released.pid}))
-    sys.stdout.flush()
-    await Deferred()  # until killed
 
+    def report(pid: str) -> None:
+        print(json.dumps({"held": [held.pid, int(pid)], "released": released.pid}))
+        sys.stdout.flush()
 
-def main() -> None:
-    react(lambda reactor: ensureDeferred(start(reactor)))
+    grandchild.addCallback(report)
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async def test_acknowledged_events_survive_kill_9(log_uri: str, tmp_path: Path) 
             if len(acked) >= WANTED_ACKS and not enough.called:
                 enough.callback(None)
 
-    child = await spawn(
+    child = spawn(
         reactor,
         [sys.executable, str(APPENDER), log_uri, str(tmp_path)],
         cwd=tmp_path,

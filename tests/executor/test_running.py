@@ -26,7 +26,7 @@ SLEEPER = (
 
 async def started_sleeper(tmp_path: Path, name: str):
     pidfile = tmp_path / f"{name}.pid"
-    child = await spawn(
+    child = spawn(
         reactor, [sys.executable, "-c", SLEEPER, str(pidfile)], cwd=tmp_path, env=os.environ
     )
     end = time.monotonic() + 10

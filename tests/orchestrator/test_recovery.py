@@ -59,7 +59,7 @@ async def test_a_new_orchestrator_fails_the_dead_services_builds_and_reaps_its_j
     await log.close()
     # ... and its job's process group, still running, with its record.
     pidfile = tmp_path / "grandchild.pid"
-    orphan = await spawn(
+    orphan = spawn(
         reactor,
         [sys.executable, "-c",
          "import subprocess, sys, time\n"

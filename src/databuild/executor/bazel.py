@@ -120,7 +120,7 @@ class Bazel:
     async def _run(self, verb: str, *args: str, output: _Output) -> ProcessResult:
         argv = (*self.command, verb, *PLAIN_OUTPUT, *args)
         try:
-            child = await spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
+            child = spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
         except FileNotFoundError as e:
             raise AnalysisError(
                 f"{argv[0]!r} was not found; is Bazel installed, "

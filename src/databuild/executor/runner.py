@@ -241,7 +241,7 @@ class Executor:
         timeout_s: float | None,
     ) -> ProcessResult:
         try:
-            child = await spawn(
+            child = spawn(
                 self._reactor,
                 argv,
                 cwd=self.workspace_root,
@@ -255,7 +255,8 @@ class Executor:
         except OSError as e:
             writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")
             code = NOT_FOUND_EXIT_CODE if isinstance(e, FileNotFoundError) else CANNOT_RUN_EXIT_CODE
-            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e))
+            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e)
+            )
         handle._child = child
         if self._tether is not None:
             self._tether.hold(child.pgid)

@@ -7,11 +7,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorProcess
-from twisted.python.failure import Failure
 
-from databuild.proc.process import ChildProcess, ProcessResult, spawn
+from databuild.proc.process import ProcessResult, spawn
 
 DEFAULT_TIMEOUT_S = 60.0
 """How long a ``config`` or lookup process may take before its process group is killed."""
@@ -58,31 +57,17 @@ def capture(
         if stream == "stdout":
             stdout.append(text)
 
-    started: list[ChildProcess] = []
-
-    def cancel(_: Deferred[Captured]) -> None:
-        if started:
-            started[0].terminate()
-
-    captured: Deferred[Captured] = Deferred(cancel)
+    try:
+        child = spawn(reactor, argv, cwd=cwd, env=os.environ, on_line=on_line, timeout_s=timeout_s)
+    except OSError as e:
+        return fail(e)
+    captured: Deferred[Captured] = Deferred(lambda _: child.terminate())
 
     def ended(result: ProcessResult) -> None:
         if not captured.called:  # else it was cancelled already
             captured.callback(Captured(result, "\n".join(stdout), timeout_s))
 
-    def running(child: ChildProcess) -> None:
-        started.append(child)
-        if captured.called:  # cancelled while it started
-            child.terminate()
-        child.result.addCallback(ended)
-
-    def not_started(failure: Failure) -> None:
-        if not captured.called:
-            captured.errback(failure)
-
-    spawn(
-        reactor, argv, cwd=cwd, env=os.environ, on_line=on_line, timeout_s=timeout_s
-    ).addCallbacks(running, not_started)
+    child.result.addCallback(ended)
     return captured
 
 

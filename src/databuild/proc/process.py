@@ -26,17 +26,17 @@ from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
 from twisted.internet import error, process
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.proc.info import processes_with_env
-from databuild.proc.spawning import Started, start_child
 
 ENV = "/usr/bin/env"
+SHELL = "/bin/sh"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
 STDERR_TAIL_LINES = 20
@@ -371,7 +371,7 @@ def _signal_marked(wanted: Collection[tuple[str, int]]) -> dict[str, int]:
 
 
 def spawn(
-    reactor: Any,
+    reactor: IReactorProcess,
     argv: Sequence[str],
     *,
     cwd: str | os.PathLike[str],
@@ -382,56 +382,74 @@ def spawn(
     grace_s: float = DEFAULT_GRACE_S,
     drain_s: float = DEFAULT_DRAIN_S,
     max_line_bytes: int | None = None,
-) -> Deferred[ChildProcess]:
-    """Start ``argv`` in a new process group; fires with its ChildProcess once it runs.
+) -> ChildProcess:
+    """Start ``argv`` in a new process group. Raises OSError if it cannot be started:
+    FileNotFoundError if ``argv[0]`` is not found (on ``env``'s ``PATH`` if it has no slash),
+    PermissionError if it may not be run.
 
-    Fails with OSError if it cannot be started: FileNotFoundError if ``argv[0]`` is not
-    found (on ``env``'s ``PATH`` if it has no slash), PermissionError if it may not be run.
-    The start itself runs on a thread of the reactor's pool (``proc.spawning``). Lines longer
-    than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
+    Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
     """
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
     name, _, value = child.marker.partition("=")
     env = {**env, name: value}
     directory = os.path.abspath(cwd)
+    executable = _executable(argv[0], env, directory)
+    argv = list(argv)
+    if not _is_working_directory(directory):
+        # posix_spawn cannot change directory: the child changes it itself.
+        executable, argv = ENV, [ENV, "-C", directory, "--", *argv]
+
+    def start(executable: str, argv: list[str]) -> None:
+        protocol = _GroupProtocol(child, stdin, max_line_bytes)
+        _SessionLeader(reactor, executable, argv, env, None, protocol,
+                       childFDs={0: "w", 1: "r", 2: "r"})
+
     try:
-        executable = _executable(argv[0], env, directory)
-    except OSError:
-        return fail()
-    started = deferToThreadPool(
-        reactor, reactor.getThreadPool(), start_child, executable, list(argv), env, directory
-    )
-
-    def running(started: Started) -> ChildProcess:
-        _Transport(reactor, started, _GroupProtocol(child, stdin, max_line_bytes))
-        if timeout_s is not None:
-            child.set_timeout(timeout_s)
-        return child
-
-    return started.addCallback(running)
+        start(executable, argv)
+    except OSError as e:
+        if e.errno != errno.ENOEXEC:
+            raise
+        # A script without a "#!" line runs under the shell, as execvp would run it.
+        start(SHELL, [SHELL, executable, *argv[1:]])
+    if timeout_s is not None:
+        child.set_timeout(timeout_s)
+    return child
 
 
-class _Transport(process.Process):
-    """Twisted's process transport for a child that ``start_child`` started: the reactor
-    reads and writes its pipes and reaps it.
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+"""Every signal a child may have set back to its default disposition: what this process
+ignores (Python ignores SIGPIPE) must not stay ignored in the child."""
 
-    Twisted's own start holds the reactor (and the GIL) until the child has exec'd, and has
-    no way to ask for ``setsid``; this one adopts a child already running, and keeps all of
-    Twisted's pipe and exit handling.
+
+class _SessionLeader(process.Process):
+    """Twisted's child process, started by ``posix_spawn`` as the leader of a new session.
+
+    Twisted has no way to ask for ``setsid``, and running ``/usr/bin/setsid`` in front of
+    every program doubled the execs per job (docs/performance.md). The pipes are all the
+    child inherits: every descriptor Python opens is close-on-exec (PEP 446), and so are
+    the event log's (SQLite and libpq open theirs so).
     """
 
-    def __init__(self, reactor: Any, started: Started, protocol: ProcessProtocol) -> None:
-        self._reactor = reactor
-        self.proto = protocol
-        self.pid = started.pid
+    def _fork(self, path: None, uid: None, gid: None, executable: str, args: list[str],
+              environment: dict[str, str], **kwargs: Any) -> None:
+        fdmap: dict[int, int] = kwargs["fdmap"]
+        # A pipe on a descriptor that the child's stdio take (the service's own stdio being
+        # closed) would be overwritten before it is moved: it goes over a copy above them.
+        sources = {child: os.dup(fd) if fd in fdmap else fd for child, fd in fdmap.items()}
+        try:
+            self.pid = os.posix_spawn(
+                executable,
+                args,
+                environment,
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, child) for child, fd in sources.items()],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        finally:
+            for child, fd in sources.items():
+                if fd != fdmap[child]:
+                    os.close(fd)
         self.status = -1
-        self.pipes = {
-            0: self.processWriterFactory(reactor, self, 0, started.stdin, forceReadHack=True),
-            1: self.processReaderFactory(reactor, self, 1, started.stdout),
-            2: self.processReaderFactory(reactor, self, 2, started.stderr),
-        }
-        protocol.makeConnection(self)
-        process.registerReapProcessHandler(self.pid, self)
 
 
 def _executable(program: str, env: Mapping[str, str], directory: str) -> str:
