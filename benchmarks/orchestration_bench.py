@@ -55,7 +55,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet import task
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from databuild.bel import open_event_log
 from databuild.executor import runner
@@ -284,10 +284,10 @@ class StubChild:
         return self.result
 
 
-def stub_spawn(reactor, argv, **_: Any) -> Deferred[StubChild]:
+def stub_spawn(reactor, argv, **_: Any) -> StubChild:
     child = StubChild()
     reactor.callLater(0, child.result.callback, ProcessResult(exit_code=0, signal=None))
-    return succeed(child)
+    return child
 
 
 async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
