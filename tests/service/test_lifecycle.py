@@ -252,7 +252,7 @@ async def test_restart_after_kill_fails_the_unfinished_build(
     build_id, job_pid = await start_slow_build(service, "killed")
     service.process.kill()
     service.process.wait()
-    # The job dies with its service (PR_SET_PDEATHSIG), so no orphan survives the kill.
+    # The job dies with its service (its tether's watchdog), so no orphan survives the kill.
     await poll_until_async(lambda: not alive(job_pid), "the job to die with its service", 30)
 
     again = service_factory(slow_workspace, "--idle-timeout", "0")
