@@ -87,33 +87,40 @@ def database(log_uri: str, tmp_path: Path) -> Iterator[Database]:
     db.close()
 
 
+@pytest.fixture
+def one_each(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite log, for the same events stored one transaction each."""
+    db = Database(parse_uri(str(tmp_path / "one-each.sqlite"), tmp_path))
+    db.connect()
+    create_or_upgrade(db)
+    yield db
+    db.close()
+
+
+def _described(results: list[Any]) -> list[Any]:
+    """Stored events as they are, refusals as their type and message."""
+    return [r if isinstance(r, Event) else (type(r), str(r)) for r in results]
+
+
 def test_one_batch_stores_what_one_transaction_per_event_stores(
-    database: Database, tmp_path: Path
+    database: Database, one_each: Database
 ) -> None:
     events = two_builds()
-    one_each = Database(parse_uri(str(tmp_path / "one-each.sqlite"), tmp_path))
-    one_each.connect()
-    create_or_upgrade(one_each)
     expected = [append_batch(one_each, [event])[0] for event in events]
 
     batched = append_batch(database, events)
 
-    describe = [r if isinstance(r, Event) else (type(r), str(r)) for r in batched]
-    assert describe == [r if isinstance(r, Event) else (type(r), str(r)) for r in expected]
+    assert _described(batched) == _described(expected)
     assert sum(not isinstance(r, Event) for r in batched) == 8
     assert contents(database) == contents(one_each)
-    one_each.close()
 
 
 @pytest.mark.parametrize("size", [3, 7])
 def test_batches_of_any_size_store_what_one_transaction_per_event_stores(
-    database: Database, tmp_path: Path, size: int
+    database: Database, one_each: Database, size: int
 ) -> None:
     """Batch boundaries fall inside each ref's, run's and build's sequence of changes."""
     events = two_builds()
-    one_each = Database(parse_uri(str(tmp_path / "one-each.sqlite"), tmp_path))
-    one_each.connect()
-    create_or_upgrade(one_each)
     expected = [append_batch(one_each, [event])[0] for event in events]
 
     batched = [
@@ -122,7 +129,5 @@ def test_batches_of_any_size_store_what_one_transaction_per_event_stores(
         for result in append_batch(database, events[first:first + size])
     ]
 
-    describe = [r if isinstance(r, Event) else (type(r), str(r)) for r in batched]
-    assert describe == [r if isinstance(r, Event) else (type(r), str(r)) for r in expected]
+    assert _described(batched) == _described(expected)
     assert contents(database) == contents(one_each)
-    one_each.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -435,7 +436,10 @@ class _SessionLeader(process.Process):
         fdmap: dict[int, int] = kwargs["fdmap"]
         # A pipe on a descriptor that the child's stdio take (the service's own stdio being
         # closed) would be overwritten before it is moved: it goes over a copy above them.
-        sources = {child: os.dup(fd) if fd in fdmap else fd for child, fd in fdmap.items()}
+        sources = {
+            child: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(fdmap)) if fd in fdmap else fd
+            for child, fd in fdmap.items()
+        }
         try:
             self.pid = os.posix_spawn(
                 executable,
