@@ -437,7 +437,7 @@ class _SessionLeader(process.Process):
         # A pipe on a descriptor that the child's stdio take (the service's own stdio being
         # closed) would be overwritten before it is moved: it goes over a copy above them.
         sources = {
-            child: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(fdmap)) if fd in fdmap else fd
+            child: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(fdmap) + 1) if fd in fdmap else fd
             for child, fd in fdmap.items()
         }
         try:
