@@ -15,12 +15,15 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
-from twisted.internet.interfaces import IProcessTransport
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 WATCHDOG = (sys.executable, "-m", "databuild.proc.watchdog")
+RESTART_DELAY_S = 1.0
+"""A watchdog that died is started again after this long: one that cannot run at all
+costs a line in the log a second, not a loop."""
 
 
 class _Watchdog(ProcessProtocol):
@@ -46,6 +49,7 @@ class Tether(Service):
         self._held: set[int] = set()
         self._watchdog: _Watchdog | None = None
         self._transport: IProcessTransport | None = None
+        self._restart: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -54,9 +58,8 @@ class Tether(Service):
     def _start_watchdog(self) -> None:
         self._watchdog = _Watchdog(self)
         # The watchdog keeps the service's working directory and environment; setsid keeps a
-        # signal to the service's process group (a terminal's ^C) from reaching it.
-        # What is held already (after a watchdog died) goes in its arguments: held from the
-        # moment it runs.
+        # signal to the service's process group (a terminal's ^C) from reaching it; what is
+        # held already (after a watchdog died) goes in its arguments, held from its start.
         argv = ["/usr/bin/setsid", *WATCHDOG, *map(str, self._held)]
         self._transport = self._reactor.spawnProcess(
             self._watchdog, argv[0], argv, env=None, childFDs={0: "w", 1: "r", 2: "r"}
@@ -81,17 +84,20 @@ class Tether(Service):
         if not self.running:
             return
         self.log.error(
-            "the tether's watchdog ended ({why}): starting another; until it runs, the jobs"
-            " of {held} process groups would outlive a crash of this service",
+            "the tether's watchdog ended ({why}): starting another in {delay:g} s; until it"
+            " runs, the jobs of {held} process groups would outlive a crash of this service",
             why="it exited" if reason.check(ProcessDone) else reason.getErrorMessage(),
+            delay=RESTART_DELAY_S,
             held=len(self._held),
         )
-        self._start_watchdog()
+        self._restart = self._reactor.callLater(RESTART_DELAY_S, self._start_watchdog)
 
     def stopService(self) -> Deferred[None] | None:
         """Close the watchdog's pipe; it kills what is still held (a clean stop has ended
         its jobs by now) and exits."""
         super().stopService()
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
         watchdog, transport = self._watchdog, self._transport
         if watchdog is None or transport is None:
             return None
