@@ -4,7 +4,7 @@
 
 Each sample is charged to the innermost frame of ``databuild`` in its stack, by module (so
 the Deferred and coroutine machinery a module drives counts as that module's), except that
-Twisted's ``posix_spawn`` call, ``twisted.logger`` and handing work to a thread pool are
+the ``posix_spawn`` call, ``twisted.logger`` and handing work to a thread pool are
 families of their own; samples with no ``databuild`` frame are Twisted's or Python's own.
 Prints microseconds per job (samples / rate / jobs) and the share of all samples.
 """
@@ -17,7 +17,7 @@ import re
 
 FRAME = re.compile(r"(?P<function>.*) \((?P<file>.*?):\d+\)$")
 BELOW = (
-    ("_trySpawnInsteadOfFork", "proc/process.py: posix_spawn"),
+    ("_trySpawnInsteadOfFork", "proc/process.py: posix_spawn"),  # before 72d0e15
     ("twisted/logger/", "twisted.logger"),
     ("threadpool.py", "handing work to a thread"),
 )
@@ -27,6 +27,8 @@ def family(frames: list[str]) -> str:
     for depth in range(len(frames) - 1, -1, -1):
         match = FRAME.match(frames[depth])
         if match and "databuild/" in match["file"] and "benchmarks/" not in match["file"]:
+            if match["function"].endswith("._fork"):  # the posix_spawn call itself
+                return "proc/process.py: posix_spawn"
             for below in frames[depth + 1:]:
                 for needle, name in BELOW:
                     if needle in below:
