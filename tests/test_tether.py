@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.polling import poll_until
 
-from databuild.proc.info import alive
+from databuild.proc.info import alive, command_line
 from databuild.proc.process import kill_group
 from databuild.proc.watchdog import held_groups
 
@@ -25,16 +26,14 @@ def test_the_groups_held_are_those_added_and_not_released() -> None:
 
 def _watchdogs(parent: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [
-        int(pid) for pid in children
-        if b"databuild.proc.watchdog" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    return [int(pid) for pid in children if "databuild.proc.watchdog" in command_line(int(pid))]
 
 
 def test_a_killed_service_takes_its_held_jobs_down_even_after_its_watchdog_was_killed() -> None:
     service = subprocess.Popen(
         [sys.executable, str(TETHERED)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
     )
+    started: dict[str, Any] = {}
     try:
         assert service.stdout is not None
         started = json.loads(service.stdout.readline())
@@ -53,4 +52,5 @@ def test_a_killed_service_takes_its_held_jobs_down_even_after_its_watchdog_was_k
     finally:
         service.kill()
         service.wait()
-        kill_group(started["released"], signal.SIGKILL)
+        if started:
+            kill_group(started["released"], signal.SIGKILL)

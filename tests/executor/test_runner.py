@@ -303,7 +303,7 @@ def test_structured_data_only_for_json_objects_on_stdout() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_many_instantly_exiting_runs_never_signal_the_service_itself(tmp_path: Path) -> None:
-    # A child can be reaped inside spawnProcess, before it returns; the group kill that follows
+    # A child can be reaped inside spawn, before it returns; the group kill that follows
     # a leader's exit must then target the child's group, never pgid 0 (our own group).
     # The tether holds each one's group by the pid learnt then.
     tether = Tether(reactor)

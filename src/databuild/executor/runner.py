@@ -36,6 +36,8 @@ from databuild.proc.tether import Tether
 NOT_FOUND_EXIT_CODE = 127
 CANNOT_RUN_EXIT_CODE = 126
 """A run whose program cannot be started ends with a shell's exit codes for the same case."""
+
+
 def exec_env(
     base: Mapping[str, str],
     job_run: JobRun,
@@ -255,8 +257,7 @@ class Executor:
         except OSError as e:
             writer.line("stderr", f"databuild: could not start {argv[0]}: {e}")
             code = NOT_FOUND_EXIT_CODE if isinstance(e, FileNotFoundError) else CANNOT_RUN_EXIT_CODE
-            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e)
-            )
+            return ProcessResult(exit_code=code, signal=None, stderr_tail=str(e))
         handle._child = child
         if self._tether is not None:
             self._tether.hold(child.pgid)

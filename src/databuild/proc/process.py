@@ -476,4 +476,3 @@ def _is_working_directory(directory: str) -> bool:
         return directory == os.getcwd()
     except OSError:
         return False
-

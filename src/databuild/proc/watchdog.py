@@ -1,10 +1,10 @@
 """The tether's watchdog process: ``python -m databuild.proc.watchdog``.
 
 Holds the process groups given as arguments, then reads ``+PGID`` and ``-PGID`` lines on
-stdin, the groups its service holds and releases; when
-stdin ends, which happens whenever the service's process ends, however it ends, it sends
-SIGKILL to every group it still holds, and exits. It ignores the signals a terminal or a
-group kill sends, so that it outlives its service long enough to do so.
+stdin, the groups its service holds and releases; when stdin ends, which happens whenever
+the service's process ends, however it ends, it sends SIGKILL to every group it still holds,
+and exits. It ignores the signals a terminal or a group kill sends, so that it outlives its
+service long enough to do so.
 """
 
 from __future__ import annotations
