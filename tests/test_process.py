@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from databuild.proc.info import alive, start_ticks
+from databuild.proc.info import alive, handed_out_after, processes_with_env, start_ticks
 from databuild.proc.process import ChildProcess, ProcessResult, spawn
 
 
@@ -189,6 +190,32 @@ def test_a_file_without_execute_permission_cannot_be_started(tmp_path: Path) -> 
 def test_start_time_distinguishes_processes() -> None:
     assert start_ticks(os.getpid()) is not None
     assert start_ticks(2**22 + 12345) is None
+
+
+def test_pids_handed_out_after_others_wrap_around() -> None:
+    newer = handed_out_after([100], last=200)
+    assert [newer(pid) for pid in (99, 100, 101, 200, 201)] == [False, False, True, True, False]
+    # The numbers wrapped at pid_max after 30,000 was handed out: 5 came later, 29,000 before.
+    wrapped = handed_out_after([30_000], last=10)
+    assert [wrapped(pid) for pid in (30_001, 5, 10, 11, 29_000)] == [True, True, True, False, False]
+    either = handed_out_after([30_000, 3], last=10)
+    assert [either(pid) for pid in (4, 2, 30_001, 20)] == [True, True, True, False]
+
+
+def test_a_sweep_since_a_pid_reads_only_the_processes_handed_out_after_it() -> None:
+    name, value = "DATABUILD_SPAWN_ID", "test-since"
+    marker = f"{name}={value}"
+    older = subprocess.Popen(["sleep", "30"], env={**os.environ, name: value})
+    # The marked process is older than "later", and younger than its own pid minus one.
+    try:
+        later = subprocess.Popen(["true"])
+        later.wait()
+        assert processes_with_env([marker]) == {marker: [older.pid]}
+        assert processes_with_env([marker], since=[later.pid]) == {}
+        assert processes_with_env([marker], since=[older.pid - 1]) == {marker: [older.pid]}
+    finally:
+        older.kill()
+        older.wait()
 
 
 def _holding_pipes(pidfile: Path, then: str) -> list[str]:

@@ -9,7 +9,7 @@ Standard library only: the CLI imports this before Twisted.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -75,17 +75,27 @@ def command_line(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def processes_with_env(entries: Collection[str]) -> dict[str, list[int]]:
+def processes_with_env(
+    entries: Collection[str], since: Collection[int] | None = None
+) -> dict[str, list[int]]:
     """The live processes of this user whose environment holds each of ``entries``
     (``NAME=value``), in one pass over ``/proc``; entries no process holds are left out.
 
-    Only this user's processes can be read; the caller's own process is never named.
+    With ``since``, only processes whose pid was handed out after one of those pids are read:
+    the caller knows that what it looks for started after that pid's process did, less than
+    a cycle of pid numbers ago. Only this user's processes can be read; the caller's own
+    process is never named.
     """
     wanted = {entry.encode(): entry for entry in entries}
     uid, me = os.getuid(), os.getpid()
+    last = last_pid() if since else None
+    newer = None if since is None or last is None else handed_out_after(since, last)
     found: dict[str, list[int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == me or (newer is not None and not newer(pid)):
             continue
         try:
             if os.stat(f"/proc/{name}").st_uid != uid:
@@ -95,7 +105,28 @@ def processes_with_env(entries: Collection[str]) -> dict[str, list[int]]:
         except OSError:
             continue
         held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
-        if held and alive(int(name)):
+        if held and alive(pid):
             for entry in held:
-                found.setdefault(entry, []).append(int(name))
+                found.setdefault(entry, []).append(pid)
     return found
+
+
+def last_pid() -> int | None:
+    """The pid the kernel handed out last, or None if it does not say."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def handed_out_after(pids: Collection[int], last: int) -> Callable[[int], bool]:
+    """Whether a pid was handed out after one of ``pids``, ``last`` being the last one handed
+    out: pids go up, then wrap around (less than a whole cycle is assumed to have passed)."""
+
+    def after(pid: int, since: int) -> bool:
+        if since <= last:
+            return since < pid <= last
+        return pid > since or pid <= last  # the numbers wrapped since
+
+    return lambda pid: any(after(pid, since) for since in pids)

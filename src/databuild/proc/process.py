@@ -40,6 +40,10 @@ ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
+SHORT_LIVED_S = 0.1
+"""A leader that exits within this long of its start left only processes with higher pids
+(or, had the numbers wrapped, lower than the last one handed out): no host hands out a whole
+cycle of pids (at least 32,768) so fast, so the sweep reads only those (docs/performance.md)."""
 STDERR_TAIL_LINES = 20
 MARKER_ENV = "DATABUILD_SPAWN_ID"
 """Set to a fresh value in each child's environment, so that its descendants can be found."""
@@ -198,6 +202,7 @@ class ChildProcess:
     drain_s: float = DEFAULT_DRAIN_S
     marker: str = field(factory=lambda: f"{MARKER_ENV}={secrets.token_hex(12)}")
     pid: int = 0
+    started_at: float = 0.0
     result: Deferred[ProcessResult] = field(factory=Deferred)
     _stderr: collections.deque[str] = field(
         factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -263,7 +268,8 @@ class ChildProcess:
     def _sweep(self, sig: int) -> Deferred[bool]:
         """Send ``sig`` to the group and to the marked processes; whether there were any."""
         in_group = kill_group(self.pgid, sig)
-        d = _sweeper(self.reactor).sweep(self.marker, sig)
+        short = self.reactor.seconds() - self.started_at < SHORT_LIVED_S
+        d = _sweeper(self.reactor).sweep(self.marker, sig, self.pid if short else None)
         d.addCallback(lambda marked: in_group or marked > 0)
 
         def failed(failure: Failure) -> bool:
@@ -304,22 +310,30 @@ class _Sweeper:
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._waiting: dict[tuple[str, int], list[Deferred[int]]] = {}
+        self._since: set[int] | None = set()
+        """The pids after which the waiting sweeps' processes started; None: not known."""
         self._busy = False
 
-    def sweep(self, marker: str, sig: int) -> Deferred[int]:
+    def sweep(self, marker: str, sig: int, since: int | None) -> Deferred[int]:
         """Send ``sig`` to each process whose environment holds ``marker``, and to its
-        group; fires with how many there were."""
+        group; fires with how many there were. ``since``: a pid such processes were handed
+        out after (see ``processes_with_env``), or None."""
         done: Deferred[int] = Deferred()
         self._waiting.setdefault((marker, sig), []).append(done)
+        if since is None:
+            self._since = None
+        elif self._since is not None:
+            self._since.add(since)
         if not self._busy:
             self._next()
         return done
 
     def _next(self) -> None:
         batch, self._waiting = self._waiting, {}
+        since, self._since = self._since, set()
         self._busy = True
         d = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch)
+            self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch), since
         )
 
         def swept(counts: dict[str, int]) -> None:
@@ -352,13 +366,15 @@ def _sweeper(reactor: Any) -> _Sweeper:
     return sweeper
 
 
-def _signal_marked(wanted: Collection[tuple[str, int]]) -> dict[str, int]:
+def _signal_marked(
+    wanted: Collection[tuple[str, int]], since: Collection[int] | None
+) -> dict[str, int]:
     """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process whose
     environment holds ``marker``, and to its group (never our own); how many there were of
     each marker found. Blocking: reads ``/proc``."""
     own_group = os.getpgrp()
     signals = {marker: sig for marker, sig in wanted}
-    found = processes_with_env(signals)
+    found = processes_with_env(signals, since)
     for marker, pids in found.items():
         for pid in pids:
             try:
@@ -402,9 +418,11 @@ def spawn(
 
     def start(executable: str, argv: list[str]) -> None:
         protocol = _GroupProtocol(child, stdin, max_line_bytes)
-        _SessionLeader(reactor, executable, argv, env, None, protocol,
-                       childFDs={0: "w", 1: "r", 2: "r"})
+        _SessionLeader(
+            reactor, executable, argv, env, None, protocol, childFDs={0: "w", 1: "r", 2: "r"}
+        )
 
+    child.started_at = reactor.seconds()
     try:
         start(executable, argv)
     except OSError as e:
@@ -431,8 +449,16 @@ class _SessionLeader(process.Process):
     the event log's (SQLite and libpq open theirs so).
     """
 
-    def _fork(self, path: None, uid: None, gid: None, executable: str, args: list[str],
-              environment: dict[str, str], **kwargs: Any) -> None:
+    def _fork(
+        self,
+        path: None,
+        uid: None,
+        gid: None,
+        executable: str,
+        args: list[str],
+        environment: dict[str, str],
+        **kwargs: Any,
+    ) -> None:
         fdmap: dict[int, int] = kwargs["fdmap"]
         # A pipe on a descriptor that the child's stdio take (the service's own stdio being
         # closed) would be overwritten before it is moved: it goes over a copy above them.
