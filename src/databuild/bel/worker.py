@@ -2,9 +2,8 @@
 
 Twisted's ``ThreadPool`` with one thread does the same through a coordinator, a context and a
 result callback per call. A log that commits 50 appends at a time hands its thread a call and
-gets the result back once per commit, and those steps sit between one commit and the next:
-with this plain queue the log made 5 to 15 % more appends per second (docs/performance.md,
-"Third step").
+gets the result back once per commit, and those steps sit between one commit and the next,
+while neither thread works (docs/performance.md, "Third step").
 """
 
 from __future__ import annotations
