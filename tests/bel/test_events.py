@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import uuid
 
 import pytest
@@ -172,6 +174,27 @@ def test_event_ids_made_in_one_millisecond_differ(monkeypatch: pytest.MonkeyPatc
     ids = {new_event_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert len({i[:12] for i in ids}) == 1
+
+
+def test_event_ids_do_not_repeat_when_the_random_module_is_seeded_again_or_the_process_forks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events.time, "time_ns", lambda: 1_795_000_000_000 * 10**6)
+    random.seed(7)
+    first = new_event_id()
+    random.seed(7)
+    assert new_event_id() != first
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    in_child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    assert len(in_child) == 32
+    assert in_child != new_event_id()
 
 
 BODIES = [

@@ -1,9 +1,9 @@
 """``EventLog``: the asynchronous face of one event log, with one connection on one thread.
 
 Every database call runs on the log's own thread (``worker.Worker``), so the reactor never
-blocks and the connection is never shared between threads. Appends queue up while a transaction commits
-and go into the next transaction together (group commit); each append's Deferred fires once
-its transaction has committed, so an acknowledged event is durable.
+blocks and the connection is never shared between threads. Appends queue up while a
+transaction commits and go into the next transaction together (group commit); each append's
+Deferred fires once its transaction has committed, so an acknowledged event is durable.
 """
 
 from __future__ import annotations
