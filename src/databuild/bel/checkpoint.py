@@ -14,12 +14,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from databuild.bel.backend import Database, Location
+from databuild.bel.worker import Worker
 
 EVERY = 8
 """Commits between two checkpoints (a commit of 50 events adds about 200 WAL pages)."""
@@ -33,18 +32,16 @@ class Checkpointer:
     def __init__(self, reactor: IReactorCore, location: Location) -> None:
         self._reactor = reactor
         self._db = Database(location)
-        self._pool = ThreadPool(
-            minthreads=1, maxthreads=1, name=f"bel-checkpoint:{location.describe()}"
-        )
+        self._thread = Worker(reactor, f"bel-checkpoint:{location.describe()}")
         self._commits = 0
         self._running: Deferred[Any] | None = None
         self._shutdown_trigger: Any = None
 
     def start(self) -> Deferred[None]:
         """Start the thread and connect (a second connection to the log)."""
-        self._pool.start()
+        self._thread.start()
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
-            "during", "shutdown", self._pool.stop
+            "during", "shutdown", self._thread.stop
         )
         return self._run(self._db.connect)
 
@@ -72,7 +69,7 @@ class Checkpointer:
         return d
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+        return self._thread.run(fn, *args)
 
     def _failed(self, failure: Failure) -> None:
         self.log.failure(
@@ -87,6 +84,6 @@ class Checkpointer:
     def _stopped(self, result: object) -> object:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
         self._shutdown_trigger = None
-        self._pool.stop()
+        self._thread.stop()
         return result
 

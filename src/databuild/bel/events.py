@@ -6,6 +6,8 @@ An event's JSON form is the envelope's fields (``idx``, ``event_id``, ``timestam
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -14,7 +16,7 @@ from attrs import field, frozen
 
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
-from databuild.model import JobGraph, new_id, validate_ref
+from databuild.model import JobGraph, validate_ref
 
 
 class InvalidEvent(DataBuildError, ValueError):
@@ -26,7 +28,29 @@ class InvalidEvent(DataBuildError, ValueError):
 def _refs(values: object) -> tuple[str, ...]:
     if not isinstance(values, list | tuple):
         raise InvalidEvent(f"expected a list of partition refs, got {values!r}")
-    return tuple(validate_ref(v) for v in values)
+    return tuple(map(validate_ref, values))
+
+
+_LOW_62 = (1 << 62) - 1
+_ids = random.Random()
+"""The random bits of event ids: seeded from the OS, again in a forked child, and apart from
+the ``random`` module's own generator, which tests (Hypothesis) seed to repeat themselves."""
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_event_id() -> str:
+    """A fresh event id: a UUID of version 7 (RFC 9562) in hex, which begins with the time.
+
+    Ids made one after another sort together, so each commit adds its events' ids to the last
+    page or two of the log's index of event ids, where random (version 4) ids landed on one
+    page each: a fifth of the pages a commit of 50 events wrote (docs/performance.md).
+    """
+    # Not secret, only unique: 74 random bits a millisecond, at half the cost of a system call.
+    rand = _ids.getrandbits(74)
+    ms = time.time_ns() // 1_000_000
+    # 48 bits of milliseconds, the version (7), 12 random bits, the variant (0b10), 62 more.
+    value = ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0x2 << 62 | (rand & _LOW_62)
+    return f"{value:032x}"
 
 
 @frozen
@@ -168,7 +192,7 @@ class Event:
 
     build_request_id: str
     payload: Payload
-    event_id: str = field(factory=new_id)
+    event_id: str = field(factory=new_event_id)
     timestamp: int = field(factory=time.time_ns)
     idx: int | None = None
 
@@ -182,12 +206,15 @@ class Event:
         return Event(self.build_request_id, self.payload, self.event_id, self.timestamp, idx)
 
     def to_json(self) -> dict[str, Any]:
+        return {"idx": self.idx, **self.body_json()}
+
+    def body_json(self) -> dict[str, Any]:
+        """The JSON form without ``idx``: what the log stores as the event's body."""
         return {
-            "idx": self.idx,
             "event_id": self.event_id,
             "timestamp": self.timestamp,
             "build_request_id": self.build_request_id,
-            "event_type": self.event_type,
+            "event_type": self.payload.event_type,
             **self.payload.to_json(),
         }
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from databuild.bel import services
 from databuild.bel.backend import Database, Location
+from databuild.bel.worker import Worker
 
 
 class LeaseLine:
@@ -22,15 +21,15 @@ class LeaseLine:
     def __init__(self, reactor: IReactorCore, location: Location) -> None:
         self._reactor = reactor
         self._db = Database(location)
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lease:{location.describe()}")
+        self._thread = Worker(reactor, f"lease:{location.describe()}")
         self._severed = False
 
     def start(self) -> None:
-        self._pool.start()
+        self._thread.start()
 
     def renew(self, service_id: str, lease_s: float) -> Deferred[bool]:
         """Push the lease ahead (connecting first if need be); False if it was lost."""
-        return deferToThreadPool(self._reactor, self._pool, self._renew, service_id, lease_s)
+        return self._thread.run(self._renew, service_id, lease_s)
 
     def _renew(self, service_id: str, lease_s: float) -> bool:
         if self._severed:
@@ -49,6 +48,6 @@ class LeaseLine:
 
     def stop(self) -> Deferred[None]:
         """Close the connection and stop the thread."""
-        d = deferToThreadPool(self._reactor, self._pool, self._db.close)
-        d.addBoth(lambda result: (self._pool.stop(), result)[1])
+        d = self._thread.run(self._db.close)
+        d.addBoth(lambda result: (self._thread.stop(), result)[1])
         return d

@@ -1,9 +1,9 @@
 """``EventLog``: the asynchronous face of one event log, with one connection on one thread.
 
-Every database call runs on the log's own single-thread pool, so the reactor never blocks and
-the connection is never shared between threads. Appends queue up while a transaction commits
-and go into the next transaction together (group commit); each append's Deferred fires once
-its transaction has committed, so an acknowledged event is durable.
+Every database call runs on the log's own thread (``worker.Worker``), so the reactor never
+blocks and the connection is never shared between threads. Appends queue up while a
+transaction commits and go into the next transaction together (group commit); each append's
+Deferred fires once its transaction has committed, so an acknowledged event is durable.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from databuild.bel import claims, queries, schema, services
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
@@ -26,6 +24,7 @@ from databuild.bel.claims import ClaimResult, RunState
 from databuild.bel.events import Event
 from databuild.bel.services import Identity, LeaseLost
 from databuild.bel.status import PartitionStatus
+from databuild.bel.worker import Worker
 from databuild.bel.writer import append_batch
 
 MAX_BATCH = 1000
@@ -49,7 +48,7 @@ class EventLog:
         self._reactor = reactor
         self.location = location
         self._db = Database(location)
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"bel:{location.describe()}")
+        self._thread = Worker(reactor, f"bel:{location.describe()}")
         self._checkpointer = (
             Checkpointer(reactor, location) if location.dialect == "sqlite" else None
         )
@@ -75,7 +74,7 @@ class EventLog:
         return f"<EventLog {self.location.describe()} {self._state}>"
 
     def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
-        return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        return self._thread.run(fn, *args, **kwargs)
 
     def _read(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._state != "open":
@@ -101,9 +100,9 @@ class EventLog:
         """Connect, and create or upgrade the schema."""
         if self._state != "new":
             raise EventLogError(f"the event log at {self.location.describe()} was opened before")
-        self._pool.start()
+        self._thread.start()
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
-            "during", "shutdown", self._pool.stop
+            "during", "shutdown", self._thread.stop
         )
         self._state = "opening"
         try:
@@ -171,7 +170,7 @@ class EventLog:
 
     def _stop_thread(self) -> None:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
-        self._pool.stop()
+        self._thread.stop()
 
     # --- writing ------------------------------------------------------------------------
 

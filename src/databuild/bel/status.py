@@ -46,7 +46,8 @@ class _Status(enum.StrEnum):
         if isinstance(text, cls):
             return text
         if isinstance(text, str):
-            found = _spellings(cls).get(text.strip().upper())
+            spellings = _spellings(cls)
+            found = spellings.get(text) or spellings.get(text.strip().upper())
             if found is not None:
                 return found
         choices = ", ".join(s.short for s in cls)
@@ -62,8 +63,11 @@ _S = TypeVar("_S", bound=_Status)
 
 @functools.cache
 def _spellings(kind: type[_S]) -> dict[str, _S]:
-    """Each status of ``kind`` by its name and by its upper-case short form."""
-    return {s.short.upper(): s for s in kind} | {s.name: s for s in kind}
+    """Each status of ``kind`` by its name and by its short form in lower and upper case
+    (the spellings given most, found without normalising them first)."""
+    return {s.short: s for s in kind} | {s.short.upper(): s for s in kind} | {
+        s.name: s for s in kind
+    }
 
 
 class BuildStatus(_Status):

@@ -10,9 +10,9 @@ in commit order.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from attrs import define, field
@@ -34,8 +34,24 @@ from databuild.bel.transitions import IllegalTransition, check_transition
 from databuild.errors import DataBuildError
 
 _RAN = (JobStatus.JOB_COMPLETED, JobStatus.JOB_FAILED)
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
-"""``json.dumps(..., separators=(",", ":"))`` without building an encoder per call."""
+
+
+def _not_json(value: object) -> None:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encode = c_make_encoder(
+    None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+def _compact_json(value: object) -> str:
+    """``json.dumps(value, separators=(",", ":"))`` of plain JSON values, for the log's columns.
+
+    It calls the C encoder that ``json.dumps`` builds afresh on every call (with the Python
+    layers above it, 2.7 against 1.7 µs for an event's body).
+    """
+    return "".join(_encode(value, 0))
 
 
 def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuildError]:
@@ -261,18 +277,17 @@ class _Batch:
         return event.stored_at(idx)
 
     def _event_row(self, event: Event, idx: int, job_label: str | None) -> None:
-        body = event.to_json()
-        del body["idx"]
+        payload = event.payload
         self.event_rows.append((
             idx,
             event.event_id,
             event.timestamp,
             event.build_request_id,
-            event.event_type,
-            getattr(event.payload, "partition_ref", None),
-            getattr(event.payload, "job_run_id", None),
+            payload.event_type,
+            getattr(payload, "partition_ref", None),
+            getattr(payload, "job_run_id", None),
             job_label,
-            _compact_json(body),
+            _compact_json(event.body_json()),
         ))
 
     def _build(
@@ -282,7 +297,7 @@ class _Batch:
             build = self.builds[event.build_request_id] = _Build(
                 payload.status,
                 created_idx=idx,
-                requested_partitions=json.dumps(list(payload.requested_partitions)),
+                requested_partitions=_compact_json(payload.requested_partitions),
                 created_at=event.timestamp,
                 message=payload.message,
             )
@@ -324,7 +339,7 @@ class _Batch:
                 payload.job_run_id,
                 event.build_request_id,
                 payload.job_label,
-                json.dumps(list(payload.outputs)),
+                _compact_json(payload.outputs),
                 status,
                 created_idx=idx,
                 updated_idx=idx,
