@@ -278,9 +278,11 @@ def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path
 def test_an_open_tab_does_not_keep_an_idle_service_and_says_when_it_stopped(
     color_votes: Path, service_factory: Any, tmp_path: Path
 ) -> None:
-    idle = service_factory(color_votes, "--idle-timeout", "3")
+    # The browser starts first and the timeout leaves it room: the tab must be open before
+    # the service could idle out, however slowly a loaded machine starts Chromium.
     driver = chromium(tmp_path / "profile")
     try:
+        idle = service_factory(color_votes, "--idle-timeout", "10")
         driver.get(login_url(idle))
         assert css(driver, "#active")
         assert idle.wait_exit(60) == 0
