@@ -69,7 +69,7 @@ async def test_stop_lets_the_calls_given_first_finish_and_later_calls_fail() -> 
 
     first = worker.run(slow, 1)
     second = worker.run(done.append, 2)
-    started.wait()
+    assert started.wait(30), "the first call never started"
     release.set()
     worker.stop()
     assert done == [1, 2]
@@ -80,5 +80,9 @@ async def test_stop_lets_the_calls_given_first_finish_and_later_calls_fail() -> 
     assert done == [1, 2]
 
 
-def test_a_worker_never_started_stops_at_once() -> None:
-    Worker(reactor, "test-worker").stop()
+@pytest_twisted.ensureDeferred
+async def test_a_worker_never_started_stops_at_once_and_refuses_calls() -> None:
+    worker = Worker(reactor, "test-worker")
+    worker.stop()
+    with pytest.raises(EventLogError, match="has stopped"):
+        await worker.run(lambda: None)
