@@ -209,13 +209,17 @@ async def test_cancel_terminates_the_whole_group_including_grandchildren(tmp_pat
     handle = executor.run(run, "b", prefix, None)
     await poll_until_async(lambda: pids.exists() and " " in pids.read_text(), "the pids file")
     leader, grandchild = map(int, pids.read_text().split())
-    [(_, record)] = read_records(tmp_path / ".databuild" / "running")
-    assert record is not None and record.pid == leader and record.job_run_id == run.job_run_id
+    [found] = read_records(tmp_path / ".databuild" / "running")
+    [record] = found.records
+    assert record.pid == leader and record.job_run_id == run.job_run_id
+    assert executor.running_records() == [record]
     handle.cancel()
     result = await handle.result
     assert result.cancelled
     await poll_until_async(lambda: not alive(grandchild), "the grandchild to be gone")
     assert not alive(leader)
+    assert [f.records for f in read_records(tmp_path / ".databuild" / "running")] == [()]
+    executor.close()
     assert read_records(tmp_path / ".databuild" / "running") == []
 
 

@@ -11,6 +11,7 @@ from tests.polling import poll_until_async
 
 from databuild.errors import Conflict, NotFound
 from databuild.executor.runner import Executor
+from databuild.executor.running import read_records
 from databuild.proc.info import alive
 
 
@@ -50,7 +51,9 @@ async def test_cancelling_a_build_stops_its_groups_and_pending_runs(harness: Har
     failed = [e for e in events if e["event_type"] == "partition"
               and e["status"] == "PARTITION_FAILED"]
     assert all("cancelled" in e["message"] for e in failed)
-    assert list((harness.root / ".databuild" / "running").iterdir()) == []
+    assert harness.executor.running_records() == []
+    running = harness.root / ".databuild" / "running"
+    assert [found.records for found in read_records(running)] == [()]
     with pytest.raises(Conflict, match="already cancelled"):
         await harness.orchestrator.cancel_build(build_id)
 

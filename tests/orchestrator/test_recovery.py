@@ -21,7 +21,7 @@ from databuild.bel import (
     PartitionStatus,
     open_event_log,
 )
-from databuild.executor.running import RunningRecord, write_record
+from databuild.executor.running import RunningJournal, RunningRecord
 from databuild.proc.info import alive, start_ticks
 from databuild.proc.process import spawn
 
@@ -71,9 +71,8 @@ async def test_a_new_orchestrator_fails_the_dead_services_builds_and_reaps_its_j
     )
     await poll_until_async(lambda: pidfile.exists() and pidfile.read_text(), "the orphan")
     grandchild = int(pidfile.read_text())
-    write_record(
-        root / ".databuild" / "running",
-        RunningRecord(run_id, build_id, orphan.pid, start_ticks(orphan.pid)),
+    RunningJournal(root / ".databuild" / "running", "dead-service", "").started(
+        RunningRecord(run_id, build_id, orphan.pid, start_ticks(orphan.pid))
     )
 
     harness = await start_harness(root)

@@ -1,8 +1,8 @@
 """The ``exec`` side of the job protocol (SPEC §3.2): job runs as process groups.
 
 One Executor serves every build of the service; its slots are the one limit on parallel
-exec processes. Each attempt of a run is recorded in ``.databuild/running/`` while it runs and
-its lines go to the run's log.
+exec processes. Each attempt of a run is recorded in the executor's journal in
+``.databuild/running/`` while it runs, and its lines go to the run's log.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
 from databuild.executor.runlog import MAX_LINE_BYTES, RunLogWriter, run_log_path
-from databuild.executor.running import RUNNING_DIR, RunningRecord, remove_record, write_record
+from databuild.executor.running import RUNNING_DIR, RunningJournal, RunningRecord
 from databuild.graph.workspace import STATE_DIR
 from databuild.model import JobRun
 from databuild.proc.info import start_ticks
@@ -142,6 +142,7 @@ class Executor:
         self._host = socket.gethostname()
         self.service_id = service_id
         """The service whose runs these are, written in each running record."""
+        self._journal = RunningJournal(self.running_dir, service_id, self._host)
         self._tether = tether
         """Where each run's process group is held, so that it dies with the service."""
 
@@ -149,6 +150,18 @@ class Executor:
     def running(self) -> int:
         """How many exec processes hold a slot now."""
         return self.max_parallel_jobs - self._slots.free
+
+    def running_records(self) -> list[RunningRecord]:
+        """The process groups of this executor's runs that have started and not ended."""
+        return list(self._journal.live.values())
+
+    def close(self) -> None:
+        """Close the journal of running groups (removing it if none is left in it)."""
+        try:
+            self._journal.close()
+        except OSError:
+            self.log.failure("cannot remove the running-process journal {path}",
+                             path=str(self._journal.path))
 
     def run(
         self,
@@ -270,13 +283,12 @@ class Executor:
             host=self._host,
         )
         try:
-            path: Path | None = write_record(self.running_dir, record)
+            self._journal.started(record)
         except OSError:
             self.log.failure(
                 "cannot record running job run {job_run_id}; a crash would leave it running",
                 job_run_id=job_run.job_run_id,
             )
-            path = None
         if handle._cancelled:
             child.terminate()
         try:
@@ -285,5 +297,14 @@ class Executor:
             handle._child = None
             if self._tether is not None:
                 self._tether.release(child.pgid)
-            if path is not None:
-                remove_record(path)
+            self._ended(record.job_run_id)
+
+    def _ended(self, job_run_id: str) -> None:
+        try:
+            self._journal.ended(job_run_id)
+        except OSError:
+            self.log.failure(
+                "cannot record the end of job run {job_run_id} in {path}",
+                job_run_id=job_run_id,
+                path=str(self._journal.path),
+            )

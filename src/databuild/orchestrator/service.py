@@ -28,7 +28,7 @@ from databuild.bel.events import BuildRequestEvent, Event
 from databuild.bel.status import BuildStatus, JobStatus
 from databuild.errors import Conflict, NotFound
 from databuild.executor.runner import Executor
-from databuild.executor.running import read_records, reap_orphans
+from databuild.executor.running import reap_orphans
 from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
@@ -175,7 +175,13 @@ class Orchestrator(Service):
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         """Cancel every live build; fire once each has recorded its end, or at the deadline."""
         super().stopService()
-        return ensureDeferred(self._stop())
+        stopped = ensureDeferred(self._stop())
+        stopped.addBoth(self._close_executor)
+        return stopped
+
+    def _close_executor(self, result: object) -> object:
+        self._executor.close()
+        return result
 
     async def _stop(self) -> None:
         # Recovery is not cut off halfway, unless it outlasts the deadline (the log is down).
@@ -194,14 +200,9 @@ class Orchestrator(Service):
             seconds=self._stop_deadline_s,
             builds=still,
         )
-        for _, record in read_records(self._executor.running_dir):
-            # Only this service's runs (several may share the directory); the start time tells
-            # a live run's leader from a process that reused its pid.
-            if (
-                record is not None
-                and record.service_id == self._executor.service_id
-                and start_ticks(record.pid) == record.start_time
-            ):
+        for record in self._executor.running_records():
+            # The start time tells a live run's leader from a process that reused its pid.
+            if start_ticks(record.pid) == record.start_time:
                 kill_group(record.pid, signal.SIGKILL)
         if not self._recorder.healthy or not await self._in_time(self._ends()):
             reason = "the service stopped before the event log stored them"
