@@ -19,8 +19,8 @@ from databuild.bel import (
     JobStatus,
     open_event_log,
 )
-from databuild.bel.backend import Database, parse_uri
-from databuild.bel.claims import claim, run_states
+from databuild.bel.backend import Database, EventLogError, parse_uri
+from databuild.bel.claims import ClaimRequest, ClaimResult, claim_many, run_states
 from databuild.bel.queries import orphaned_builds
 from databuild.bel.services import Identity, LeaseLost, list_services, register, take_over
 
@@ -45,6 +45,15 @@ def db_of(log_uri: str, tmp_path: Path) -> Iterator[object]:
     yield connect
     for db in opened:
         db.close()
+
+
+def claim(
+    db: Database, job_run_id: str, build_request_id: str, refs: list[str], *, skip_available: bool
+) -> ClaimResult:
+    """One run's claim, alone in its batch."""
+    [result] = claim_many(db, [ClaimRequest(job_run_id, build_request_id, tuple(refs),
+                                            skip_available)])
+    return result
 
 
 def expire(db: Database, service_id: str) -> None:
@@ -95,6 +104,45 @@ async def test_a_claim_is_all_or_nothing_and_goes_with_its_runs_final_event(
     await event_log.append(Event("b1", JobEvent("r1", "j", JobStatus.JOB_COMPLETED, ("a/1",))))
     assert claim(other, "r2", "b2", ["a/2"], skip_available=True).granted
     assert run_states(other, ["r1"])["r1"].status is JobStatus.JOB_COMPLETED
+
+
+@pytest_twisted.ensureDeferred
+async def test_claims_of_one_batch_are_granted_all_or_none_per_run(
+    event_log: EventLog, db_of: object
+) -> None:
+    await event_log.register(identity("s1"), 30.0)
+    await event_log.append(Event("b1", RECEIVED))
+    for run, ref in [("r0", "a/0"), ("r1", "a/1")]:
+        await event_log.append(Event("b1", JobEvent(run, "j", JobStatus.JOB_SCHEDULED, (ref,))))
+    await event_log.append(Event("b1", JobEvent("r0", "j", JobStatus.JOB_RUNNING, ("a/0",))))
+    await event_log.append(Event("b1", JobEvent("r0", "j", JobStatus.JOB_COMPLETED, ("a/0",))))
+    other = db_of()  # type: ignore[operator]
+    register(other, identity("s2"), 30.0)
+    assert claim(other, "held", "b9", ["a/9"], skip_available=True).granted
+
+    asked = [  # all in one reactor turn: they share batches
+        event_log.claim("r1", "b1", ["a/1", "a/2"], skip_available=True),
+        event_log.claim("r2", "b2", ["a/2"], skip_available=True),  # r1 has it
+        event_log.claim("r3", "b3", ["a/3", "a/9"], skip_available=True),  # a/9 is held
+        event_log.claim("r4", "b4", ["a/0"], skip_available=True),  # AVAILABLE
+        event_log.claim("r5", "b5", ["a/0"], skip_available=False),  # forced
+    ]
+    granted, r2, r3, r4, forced = [await d for d in asked]
+
+    assert granted.granted and forced.granted
+    assert {ref: h.job_run_id for ref, h in r2.held.items()} == {"a/2": "r1"}
+    assert {ref: h.service_id for ref, h in r3.held.items()} == {"a/9": "s2"}
+    assert r4.available and not r4.granted
+    # A refused run keeps none of its claims: a/3 is free for the next claimer.
+    assert claim(other, "r6", "b6", ["a/3"], skip_available=True).granted
+    assert not claim(other, "r7", "b7", ["a/1"], skip_available=True).granted
+
+
+@pytest_twisted.ensureDeferred
+async def test_claims_asked_of_a_closed_log_fail(event_log: EventLog) -> None:
+    await event_log.close()
+    with pytest.raises(EventLogError, match="not open"):
+        await event_log.claim("r1", "b1", ["a/1"], skip_available=True)
 
 
 @pytest_twisted.ensureDeferred

@@ -46,64 +46,96 @@ class RunState:
     """Whether the service owning the run's build still holds its lease."""
 
 
-class _Refused(Exception):
-    def __init__(self, result: ClaimResult) -> None:
-        self.result = result
-
-
 def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 
 
-def claim(
-    db: Database,
-    job_run_id: str,
-    build_request_id: str,
-    refs: Sequence[str],
-    *,
-    skip_available: bool,
-) -> ClaimResult:
-    """Claim ``refs`` for the run, all or none.
+@frozen
+class ClaimRequest:
+    """A run asking for all its outputs (``claim_many``)."""
 
-    With ``skip_available``, nothing is claimed if every ref's data is AVAILABLE already (a
-    claim released just before this one was taken, or a run this build's planning missed).
-    It is read after the claims are inserted: a holder whose final event commits meanwhile is
-    seen. Refs are claimed in sorted order, so concurrent claimers wait for one another
-    instead of deadlocking.
+    job_run_id: str
+    build_request_id: str
+    refs: tuple[str, ...]
+    skip_available: bool
+    """Claim nothing if every ref's data is AVAILABLE already (a claim released just before
+    this one was taken, or a run this build's planning missed)."""
+
+
+MAX_CLAIMS = 200
+"""At most this many requests share one transaction (each holds a few parameters)."""
+
+
+def claim_many(db: Database, requests: Sequence[ClaimRequest]) -> list[ClaimResult]:
+    """Claim each request's refs, all or none per request, in one transaction.
+
+    Every ref of every request is inserted first, in sorted order, so concurrent claimers
+    (other services' batches) wait for one another instead of deadlocking. Then, in order,
+    each request is granted, or refused and its claims deleted again: some ref is held by
+    another live run or by an earlier request of the batch that was granted, or all are
+    AVAILABLE. That is read after the claims are inserted, so a holder whose final event
+    commits meanwhile is seen.
+    One transaction for a batch, where a transaction per run cost as much of the log's
+    thread as the run's events did (docs/performance.md).
     """
-    refs = sorted(set(refs))
+    wanted = sorted({(ref, r.job_run_id, r.build_request_id) for r in requests for ref in r.refs})
+    refs = sorted({ref for ref, _, _ in wanted})
     service_id = db.service_id or ""
-    marks = _marks(refs)
-    try:
-        with db.transaction():
-            fence(db)
+    results: list[ClaimResult] = []
+    with db.transaction():
+        fence(db)
+        condition, params = db.in_condition("partition_ref", refs)
+        db.execute(
+            f"DELETE FROM claims WHERE {condition} AND service_id NOT IN"
+            f" (SELECT service_id FROM services WHERE {live_sql(db)})",
+            params,
+        )
+        for ref, job_run_id, build_request_id in wanted:
             db.execute(
-                f"DELETE FROM claims WHERE partition_ref IN ({marks}) AND service_id NOT IN"
-                f" (SELECT service_id FROM services WHERE {live_sql(db)})",
-                refs,
+                "INSERT INTO claims (partition_ref, job_run_id, build_request_id,"
+                f" service_id, claimed_at) VALUES (?, ?, ?, ?, {now_ns(db)})"
+                " ON CONFLICT (partition_ref) DO NOTHING",
+                (ref, job_run_id, build_request_id, service_id),
             )
-            for ref in refs:
-                db.execute(
-                    "INSERT INTO claims (partition_ref, job_run_id, build_request_id,"
-                    f" service_id, claimed_at) VALUES (?, ?, ?, ?, {now_ns(db)})"
-                    " ON CONFLICT (partition_ref) DO NOTHING",
-                    (ref, job_run_id, build_request_id, service_id),
-                )
-            held = {
-                ref: Holder(run, build, service)
-                for ref, run, build, service in db.all(
-                    "SELECT partition_ref, job_run_id, build_request_id, service_id FROM claims"
-                    f" WHERE partition_ref IN ({marks}) AND job_run_id <> ?",
-                    [*refs, job_run_id],
-                )
-            }
+        holders = {
+            ref: Holder(run, build, service)
+            for ref, run, build, service in db.all(
+                "SELECT partition_ref, job_run_id, build_request_id, service_id FROM claims"
+                f" WHERE {condition}",
+                params,
+            )
+        }
+        # Rows of this batch's runs are only inserted yet: each request in turn takes the refs
+        # no other live run holds and no earlier request of the batch was granted.
+        batch = {request.job_run_id for request in requests}
+        taken = {ref: h for ref, h in holders.items() if h.job_run_id not in batch}
+        refused: list[str] = []
+        moved: list[tuple[str, ClaimRequest]] = []
+        for request in requests:
+            mine = sorted(set(request.refs))
+            held = {ref: taken[ref] for ref in mine if ref in taken}
             if held:
-                raise _Refused(ClaimResult(held=held))
-            if skip_available and set(refs) <= _available(db, refs):
-                raise _Refused(ClaimResult(available=True))
-    except _Refused as refused:
-        return refused.result
-    return ClaimResult(granted=True)
+                result = ClaimResult(held=held)
+            elif request.skip_available and set(mine) <= _available(db, mine):
+                result = ClaimResult(available=True)
+            else:
+                result = ClaimResult(granted=True)
+                holder = Holder(request.job_run_id, request.build_request_id, service_id)
+                for ref in mine:
+                    taken[ref] = holder
+                    inserted = holders.get(ref)
+                    if inserted is not None and inserted.job_run_id != request.job_run_id:
+                        moved.append((ref, request))
+            if not result.granted:
+                refused.append(request.job_run_id)
+            results.append(result)
+        for ref, request in moved:
+            db.execute(
+                "UPDATE claims SET job_run_id = ?, build_request_id = ? WHERE partition_ref = ?",
+                (request.job_run_id, request.build_request_id, ref),
+            )
+        release(db, refused)
+    return results
 
 
 def _available(db: Database, refs: Sequence[str]) -> set[str]:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from databuild.bel import claims, queries, schema, services
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
 from databuild.bel.checkpoint import Checkpointer
-from databuild.bel.claims import ClaimResult, RunState
+from databuild.bel.claims import ClaimRequest, ClaimResult, RunState
 from databuild.bel.events import Event
 from databuild.bel.services import Identity, LeaseLost
 from databuild.bel.status import PartitionStatus
@@ -54,6 +54,8 @@ class EventLog:
         )
         self._pending: list[tuple[Event, Deferred[Event]]] = []
         self._committing = False
+        self._claims: list[tuple[ClaimRequest, Deferred[ClaimResult]]] = []
+        self._claiming = False
         self._drained: list[Deferred[None]] = []
         self._state = "new"
         self._lost: LeaseLost | None = None
@@ -364,12 +366,41 @@ class EventLog:
     def claim(
         self, job_run_id: str, build_request_id: str, refs: list[str], *, skip_available: bool
     ) -> Deferred[ClaimResult]:
-        """Claim a run's outputs, all or none, before its exec starts (see ``claims.claim``)."""
-        return self._read(
-            lambda db: claims.claim(
-                db, job_run_id, build_request_id, refs, skip_available=skip_available
-            )
-        )
+        """Claim a run's outputs, all or none, before its exec starts (``claims.claim_many``).
+
+        Claims asked for while a batch of them is being claimed go into the next batch
+        together, as appends do.
+        """
+        if self._state != "open":
+            return self._not_open()
+        waiting: Deferred[ClaimResult] = Deferred()
+        request = ClaimRequest(job_run_id, build_request_id, tuple(refs), skip_available)
+        self._claims.append((request, waiting))
+        if not self._claiming:
+            self._claim_next()
+        return waiting
+
+    def _claim_next(self) -> None:
+        batch = self._claims[: claims.MAX_CLAIMS]
+        self._claims = self._claims[claims.MAX_CLAIMS :]
+        self._claiming = True
+        d = self._read(claims.claim_many, [request for request, _ in batch])
+
+        def claimed(results: list[ClaimResult]) -> None:
+            for (_, waiting), result in zip(batch, results, strict=True):
+                waiting.callback(result)
+
+        def failed(failure: Failure) -> None:
+            for _, waiting in batch:
+                waiting.errback(failure)
+
+        d.addCallbacks(claimed, failed)
+        d.addBoth(self._claimed)
+
+    def _claimed(self, _: object) -> None:
+        self._claiming = False
+        if self._claims:
+            self._claim_next()
 
     def run_states(self, job_run_ids: list[str]) -> Deferred[dict[str, RunState]]:
         """How each run stands, and whether its owner is live."""
