@@ -9,7 +9,8 @@
    on the same database, without the transition check or the summary tables: a bare
    ``INSERT`` of the very ``events`` rows the log stored, as many per transaction as the log
    committed together, into a table without indexes; and one bare ``INSERT`` per committed
-   transaction (``--appends-only`` stops after this table).
+   transaction. The table ends with the size of the SQLite WAL file before the log closed
+   (``--appends-only`` stops after this table).
 2. A log of ``--events`` events (default 1,000,000) is generated in a child process through
    the same schema and writer (``writer.append_batch``, 10,000 events per transaction; SQLite
    with ``synchronous=OFF`` while generating only), then copied table by table into a fresh
@@ -188,6 +189,8 @@ async def append_rates(reactor: Any, uri: str, root: Path, total: int) -> dict[s
     start = time.perf_counter()
     await one_build_serial(log, serial_n)
     serial = serial_n / (time.perf_counter() - start)
+    wal = Path(f"{log.location.target}-wal")
+    wal_mib = wal.stat().st_size / 2**20 if log.location.dialect == "sqlite" else 0.0
     await log.close()
     return {
         "concurrent": concurrent,
@@ -197,6 +200,7 @@ async def append_rates(reactor: Any, uri: str, root: Path, total: int) -> dict[s
         "same_rows": same_rows_rate(uri, root, round(per_commit)),
         "baseline": bare_insert_rate(uri, root, serial_n),
         "fsync_floor": bare_insert_rate(uri, root, min(serial_n, 500), fsync=True),
+        "wal_mib": wal_mib,
     }
 
 
@@ -352,6 +356,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
             f"{rates['concurrent'] / rates['baseline']:.2f}",
             f"{rates['fsync_floor']:,.0f}",
             f"{rates['concurrent'] / rates['fsync_floor']:.1f}",
+            f"{rates['wal_mib']:.1f}" if backend == "sqlite" else "-",
         ))
     print(table(
         f"Appends/s: {options.appends:,} appends from 50 builds at once (group commit), then one "
@@ -359,10 +364,10 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         "into a table without indexes; a bare INSERT of an event row, one commit each, on the "
         "log's settings and with an fsync per commit; CPU: this process's, all threads (the "
         "50 builds' own code included), per concurrent append: the machine's load moves it "
-        "less than the rates",
+        "less than the rates; WAL: the SQLite WAL file's size before the log closed",
         ("backend", "concurrent appends/s", "CPU µs/append", "events/commit", "serial appends/s",
          "same rows, bare INSERT/s", "concurrent/same rows", "bare INSERT rows/s",
-         "concurrent/bare", "bare+fsync rows/s", "concurrent/bare+fsync"),
+         "concurrent/bare", "bare+fsync rows/s", "concurrent/bare+fsync", "WAL MiB"),
         rows,
     ))
     if options.appends_only:

@@ -29,6 +29,8 @@ _GLOB_SPECIAL = "*?["
 _PG_SCHEMA_LOCK = 0x0DA7AB1D
 CONNECT_TIMEOUT_S = 10
 """A PostgreSQL server that has not answered a new connection by then is unreachable."""
+BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite connection waits for a lock another connection holds."""
 IDLE_IN_TRANSACTION_S = 5
 """The server ends a session that sits this long in a transaction without a statement: a
 frozen service cannot hold the log's write lock past it (docs/service.md)."""
@@ -442,5 +444,5 @@ def _connect_sqlite(path: Path) -> sqlite3.Connection:
     # last commits, and never leaves a half-written one. FULL would add an fsync per commit,
     # up to 7 ms each on the reference machine (docs/event-log.md, "Durability").
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn

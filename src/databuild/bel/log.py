@@ -19,13 +19,14 @@ from twisted.python.failure import Failure
 
 from databuild.bel import claims, queries, schema, services
 from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
-from databuild.bel.checkpoint import Checkpointer
+from databuild.bel.checkpoint import WAL_LIMIT, Checkpointer
 from databuild.bel.claims import ClaimRequest, ClaimResult, RunState
 from databuild.bel.events import Event
 from databuild.bel.services import Identity, LeaseLost
 from databuild.bel.status import PartitionStatus
 from databuild.bel.worker import Worker
 from databuild.bel.writer import append_batch
+from databuild.errors import DataBuildError
 
 MAX_BATCH = 1000
 """At most this many appends share one transaction, which bounds each one's latency."""
@@ -44,13 +45,18 @@ class EventLog:
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore, location: Location) -> None:
+    def __init__(
+        self, reactor: IReactorCore, location: Location, *, wal_limit: int = WAL_LIMIT
+    ) -> None:
+        """``wal_limit``: bytes of WAL past which a SQLite log restarts it (bel/checkpoint.py)."""
         self._reactor = reactor
         self.location = location
         self._db = Database(location)
         self._thread = Worker(reactor, f"bel:{location.describe()}")
         self._checkpointer = (
-            Checkpointer(reactor, location) if location.dialect == "sqlite" else None
+            Checkpointer(reactor, location, self._on_writer, wal_limit)
+            if location.dialect == "sqlite"
+            else None
         )
         self._pending: list[tuple[Event, Deferred[Event]]] = []
         self._committing = False
@@ -77,6 +83,10 @@ class EventLog:
 
     def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         return self._thread.run(fn, *args, **kwargs)
+
+    def _on_writer(self, fn: Callable[[Database], _T]) -> Deferred[_T]:
+        """Run ``fn(db)`` on the log's thread, after the transaction running if any."""
+        return self._run(fn, self._db)
 
     def _read(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._state != "open":
@@ -133,6 +143,8 @@ class EventLog:
             raise
         if self._checkpointer is not None:
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
+            # The first commit after the WAL restarts cuts the file back to this size.
+            self._db.execute(f"PRAGMA journal_size_limit = {self._checkpointer.limit}")
         if not self._db.ref_trigrams:
             self.log.warn(
                 "event log {location} has no trigram index of partition refs (PostgreSQL"
@@ -212,17 +224,29 @@ class EventLog:
     def _commit_next(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._committing = True
-        d = self._run(self._work, append_batch, [event for event, _ in batch])
+        d = self._run(self._work, self._append_batch, [event for event, _ in batch])
         d.addCallbacks(
-            lambda results: self._deliver(results, batch),
+            lambda stored: self._deliver(*stored, batch),
             lambda failure: self._fail_batch(failure, batch),
         )
         d.addBoth(self._committed)
 
-    def _deliver(self, results: list[Any], batch: list[tuple[Event, Deferred[Event]]]) -> None:
+    def _append_batch(
+        self, db: Database, events: list[Event]
+    ) -> tuple[list[Event | DataBuildError], int]:
+        """On the log's thread: store ``events``, then read the size of the WAL (SQLite)."""
+        results = append_batch(db, events)
+        return results, 0 if self._checkpointer is None else self._checkpointer.wal_bytes()
+
+    def _deliver(
+        self,
+        results: list[Event | DataBuildError],
+        wal_bytes: int,
+        batch: list[tuple[Event, Deferred[Event]]],
+    ) -> None:
         self.commits += 1
         if self._checkpointer is not None:
-            self._checkpointer.committed()
+            self._checkpointer.committed(wal_bytes)
         for (_, waiting), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 waiting.errback(Failure(result))
