@@ -32,7 +32,10 @@ jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs = 2`` against ``seq
 2 -I@ sh jobs/noop.sh exec @`` in the same run (target: at most 1.5). Each databuild build runs
 in a child process of its own, which also reports its peak RSS: the growth over the RSS it had
 before ``submit``, per 1,000 jobs, is the memory the graph costs, its CPU time and the time
-its garbage collector took. With ``--stub-exec`` the
+its garbage collector took. A second baseline, also in a child process of its own: a bare
+Twisted reactor starting the same processes with ``spawnProcess``, two at a time, each with
+its config on stdin and its stdout and stderr on pipes, and nothing else (no event, no log, no
+process group): the floor of any service built on one Twisted reactor. With ``--stub-exec`` the
 executor starts no process: each run's "child" ends with exit code 0 at once, so the build's
 CPU is the service's own (orchestrator, executor bookkeeping, event log) per job.
 """
@@ -56,6 +59,7 @@ from typing import Any
 from attrs import define, field
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
 
 from databuild.bel import open_event_log
 from databuild.executor import runner
@@ -238,6 +242,40 @@ def run_seq_xargs(root: Path, jobs: int) -> float:
     return time.perf_counter() - start
 
 
+class _BareJob(ProcessProtocol):
+    def __init__(self, stdin: bytes, ended: Deferred[None]) -> None:
+        self._stdin = stdin
+        self._ended = ended
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._stdin)
+        self.transport.closeStdin()
+
+    def processEnded(self, reason: Any) -> None:
+        self._ended.callback(None)
+
+
+async def bare_child(reactor, root: Path, jobs: int) -> None:
+    """``sh jobs/noop.sh exec REF`` for N refs through bare ``reactor.spawnProcess``, two at a
+    time; prints the seconds as JSON."""
+    os.chdir(root)
+    env = {**ENV, "WORK_S": "0"}
+
+    async def slot(refs: Any) -> None:
+        for ref in refs:
+            ended: Deferred[None] = Deferred()
+            stdin = json.dumps({"outputs": [ref], "args": [ref]}).encode()
+            reactor.spawnProcess(_BareJob(stdin, ended), "/bin/sh",
+                                 ["sh", "jobs/noop.sh", "exec", ref], env=env,
+                                 childFDs={0: "w", 1: "r", 2: "r"})
+            await ended
+
+    refs = iter(f"bench/{i}" for i in range(1, jobs + 1))
+    start = time.perf_counter()
+    await gatherResults([ensureDeferred(slot(refs)) for _ in range(SCALE_PARALLEL)])
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
 def rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -323,42 +361,50 @@ def run_scale(args: argparse.Namespace) -> None:
             root = Path(tmp) / f"noop-{jobs}"
             make_noop_workspace(root)
             base = run_seq_xargs(root, jobs)
+            bare = json.loads(subprocess.run(
+                [sys.executable, __file__, "--bare-child", str(root), str(jobs)],
+                check=True, stdout=subprocess.PIPE, text=True,
+            ).stdout.strip().splitlines()[-1])["seconds"]
             stub = ["--stub-exec"] if args.stub_exec else []
             child = subprocess.run(
                 [sys.executable, __file__, "--scale-child", str(root), str(jobs), *stub],
                 check=True, stdout=subprocess.PIPE, text=True,
             )
             ours = json.loads(child.stdout.strip().splitlines()[-1])
-            rows.append((jobs, base, ours))
+            rows.append((jobs, base, bare, ours))
             shutil.rmtree(root)
     stubbed = ", databuild with --stub-exec (no processes)" if args.stub_exec else ""
     print(f"sh no-op jobs, max_parallel_jobs {SCALE_PARALLEL}, one run each{stubbed}")
     print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
-    header = (f"{'jobs':>7}  {'xargs -P2 (s)':>13}  {'databuild (s)':>13}  {'ratio':>6}  "
+    header = (f"{'jobs':>7}  {'xargs -P2 (s)':>13}  {'bare Twisted (s)':>16}  {'bare/xargs':>10}  "
+              f"{'databuild (s)':>13}  {'ratio':>6}  {'vs bare':>7}  "
               f"{'RSS before (MiB)':>16}  {'RSS peak (MiB)':>14}  {'MiB / 1,000 jobs':>16}  target")
     print(header)
     print("-" * len(header))
-    for jobs, base, ours in rows:
+    for jobs, base, bare, ours in rows:
         ratio = ours["seconds"] / base
         growth = (ours["rss_peak"] - ours["rss_before"]) / jobs * 1000
         verdict = "ok" if ratio <= SCALE_TARGET_RATIO else "MISSED"
         # Without processes the ratio says what the service alone costs, not the target.
         target = "n/a (no processes)" if args.stub_exec else f"<= {SCALE_TARGET_RATIO} {verdict}"
         print(
-            f"{jobs:>7,}  {base:>13.2f}  {ours['seconds']:>13.2f}  {ratio:>6.2f}  "
+            f"{jobs:>7,}  {base:>13.2f}  {bare:>16.2f}  {bare / base:>10.2f}  "
+            f"{ours['seconds']:>13.2f}  {ratio:>6.2f}  {ours['seconds'] / bare:>7.2f}  "
             f"{ours['rss_before']:>16.0f}  {ours['rss_peak']:>14.0f}  {growth:>16.2f}  "
             f"{target}"
         )
     print()
     print("xargs = seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @; databuild = one build of N")
-    print("refs from submit to build_finished (every event committed), in a fresh process")
+    print("refs from submit to build_finished (every event committed), in a fresh process;")
+    print("bare Twisted = the same processes through reactor.spawnProcess, two at a time, with")
+    print("stdin and pipes and nothing else; ratio = databuild / xargs (the target's)")
     print()
     header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
               f"{'in running journal':>18}  {'in gc':>6}  (ms per job, the databuild process)")
     print(header)
     print("-" * len(header))
-    for jobs, _, ours in rows:
+    for jobs, _, _, ours in rows:
         journal = ours["started"] + ours["ended"]
         print(f"{jobs:>7,}  {ours['cpu'] / jobs * 1000:>11.2f}  "
               f"{ours['spawn'] / jobs * 1000:>10.2f}  {journal / jobs * 1000:>18.2f}  "
@@ -423,6 +469,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stub-exec", action="store_true",
                         help="with --scale: the executor starts no processes (see above)")
     parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -433,6 +480,9 @@ if __name__ == "__main__":
         task.react(lambda reactor: ensureDeferred(
             scale_child(reactor, Path(where), int(count), arguments.stub_exec)
         ))
+    elif arguments.bare_child:
+        where, count = arguments.bare_child
+        task.react(lambda reactor: ensureDeferred(bare_child(reactor, Path(where), int(count))))
     elif arguments.scale:
         run_scale(arguments)
     else:

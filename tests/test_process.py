@@ -16,7 +16,8 @@ from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from databuild.proc.info import alive, handed_out_after, processes_with_env, start_ticks
+from databuild.proc import info
+from databuild.proc.info import alive, handed_out_since, processes_with_env, start_ticks
 from databuild.proc.process import ChildProcess, ProcessResult, spawn
 
 
@@ -192,14 +193,17 @@ def test_start_time_distinguishes_processes() -> None:
     assert start_ticks(2**22 + 12345) is None
 
 
-def test_pids_handed_out_after_others_wrap_around() -> None:
-    newer = handed_out_after([100], last=200)
-    assert [newer(pid) for pid in (99, 100, 101, 200, 201)] == [False, False, True, True, False]
-    # The numbers wrapped at pid_max after 30,000 was handed out: 5 came later, 29,000 before.
-    wrapped = handed_out_after([30_000], last=10)
-    assert [wrapped(pid) for pid in (30_001, 5, 10, 11, 29_000)] == [True, True, True, False, False]
-    either = handed_out_after([30_000, 3], last=10)
-    assert [either(pid) for pid in (4, 2, 30_001, 20)] == [True, True, True, False]
+def test_the_pids_handed_out_since_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(info, "last_pid", lambda: 200)
+    assert handed_out_since([100]) == range(101, 201)
+    assert handed_out_since([150, 120]) == range(121, 201)
+    assert handed_out_since([200]) == range(201, 201)
+    # The numbers wrapped at pid_max after 30,000 was handed out: every process is read.
+    assert handed_out_since([30_000, 3]) is None
+    assert handed_out_since([200 - info.RECENT_PIDS_MAX - 1]) is None
+    assert handed_out_since([]) is None
+    monkeypatch.setattr(info, "last_pid", lambda: None)
+    assert handed_out_since([100]) is None
 
 
 def test_a_sweep_since_a_pid_reads_only_the_processes_handed_out_after_it() -> None:
@@ -211,8 +215,10 @@ def test_a_sweep_since_a_pid_reads_only_the_processes_handed_out_after_it() -> N
         later = subprocess.Popen(["true"])
         later.wait()
         assert processes_with_env([marker]) == {marker: [older.pid]}
-        assert processes_with_env([marker], since=[later.pid]) == {}
-        assert processes_with_env([marker], since=[older.pid - 1]) == {marker: [older.pid]}
+        assert processes_with_env([marker], handed_out_since([later.pid])) == {}
+        assert processes_with_env([marker], handed_out_since([older.pid - 1])) == {
+            marker: [older.pid]
+        }
     finally:
         older.kill()
         older.wait()

@@ -9,7 +9,7 @@ Standard library only: the CLI imports this before Twisted.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Iterable
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -75,40 +75,53 @@ def command_line(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+RECENT_PIDS_MAX = 4096
+"""A sweep over the pids handed out since a few others reads them one by one when there are
+at most this many; beyond that it lists ``/proc``."""
+
+
 def processes_with_env(
-    entries: Collection[str], since: Collection[int] | None = None
+    entries: Collection[str], pids: Iterable[int] | None = None
 ) -> dict[str, list[int]]:
     """The live processes of this user whose environment holds each of ``entries``
-    (``NAME=value``), in one pass over ``/proc``; entries no process holds are left out.
-
-    With ``since``, only processes whose pid was handed out after one of those pids are read:
-    the caller knows that what it looks for started after that pid's process did, less than
-    a cycle of pid numbers ago. Only this user's processes can be read; the caller's own
+    (``NAME=value``), in one pass over ``pids`` (every process on the host if None); entries
+    no process holds are left out. Only this user's processes can be read; the caller's own
     process is never named.
     """
     wanted = {entry.encode(): entry for entry in entries}
     uid, me = os.getuid(), os.getpid()
-    last = last_pid() if since else None
-    newer = None if since is None or last is None else handed_out_after(since, last)
+    if pids is None:
+        pids = (int(name) for name in os.listdir("/proc") if name.isdigit())
     found: dict[str, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid == me or (newer is not None and not newer(pid)):
+    for pid in pids:
+        if pid == me:
             continue
         try:
-            if os.stat(f"/proc/{name}").st_uid != uid:
-                continue
-            with open(f"/proc/{name}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read()
+            held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
+            # The owner is looked at only for a match: root reads every environment.
+            if not held or os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
         except OSError:
             continue
-        held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
-        if held and alive(pid):
+        if alive(pid):
             for entry in held:
                 found.setdefault(entry, []).append(pid)
     return found
+
+
+def handed_out_since(pids: Collection[int]) -> range | None:
+    """The pids handed out after the earliest of ``pids`` (pids go up), or None when that is
+    not known, the numbers wrapped around at ``pid_max`` since, or there are more than
+    ``RECENT_PIDS_MAX``."""
+    last = last_pid()
+    if not pids or last is None:
+        return None
+    first = min(pids) + 1
+    if max(pids) > last or last + 1 - first > RECENT_PIDS_MAX:
+        return None
+    return range(first, last + 1)
 
 
 def last_pid() -> int | None:
@@ -118,15 +131,3 @@ def last_pid() -> int | None:
             return int(f.read())
     except (OSError, ValueError):
         return None
-
-
-def handed_out_after(pids: Collection[int], last: int) -> Callable[[int], bool]:
-    """Whether a pid was handed out after one of ``pids``, ``last`` being the last one handed
-    out: pids go up, then wrap around (less than a whole cycle is assumed to have passed)."""
-
-    def after(pid: int, since: int) -> bool:
-        if since <= last:
-            return since < pid <= last
-        return pid > since or pid <= last  # the numbers wrapped since
-
-    return lambda pid: any(after(pid, since) for since in pids)

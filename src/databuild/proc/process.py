@@ -17,24 +17,25 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import itertools
 import os
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
 from twisted.internet import error, process
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from databuild.proc.info import processes_with_env
+from databuild.proc.info import handed_out_since, processes_with_env
 
 ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
@@ -44,11 +45,17 @@ SHORT_LIVED_S = 0.1
 """A leader that exits within this long of its start left only processes with higher pids
 (or, had the numbers wrapped, lower than the last one handed out): no host hands out a whole
 cycle of pids (at least 32,768) so fast, so the sweep reads only those (docs/performance.md)."""
+INLINE_SWEEP_PIDS = 64
+"""A sweep that reads at most this many pids runs on the reactor: a few reads of ``/proc``
+cost less than the hop to a thread and back."""
 STDERR_TAIL_LINES = 20
 MARKER_ENV = "DATABUILD_SPAWN_ID"
 """Set to a fresh value in each child's environment, so that its descendants can be found."""
 
 log = Logger()
+_markers = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count())
+"""Each child's marker value: unique on the host (random per service process, a count within
+it), at a fraction of the cost of a random token per child."""
 
 
 class LineCallback(Protocol):
@@ -200,7 +207,7 @@ class ChildProcess:
     on_line: LineCallback | None
     grace_s: float
     drain_s: float = DEFAULT_DRAIN_S
-    marker: str = field(factory=lambda: f"{MARKER_ENV}={secrets.token_hex(12)}")
+    marker: str = field(factory=lambda: f"{MARKER_ENV}={next(_markers)}")
     pid: int = 0
     started_at: float = 0.0
     result: Deferred[ProcessResult] = field(factory=Deferred)
@@ -305,7 +312,9 @@ class ChildProcess:
 class _Sweeper:
     """Signals the marked processes of many exited leaders in one pass over ``/proc``: one
     pass runs at a time, and the leaders that exit meanwhile share the next one, so that
-    a stream of short jobs costs a pass per batch rather than one per job."""
+    a stream of short jobs costs a pass per batch rather than one per job. A pass over all
+    of ``/proc`` runs on a thread; one over the few pids handed out since short-lived
+    leaders started, on the reactor."""
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -317,7 +326,7 @@ class _Sweeper:
     def sweep(self, marker: str, sig: int, since: int | None) -> Deferred[int]:
         """Send ``sig`` to each process whose environment holds ``marker``, and to its
         group; fires with how many there were. ``since``: a pid such processes were handed
-        out after (see ``processes_with_env``), or None."""
+        out after (see ``handed_out_since``), or None."""
         done: Deferred[int] = Deferred()
         self._waiting.setdefault((marker, sig), []).append(done)
         if since is None:
@@ -332,9 +341,13 @@ class _Sweeper:
         batch, self._waiting = self._waiting, {}
         since, self._since = self._since, set()
         self._busy = True
-        d = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch), since
-        )
+        pids = None if since is None else handed_out_since(since)
+        if pids is not None and len(pids) <= INLINE_SWEEP_PIDS:
+            d = maybeDeferred(_signal_marked, list(batch), pids)
+        else:
+            d = deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch), pids
+            )
 
         def swept(counts: dict[str, int]) -> None:
             for (marker, _), waiting in batch.items():
@@ -367,14 +380,14 @@ def _sweeper(reactor: Any) -> _Sweeper:
 
 
 def _signal_marked(
-    wanted: Collection[tuple[str, int]], since: Collection[int] | None
+    wanted: Collection[tuple[str, int]], pids: Iterable[int] | None
 ) -> dict[str, int]:
-    """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process whose
-    environment holds ``marker``, and to its group (never our own); how many there were of
-    each marker found. Blocking: reads ``/proc``."""
+    """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process of ``pids`` (all
+    if None) whose environment holds ``marker``, and to its group (never our own); how many
+    there were of each marker found. Blocking: reads ``/proc``."""
     own_group = os.getpgrp()
     signals = {marker: sig for marker, sig in wanted}
-    found = processes_with_env(signals, since)
+    found = processes_with_env(signals, pids)
     for marker, pids in found.items():
         for pid in pids:
             try:
