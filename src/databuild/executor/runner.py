@@ -24,7 +24,6 @@ from databuild.executor.runlog import MAX_LINE_BYTES, RunLogWriter, run_log_path
 from databuild.executor.running import RUNNING_DIR, RunningJournal, RunningRecord
 from databuild.graph.workspace import STATE_DIR
 from databuild.model import JobRun
-from databuild.proc.info import start_ticks
 from databuild.proc.process import (
     DEFAULT_GRACE_S,
     ChildProcess,
@@ -278,7 +277,7 @@ class Executor:
             job_run_id=job_run.job_run_id,
             build_request_id=build_request_id,
             pid=child.pid,
-            start_time=start_ticks(child.pid) or 0,
+            start_time=child.start_time or 0,
             service_id=self.service_id,
             host=self._host,
         )

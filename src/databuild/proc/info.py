@@ -9,6 +9,7 @@ Standard library only: the CLI imports this before Twisted.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Collection, Iterable
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,6 +41,11 @@ def start_ticks(pid: int) -> int | None:
     """
     fields = stat_fields(pid)
     return None if fields is None else int(fields[19])
+
+
+def boot_ticks() -> int:
+    """Now, in clock ticks since boot: the clock of a process's start time in ``/proc``."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _CLOCK_TICKS // 1_000_000_000
 
 
 def alive(pid: int) -> bool:

@@ -35,7 +35,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from databuild.proc.info import handed_out_since, processes_with_env
+from databuild.proc.info import boot_ticks, handed_out_since, processes_with_env, start_ticks
 
 ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
@@ -210,6 +210,9 @@ class ChildProcess:
     marker: str = field(factory=lambda: f"{MARKER_ENV}={next(_markers)}")
     pid: int = 0
     started_at: float = 0.0
+    start_time: int | None = None
+    """When the leader started, in clock ticks since boot (as ``info.start_ticks`` reads it);
+    None if it was gone before that could be read."""
     result: Deferred[ProcessResult] = field(factory=Deferred)
     _stderr: collections.deque[str] = field(
         factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -436,6 +439,7 @@ def spawn(
         )
 
     child.started_at = reactor.seconds()
+    before = boot_ticks()
     try:
         start(executable, argv)
     except OSError as e:
@@ -443,6 +447,11 @@ def spawn(
             raise
         # A script without a "#!" line runs under the shell, as execvp would run it.
         start(SHELL, [SHELL, executable, *argv[1:]])
+    # The kernel stamps a process's start during the spawn call, on the clock of boot_ticks:
+    # unless a tick began meanwhile, that is the tick. Reading /proc/<pid>/stat instead
+    # waits for the child's exec to finish (docs/performance.md).
+    after = boot_ticks()
+    child.start_time = before if before == after else start_ticks(child.pid)
     if timeout_s is not None:
         child.set_timeout(timeout_s)
     return child
