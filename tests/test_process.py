@@ -193,6 +193,15 @@ def test_start_time_distinguishes_processes() -> None:
     assert start_ticks(2**22 + 12345) is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_child_knows_its_start_time_as_proc_gives_it(tmp_path: Path) -> None:
+    children = [spawn(reactor, ["sleep", "30"], cwd=tmp_path, env=os.environ) for _ in range(40)]
+    try:
+        assert [c.start_time for c in children] == [start_ticks(c.pid) for c in children]
+    finally:
+        await gatherResults([c.terminate() for c in children])
+
+
 def test_the_pids_handed_out_since_others(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(info, "last_pid", lambda: 200)
     assert handed_out_since([100]) == range(101, 201)

@@ -13,22 +13,38 @@ import time
 from collections.abc import Collection, Iterable
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_CHUNK = 4096
 
 
-def stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
-    # os.open and one read: a few syscalls, where a Python file object makes several more
-    # (the service runs this on the reactor thread for every job).
+def _read(path: str, *, whole: bool = False) -> bytes | None:
+    """A small file such as ``/proc``'s (its first 4 KiB unless ``whole``), or None if it
+    cannot be read.
+
+    ``os.open`` and ``os.read``: a few system calls, where a Python file object makes several
+    more (the service reads these on the reactor thread for every job)."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        stat = os.read(fd, 4096)
+        data = os.read(fd, _CHUNK)
+        if whole and data:
+            chunks = [data]
+            while chunk := os.read(fd, _CHUNK):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
     # The command name (field 2) may hold spaces and parentheses; fields after it do not.
     end = stat.rfind(b")")
     return None if end == -1 else stat[end + 2 :].split()
@@ -102,10 +118,11 @@ def processes_with_env(
     for pid in pids:
         if pid == me:
             continue
+        environ = _read(f"/proc/{pid}/environ", whole=True)
+        if environ is None:
+            continue
+        held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-            held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
             # The owner is looked at only for a match: root reads every environment.
             if not held or os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
@@ -132,8 +149,8 @@ def handed_out_since(pids: Collection[int]) -> range | None:
 
 def last_pid() -> int | None:
     """The pid the kernel handed out last, or None if it does not say."""
+    text = _read("/proc/sys/kernel/ns_last_pid")
     try:
-        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
+        return None if text is None else int(text)
+    except ValueError:
         return None
