@@ -317,6 +317,7 @@ class StubChild:
     """What the executor uses of a ChildProcess, for a "process" that ends with 0 at once."""
 
     pid: int = field(factory=os.getpid)
+    start_time: int | None = None
     result: Deferred[ProcessResult] = field(factory=Deferred)
 
     def terminate(self, *, timed_out: bool = False) -> Deferred[ProcessResult]:
