@@ -335,8 +335,16 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> s
 async def main(reactor: Any, options: argparse.Namespace) -> None:
     work = Path(options.keep or tempfile.mkdtemp(prefix="bel-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    big = work / f"big-{options.events}.sqlite"
     print(f"# Build Event Log benchmark ({options.events:,} events; files in {work})\n")
+    try:
+        await measure(reactor, options, work)
+    finally:
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+async def measure(reactor: Any, options: argparse.Namespace, work: Path) -> None:
+    big = work / f"big-{options.events}.sqlite"
 
     rows = []
     for backend in ("sqlite", "postgresql"):
@@ -409,8 +417,6 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
     ))
     print(f"\npeak RSS of this process: {rss_mib():.0f} MiB "
           f"(before opening the big log: {rss_before:.0f} MiB)")
-    if not options.keep:
-        shutil.rmtree(work)
 
 
 def parse_args() -> argparse.Namespace:
