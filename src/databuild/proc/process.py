@@ -42,9 +42,9 @@ SHELL = "/bin/sh"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
 SHORT_LIVED_S = 0.1
-"""A leader that exits within this long of its start left only processes with higher pids
-(or, had the numbers wrapped, lower than the last one handed out): no host hands out a whole
-cycle of pids (at least 32,768) so fast, so the sweep reads only those (docs/performance.md)."""
+"""A leader that exits within this long of its start left only processes handed out pids after
+its own: no host hands out a whole cycle of pids (at least 32,768) so fast, so the sweep reads
+only those (``info.handed_out_since``; all of ``/proc`` when the numbers wrapped meanwhile)."""
 INLINE_SWEEP_PIDS = 64
 """A sweep that reads at most this many pids runs on the reactor: a few reads of ``/proc``
 cost less than the hop to a thread and back."""
