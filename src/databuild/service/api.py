@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -26,14 +26,13 @@ from werkzeug.exceptions import NotFound as NoRoute
 from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
 from databuild.bel.queries import MAX_MATCHES
 from databuild.errors import Conflict, DataBuildError, NotFound
-from databuild.graph.source import GraphSource
 from databuild.model import validate_ref, validate_refs
-from databuild.orchestrator import Orchestrator, Subscription
+from databuild.orchestrator import Orchestrator
 from databuild.service import logs, openapi
 from databuild.service import responses as r
+from databuild.service.actions import Actions
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
 from databuild.service.hot import HotRead
-from databuild.service.idle import IdleTimer
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
@@ -137,8 +136,7 @@ class Api:
         config: ServiceConfig,
         event_log: EventLog,
         orchestrator: Orchestrator,
-        graph: GraphSource,
-        idle: IdleTimer,
+        actions: Actions,
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
         access: DashboardAccess,
@@ -147,9 +145,8 @@ class Api:
         self._config = config
         self._log = event_log
         self._orchestrator = orchestrator
-        self._graph = graph
+        self._actions = actions
         self._started = clock.seconds()
-        self._idle = idle
         self._shutdown = shutdown
         self._metrics = metrics
         self._access = access
@@ -174,9 +171,9 @@ class Api:
             "pid": os.getpid(),
             "version": self._config.version,
             "workspace": str(self._config.root),
-            "active_builds": self._orchestrator.active_builds,
+            "active_builds": self._actions.active_builds,
             "idle_timeout": self._config.idle_timeout_s,
-            "graph": self._graph.describe(),
+            "graph": self._actions.describe_graph(),
             "event_log": self._log.location.describe(),
             "uptime_s": round(self._clock.seconds() - self._started, 3),
         }
@@ -206,7 +203,7 @@ class Api:
         body = r.read_json_object(request, allow_empty=True)
         r.only_fields(body, {"force"})
         force = r.boolean(body, "force")
-        active = self._orchestrator.active_builds
+        active = self._actions.active_builds
         if active and not force:
             raise ApiError(
                 409,
@@ -234,14 +231,7 @@ class Api:
         r.only_fields(body, {"partitions", "force"})
         refs = _partitions(body)
         force = r.boolean(body, "force")
-        build_id = await self._orchestrator.submit(refs, force, self._graph.current())
-        self.log.info(
-            "build {build_request_id} requested: {partitions}{forced}",
-            build_request_id=build_id,
-            partitions=list(refs),
-            forced=" (forced)" if force else "",
-        )
-        self._hold_while_running(build_id)
+        build_id = await self._actions.submit(refs, force, door="API")
         url = f"/api/v1/cli/builds/{build_id}/progress"
         request.setResponseCode(202)
         request.setHeader(b"location", f"/api/v1/builds/{build_id}".encode())
@@ -274,7 +264,7 @@ class Api:
     @_shielded
     async def cancel_build(self, request: IRequest, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
-        await maybeDeferred(self._orchestrator.cancel_build, build_id)
+        await self._actions.cancel_build(build_id)
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
@@ -284,9 +274,11 @@ class Api:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions"})
         refs = _partitions(body)
-        workspace = self._graph.current()
-        graph = await self._orchestrator.analyze(refs, workspace)
-        return {"job_graph": graph.to_json(), "graph_fingerprint": workspace.fingerprint}
+        analysis = await self._actions.analyze(refs)
+        return {
+            "job_graph": analysis.job_graph.to_json(),
+            "graph_fingerprint": analysis.graph_fingerprint,
+        }
 
     # -- partitions, jobs, tasks, events ------------------------------------------------------
 
@@ -333,7 +325,7 @@ class Api:
     @_shielded
     async def cancel_task(self, request: IRequest, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
-        await maybeDeferred(self._orchestrator.cancel_task, task_id)
+        await self._actions.cancel_task(task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
         return await self._found(self._log.get_task(task_id), "task", task_id)
 
@@ -383,22 +375,6 @@ class Api:
         if found is None:
             raise NotFound(f"no {kind} {key!r}")
         return found
-
-    def _hold_while_running(self, build_id: str) -> None:
-        """Keep the service from idling out until the build finishes."""
-        release = self._idle.hold()
-
-        def watch(subscription: Subscription) -> None:
-            subscription.finished.addBoth(lambda _: (subscription.close(), release()))
-
-        def failed(failure: Failure) -> None:
-            release()
-            self.log.failure("cannot watch build {build_request_id}", failure,
-                             build_request_id=build_id)
-
-        self._orchestrator.hub.subscribe(build_id, 0, lambda _: None).addCallbacks(
-            watch, failed
-        )
 
 
 async def stream_progress(

@@ -27,6 +27,7 @@ from databuild.model import new_id
 from databuild.orchestrator import Orchestrator
 from databuild.proc.info import start_ticks
 from databuild.proc.tether import Tether
+from databuild.service.actions import Actions
 from databuild.service.api import Api
 from databuild.service.dashboard.access import DashboardAccess
 from databuild.service.dashboard.pages import Dashboard
@@ -105,13 +106,13 @@ def build_service(
     idle = IdleTimer(
         reactor, config.idle_timeout_s, lambda: stop(f"idle for {config.idle_timeout_s:g} s")
     )
+    actions = Actions(orchestrator, graph, idle)
     api = Api(
         clock=reactor,
         config=config,
         event_log=event_log,
         orchestrator=orchestrator,
-        graph=graph,
-        idle=idle,
+        actions=actions,
         shutdown=stop,
         metrics=metrics,
         access=access,
@@ -121,6 +122,7 @@ def build_service(
         config=config,
         event_log=event_log,
         orchestrator=orchestrator,
+        actions=actions,
         access=access,
         metrics=metrics,
     )

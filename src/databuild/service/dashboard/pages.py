@@ -2,7 +2,8 @@
 
 The edge (``databuild.service.edge``) admits a request here only with a valid session cookie
 (or to a public page), and a POST only from the dashboard's own origin. Every page is a view
-over what the API offers; the actions call the orchestrator as the API does.
+over what the API offers; the actions go through the same ``service.actions.Actions`` as the
+API's routes (the current graph, the idle timer held while a build runs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from importlib.resources import files
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
 from databuild.service import responses as r
+from databuild.service.actions import Actions
 from databuild.service.api import read_logs, shielded, stream_progress
 from databuild.service.dashboard.access import DashboardAccess
 from databuild.service.dashboard.templates import render, segment
@@ -79,6 +80,7 @@ class Dashboard:
         config: ServiceConfig,
         event_log: EventLog,
         orchestrator: Orchestrator,
+        actions: Actions,
         access: DashboardAccess,
         metrics: ServiceMetrics,
     ) -> None:
@@ -86,6 +88,7 @@ class Dashboard:
         self._config = config
         self._log = event_log
         self._orchestrator = orchestrator
+        self._actions = actions
         self._access = access
         self._metrics = metrics
 
@@ -176,7 +179,7 @@ class Dashboard:
     @shielded
     async def cancel(self, request: IRequest, build_id: str) -> bytes:
         build_id = r.path_segment(build_id, "build id")
-        await maybeDeferred(self._orchestrator.cancel_build, build_id)
+        await self._actions.cancel_build(build_id)
         self.log.info("build {build_request_id} cancelled from the dashboard",
                       build_request_id=build_id)
         return _redirect(request, f"/builds/{segment(build_id)}")
@@ -208,9 +211,7 @@ class Dashboard:
         if not refs:
             raise r.bad_request("give at least one partition ref to build")
         force = r.query(request, "force") == "true"
-        build_id = await self._orchestrator.submit(refs, force)
-        self.log.info("build {build_request_id} requested from the dashboard: {partitions}",
-                      build_request_id=build_id, partitions=list(refs))
+        build_id = await self._actions.submit(refs, force, door="dashboard")
         return _redirect(request, f"/builds/{segment(build_id)}")
 
     @app.route("/jobs", methods=["GET"])
@@ -239,7 +240,7 @@ class Dashboard:
         refs = text.split()
         graph = None
         if refs:
-            graph = (await self._orchestrator.analyze(validate_refs(refs))).to_json()
+            graph = (await self._actions.analyze(validate_refs(refs))).job_graph.to_json()
         return self._page(request, "analyze.html", refs=text, graph=graph)
 
     # -- live data for the pages' scripts ----------------------------------------------------

@@ -1,0 +1,103 @@
+"""What a client asks the service to do, whichever door it came in by (API or dashboard).
+
+The API's routes and the dashboard's pages are two ways of serving one set of actions; this is
+the one place below both that owns them: a build is submitted with the graph the workspace has
+*now* (SPEC §5.7) and holds the service busy until it ends (SPEC §5.2); an analysis uses the
+current graph too; a cancellation is the orchestrator's. A door adds only how it is asked
+(JSON or a form) and how it answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from databuild.graph.source import GraphSource
+from databuild.model import JobGraph, describe_refs
+from databuild.orchestrator import Orchestrator, Subscription
+from databuild.service.idle import IdleTimer
+
+
+@frozen
+class Analysis:
+    """The job graph a build would run, and the graph file's fingerprint it was planned with."""
+
+    job_graph: JobGraph
+    graph_fingerprint: str
+
+
+class Actions:
+    """Submit, analyze and cancel builds for every door of one service."""
+
+    log = Logger()
+
+    def __init__(self, orchestrator: Orchestrator, graph: GraphSource, idle: IdleTimer) -> None:
+        self._orchestrator = orchestrator
+        self._graph = graph
+        self._idle = idle
+
+    @property
+    def active_builds(self) -> int:
+        return self._orchestrator.active_builds
+
+    def describe_graph(self) -> dict[str, object]:
+        """The graph as last loaded (``graph`` of ``GET /api/v1/health``)."""
+        return self._graph.describe()
+
+    def submit(self, refs: Sequence[str], force: bool, *, door: str) -> Deferred[str]:
+        """Start a build of ``refs`` with the current graph; fires with its id once RECEIVED
+        is stored. The service stays busy until the build ends. ``door`` (``API``,
+        ``dashboard``) is only said in the log. Errbacks as ``Orchestrator.submit`` does, and
+        with GraphFileInvalid when the edited graph file does not load."""
+        return ensureDeferred(self._submit(refs, force, door))
+
+    async def _submit(self, refs: Sequence[str], force: bool, door: str) -> str:
+        workspace = self._graph.current()
+        build_id = await self._orchestrator.submit(refs, force, workspace)
+        self.log.info(
+            "build {build_request_id} requested from the {door}: {partitions}{forced}",
+            build_request_id=build_id,
+            door=door,
+            partitions=describe_refs(refs),
+            forced=" (forced)" if force else "",
+        )
+        self._hold_while_running(build_id)
+        return build_id
+
+    def analyze(self, refs: Sequence[str]) -> Deferred[Analysis]:
+        """The job graph a build of ``refs`` would run now; nothing is run or recorded."""
+        return ensureDeferred(self._analyze(refs))
+
+    async def _analyze(self, refs: Sequence[str]) -> Analysis:
+        workspace = self._graph.current()
+        job_graph = await self._orchestrator.analyze(refs, workspace)
+        return Analysis(job_graph, workspace.fingerprint)
+
+    def cancel_build(self, build_request_id: str) -> Deferred[None]:
+        """Cancel a live build; fires once its cancellation is recorded."""
+        return self._orchestrator.cancel_build(build_request_id)
+
+    def cancel_task(self, job_run_id: str) -> Deferred[None]:
+        """Cancel one job run; fires once it is final."""
+        return self._orchestrator.cancel_task(job_run_id)
+
+    def _hold_while_running(self, build_id: str) -> None:
+        """Keep the service from idling out until the build finishes."""
+        release = self._idle.hold()
+
+        def watch(subscription: Subscription) -> None:
+            subscription.finished.addBoth(lambda _: (subscription.close(), release()))
+
+        def failed(failure: Failure) -> None:
+            release()
+            self.log.failure(
+                "cannot watch build {build_request_id}", failure, build_request_id=build_id
+            )
+
+        self._orchestrator.hub.subscribe(build_id, 0, lambda _: None).addCallbacks(
+            watch, failed
+        )
