@@ -1,5 +1,5 @@
 """Fixtures shared by every room's tests: installed commands, example workspaces, PostgreSQL,
-a small disk to fill up."""
+a small disk to fill up; and the rule that marks each test ``unit`` or ``e2e``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import errno
 import shutil
 import subprocess
 import sys
+import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,59 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 BIN = Path(sys.executable).parent
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+# -- unit or e2e (docs/development.md) ---------------------------------------------------------
+
+E2E_FOLDERS = frozenset({"bazel", "multi"})
+"""Folders whose every test runs Bazel or several services on PostgreSQL."""
+STARTERS = frozenset({
+    "start_service", "service_factory", "installed", "chromium", "psycopg", "PG_ADMIN_DSN",
+    "pg_schema", "PrivateCluster", "spawn_databuild",
+})
+"""Names of what starts a real outside part: ``twistd``, an installed command, Chromium,
+PostgreSQL. A test that names one, in its module or in a fixture it uses, is end-to-end."""
+
+
+def _names(code: types.CodeType) -> Iterator[str]:
+    """The global names ``code`` and the functions defined inside it refer to."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _names(const)
+
+
+def _names_a_starter(functions: Iterable[object]) -> bool:
+    return any(
+        not STARTERS.isdisjoint(_names(code))
+        for f in functions
+        if isinstance(code := getattr(f, "__code__", None), types.CodeType)
+    )
+
+
+def is_e2e(item: pytest.Item) -> bool:
+    """Whether ``item`` starts a real service, browser, Bazel or PostgreSQL."""
+    path = Path(str(item.path))
+    if path.name.endswith("_e2e.py") or not E2E_FOLDERS.isdisjoint(path.parts):
+        return True
+    module = getattr(item, "module", None)
+    if module is not None and not STARTERS.isdisjoint(vars(module)):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "postgresql" in callspec.params.values():
+        return True
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures is None:
+        return False
+    return not STARTERS.isdisjoint(fixtures.names_closure) or _names_a_starter(
+        definition.func for definitions in fixtures.name2fixturedefs.values()
+        for definition in definitions
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test ``unit`` or ``e2e``, so that new tests are classified without edits."""
+    for item in items:
+        item.add_marker(pytest.mark.e2e if is_e2e(item) else pytest.mark.unit)
 
 
 def installed(command: str) -> str:

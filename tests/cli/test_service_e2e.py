@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.polling import poll_until
 
+from databuild import __version__
 from databuild.proc.info import alive, command_line
 
 from .conftest import Run, server_info, service_pid, slow_pid
@@ -62,7 +63,7 @@ def test_stale_files_naming_a_reused_pid_are_cleaned_and_a_service_started(
         (state / "twistd.pid").write_text(str(stranger.pid))
         (state / "server.json").write_text(json.dumps({
             "pid": stranger.pid, "port": 1, "url": "http://127.0.0.1:1", "token": "x",
-            "started_at": time.time_ns(), "version": "0.1.0", "workspace": str(workspace),
+            "started_at": time.time_ns(), "version": __version__, "workspace": str(workspace),
         }))  # fmt: skip
         listed = databuild("builds", "list")
         assert listed.returncode == 0, listed.stderr

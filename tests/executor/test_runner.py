@@ -146,8 +146,10 @@ async def test_parallel_processes_never_exceed_the_shared_limit(tmp_path: Path) 
          float((marks / f"{r.job_run_id}.end").read_text()))
         for r in runs
     ]
+    # At each run's start, how many runs were running (itself included): never over the
+    # limit. How many ran at once below it depends on the machine's load, so is not asserted.
     overlap = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert overlap == 2
+    assert overlap <= 2
 
 
 @pytest_twisted.ensureDeferred

@@ -39,6 +39,17 @@ while not os.path.exists(os.path.join(workspace, f"release-{name}")):
 print("released", flush=True)
 '''
 
+LASTING_JOB = '''\
+"""Job ``lasting``: the run for ``lasting/NAME`` takes SECONDS s, then writes done-NAME."""
+import json, os, sys, time
+if sys.argv[1] == "config":
+    print(json.dumps({"configs": [{"outputs": [r], "args": [r]} for r in sys.argv[2:]]}))
+    sys.exit(0)
+name = sys.argv[2].split("/")[1]
+time.sleep(SECONDS)
+open(os.path.join(os.environ["DATABUILD_WORKSPACE"], f"done-{name}"), "w").close()
+'''
+
 
 def free_port() -> int:
     """A port nobody listens on now (for a test that names the service's port itself)."""
@@ -55,6 +66,19 @@ def with_slow_job(workspace: Path) -> Path:
         f.write(
             '\n[[jobs]]\nlabel = "slow"\noutputs = [\'slow/[a-z0-9]+\']\n'
             'command = ["python3", "jobs/slow.py"]\n'
+        )
+    return workspace
+
+
+def with_lasting_job(workspace: Path, seconds: float) -> Path:
+    """Add the job ``lasting``: its run for ``lasting/NAME`` takes ``seconds``, then writes
+    ``<workspace>/done-NAME``. For a test that needs a run to outlast some timeout of the
+    service while the test leaves the service alone (any request would reset its idle timer)."""
+    (workspace / "jobs" / "lasting.py").write_text(LASTING_JOB.replace("SECONDS", repr(seconds)))
+    with (workspace / "databuild.toml").open("a") as f:
+        f.write(
+            '\n[[jobs]]\nlabel = "lasting"\noutputs = [\'lasting/[a-z0-9]+\']\n'
+            'command = ["python3", "jobs/lasting.py"]\n'
         )
     return workspace
 

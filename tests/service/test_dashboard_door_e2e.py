@@ -10,31 +10,11 @@ from pathlib import Path
 
 from tests.polling import poll_until
 from tests.service.browser import login_url
-from tests.service.conftest import Service
+from tests.service.conftest import Service, with_lasting_job
 
 IDLE_TIMEOUT_S = 2
 JOB_S = 2.5 * IDLE_TIMEOUT_S
 """The job outlasts the idle timeout by far; the test never calls the service meanwhile."""
-
-LASTING_JOB = f'''\
-"""Job ``lasting``: the run for ``lasting/NAME`` takes {JOB_S} s, then writes done-NAME."""
-import json, os, sys, time
-if sys.argv[1] == "config":
-    print(json.dumps({{"configs": [{{"outputs": [r], "args": [r]}} for r in sys.argv[2:]]}}))
-    sys.exit(0)
-name = sys.argv[2].split("/")[1]
-time.sleep({JOB_S})
-open(os.path.join(os.environ["DATABUILD_WORKSPACE"], f"done-{{name}}"), "w").close()
-'''
-
-
-def add_lasting_job(workspace: Path) -> None:
-    (workspace / "jobs" / "lasting.py").write_text(LASTING_JOB)
-    with (workspace / "databuild.toml").open("a") as f:
-        f.write(
-            '\n[[jobs]]\nlabel = "lasting"\noutputs = [\'lasting/[a-z0-9]+\']\n'
-            'command = ["python3", "jobs/lasting.py"]\n'
-        )
 
 
 def dashboard_post(service: Service, path: str, form: str) -> http.client.HTTPResponse:
@@ -67,7 +47,7 @@ def test_a_dashboard_build_plans_with_the_edited_graph_and_outlives_the_idle_tim
     service_factory, color_votes: Path
 ) -> None:
     service = service_factory(color_votes, "--idle-timeout", str(IDLE_TIMEOUT_S))
-    add_lasting_job(color_votes)  # a job the graph the service started with does not have
+    with_lasting_job(color_votes, JOB_S)  # a job the graph the service started with does not have
 
     answer = dashboard_post(service, "/partitions/build", "ref=lasting/door")
 

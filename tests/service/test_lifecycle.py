@@ -17,8 +17,9 @@ import pytest
 import pytest_twisted
 from tests.conftest import installed
 from tests.polling import poll_until, poll_until_async
-from tests.service.conftest import Service, call, free_port
+from tests.service.conftest import Service, call, free_port, with_lasting_job
 
+import databuild
 from databuild.proc.info import alive
 
 
@@ -67,7 +68,7 @@ async def test_server_json_describes_the_running_service(
         "url": f"http://127.0.0.1:{port}",
         "token": info["token"],
         "started_at": info["started_at"],
-        "version": "0.1.0",
+        "version": databuild.__version__,
         "workspace": str(color_votes.resolve()),
         "event_log": str(color_votes.resolve() / ".databuild" / "bel.sqlite"),
         "event_log_setting": ".databuild/bel.sqlite",
@@ -122,22 +123,20 @@ async def test_idle_service_stops_cleanly_and_removes_its_files(
 
 @pytest_twisted.ensureDeferred
 async def test_idle_timeout_waits_for_a_running_build(
-    slow_workspace: Path, service_factory: Any
+    color_votes: Path, service_factory: Any
 ) -> None:
-    service = service_factory(slow_workspace, "--idle-timeout", "0.5")
-    build_id, _ = await start_slow_build(service, "keepsalive")
-    # Well past the timeout, with no request in flight: the running build keeps it up.
-    waited = time.monotonic()
-
-    async def quiet_for_a_while() -> bool:
-        return time.monotonic() - waited > 2
-
-    await poll_until_async(quiet_for_a_while, "two seconds", 10)
-    assert service.process.poll() is None
-    (slow_workspace / "release-keepsalive").touch()
+    # The run lasts well past the timeout, and nothing calls the service meanwhile: only the
+    # running build can keep it up.
+    service = service_factory(with_lasting_job(color_votes, 2.0), "--idle-timeout", "0.5")
+    code, body = await call(service, "POST", "/api/v1/builds", {"partitions": ["lasting/up"]})
+    assert code == 202, body
+    build_id = body["build_request_id"]
     assert await exited(service) == 0
-    assert "shutting down: idle" in service.log_text()
-    assert f"build {build_id}" in service.log_text()
+    assert (color_votes / "done-up").exists()
+    log = service.log_text()
+    ended = log.index(f"build {build_id} ended: completed")
+    assert "shutting down: idle" in log[ended:]
+    assert "shutting down" not in log[:ended]
 
 
 @pytest_twisted.ensureDeferred

@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 
+import databuild
 from databuild.service.listening import listen_first_free
 from databuild.service.serverinfo import (
     ServerInfo,
@@ -80,7 +81,7 @@ async def test_port_zero_means_any_free_port() -> None:
 
 def info(pid: int = 1234, token: str = "t") -> ServerInfo:
     return ServerInfo(
-        pid, 8080, "http://127.0.0.1:8080", token, 1, "0.1.0", "/ws", "/ws/bel", "bel"
+        pid, 8080, "http://127.0.0.1:8080", token, 1, databuild.__version__, "/ws", "/ws/bel", "bel"
     )
 
 
@@ -90,8 +91,8 @@ def test_server_file_is_owner_only_and_complete(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {
         "pid": 1234, "port": 8080, "url": "http://127.0.0.1:8080", "token": "t",
-        "started_at": 1, "version": "0.1.0", "workspace": "/ws", "event_log": "/ws/bel",
-        "event_log_setting": "bel",
+        "started_at": 1, "version": databuild.__version__, "workspace": "/ws",
+        "event_log": "/ws/bel", "event_log_setting": "bel",
     }
     assert [p.name for p in path.parent.iterdir()] == ["server.json"]
 
