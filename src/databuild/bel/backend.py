@@ -100,12 +100,12 @@ def parse_uri(uri: str, workspace_root: Path) -> Location:
     if scheme in ("postgresql", "postgres"):
         return Location("postgresql", uri)
     if scheme == "sqlite":
-        path = unquote(urlsplit(uri).path)
-        if urlsplit(uri).netloc or not path.startswith("/") or path == "/":
+        absolute = unquote(urlsplit(uri).path)
+        if urlsplit(uri).netloc or not absolute.startswith("/") or absolute == "/":
             raise EventLogError(
                 f"event log URI {uri!r}: write SQLite URIs as sqlite:///ABSOLUTE/PATH"
             )
-        return Location("sqlite", path)
+        return Location("sqlite", absolute)
     raise EventLogError(
         f"event log URI {uri!r}: unknown scheme {scheme!r}; "
         "use a path, sqlite:///ABSOLUTE/PATH or postgresql://user@host/dbname"

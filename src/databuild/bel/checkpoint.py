@@ -23,11 +23,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -75,7 +75,9 @@ class Checkpointer:
         self._reactor = reactor
         self._db = Database(location)
         self._wal = location.target + "-wal"
-        self._thread = Worker(reactor, f"bel-checkpoint:{location.describe()}")
+        self._thread = Worker(
+            cast(IReactorFromThreads, reactor), f"bel-checkpoint:{location.describe()}"
+        )
         self._on_writer = on_writer
         # Held through every checkpoint, so that the writer's restart waits for a passive one
         # to end exactly (SQLite's busy handler would poll for it in sleeps of up to 100 ms).

@@ -25,6 +25,18 @@ class InvalidEvent(DataBuildError, ValueError):
     code = "invalid_event"
 
 
+def _build_status(value: object) -> BuildStatus:
+    return BuildStatus.parse(value)
+
+
+def _partition_status(value: object) -> PartitionStatus:
+    return PartitionStatus.parse(value)
+
+
+def _job_status(value: object) -> JobStatus:
+    return JobStatus.parse(value)
+
+
 def _refs(values: object) -> tuple[str, ...]:
     if not isinstance(values, list | tuple):
         raise InvalidEvent(f"expected a list of partition refs, got {values!r}")
@@ -59,7 +71,7 @@ class BuildRequestEvent:
 
     event_type: ClassVar[str] = "build_request"
 
-    status: BuildStatus = field(converter=BuildStatus.parse)
+    status: BuildStatus = field(converter=_build_status)
     requested_partitions: tuple[str, ...] = field(default=(), converter=_refs)
     message: str = ""
 
@@ -82,7 +94,7 @@ class PartitionEvent:
     event_type: ClassVar[str] = "partition"
 
     partition_ref: str = field(converter=validate_ref)
-    status: PartitionStatus = field(converter=PartitionStatus.parse)
+    status: PartitionStatus = field(converter=_partition_status)
     message: str = ""
     job_run_id: str | None = None
 
@@ -109,7 +121,7 @@ class JobEvent:
 
     job_run_id: str
     job_label: str
-    status: JobStatus = field(converter=JobStatus.parse)
+    status: JobStatus = field(converter=_job_status)
     outputs: tuple[str, ...] = field(default=(), converter=_refs)
     message: str = ""
     exit_code: int | None = None

@@ -7,8 +7,10 @@ over a second connection on a thread of their own.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 
 from databuild.bel import services
 from databuild.bel.backend import Database, Location
@@ -21,7 +23,7 @@ class LeaseLine:
     def __init__(self, reactor: IReactorCore, location: Location) -> None:
         self._reactor = reactor
         self._db = Database(location)
-        self._thread = Worker(reactor, f"lease:{location.describe()}")
+        self._thread = Worker(cast(IReactorFromThreads, reactor), f"lease:{location.describe()}")
         self._severed = False
 
     def start(self) -> None:
@@ -49,5 +51,9 @@ class LeaseLine:
     def stop(self) -> Deferred[None]:
         """Close the connection and stop the thread."""
         d = self._thread.run(self._db.close)
-        d.addBoth(lambda result: (self._thread.stop(), result)[1])
+        d.addBoth(self._stop_thread)
         return d
+
+    def _stop_thread(self, result: object) -> object:
+        self._thread.stop()
+        return result

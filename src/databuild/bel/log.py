@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -52,7 +52,7 @@ class EventLog:
         self._reactor = reactor
         self.location = location
         self._db = Database(location)
-        self._thread = Worker(reactor, f"bel:{location.describe()}")
+        self._thread = Worker(cast(IReactorFromThreads, reactor), f"bel:{location.describe()}")
         self._checkpointer = (
             Checkpointer(reactor, location, self._on_writer, wal_limit)
             if location.dialect == "sqlite"
@@ -226,7 +226,7 @@ class EventLog:
         self._committing = True
         d = self._run(self._work, self._append_batch, [event for event, _ in batch])
         d.addCallbacks(
-            lambda stored: self._deliver(*stored, batch),
+            lambda stored: self._deliver(stored[0], stored[1], batch),
             lambda failure: self._fail_batch(failure, batch),
         )
         d.addBoth(self._committed)

@@ -171,7 +171,7 @@ def list_builds(db: Database, status: object, limit: object, offset: object) -> 
     limit, offset = paging(limit, offset)
     where = _Where()
     if status is not None and status != "":
-        where.add("status = ?", BuildStatus.parse(status).value)  # type: ignore[arg-type]
+        where.add("status = ?", BuildStatus.parse(status).value)
     rows, rest = _page(db, _BUILD_COLUMNS, "builds", where, "created_idx", limit, offset)
     return {"builds": _builds(db, rows), **rest}
 
@@ -276,7 +276,7 @@ def list_partitions(
     limit, offset = paging(limit, offset)
     where = _Where()
     if status is not None and status != "":
-        where.add("status = ?", PartitionStatus.parse(status).value)  # type: ignore[arg-type]
+        where.add("status = ?", PartitionStatus.parse(status).value)
     if pattern:
         if not isinstance(pattern, str):
             raise InvalidQuery(f"pattern must be a string, got {pattern!r}")
@@ -449,7 +449,7 @@ def list_tasks(
     if job_label:
         where.add("job_label = ?", job_label)
     if status is not None and status != "":
-        where.add("status = ?", JobStatus.parse(status).value)  # type: ignore[arg-type]
+        where.add("status = ?", JobStatus.parse(status).value)
     rows, rest = _page(db, _TASK_COLUMNS, "job_runs", where, "created_idx", limit, offset)
     return {"tasks": _tasks(rows), **rest}
 

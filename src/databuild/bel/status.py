@@ -41,7 +41,7 @@ class _Status(enum.StrEnum):
         raise NotImplementedError
 
     @classmethod
-    def parse(cls, text: str) -> Self:
+    def parse(cls, text: object) -> Self:
         """The status named ``text``, in its SPEC or short form; raises InvalidStatus."""
         if isinstance(text, cls):
             return text

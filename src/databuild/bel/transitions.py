@@ -15,7 +15,7 @@ made it is the one relied on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
@@ -23,7 +23,7 @@ from databuild.errors import DataBuildError
 
 B, J, P = BuildStatus, JobStatus, PartitionStatus
 
-_S = TypeVar("_S", BuildStatus, JobStatus, PartitionStatus)
+_S = TypeVar("_S", bound=BuildStatus | JobStatus | PartitionStatus)
 
 
 class IllegalTransition(DataBuildError):
@@ -33,7 +33,7 @@ class IllegalTransition(DataBuildError):
 
 
 def _table(
-    explicit: Mapping[_S | None, frozenset[_S]], every_non_final: frozenset[_S], kind: type[_S]
+    explicit: Mapping[_S | None, frozenset[_S]], every_non_final: frozenset[_S], kind: Iterable[_S]
 ) -> Mapping[_S | None, frozenset[_S]]:
     """``explicit`` plus, from every non-final state, ``every_non_final``."""
     table: dict[_S | None, frozenset[_S]] = {}

@@ -61,6 +61,7 @@ class Worker:
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
             done, fn, args, kwargs = call
+            deliver: Callable[[Any], None]
             try:
                 outcome, deliver = fn(*args, **kwargs), done.callback
             except BaseException:

@@ -128,7 +128,7 @@ class _Run:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> _Run:
         """A run from its row's ``_RUN_COLUMNS``."""
-        return cls(*row[:4], JobStatus(row[4]), *row[5:])
+        return cls(*row[:4], JobStatus(row[4]), *row[5:])  # type: ignore[call-arg]
 
     def row(self) -> tuple[Any, ...]:
         return (self.job_run_id, self.build_request_id, self.job_label, self.outputs,
@@ -238,7 +238,7 @@ class _Batch:
             raise IllegalTransition(f"{subject} is unknown: its first event must be {first}")
 
         run = None
-        if isinstance(payload, PartitionEvent | JobEvent):
+        if isinstance(payload, PartitionEvent | JobEvent) and payload.job_run_id is not None:
             run = self.runs.get(payload.job_run_id)
         job_label = None if run is None else run.job_label
         match payload:
@@ -443,7 +443,7 @@ class _Batch:
         )
 
 
-def _select(db: Database, what: str, *where: tuple[str, list[str]]) -> Any:
+def _select(db: Database, what: str, *where: tuple[str, Sequence[str | None]]) -> Any:
     """A cursor over ``SELECT what`` of the rows whose every named column holds one of its
     values; its rows are read later, so that several queries share one round trip."""
     conditions, params = [], []

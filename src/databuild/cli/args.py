@@ -79,7 +79,7 @@ def offset_type(text: str) -> int:
 def _globals(defaults: bool) -> argparse.ArgumentParser:
     """``--workspace`` and ``--format``: before the command, or after it on any subcommand."""
     parser = argparse.ArgumentParser(add_help=False)
-    keep = {} if defaults else {"default": argparse.SUPPRESS}
+    keep: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
     parser.add_argument(
         "--workspace", metavar="DIR", help="the workspace (default: $DATABUILD_WORKSPACE, "
         "else the nearest directory above holding databuild.toml)", **keep

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode, urljoin
 
 import treq
 from attrs import frozen
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -75,7 +75,7 @@ class ApiClient:
                 f"; set {token_from} to the service's token" if not token
                 else f"; is {token_from} the service's token?"
             )
-        self._headers = {b"Accept": [b"application/json"]}
+        self._headers: dict[bytes | str, list[bytes | str]] = {b"Accept": [b"application/json"]}
         if token:
             self._headers[b"Authorization"] = [f"Bearer {token}".encode()]
         pool = HTTPConnectionPool(reactor, persistent=True)
@@ -103,7 +103,7 @@ class ApiClient:
 
     async def _call(self, method: str, url: str, data: bytes | None, timeout: float) -> Answer:
         d = defer.ensureDeferred(self._exchange(method, url, data))
-        d.addTimeout(timeout, self.reactor)  # type: ignore[arg-type]
+        d.addTimeout(timeout, cast(IReactorTime, self.reactor))
         try:
             status, raw = await d
         except CliError:
@@ -149,7 +149,7 @@ class ApiClient:
         if last_event_id is not None:
             headers[b"Last-Event-ID"] = [last_event_id.encode()]
         d = self._http.get(self.url(path), headers=headers, unbuffered=True)
-        d.addTimeout(DEFAULT_TIMEOUT_S, self.reactor)
+        d.addTimeout(DEFAULT_TIMEOUT_S, cast(IReactorTime, self.reactor))
         try:
             response = await d
         except Exception as e:

@@ -288,13 +288,13 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     if finished is not None:
         display.finished(*finished)
     if cancelling is not None:
-        sent = deferLater(ctx.reactor, CANCEL_SEND_S)
+        sent: Deferred[None] = deferLater(ctx.reactor, CANCEL_SEND_S)
         await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
         sent.cancel()
         listening = False
     if finished is None:
         return CANCELLED if owner else OK
-    return BUILD_EXIT_CODES.get(finished[1].get("status"), UNAVAILABLE)
+    return BUILD_EXIT_CODES.get(str(finished[1].get("status")), UNAVAILABLE)
 
 
 async def build(ctx: Context) -> int:
@@ -365,7 +365,7 @@ async def version(ctx: Context) -> int:
     service = None
     with contextlib.suppress(CliError):  # no workspace, or nothing answers: the CLI's alone
         service = await ctx.discovery.locate(start=False)
-    doc = {"version": databuild.__version__,
+    doc: dict[str, Any] = {"version": databuild.__version__,
            "service": None if service is None else {
                "url": service.client.base_url.rstrip("/"),
                "version": service.health.doc.get("version"),

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from databuild.cli.args import parse_args
 
@@ -79,6 +79,7 @@ def run(
 
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
+    from twisted.internet.interfaces import IReactorFromThreads
     from twisted.python.failure import Failure
 
     from databuild.cli.commands import Context, command_of
@@ -100,7 +101,8 @@ def run(
         else:
             finish(INTERRUPTED)
 
-    previous = signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(interrupted))
+    threads = cast(IReactorFromThreads, reactor)
+    previous = signal.signal(signal.SIGINT, lambda *_: threads.callFromThread(interrupted))
     reactor.callWhenRunning(begin)
     try:
         reactor.run()
@@ -110,9 +112,9 @@ def run(
     if isinstance(result, int):
         return result
     assert isinstance(result, Failure)
-    if result.check(BrokenPipeError):
+    if isinstance(result.value, BrokenPipeError):
         raise result.value
-    if result.check(CliError):
+    if isinstance(result.value, CliError):
         say(err, result.value.message)
         return result.value.exit_code
     say(err, f"unexpected error: {result.getErrorMessage()}")

@@ -220,7 +220,8 @@ def cut(shown: int, offset: int, total: object, has_more: bool) -> str:
 
 def service_status(doc: Mapping[str, Any], url: str) -> str:
     """A service's health (SPEC §5.4) for people: where it is, what it serves, how busy it is."""
-    graph = doc.get("graph") if isinstance(doc.get("graph"), Mapping) else {}
+    found = doc.get("graph")
+    graph: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     uptime = doc.get("uptime_s")
     rows = [
         ("url", url),

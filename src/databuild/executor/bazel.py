@@ -58,7 +58,7 @@ class _Output:
     _tail: collections.deque[str] = field(factory=lambda: collections.deque(maxlen=ERROR_LINES))
     _in_error: bool = False
 
-    def __call__(self, stream: str, text: str) -> None:
+    def __call__(self, stream: str, text: str, continued: bool = False) -> None:  # uncapped
         self.log.info("bazel: {line}", line=text, stream=stream, **self.fields)
         if stream == "stdout":
             self.stdout.append(text)
@@ -136,7 +136,7 @@ async def _until_ended(child: ChildProcess) -> ProcessResult:
 
     Waiting out the end keeps "one Bazel command at a time" true even for cancelled builds.
     """
-    waiting: Deferred[ProcessResult] = Deferred(lambda _: child.terminate())
+    waiting: Deferred[ProcessResult] = Deferred(child.canceller)
 
     def ended(result: ProcessResult) -> ProcessResult:
         if not waiting.called:

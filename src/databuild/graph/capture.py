@@ -53,7 +53,7 @@ def capture(
     """
     stdout: list[str] = []
 
-    def on_line(stream: str, text: str) -> None:
+    def on_line(stream: str, text: str, continued: bool = False) -> None:  # lines are uncapped
         if stream == "stdout":
             stdout.append(text)
 
@@ -61,7 +61,7 @@ def capture(
         child = spawn(reactor, argv, cwd=cwd, env=os.environ, on_line=on_line, timeout_s=timeout_s)
     except OSError as e:
         return fail(e)
-    captured: Deferred[Captured] = Deferred(lambda _: child.terminate())
+    captured: Deferred[Captured] = Deferred(child.canceller)
 
     def ended(result: ProcessResult) -> None:
         if not captured.called:  # else it was cancelled already

@@ -211,9 +211,7 @@ class Course:
                 build.ready.append(task)
         for ref, wait in waits.items():
             build.open += 1
-            wait.addCallback(lambda outcome, ref=ref: self._guarded(
-                self._delegation_settled, outcome, ref
-            ))
+            wait.addCallback(self._settle_delegation, ref).addErrback(self.break_)
 
     def _skip(self, task: Task, plan: RunPlan) -> None:
         run_id = task.job_run_id
@@ -257,6 +255,9 @@ class Course:
                     self._end_run(task, H.COMMAND_UNRESOLVED, message, None)
             return
         self._start_ready()
+
+    def _settle_delegation(self, outcome: Outcome, ref: str) -> None:
+        self._guarded(self._delegation_settled, outcome, ref)
 
     def _delegation_settled(self, outcome: Outcome, ref: str) -> None:
         build = self.build

@@ -137,7 +137,7 @@ class Recorder:
     def _send(self, entry: _Entry) -> None:
         entry.sent = True
         d = maybeDeferred(self._sink.append, entry.event)
-        d.addCallbacks(self._stored, self._not_stored, (entry,), None, (entry,))
+        d.addCallbacks(self._stored, self._not_stored, callbackArgs=(entry,), errbackArgs=(entry,))
         d.addErrback(self._broke, "recording an event broke")
 
     def _broke(self, failure: Failure, what: str) -> None:
@@ -163,7 +163,7 @@ class Recorder:
             if self._outage is None:
                 self._begin_outage(failure.getErrorMessage())
             return
-        if entry.uncertain and failure.check(DuplicateEvent):
+        if entry.uncertain and isinstance(failure.value, DuplicateEvent):
             # The failed try had committed after all: the event is stored, at this idx.
             self._stored(entry.event.stored_at(failure.value.idx), entry)
             return
@@ -206,7 +206,9 @@ class Recorder:
             count=len(self._unstored),
         )
         d = maybeDeferred(self._sink.append, oldest.event)
-        d.addCallbacks(self._answered, self._still_down, (oldest,), None, (oldest,))
+        d.addCallbacks(
+            self._answered, self._still_down, callbackArgs=(oldest,), errbackArgs=(oldest,)
+        )
         d.addErrback(self._broke, "retrying the event log broke")
 
     def _answered(self, event: Event, entry: _Entry) -> None:

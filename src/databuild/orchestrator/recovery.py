@@ -11,7 +11,7 @@ policy's ``CRASH_RECOVERY``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -88,7 +88,7 @@ async def _close_build(
     if build is None:
         return
     assert _RECOVERED.run is not None and _RECOVERED.outputs is not None
-    events: list[Payload] = [
+    events: Sequence[Payload] = [
         JobEvent(task["job_run_id"], task["job_label"], _RECOVERED.run, task["outputs"], message)
         for task in build["tasks"]
         if not JobStatus.parse(task["status"]).final

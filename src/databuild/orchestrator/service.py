@@ -15,11 +15,11 @@ from __future__ import annotations
 import gc
 import signal
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
-from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -82,7 +82,9 @@ class Orchestrator(Service):
         self._log = event_log
         self._executor = executor
         self._resolve = resolve
-        self.hub = ProgressHub(event_log, reactor, lambda build_id: build_id in self._courses)
+        self.hub = ProgressHub(
+            event_log, cast(IReactorTime, reactor), lambda build_id: build_id in self._courses
+        )
         self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
@@ -112,7 +114,7 @@ class Orchestrator(Service):
         """Whether the event log stores events now (False during an outage)."""
         return self._recorder.healthy
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         """Reap orphaned job processes and fail unfinished builds, then take new builds.
 
         Returns a Deferred that fires once that is done (a parent may wait for it); builds
@@ -172,7 +174,7 @@ class Orchestrator(Service):
         self._ready_waiters.append(d)
         return d
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         """Cancel every live build; fire once each has recorded its end, or at the deadline."""
         super().stopService()
         stopped = ensureDeferred(self._stop())

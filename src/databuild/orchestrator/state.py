@@ -12,7 +12,7 @@ from databuild.bel.claims import RunState
 from databuild.bel.status import BuildStatus, PartitionStatus
 from databuild.executor.runner import RunHandle
 from databuild.graph.workspace import Workspace
-from databuild.model import JobRun
+from databuild.model import JobGraph, JobRun
 from databuild.orchestrator.policy import Happening
 
 
@@ -82,7 +82,7 @@ class Build:
     open: int = 0
     """Own runs not yet final plus delegated refs not yet settled."""
     prefixes: dict[str, tuple[str, ...]] | None = None
-    analysis: Deferred[object] | None = None
+    analysis: Deferred[JobGraph] | None = None
     executing: bool = False
     ended_by: Happening | None = None
     """What ends the build before its runs are done: cancellation, a failed analysis..."""

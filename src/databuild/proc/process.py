@@ -29,7 +29,7 @@ from weakref import WeakKeyDictionary
 from attrs import define, field, frozen
 from twisted.internet import error, process
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -176,6 +176,7 @@ class _GroupProtocol(ProcessProtocol):
         # A child that exits at once is reaped, and its transport's pid cleared, before the
         # transport is returned: the pid must be known by then, or the group kill in
         # processExited has no target.
+        assert self.transport is not None
         self._child.pid = self.transport.pid
         if self._stdin:
             self.transport.write(self._stdin)
@@ -188,6 +189,7 @@ class _GroupProtocol(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         # The leader is gone: the outcome is known, whoever still holds the pipes.
+        assert self.transport is not None
         self._child.leader_exited(self.transport.loseConnection)
 
     def processEnded(self, reason: Failure) -> None:
@@ -240,6 +242,10 @@ class ChildProcess:
             else:
                 self.on_line(stream, text)
 
+    def canceller(self, _: Deferred[Any]) -> None:
+        """For a Deferred waiting on this child: cancelling it terminates the child."""
+        self.terminate()
+
     def terminate(self, *, timed_out: bool = False) -> Deferred[ProcessResult]:
         """SIGTERM the group, then SIGKILL it after the grace period; returns ``result``.
 
@@ -279,8 +285,8 @@ class ChildProcess:
         """Send ``sig`` to the group and to the marked processes; whether there were any."""
         in_group = kill_group(self.pgid, sig)
         short = self.reactor.seconds() - self.started_at < SHORT_LIVED_S
-        d = _sweeper(self.reactor).sweep(self.marker, sig, self.pid if short else None)
-        d.addCallback(lambda marked: in_group or marked > 0)
+        marked = _sweeper(self.reactor).sweep(self.marker, sig, self.pid if short else None)
+        d = marked.addCallback(lambda count: in_group or count > 0)
 
         def failed(failure: Failure) -> bool:
             log.failure("cannot look for what process {pid} left behind", failure, pid=self.pid)
@@ -296,7 +302,7 @@ class ChildProcess:
                 call.cancel()
         exit_code: int | None = None
         sig: int | None = None
-        if reason.check(error.ProcessTerminated):
+        if isinstance(reason.value, error.ProcessTerminated):
             exit_code = reason.value.exitCode
             sig = reason.value.signal
         elif reason.check(error.ProcessDone):
@@ -438,7 +444,7 @@ def spawn(
             reactor, executable, argv, env, None, protocol, childFDs={0: "w", 1: "r", 2: "r"}
         )
 
-    child.started_at = reactor.seconds()
+    child.started_at = IReactorTime(reactor).seconds()
     before = boot_ticks()
     try:
         start(executable, argv)

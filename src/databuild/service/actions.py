@@ -90,7 +90,11 @@ class Actions:
         release = self._idle.hold()
 
         def watch(subscription: Subscription) -> None:
-            subscription.finished.addBoth(lambda _: (subscription.close(), release()))
+            def ended(_: object) -> None:
+                subscription.close()
+                release()
+
+            subscription.finished.addBoth(ended)
 
         def failed(failure: Failure) -> None:
             release()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
@@ -38,10 +39,10 @@ from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
 from databuild.service.sse import EventStream, ProgressStream
 
-Handler = Callable[..., Awaitable[object]]
+Handler = Callable[..., Coroutine[Any, Any, object]]
 
 
-def _shielded(handler: Handler) -> Callable[..., Deferred[object]]:
+def _shielded(handler: Handler) -> Callable[..., Deferred[Any]]:
     """Run ``handler`` to its end whatever happens to the Deferred Klein gets.
 
     Klein gets a fresh Deferred; cancelling it does not cancel the handler. A ``dict`` result
@@ -49,9 +50,9 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[object]]:
     """
 
     @functools.wraps(handler)
-    def route(self: Api, request: IRequest, **kwargs: Any) -> Deferred[object]:
+    def route(self: Any, request: Request, **kwargs: Any) -> Deferred[Any]:
         outer: Deferred[object] = Deferred()
-        inner = ensureDeferred(handler(self, request, **kwargs))
+        inner: Deferred[object] = ensureDeferred(handler(self, request, **kwargs))
 
         def deliver(result: object) -> None:
             if not outer.called:
@@ -83,7 +84,7 @@ _STATUS_OF_ERROR: tuple[tuple[type[DataBuildError], int], ...] = (
 )
 
 
-def error_response(request: IRequest, failure: Failure) -> bytes:
+def error_response(request: Request, failure: Failure) -> bytes:
     """The JSON error answering ``failure``; unexpected ones are logged and answered 500."""
     e = failure.value
     if isinstance(e, ApiError):
@@ -159,13 +160,14 @@ class Api:
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
+        assert isinstance(request, Request)
         return error_response(request, failure)
 
     # -- service ---------------------------------------------------------------------------
 
     @app.route("/api/v1/health", methods=["GET"])
     @_shielded
-    async def health(self, request: IRequest) -> dict[str, Any]:
+    async def health(self, request: Request) -> dict[str, Any]:
         return {
             "status": "ok",
             "pid": os.getpid(),
@@ -180,26 +182,26 @@ class Api:
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     @_shielded
-    async def openapi_document(self, request: IRequest) -> dict[str, Any]:
+    async def openapi_document(self, request: Request) -> dict[str, Any]:
         return openapi.document()
 
     @app.route("/metrics", methods=["GET"])
     @_shielded
-    async def metrics(self, request: IRequest) -> bytes:
+    async def metrics(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")
         return self._metrics.render()
 
     @app.route("/api/v1/dashboard/login-code", methods=["POST"])
     @_shielded
-    async def login_code(self, request: IRequest) -> dict[str, Any]:
+    async def login_code(self, request: Request) -> dict[str, Any]:
         code = self._access.issue_code()
         self.log.info("dashboard login code issued")
         return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S}
 
     @app.route("/api/v1/service/shutdown", methods=["POST"])
     @_shielded
-    async def shutdown(self, request: IRequest) -> dict[str, Any]:
+    async def shutdown(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request, allow_empty=True)
         r.only_fields(body, {"force"})
         force = r.boolean(body, "force")
@@ -217,7 +219,7 @@ class Api:
 
     @app.route("/api/v1/services", methods=["GET"])
     @_shielded
-    async def services(self, request: IRequest) -> dict[str, Any]:
+    async def services(self, request: Request) -> dict[str, Any]:
         """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
         return {"services": await self._log.services()}
 
@@ -226,7 +228,7 @@ class Api:
     @app.route("/api/v1/cli/build", methods=["POST"])
     @app.route("/api/v1/builds", methods=["POST"])
     @_shielded
-    async def submit(self, request: IRequest) -> dict[str, Any]:
+    async def submit(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions", "force"})
         refs = _partitions(body)
@@ -239,7 +241,7 @@ class Api:
 
     @app.route("/api/v1/cli/builds/<build_id>/progress", methods=["GET"])
     @_shielded
-    async def progress(self, request: IRequest, build_id: str) -> None:
+    async def progress(self, request: Request, build_id: str) -> None:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await stream_progress(
             request, build_id, self._orchestrator, self._metrics, self._clock,
@@ -248,21 +250,21 @@ class Api:
 
     @app.route("/api/v1/builds", methods=["GET"])
     @_shielded
-    async def builds(self, request: IRequest) -> dict[str, Any]:
+    async def builds(self, request: Request) -> dict[str, Any]:
         return await self._builds(request)
 
-    def _builds(self, request: IRequest) -> Deferred[dict[str, Any]]:
+    def _builds(self, request: Request) -> Deferred[dict[str, Any]]:
         return self._log.list_builds(*_args(request, "status", "limit", "offset"))
 
     @app.route("/api/v1/builds/<build_id>", methods=["GET"])
     @_shielded
-    async def build(self, request: IRequest, build_id: str) -> dict[str, Any]:
+    async def build(self, request: Request, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
     @_shielded
-    async def cancel_build(self, request: IRequest, build_id: str) -> dict[str, Any]:
+    async def cancel_build(self, request: Request, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await self._actions.cancel_build(build_id)
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
@@ -270,7 +272,7 @@ class Api:
 
     @app.route("/api/v1/analyze", methods=["POST"])
     @_shielded
-    async def analyze(self, request: IRequest) -> dict[str, Any]:
+    async def analyze(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request)
         r.only_fields(body, {"partitions"})
         refs = _partitions(body)
@@ -284,31 +286,31 @@ class Api:
 
     @app.route("/api/v1/partitions", methods=["GET"])
     @_shielded
-    async def partitions(self, request: IRequest) -> dict[str, Any]:
+    async def partitions(self, request: Request) -> dict[str, Any]:
         return await self._log.list_partitions(
             *_args(request, "status", "pattern", "limit", "offset")
         )
 
     @app.route("/api/v1/partitions/<ref>", methods=["GET"])
     @_shielded
-    async def partition(self, request: IRequest, ref: str) -> dict[str, Any]:
+    async def partition(self, request: Request, ref: str) -> dict[str, Any]:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
         return await self._found(self._log.get_partition(ref), "partition", ref)
 
     @app.route("/api/v1/jobs", methods=["GET"])
     @_shielded
-    async def jobs(self, request: IRequest) -> dict[str, Any]:
+    async def jobs(self, request: Request) -> dict[str, Any]:
         return await self._log.list_jobs(*_args(request, "limit", "offset"))
 
     @app.route("/api/v1/jobs/<label>", methods=["GET"])
     @_shielded
-    async def job(self, request: IRequest, label: str) -> dict[str, Any]:
+    async def job(self, request: Request, label: str) -> dict[str, Any]:
         label = r.path_segment(label, "job label")
         return await self._found(self._log.get_job(label), "job", label)
 
     @app.route("/api/v1/tasks", methods=["GET"])
     @_shielded
-    async def tasks(self, request: IRequest) -> dict[str, Any]:
+    async def tasks(self, request: Request) -> dict[str, Any]:
         build_id, *rest = _args(request, "build_request_id", "job_label", "status", "limit",
                                 "offset")  # fmt: skip
         if build_id is not None:
@@ -317,13 +319,13 @@ class Api:
 
     @app.route("/api/v1/tasks/<task_id>", methods=["GET"])
     @_shielded
-    async def task(self, request: IRequest, task_id: str) -> dict[str, Any]:
+    async def task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         return await self._found(self._log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
     @_shielded
-    async def cancel_task(self, request: IRequest, task_id: str) -> dict[str, Any]:
+    async def cancel_task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._actions.cancel_task(task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
@@ -331,7 +333,7 @@ class Api:
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @_shielded
-    async def task_logs(self, request: IRequest, task_id: str) -> dict[str, Any] | None:
+    async def task_logs(self, request: Request, task_id: str) -> dict[str, Any] | None:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._found(self._log.get_task(task_id), "task", task_id)
         state_dir = self._config.workspace.state_dir
@@ -352,7 +354,7 @@ class Api:
 
     @app.route("/api/v1/events", methods=["GET"])
     @_shielded
-    async def events(self, request: IRequest) -> dict[str, Any]:
+    async def events(self, request: Request) -> dict[str, Any]:
         return await self._log.events(
             *_args(request, "since", "limit", "build_request_id", "partition_ref", "job_label")
         )
@@ -378,7 +380,7 @@ class Api:
 
 
 async def stream_progress(
-    request: IRequest,
+    request: Request,
     build_id: str,
     orchestrator: Orchestrator,
     metrics: ServiceMetrics,
@@ -399,7 +401,7 @@ def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
     return validate_refs(body["partitions"])
 
 
-def _since(request: IRequest) -> int:
+def _since(request: Request) -> int:
     """Where a progress stream resumes: ``Last-Event-ID`` if sent, else ``?since=``, else 0."""
     header = request.getHeader(b"last-event-id")
     if header is not None:
@@ -407,7 +409,7 @@ def _since(request: IRequest) -> int:
     return r.query_int(request, "since", 0, 0)
 
 
-def _args(request: IRequest, *names: str) -> list[str | None]:
+def _args(request: Request, *names: str) -> list[str | None]:
     """Query parameters, in order, as the event log's read methods take (and check) them."""
     return [r.query(request, name) for name in names]
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
-from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -43,7 +42,7 @@ def is_api(path: bytes) -> bool:
     return path.startswith(b"/api/") or path == b"/metrics"
 
 
-HotRoutes = Mapping[bytes, Callable[[IRequest], bytes | int]]
+HotRoutes = Mapping[bytes, Callable[[Request], bytes | int]]
 
 
 class ApiEdge(Resource):
@@ -69,7 +68,7 @@ class ApiEdge(Resource):
         self._idle = idle
         self._access = access
 
-    def render(self, request: IRequest) -> bytes | int:
+    def render(self, request: Request) -> bytes | int:
         if request.path not in NOT_BUSY:
             release = self._idle.hold()
             request.notifyFinish().addBoth(lambda _: release())
@@ -98,7 +97,7 @@ class ApiEdge(Resource):
             )
             return respond_error(request, ApiError(500, "internal_error", f"internal error: {e}"))
 
-    def _check_request(self, request: IRequest) -> None:
+    def _check_request(self, request: Request) -> None:
         try:
             request.path.decode("utf-8")
         except UnicodeDecodeError:
@@ -107,7 +106,7 @@ class ApiEdge(Resource):
         if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
             raise body_too_large()
 
-    def _admitted(self, request: IRequest) -> bool:
+    def _admitted(self, request: Request) -> bool:
         """Whether a dashboard request may go on; if not, it has been answered (redirect)."""
         path = request.path
         if path in PUBLIC_PAGES or path.startswith(b"/static/"):
@@ -122,7 +121,7 @@ class ApiEdge(Resource):
         request.setHeader(b"location", LOGIN_HELP)
         return False
 
-    def _check(self, request: IRequest) -> None:
+    def _check(self, request: Request) -> None:
         """The bearer token of an API request."""
         if request.path not in UNAUTHENTICATED:
             scheme, _, given = (request.getHeader(b"authorization") or b"").partition(b" ")
@@ -143,6 +142,7 @@ class BoundedRequest(Request):
     """
 
     def handleContentChunk(self, data: bytes) -> None:
+        assert self.content is not None  # made by gotLength, before any chunk
         room = MAX_BODY_BYTES + 1 - self.content.tell()
         if room > 0:
             super().handleContentChunk(data[:room])
@@ -158,6 +158,7 @@ class ApiChannel(HTTPChannel):
             "message": "the request could not be parsed as HTTP/1.1 "
                        "(its request line, a header, or a form body)",
         }})
+        assert self.transport is not None  # it is answering a request on it
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: " + JSON_TYPE
             + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
@@ -177,6 +178,7 @@ def api_site(
     site = Site(
         ApiEdge(api, dashboard, token, idle, access, hot), requestFactory=BoundedRequest
     )
-    site.protocol = ApiChannel
+    # Plain HTTP/1.1 channels: Twisted's stubs type ``protocol`` as its own factory function.
+    site.protocol = ApiChannel  # type: ignore[assignment, method-assign]
     site.displayTracebacks = False
     return site

@@ -15,8 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from databuild.bel import EventLog
 from databuild.service.responses import json_bytes, json_headers
@@ -24,8 +23,8 @@ from databuild.service.responses import json_bytes, json_headers
 MAX_KEPT = 64
 """At most this many answers are kept (distinct query strings); then all are dropped."""
 
-Read = Callable[[IRequest], Deferred[dict[str, Any]]]
-ErrorBody = Callable[[IRequest, Failure], bytes]
+Read = Callable[[Request], Deferred[dict[str, Any]]]
+ErrorBody = Callable[[Request, Failure], bytes]
 
 
 class HotRead:
@@ -39,7 +38,7 @@ class HotRead:
         self._error_body = error_body
         self._kept: dict[bytes, tuple[int, bytes]] = {}
 
-    def __call__(self, request: IRequest) -> bytes | int:
+    def __call__(self, request: Request) -> bytes | int:
         version = self._log.version
         kept = self._kept.get(request.uri)
         if kept is not None and kept[0] == version:

@@ -80,7 +80,7 @@ class LeaseKeeper(Service):
         self.lost: str | None = None
         """Why the lease was lost, once it was."""
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         super().startService()
         return ensureDeferred(self._start())
 
@@ -104,7 +104,7 @@ class LeaseKeeper(Service):
                 lambda f: self.log.failure("the lease heartbeat broke", f)
             )
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         return ensureDeferred(self._stop())
 

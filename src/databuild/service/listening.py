@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTCP
 from twisted.logger import Logger
 
 log = Logger()
+
+
+def port_number(port: IListeningPort) -> int:
+    """The TCP port ``port`` listens on."""
+    address = port.getHost()
+    assert isinstance(address, IPv4Address | IPv6Address), address
+    return address.port
 
 
 async def listen_first_free(

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from databuild.bel import JobStatus
 from databuild.executor.runlog import count_lines, find_run_log, position_of, read_from, read_page
@@ -46,7 +46,7 @@ def log_page(
 
 
 async def follow_start(
-    request: IRequest, state_dir: Path, job_run_id: str, offset: int, tail: int | None
+    request: Request, state_dir: Path, job_run_id: str, offset: int, tail: int | None
 ) -> int:
     """The index a followed log starts at: after ``Last-Event-ID``, else ``offset``, else
     ``tail`` lines before its end."""

@@ -7,6 +7,7 @@ never partition refs (their number is unbounded). Each service has its own regis
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -60,7 +61,7 @@ class ServiceMetrics:
         for name, status in _CURRENT:
             Gauge(
                 f"databuild_job_runs_{name}", f"Job runs of this service now {name}", registry=r
-            ).set_function(lambda s=status: self._count(s))
+            ).set_function(functools.partial(self._count, status))
         Gauge(
             "databuild_active_builds", "Builds this service is driving", registry=r
         ).set_function(self.active_builds)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from zope.interface import implementer
 
+from databuild.orchestrator import Subscription
 from databuild.service.responses import json_bytes
 
 KEEPALIVE = b": keepalive\n\n"
@@ -48,7 +49,7 @@ class EventStream:
 
     def __init__(
         self,
-        request: IRequest,
+        request: Request,
         clock: IReactorTime,
         keepalive_s: float,
         *,
@@ -145,8 +146,8 @@ class EventStream:
         )
         transport = self._request.transport
         self._close()
-        if transport is not None:
-            transport.abortConnection()
+        if transport is not None:  # a TCP connection's (HTTP/1.1)
+            cast(ITCPTransport, transport).abortConnection()
 
     def _left(self, _: object) -> None:
         if not self.closed:
@@ -177,14 +178,6 @@ class EventStream:
             waiter.callback(None)
 
 
-class Subscription(Protocol):
-    """One reader's watch on a build: ``finished`` fires with its ``build_finished`` object."""
-
-    finished: Deferred[dict[str, Any]]
-
-    def close(self) -> None: ...
-
-
 Subscribe = Callable[[Callable[[Mapping[str, Any]], None]], Deferred[Subscription]]
 """Starts watching one build: called with the per-event callback (see ``ProgressHub``)."""
 
@@ -198,7 +191,7 @@ class ProgressStream:
 
     log = Logger()
 
-    def __init__(self, request: IRequest, clock: IReactorTime, keepalive_s: float) -> None:
+    def __init__(self, request: Request, clock: IReactorTime, keepalive_s: float) -> None:
         self._stream = EventStream(request, clock, keepalive_s)
         self._subscription: Subscription | None = None
         self._done: Deferred[None] = Deferred()

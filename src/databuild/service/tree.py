@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from databuild.bel import EventLog
 from databuild.errors import DataBuildError
-from databuild.service.listening import listen_first_free
+from databuild.service.listening import listen_first_free, port_number
 from databuild.service.serverinfo import (
     SERVER_FILE,
     ServerInfo,
@@ -126,7 +126,7 @@ class ApiListener(Service):
         self._port = await listen_first_free(
             self._reactor, config.interface, config.port, config.port_range, self._site
         )
-        port = self._port.getHost().port
+        port = port_number(self._port)
         self.info = ServerInfo(
             pid=os.getpid(),
             port=port,
@@ -156,8 +156,8 @@ class ApiListener(Service):
 
     async def _close(self) -> None:
         if self._port is not None:
-            port = self._port.getHost().port
-            await self._port.stopListening()
+            port = port_number(self._port)
+            await maybeDeferred(self._port.stopListening)
             self.log.info("stopped listening on port {port}", port=port)
         if self.info is not None:
             remove_server_info(self._server_file, self.info)

@@ -8,6 +8,7 @@ import secrets
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 CODE_TTL_S = 60.0
 SESSION_TTL_S = 12 * 3600.0
@@ -59,7 +60,7 @@ class DashboardAccess:
         expires = self._sessions.get(session.decode("latin-1"))
         return expires is not None and expires >= self.clock.seconds()
 
-    def set_cookie(self, request: IRequest, session: str) -> None:
+    def set_cookie(self, request: Request, session: str) -> None:
         """Send ``session`` as an HttpOnly, SameSite=Strict cookie."""
         request.addCookie(
             cookie_name(request), session.encode("ascii"), path=b"/", httpOnly=True,

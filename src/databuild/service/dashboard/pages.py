@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 
@@ -48,19 +49,19 @@ class StaticFiles(File):
         return NoResource("no such file")
 
 
-def _page_args(request: IRequest) -> tuple[int, int]:
+def _page_args(request: Request) -> tuple[int, int]:
     return (
         r.query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
         r.query_int(request, "offset", 0, 0, 2**62),
     )
 
 
-def _status(request: IRequest, kind: type[BuildStatus | JobStatus | PartitionStatus]) -> str:
+def _status(request: Request, kind: type[BuildStatus | JobStatus | PartitionStatus]) -> str:
     text = r.query(request, "status")
     return "" if text is None else kind.parse(text).value
 
 
-def _redirect(request: IRequest, location: str) -> bytes:
+def _redirect(request: Request, location: str) -> bytes:
     request.setResponseCode(303)
     request.setHeader(b"location", location.encode("utf-8"))
     return b""
@@ -92,7 +93,7 @@ class Dashboard:
         self._access = access
         self._metrics = metrics
 
-    def _page(self, request: IRequest, template: str, **context: Any) -> bytes:
+    def _page(self, request: Request, template: str, **context: Any) -> bytes:
         request.setHeader(b"content-type", HTML)
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(
@@ -104,6 +105,7 @@ class Dashboard:
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
+        assert isinstance(request, Request)
         e = failure.value
         if isinstance(e, ApiError):
             status, message = e.status, e.message
@@ -122,11 +124,11 @@ class Dashboard:
     # -- access ----------------------------------------------------------------------------
 
     @app.route("/welcome", methods=["GET"])
-    def welcome(self, request: IRequest) -> bytes:
+    def welcome(self, request: Request) -> bytes:
         return self._page(request, "welcome.html")
 
     @app.route("/login", methods=["GET"])
-    def login(self, request: IRequest) -> bytes:
+    def login(self, request: Request) -> bytes:
         session = self._access.redeem(r.query(request, "code") or "")
         if session is None:
             request.setResponseCode(403)
@@ -136,20 +138,20 @@ class Dashboard:
         return _redirect(request, "/")
 
     @app.route("/ui/alive", methods=["GET"])
-    def alive(self, request: IRequest) -> bytes:
+    def alive(self, request: Request) -> bytes:
         request.setResponseCode(204)
         request.setHeader(b"cache-control", b"no-store")
         return b""
 
     @app.route("/static/", branch=True)
-    def static(self, request: IRequest) -> File:
+    def static(self, request: Request) -> File:
         return StaticFiles(str(files("databuild.service.dashboard") / "static"))
 
     # -- pages -----------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])
     @shielded
-    async def home(self, request: IRequest) -> bytes:
+    async def home(self, request: Request) -> bytes:
         recent = (await self._log.list_builds(None, 100, 0))["builds"]
         active = [b for b in recent if not BuildStatus(b["status"]).final]
         failed = await self._log.list_partitions(PartitionStatus.PARTITION_FAILED.value, None,
@@ -160,7 +162,7 @@ class Dashboard:
 
     @app.route("/builds", methods=["GET"])
     @shielded
-    async def builds(self, request: IRequest) -> bytes:
+    async def builds(self, request: Request) -> bytes:
         limit, offset = _page_args(request)
         status = _status(request, BuildStatus)
         found = await self._log.list_builds(status or None, limit, offset)
@@ -169,7 +171,7 @@ class Dashboard:
 
     @app.route("/builds/<build_id>", methods=["GET"])
     @shielded
-    async def build(self, request: IRequest, build_id: str) -> bytes:
+    async def build(self, request: Request, build_id: str) -> bytes:
         build_id = r.path_segment(build_id, "build id")
         build = await self._found(self._log.get_build(build_id), "build", build_id)
         return self._page(request, "build.html", build=build,
@@ -177,7 +179,7 @@ class Dashboard:
 
     @app.route("/builds/<build_id>/cancel", methods=["POST"])
     @shielded
-    async def cancel(self, request: IRequest, build_id: str) -> bytes:
+    async def cancel(self, request: Request, build_id: str) -> bytes:
         build_id = r.path_segment(build_id, "build id")
         await self._actions.cancel_build(build_id)
         self.log.info("build {build_request_id} cancelled from the dashboard",
@@ -186,7 +188,7 @@ class Dashboard:
 
     @app.route("/partitions", methods=["GET"])
     @shielded
-    async def partitions(self, request: IRequest) -> bytes:
+    async def partitions(self, request: Request) -> bytes:
         limit, offset = _page_args(request)
         status = _status(request, PartitionStatus)
         pattern = r.query(request, "pattern") or ""
@@ -197,14 +199,14 @@ class Dashboard:
 
     @app.route("/partitions/<ref>", methods=["GET"])
     @shielded
-    async def partition(self, request: IRequest, ref: str) -> bytes:
+    async def partition(self, request: Request, ref: str) -> bytes:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
         found = await self._log.get_partition(ref)
         return self._page(request, "partition.html", ref=ref, partition=found)
 
     @app.route("/partitions/build", methods=["POST"])
     @shielded
-    async def request_build(self, request: IRequest) -> bytes:
+    async def request_build(self, request: Request) -> bytes:
         refs = validate_refs([
             ref.decode("utf-8") for ref in request.args.get(b"ref", []) if ref.strip()
         ])
@@ -216,14 +218,14 @@ class Dashboard:
 
     @app.route("/jobs", methods=["GET"])
     @shielded
-    async def jobs(self, request: IRequest) -> bytes:
+    async def jobs(self, request: Request) -> bytes:
         limit, offset = _page_args(request)
         found = await self._log.list_jobs(limit, offset)
         return self._page(request, "jobs.html", jobs=found["jobs"], limit=limit, offset=offset)
 
     @app.route("/jobs/<label>", methods=["GET"])
     @shielded
-    async def job(self, request: IRequest, label: str) -> bytes:
+    async def job(self, request: Request, label: str) -> bytes:
         label = r.path_segment(label, "job label")
         limit, offset = _page_args(request)
         job = await self._found(self._log.get_job(label), "job", label)
@@ -235,7 +237,7 @@ class Dashboard:
 
     @app.route("/analyze", methods=["GET"])
     @shielded
-    async def analyze(self, request: IRequest) -> bytes:
+    async def analyze(self, request: Request) -> bytes:
         text = r.query(request, "refs") or ""
         refs = text.split()
         graph = None
@@ -247,7 +249,7 @@ class Dashboard:
 
     @app.route("/ui/builds/<build_id>/events", methods=["GET"])
     @shielded
-    async def events(self, request: IRequest, build_id: str) -> None:
+    async def events(self, request: Request, build_id: str) -> None:
         await stream_progress(
             request, r.path_segment(build_id, "build id"), self._orchestrator, self._metrics,
             self._clock, self._config.keepalive_s,
@@ -255,7 +257,7 @@ class Dashboard:
 
     @app.route("/ui/tasks/<task_id>/log", methods=["GET"])
     @shielded
-    async def task_log(self, request: IRequest, task_id: str) -> bytes:
+    async def task_log(self, request: Request, task_id: str) -> bytes:
         task_id = r.path_segment(task_id, "task id")
         await self._found(self._log.get_task(task_id), "task", task_id)
         lines = await read_logs(self._config.workspace.state_dir, task_id)
