@@ -16,21 +16,27 @@ from databuild.orchestrator.policy import (
     build_end,
     delegation_settled,
     downstream_of_failure,
+    progress,
     run_ended,
 )
 from databuild.proc.process import ProcessResult
 
 B, J, P, H = BuildStatus, JobStatus, PartitionStatus, Happening
 
-# Where the run, its outputs and the build stand when each happening comes.
+# Where the run and its outputs stand when each happening comes.
 BEFORE = {
+    H.BUILD_RECEIVED: (None, None),
+    H.PLANNING_BEGAN: (None, None),
+    H.GRAPH_ANALYZED: (None, None),
+    H.EXECUTION_BEGAN: (None, None),
+    H.RUN_SCHEDULED: (None, P.PARTITION_REQUESTED),
     H.RUN_STARTED: (J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
     H.RUN_SUCCEEDED: (J.JOB_RUNNING, P.PARTITION_BUILDING),
     H.RUN_FAILED: (J.JOB_RUNNING, P.PARTITION_BUILDING),
     H.RUN_TIMED_OUT: (J.JOB_RUNNING, P.PARTITION_BUILDING),
     H.RUN_CANCELLED: (J.JOB_RUNNING, P.PARTITION_BUILDING),
     H.COMMAND_UNRESOLVED: (J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
-    H.ALREADY_AVAILABLE: (J.JOB_SCHEDULED, P.PARTITION_DELEGATED),
+    H.ALREADY_AVAILABLE: (J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
     H.DELEGATED: (J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
     H.DELEGATION_SUCCEEDED: (None, P.PARTITION_DELEGATED),
     H.DELEGATION_FAILED: (None, P.PARTITION_DELEGATED),
@@ -40,6 +46,15 @@ BEFORE = {
     H.INTERNAL_ERROR: (J.JOB_RUNNING, P.PARTITION_BUILDING),
     H.STORE_OUTAGE: (J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
     H.CRASH_RECOVERY: (J.JOB_RUNNING, P.PARTITION_BUILDING),
+}
+
+
+# Where a build that goes on stands when each happening that moves it on comes.
+BUILD_BEFORE = {
+    H.BUILD_RECEIVED: None,
+    H.PLANNING_BEGAN: B.BUILD_REQUEST_RECEIVED,
+    H.GRAPH_ANALYZED: B.BUILD_REQUEST_PLANNING,
+    H.EXECUTION_BEGAN: B.BUILD_REQUEST_ANALYSIS_COMPLETED,
 }
 
 
@@ -53,11 +68,29 @@ def test_each_rule_is_a_legal_next_status(happening: Happening) -> None:
     rule = POLICY[happening]
     if rule.run is not None:
         assert rule.run in JOB_TRANSITIONS[run_before]
+    if rule.via is not None:
+        assert rule.via in PARTITION_TRANSITIONS[partition_before]
+        partition_before = rule.via
     if rule.outputs is not None:
         assert rule.outputs in PARTITION_TRANSITIONS[partition_before]
+    if rule.progress is not None:
+        assert not rule.progress.final
+        assert rule.progress in BUILD_TRANSITIONS[BUILD_BEFORE[happening]]
+    else:
+        assert happening not in BUILD_BEFORE
     if rule.build is not None:
         assert rule.build.final
         assert rule.build in BUILD_TRANSITIONS[B.BUILD_REQUEST_EXECUTING]
+
+
+def test_a_build_goes_through_its_steps_in_order() -> None:
+    steps = [H.BUILD_RECEIVED, H.PLANNING_BEGAN, H.GRAPH_ANALYZED, H.EXECUTION_BEGAN]
+    assert [progress(h) for h in steps] == [
+        B.BUILD_REQUEST_RECEIVED,
+        B.BUILD_REQUEST_PLANNING,
+        B.BUILD_REQUEST_ANALYSIS_COMPLETED,
+        B.BUILD_REQUEST_EXECUTING,
+    ]
 
 
 def test_a_run_that_failed_or_was_cancelled_fails_its_outputs() -> None:

@@ -40,6 +40,7 @@ from databuild.orchestrator.policy import (
     build_end,
     delegation_settled,
     downstream_of_failure,
+    progress,
     run_ended,
 )
 from databuild.orchestrator.recorder import Recorder
@@ -102,7 +103,7 @@ class Course:
         build = self.build
         if build.ending:
             return None
-        self._record_build(B.BUILD_REQUEST_PLANNING)
+        self._record_build(progress(H.PLANNING_BEGAN))
         build.analysis = self._parts.analyze(build.requested, build.workspace)
         try:
             graph = await build.analysis
@@ -116,7 +117,7 @@ class Course:
         if build.ending:
             return None
         self._emit(JobGraphEvent(graph, build.workspace.fingerprint or None))
-        self._record_build(B.BUILD_REQUEST_ANALYSIS_COMPLETED)
+        self._record_build(progress(H.GRAPH_ANALYZED))
         return graph
 
     async def _execute(self, graph: JobGraph) -> None:
@@ -143,7 +144,7 @@ class Course:
             skipped=sum(1 for p in plans if p.decision is Decision.SKIP),
             delegated=len(waits),
         )
-        self._record_build(B.BUILD_REQUEST_EXECUTING)
+        self._record_build(progress(H.EXECUTION_BEGAN))
         self._schedule(plans, waits)
         if any(t.state is TaskState.PENDING for t in build.tasks.values()):
             await self._resolve_commands()
@@ -197,9 +198,9 @@ class Course:
             run = plan.job_run
             task = Task(run)
             build.tasks[run.job_run_id] = task
-            self._record_job(task, J.JOB_SCHEDULED)
+            self._record_job(task, _run_status(H.RUN_SCHEDULED))
             for ref in run.outputs:
-                self._set_partition(ref, P.PARTITION_SCHEDULED, "", run.job_run_id)
+                self._set_partition(ref, _outputs_status(H.RUN_SCHEDULED), "", run.job_run_id)
             if plan.decision is Decision.SKIP:
                 self._skip(task, plan)
                 continue
@@ -221,7 +222,7 @@ class Course:
             # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED: the
             # build that made the ref is the one this build relies on.
             message = f"already available, built by build {other}"
-            self._set_partition(ref, P.PARTITION_DELEGATED, message, run_id)
+            self._set_partition(ref, _via_status(H.ALREADY_AVAILABLE), message, run_id)
             self._set_partition(
                 ref, _outputs_status(H.ALREADY_AVAILABLE), "already available", run_id
             )
@@ -632,7 +633,7 @@ class Course:
     def requested(self) -> None:
         """Record the requested refs as REQUESTED (after RECEIVED is stored)."""
         for ref in self.build.requested:
-            self._set_partition(ref, P.PARTITION_REQUESTED, "requested")
+            self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
 
 
 def _run_status(happening: Happening) -> JobStatus:
@@ -644,6 +645,12 @@ def _run_status(happening: Happening) -> JobStatus:
 def _outputs_status(happening: Happening) -> PartitionStatus:
     status = POLICY[happening].outputs
     assert status is not None, f"{happening} concerns no partition"
+    return status
+
+
+def _via_status(happening: Happening) -> PartitionStatus:
+    status = POLICY[happening].via
+    assert status is not None, f"{happening} takes no partition through another status"
     return status
 
 

@@ -1,13 +1,19 @@
 """The status policy: what a run, its outputs and its build become when something happens.
 
 ``bel/transitions.py`` says which next status is *legal*; this table says which one is
-*chosen*. Execution, cancellation, failure propagation, crash recovery and the handling of an
-event-log outage all ask it, and nothing else decides a status.
+*chosen*. A build's course from its receipt to its end (``course.py``), execution,
+cancellation, failure propagation, crash recovery and the handling of an event-log outage all
+ask it, and nothing else decides a status.
 
 Each ``Happening`` maps to a ``Next``: the status of the run it concerns (if any), the status
-of that run's outputs or of the one ref it concerns (if any), and the final status of the build
+of that run's outputs or of the refs it concerns (if any; ``via``, a status they pass through
+first), the build's status while it goes on (``progress``), and the final status of the build
 when the happening ends the build (None: the build goes on, and ends COMPLETED if every
 requested ref is AVAILABLE, else FAILED).
+
+One rule lives beside the event log instead, because the log's writer applies it to every
+event it stores: which partition events change a ref's *catalog* status (the state of its
+data) — ``databuild.bel.catalog.changes_data``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ B, J, P = BuildStatus, JobStatus, PartitionStatus
 class Happening(enum.Enum):
     """Something that moves a run, a partition or a build on."""
 
+    BUILD_RECEIVED = "a build request was received"
+    PLANNING_BEGAN = "the build's analysis began"
+    GRAPH_ANALYZED = "the build's job graph is known"
+    EXECUTION_BEGAN = "the build's runs were decided and scheduled"
+    RUN_SCHEDULED = "a run of the build's graph was planned"
     RUN_STARTED = "a run got its slot and started"
     RUN_SUCCEEDED = "a run exited 0"
     RUN_FAILED = "a run exited non-zero or was killed by a signal"
@@ -51,9 +62,17 @@ class Next:
     run: JobStatus | None
     outputs: PartitionStatus | None
     build: BuildStatus | None = None
+    progress: BuildStatus | None = None
+    via: PartitionStatus | None = None
 
 
 POLICY: Mapping[Happening, Next] = {
+    # The requested refs become REQUESTED.
+    Happening.BUILD_RECEIVED: Next(None, P.PARTITION_REQUESTED, progress=B.BUILD_REQUEST_RECEIVED),
+    Happening.PLANNING_BEGAN: Next(None, None, progress=B.BUILD_REQUEST_PLANNING),
+    Happening.GRAPH_ANALYZED: Next(None, None, progress=B.BUILD_REQUEST_ANALYSIS_COMPLETED),
+    Happening.EXECUTION_BEGAN: Next(None, None, progress=B.BUILD_REQUEST_EXECUTING),
+    Happening.RUN_SCHEDULED: Next(J.JOB_SCHEDULED, P.PARTITION_SCHEDULED),
     Happening.RUN_STARTED: Next(J.JOB_RUNNING, P.PARTITION_BUILDING),
     Happening.RUN_SUCCEEDED: Next(J.JOB_COMPLETED, P.PARTITION_AVAILABLE),
     Happening.RUN_FAILED: Next(J.JOB_FAILED, P.PARTITION_FAILED),
@@ -61,7 +80,9 @@ POLICY: Mapping[Happening, Next] = {
     Happening.RUN_CANCELLED: Next(J.JOB_CANCELLED, P.PARTITION_FAILED),
     Happening.COMMAND_UNRESOLVED: Next(J.JOB_FAILED, P.PARTITION_FAILED),
     # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED.
-    Happening.ALREADY_AVAILABLE: Next(J.JOB_SKIPPED, P.PARTITION_AVAILABLE),
+    Happening.ALREADY_AVAILABLE: Next(
+        J.JOB_SKIPPED, P.PARTITION_AVAILABLE, via=P.PARTITION_DELEGATED
+    ),
     Happening.DELEGATED: Next(J.JOB_SKIPPED, P.PARTITION_DELEGATED),
     Happening.DELEGATION_SUCCEEDED: Next(None, P.PARTITION_AVAILABLE),
     Happening.DELEGATION_FAILED: Next(None, P.PARTITION_FAILED),
@@ -72,10 +93,6 @@ POLICY: Mapping[Happening, Next] = {
     Happening.STORE_OUTAGE: Next(J.JOB_FAILED, P.PARTITION_FAILED, B.BUILD_REQUEST_FAILED),
     Happening.CRASH_RECOVERY: Next(J.JOB_FAILED, P.PARTITION_FAILED, B.BUILD_REQUEST_FAILED),
 }
-
-SAYS_DATA = frozenset({P.PARTITION_BUILDING, P.PARTITION_AVAILABLE, P.PARTITION_FAILED})
-"""Partition statuses that say something of the data; the others are bookkeeping."""
-
 
 def run_ended(result: ProcessResult) -> Happening:
     """How a run that the executor gave back ended."""
@@ -100,6 +117,13 @@ def downstream_of_failure(ended_by: Happening | None) -> Happening:
     if ended_by is not None and POLICY[ended_by].run is not None:
         return ended_by
     return Happening.UPSTREAM_FAILED
+
+
+def progress(happening: Happening) -> BuildStatus:
+    """The status of a build that goes on after ``happening``."""
+    status = POLICY[happening].progress
+    assert status is not None, f"{happening} does not move a build on"
+    return status
 
 
 def build_end(

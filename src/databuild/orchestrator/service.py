@@ -37,7 +37,7 @@ from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
-from databuild.orchestrator.policy import Happening
+from databuild.orchestrator.policy import Happening, build_end, progress
 from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
 from databuild.orchestrator.remote import RemoteRuns, RunClaims
@@ -275,7 +275,7 @@ class Orchestrator(Service):
         try:
             await self._holdings.hold(build_id, requested)
             await self._recorder.admit(
-                Event(build_id, BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, requested))
+                Event(build_id, BuildRequestEvent(progress(Happening.BUILD_RECEIVED), requested))
             )
         except BaseException:
             self._holdings.release(build_id)
@@ -374,7 +374,7 @@ class Orchestrator(Service):
         )
         if build.build_request_id not in self._courses:
             return
-        build.final_status = BuildStatus.BUILD_REQUEST_FAILED
+        build.final_status = build_end(Happening.INTERNAL_ERROR, {})
         build.message = f"internal error: {failure.getErrorMessage()}"
         recorded = self._recorder.build(
             build.build_request_id, build.requested, build.final_status, build.message
