@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
-from databuild.service.settings import ENV_EVENT_LOG, ENV_IDLE_TIMEOUT
+from databuild.service.settings import ENV_IDLE_TIMEOUT
 from databuild.service.tap import Options, SettingError
+from databuild.startup import ENV_EVENT_LOG
 
 
 def parsed(workspace: Path, *args: str, env: dict[str, str] | None = None,

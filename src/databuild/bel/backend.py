@@ -17,13 +17,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
 
 from databuild.errors import DataBuildError
+from databuild.startup import EventLogSettingError, describe_location, event_log_location
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_SPECIAL = "*?["
 # Any constant will do: it only serialises schema changes of services sharing one database.
 _PG_SCHEMA_LOCK = 0x0DA7AB1D
@@ -80,36 +79,16 @@ class Location:
 
     def describe(self) -> str:
         """The location without any password, for messages and logs."""
-        if self.dialect == "sqlite":
-            return self.target
-        parts = urlsplit(self.target)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        return f"postgresql://{parts.username or ''}@{host}{port}{parts.path}"
+        return describe_location(self.dialect, self.target)
 
 
 def parse_uri(uri: str, workspace_root: Path) -> Location:
-    """Parse an event-log URI; a relative plain path is taken from ``workspace_root``."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise EventLogError("the event log URI is empty")
-    match = _SCHEME.match(uri)
-    if match is None:
-        path = Path(uri).expanduser()
-        return Location("sqlite", str(path if path.is_absolute() else workspace_root / path))
-    scheme = match.group(1).lower()
-    if scheme in ("postgresql", "postgres"):
-        return Location("postgresql", uri)
-    if scheme == "sqlite":
-        absolute = unquote(urlsplit(uri).path)
-        if urlsplit(uri).netloc or not absolute.startswith("/") or absolute == "/":
-            raise EventLogError(
-                f"event log URI {uri!r}: write SQLite URIs as sqlite:///ABSOLUTE/PATH"
-            )
-        return Location("sqlite", absolute)
-    raise EventLogError(
-        f"event log URI {uri!r}: unknown scheme {scheme!r}; "
-        "use a path, sqlite:///ABSOLUTE/PATH or postgresql://user@host/dbname"
-    )
+    """Parse an event-log URI; a relative plain path is taken from ``workspace_root`` (the
+    rule is ``databuild.startup``'s, which the CLI shares)."""
+    try:
+        return Location(*event_log_location(uri, workspace_root))
+    except EventLogSettingError as e:
+        raise EventLogError(str(e)) from None
 
 
 def _glob_parts(pattern: str) -> Iterator[tuple[str, str]]:

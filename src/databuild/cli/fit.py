@@ -16,9 +16,13 @@ from typing import Any
 
 from attrs import frozen
 
-from databuild.startup import DEFAULT_EVENT_LOG, ENV_EVENT_LOG, reported_version
-
-GRAPH_FILE = "databuild.toml"
+from databuild.startup import (
+    ENV_EVENT_LOG,
+    GRAPH_FILE,
+    describe_event_log,
+    event_log_setting,
+    reported_version,
+)
 
 
 @frozen
@@ -38,28 +42,23 @@ def describe(differences: list[Difference]) -> str:
     return ", ".join(str(d) for d in differences)
 
 
-def event_log_setting(workspace: Path, environ: Mapping[str, str]) -> str:
-    """The event-log setting a service started now would get (environment, graph file, default)."""
-    from_env = environ.get(ENV_EVENT_LOG)
-    if from_env:
-        return from_env
+def wanted_event_log(workspace: Path, environ: Mapping[str, str]) -> str:
+    """The event-log setting a service started now would get (the service's own rule)."""
+    if environ.get(ENV_EVENT_LOG):  # the graph file is not read when it cannot matter
+        return event_log_setting(None, environ, None)
+    return event_log_setting(None, environ, _graph_file_event_log(workspace))
+
+
+def _graph_file_event_log(workspace: Path) -> str | None:
+    """``[service] event_log`` of the graph file; None if unset or the file does not load
+    (the service will say what is wrong with it)."""
     try:
         data = tomllib.loads((workspace / GRAPH_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return DEFAULT_EVENT_LOG  # the service will say what is wrong with the file
+        return None
     service = data.get("service")
     value = service.get("event_log") if isinstance(service, dict) else None
-    return value if isinstance(value, str) and value else DEFAULT_EVENT_LOG
-
-
-def _resolved(setting: str, workspace: Path) -> str:
-    """The event log ``setting`` names, as a service describes it (no password)."""
-    from databuild.bel.backend import EventLogError, parse_uri
-
-    try:
-        return parse_uri(setting, workspace).describe()
-    except EventLogError:
-        return setting
+    return value if isinstance(value, str) else None
 
 
 def differences(
@@ -74,9 +73,9 @@ def differences(
     if info.get("version") != version:
         found.append(Difference("version", str(info.get("version")), version))
     running_setting, running_log = info.get("event_log_setting"), info.get("event_log")
-    setting = event_log_setting(workspace, environ)
+    setting = wanted_event_log(workspace, environ)
     if isinstance(running_log, str) and setting != running_setting:
-        wanted = _resolved(setting, workspace)
+        wanted = describe_event_log(setting, workspace)
         if wanted != running_log:
             found.append(Difference("event log", running_log, wanted))
     return found

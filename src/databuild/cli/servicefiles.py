@@ -38,8 +38,8 @@ from typing import IO, Any
 
 from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
 from databuild.proc.info import command_line, started_at
+from databuild.startup import GRAPH_FILE
 
-GRAPH_FILE = "databuild.toml"
 STATE_DIR = ".databuild"
 SERVER_JSON = "server.json"
 PIDFILE = "twistd.pid"

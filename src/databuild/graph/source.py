@@ -19,7 +19,8 @@ from attrs import define, evolve, frozen
 from twisted.logger import Logger
 
 from databuild.errors import GraphFileError
-from databuild.graph.workspace import GRAPH_FILE, Workspace, parse_workspace
+from databuild.graph.workspace import Workspace, parse_workspace
+from databuild.startup import GRAPH_FILE
 
 Stamp = tuple[int, int] | None
 """A file's ``(size, mtime_ns)``, or None when it cannot be stat'ed."""

@@ -16,8 +16,8 @@ from typing import Any
 from attrs import field, frozen
 
 from databuild.errors import GraphFileError
+from databuild.startup import GRAPH_FILE
 
-GRAPH_FILE = "databuild.toml"
 STATE_DIR = ".databuild"
 
 _TOP_KEYS = frozenset({"graph", "service", "bazel", "jobs"})

@@ -36,7 +36,7 @@ from databuild.service.idle import IdleTimer
 from databuild.service.lease import LeaseKeeper, this_host
 from databuild.service.metrics import ServiceMetrics
 from databuild.service.settings import ServiceConfig
-from databuild.service.startup import StartReport
+from databuild.service.startreport import StartReport
 from databuild.service.tree import ApiListener, EventLogService, InOrder
 
 log = Logger()

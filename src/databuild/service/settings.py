@@ -16,7 +16,7 @@ from attrs import frozen
 
 import databuild
 from databuild.graph import Workspace
-from databuild.startup import DEFAULT_EVENT_LOG, ENV_EVENT_LOG, reported_version
+from databuild.startup import event_log_setting, reported_version
 
 DEFAULT_PORT = 8080
 DEFAULT_PORT_RANGE = 20
@@ -168,11 +168,6 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
         (environ.get(ENV_IDLE_TIMEOUT) or None, ENV_IDLE_TIMEOUT),
         (file.idle_timeout, "[service] idle_timeout"),
     )
-    event_log = _first(
-        (flags.event_log, "--event-log"),
-        (environ.get(ENV_EVENT_LOG) or None, ENV_EVENT_LOG),
-        (file.event_log, "[service] event_log"),
-    )
     port = _first((flags.port, "--port"), (file.port, "[service] port"))
     jobs = _first(
         (flags.max_parallel_jobs, "--max-parallel-jobs"),
@@ -180,7 +175,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
     )
     return ServiceConfig(
         workspace=workspace,
-        event_log=DEFAULT_EVENT_LOG if event_log is None else str(event_log[0]),
+        event_log=event_log_setting(flags.event_log, environ, file.event_log),
         port=DEFAULT_PORT if port is None else parse_port(*port),
         port_range=flags.port_range,
         interface=flags.interface,

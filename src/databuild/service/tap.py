@@ -10,11 +10,12 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from databuild import startup
 from databuild.errors import GraphFileError
 from databuild.graph import load_workspace
 from databuild.service import settings
 from databuild.service.settings import Flags, ServiceConfig
-from databuild.service.startup import StartReport
+from databuild.service.startreport import StartReport
 
 
 class SettingError(SystemExit):
@@ -43,7 +44,7 @@ class Options(usage.Options):
         ["interface", None, settings.DEFAULT_INTERFACE, "The address to listen on."],
         ["event-log", None, None,
          "Where the Build Event Log lives: a path, sqlite:///PATH or postgresql://... "
-         f"(${settings.ENV_EVENT_LOG}, [service] event_log, else {settings.DEFAULT_EVENT_LOG})."],
+         f"(${startup.ENV_EVENT_LOG}, [service] event_log, else {startup.DEFAULT_EVENT_LOG})."],
         ["idle-timeout", None, None,
          f"Stop after this many idle seconds; 0 = never (${settings.ENV_IDLE_TIMEOUT}, "
          "[service] idle_timeout, else 300)."],

@@ -27,7 +27,7 @@ from databuild.service.serverinfo import (
     write_server_info,
 )
 from databuild.service.settings import ServiceConfig
-from databuild.service.startup import StartReport
+from databuild.service.startreport import StartReport
 
 
 class InOrder(MultiService):

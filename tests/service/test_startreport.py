@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from databuild.service import startup
-from databuild.service.startup import STATUS_PIPE, StartReport
+from databuild.service import startreport
+from databuild.service.startreport import STATUS_PIPE, StartReport
 
 
 def twistd_options() -> tuple[dict[str, int], int]:
@@ -32,7 +32,7 @@ def test_a_failed_start_is_told_in_twistds_form_and_ends_the_process_with_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     at_exit: list[Callable[[], None]] = []
-    monkeypatch.setattr(startup.atexit, "register", at_exit.append)
+    monkeypatch.setattr(startreport.atexit, "register", at_exit.append)
     options, launcher = twistd_options()
     report = StartReport(options)
     report.begin()
@@ -41,12 +41,12 @@ def test_a_failed_start_is_told_in_twistds_form_and_ends_the_process_with_1(
     os.close(launcher)
     assert told.startswith(b"1 cannot open the event log at postgresql://xxx")
     assert len(told) == 100  # twistd's launcher reads no more
-    assert at_exit == [startup._exit_failed]
+    assert at_exit == [startreport._exit_failed]
 
 
 def test_outside_twistd_nothing_is_told(monkeypatch: pytest.MonkeyPatch) -> None:
     at_exit: list[Callable[[], None]] = []
-    monkeypatch.setattr(startup.atexit, "register", at_exit.append)
+    monkeypatch.setattr(startreport.atexit, "register", at_exit.append)
     report = StartReport(None)
     report.begin()
     report.failed("no free port")
