@@ -21,7 +21,9 @@ from databuild.bel import (
     JobStatus,
     PartitionEvent,
     PartitionStatus,
+    shapes,
 )
+from databuild.bel.shapes import EVENT_TYPES, SCHEMAS, page
 
 from .conftest import Recorder
 
@@ -488,3 +490,33 @@ async def test_ids_resolve_by_unique_prefix_of_six_or_more(
     assert await event_log.resolve_id("build", "abcde") == ["abcde"]  # too short: as given
     assert await event_log.resolve_id("build", "zzzzzzz") == ["zzzzzzz"]  # none: as given
     assert await event_log.resolve_id("task", "runrun") == ["runrun-1"]
+
+
+def validator(shape: Any) -> Any:
+    """A validator of ``shape``, its ``$ref``s resolved among the read side's shapes."""
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for({**shape, "components": {"schemas": SCHEMAS}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_answer_has_the_shape_the_api_documents(
+    event_log: EventLog, history: History
+) -> None:
+    """The read side and the OpenAPI document share ``bel/shapes.py``: what one returns is
+    what the other describes."""
+    answers = [
+        (await event_log.list_builds(None, 10, 0), page("builds", "Build")),
+        (await event_log.get_build("b5"), shapes.ref("BuildDetail")),
+        (await event_log.list_partitions(None, None, 10, 0), page("partitions", "Partition")),
+        (await event_log.get_partition("raw/01"), shapes.ref("PartitionDetail")),
+        (await event_log.list_jobs(10, 0), page("jobs", "Job")),
+        (await event_log.get_job("ingest"), shapes.ref("Job")),
+        (await event_log.list_tasks(None, None, None, 10, 0), page("tasks", "Task")),
+        (await event_log.get_task("r2"), shapes.ref("Task")),
+    ]
+    for answer, shape in answers:
+        validator(shape).validate(answer)
+    for event in (await event_log.events(0, 100, None, None, None))["events"]:
+        validator(shapes.ref("Event")).validate(event)
+        assert event["event_type"] in EVENT_TYPES

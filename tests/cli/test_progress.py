@@ -163,3 +163,22 @@ def test_runs_cancelled_before_they_started_are_told_in_one_line() -> None:
         "cancelled job_a  p/a  0.8s: build cancelled by request",
         "73 job runs cancelled before they started",
     ]
+
+
+def test_the_event_types_rendered_are_the_logs_own() -> None:
+    """The CLI may not import the event log; its renderer's dispatch is checked against it."""
+    import ast
+    import inspect
+
+    from databuild.bel.shapes import BUILD_FINISHED, EVENT_TYPES
+    from databuild.cli import progress, stream
+
+    tree = ast.parse(inspect.getsource(progress))
+    compared = {
+        node.comparators[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
+        and node.left.id == "kind" and isinstance(node.comparators[0], ast.Constant)
+    }
+    assert compared and compared <= set(EVENT_TYPES)
+    assert stream.Follower.end_event == BUILD_FINISHED

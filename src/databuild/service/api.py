@@ -25,13 +25,32 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnavailable
-from databuild.bel.queries import MAX_MATCHES
+from databuild.bel.queries import MAX_LIMIT, MAX_MATCHES, MAX_POSITION
+from databuild.bel.shapes import (
+    BUILD_FINISHED,
+    EVENT_TYPES,
+    NANOS,
+    STRING,
+    obj,
+    page,
+    ref,
+)
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
-from databuild.service import logs, openapi
+from databuild.service import contract, logs
 from databuild.service import responses as r
 from databuild.service.actions import Actions
+from databuild.service.contract import (
+    LAST_EVENT_ID,
+    PAGE,
+    declare,
+    json_answer,
+    other_answer,
+    query,
+    status_filter,
+)
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
 from databuild.service.hot import HotRead
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
@@ -166,6 +185,18 @@ class Api:
     # -- service ---------------------------------------------------------------------------
 
     @app.route("/api/v1/health", methods=["GET"])
+    @declare(
+        "whether the service answers, and what it serves",
+        obj({
+            "status": {"const": "ok"}, "pid": {"type": "integer"}, "version": STRING,
+            "workspace": STRING, "active_builds": {"type": "integer"},
+            "idle_timeout": {"type": "number"},
+            "graph": obj({"label": STRING, "fingerprint": STRING, "loaded_at": NANOS}),
+            "event_log": {**STRING, "description": "the log in use, without any password"},
+            "uptime_s": {"type": "number"},
+        }),
+        public=True,
+    )
     @_shielded
     async def health(self, request: Request) -> dict[str, Any]:
         return {
@@ -181,11 +212,16 @@ class Api:
         }
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
+    @declare("this document", {"type": "object"})
     @_shielded
     async def openapi_document(self, request: Request) -> dict[str, Any]:
-        return openapi.document()
+        return contract.document(self.app)
 
     @app.route("/metrics", methods=["GET"])
+    @declare(
+        "Prometheus metrics in the text exposition format (SPEC §5.9)",
+        other_answer("text/plain", "OK"),
+    )
     @_shielded
     async def metrics(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE)
@@ -193,6 +229,10 @@ class Api:
         return self._metrics.render()
 
     @app.route("/api/v1/dashboard/login-code", methods=["POST"])
+    @declare(
+        "a one-time dashboard login code, valid 60 s (docs/dashboard.md)",
+        obj({"code": STRING, "login_path": STRING, "expires_in_s": {"type": "number"}}),
+    )
     @_shielded
     async def login_code(self, request: Request) -> dict[str, Any]:
         code = self._access.issue_code()
@@ -200,6 +240,14 @@ class Api:
         return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S}
 
     @app.route("/api/v1/service/shutdown", methods=["POST"])
+    @declare(
+        "stop the service (409 while builds run, unless forced)",
+        json_answer(
+            obj({"status": {"const": "stopping"}, "active_builds": {"type": "integer"}}),
+            "stopping",
+        ),
+        status=202, errors=(400, 409, 413), body="ShutdownBody", body_optional=True,
+    )
     @_shielded
     async def shutdown(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request, allow_empty=True)
@@ -218,6 +266,10 @@ class Api:
         return {"status": "stopping", "active_builds": active}
 
     @app.route("/api/v1/services", methods=["GET"])
+    @declare(
+        "the services sharing this event log, newest first, with their lease state (§5.8)",
+        obj({"services": {"type": "array", "items": ref("Service")}}),
+    )
     @_shielded
     async def services(self, request: Request) -> dict[str, Any]:
         """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
@@ -227,6 +279,10 @@ class Api:
 
     @app.route("/api/v1/cli/build", methods=["POST"])
     @app.route("/api/v1/builds", methods=["POST"])
+    @declare(
+        "request a build", json_answer("Accepted", "accepted"), status=202, errors=(400, 413),
+        body="BuildBody",
+    )
     @_shielded
     async def submit(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request)
@@ -240,6 +296,19 @@ class Api:
         return {"build_request_id": build_id, "progress_url": url}
 
     @app.route("/api/v1/cli/builds/<build_id>/progress", methods=["GET"])
+    @declare(
+        "the build's events as Server-Sent Events (SPEC §5.6); resumes after Last-Event-ID",
+        other_answer(
+            "text/event-stream",
+            "frames `id: <idx>`, `event: <event_type>`, `data: <event JSON>`; last "
+            f"`event: {BUILD_FINISHED}`; event types: {', '.join(EVENT_TYPES)}",
+        ),
+        errors=(400, 404),
+        parameters=[
+            query("since", {"type": "integer", "minimum": 0}, "resume after this event idx"),
+            LAST_EVENT_ID,
+        ],
+    )
     @_shielded
     async def progress(self, request: Request, build_id: str) -> None:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
@@ -249,6 +318,10 @@ class Api:
         )
 
     @app.route("/api/v1/builds", methods=["GET"])
+    @declare(
+        "builds, newest first", page("builds", "Build"), errors=(400,),
+        parameters=[query("status", status_filter(BuildStatus)), *PAGE],
+    )
     @_shielded
     async def builds(self, request: Request) -> dict[str, Any]:
         return await self._builds(request)
@@ -257,12 +330,14 @@ class Api:
         return self._log.list_builds(*_args(request, "status", "limit", "offset"))
 
     @app.route("/api/v1/builds/<build_id>", methods=["GET"])
+    @declare("one build with its job runs and partitions", "BuildDetail", errors=(400, 404))
     @_shielded
     async def build(self, request: Request, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
+    @declare("cancel a running build", "BuildDetail", errors=(400, 404, 409))
     @_shielded
     async def cancel_build(self, request: Request, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
@@ -271,6 +346,11 @@ class Api:
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/analyze", methods=["POST"])
+    @declare(
+        "the job graph a build would run; nothing is run or recorded",
+        obj({"job_graph": ref("JobGraph"), "graph_fingerprint": STRING}),
+        errors=(400, 413), body="AnalyzeBody",
+    )
     @_shielded
     async def analyze(self, request: Request) -> dict[str, Any]:
         body = r.read_json_object(request)
@@ -285,6 +365,15 @@ class Api:
     # -- partitions, jobs, tasks, events ------------------------------------------------------
 
     @app.route("/api/v1/partitions", methods=["GET"])
+    @declare(
+        "the partition catalog, most recently changed first", page("partitions", "Partition"),
+        errors=(400,),
+        parameters=[
+            query("status", status_filter(PartitionStatus)),
+            query("pattern", STRING, "a glob over partition refs (`*`, `?`, `[...]`)"),
+            *PAGE,
+        ],
+    )
     @_shielded
     async def partitions(self, request: Request) -> dict[str, Any]:
         return await self._log.list_partitions(
@@ -292,23 +381,38 @@ class Api:
         )
 
     @app.route("/api/v1/partitions/<ref>", methods=["GET"])
+    @declare(
+        "one partition: its history and producing job runs", "PartitionDetail",
+        errors=(400, 404),
+    )
     @_shielded
     async def partition(self, request: Request, ref: str) -> dict[str, Any]:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
         return await self._found(self._log.get_partition(ref), "partition", ref)
 
     @app.route("/api/v1/jobs", methods=["GET"])
+    @declare(
+        "every job's run statistics", page("jobs", "Job"), errors=(400,), parameters=PAGE
+    )
     @_shielded
     async def jobs(self, request: Request) -> dict[str, Any]:
         return await self._log.list_jobs(*_args(request, "limit", "offset"))
 
     @app.route("/api/v1/jobs/<label>", methods=["GET"])
+    @declare("one job's run statistics", "Job", errors=(400, 404))
     @_shielded
     async def job(self, request: Request, label: str) -> dict[str, Any]:
         label = r.path_segment(label, "job label")
         return await self._found(self._log.get_job(label), "job", label)
 
     @app.route("/api/v1/tasks", methods=["GET"])
+    @declare(
+        "job runs, newest first", page("tasks", "Task"), errors=(400,),
+        parameters=[
+            query("build_request_id", STRING), query("job_label", STRING),
+            query("status", status_filter(JobStatus)), *PAGE,
+        ],
+    )
     @_shielded
     async def tasks(self, request: Request) -> dict[str, Any]:
         build_id, *rest = _args(request, "build_request_id", "job_label", "status", "limit",
@@ -318,12 +422,14 @@ class Api:
         return await self._log.list_tasks(build_id, *rest)
 
     @app.route("/api/v1/tasks/<task_id>", methods=["GET"])
+    @declare("one job run", "Task", errors=(400, 404))
     @_shielded
     async def task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         return await self._found(self._log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
+    @declare("cancel a job run", "Task", errors=(400, 404, 409))
     @_shielded
     async def cancel_task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
@@ -332,6 +438,35 @@ class Api:
         return await self._found(self._log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
+    @declare(
+        "a page of the run's log lines, or (follow=true) its lines as Server-Sent Events",
+        json_answer(
+            obj({
+                "job_run_id": STRING,
+                "offset": {"type": "integer", "minimum": 0},
+                "lines": {"type": "array", "items": obj(
+                    {"time": NANOS, "stream": {"enum": ["stdout", "stderr"]}, "text": STRING},
+                    data={"type": "object"}, continued={"type": "boolean"},
+                )},
+                "next_offset": {"type": "integer", "minimum": 0},
+                "more": {"type": "boolean"},
+            }),
+            "a page; with follow=true frames `id: <line index>`, `event: log_line`, "
+            "`data: <line JSON>`, last `event: log_end`",
+        ),
+        errors=(400, 404),
+        parameters=[
+            query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION,
+                             "default": 0}, "the first line (an index)"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": logs.MAX_LIMIT,
+                            "default": logs.DEFAULT_LIMIT}),
+            query("tail", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+                  "start this many lines before the end"),
+            query("follow", {"type": "boolean", "default": False},
+                  "stream the lines as Server-Sent Events until the run has ended"),
+            LAST_EVENT_ID,
+        ],
+    )
     @_shielded
     async def task_logs(self, request: Request, task_id: str) -> dict[str, Any] | None:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
@@ -353,6 +488,19 @@ class Api:
         return None
 
     @app.route("/api/v1/events", methods=["GET"])
+    @declare(
+        "raw event-log events after `since`, oldest first",
+        obj({"events": {"type": "array", "items": ref("Event")},
+             "next_since": {"type": "integer"}}),
+        errors=(400,),
+        parameters=[
+            query("since", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION,
+                            "default": 0}),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+            query("build_request_id", STRING), query("partition_ref", STRING),
+            query("job_label", STRING),
+        ],
+    )
     @_shielded
     async def events(self, request: Request) -> dict[str, Any]:
         return await self._log.events(

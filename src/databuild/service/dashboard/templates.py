@@ -11,6 +11,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from databuild.bel.shapes import BUILD_FINISHED, EVENT_TYPES
+
 
 def when(ns: int | None) -> str:
     """A Unix-nanosecond time as UTC text."""
@@ -71,6 +73,8 @@ ENV = Environment(
 )
 ENV.filters.update(when=when, ago=ago, seconds=seconds, short=short, segment=segment,
                    json=to_json, query=query)
+# The log's event types, for the pages' scripts (static/live.js follows them).
+ENV.globals.update(event_types=list(EVENT_TYPES), build_finished=BUILD_FINISHED)
 
 
 def render(name: str, **context: Any) -> bytes:

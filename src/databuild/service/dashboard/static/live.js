@@ -14,12 +14,18 @@ window.dbLive = (() => {
     return span;
   }
 
-  // handlers: {job_graph, job, build_request, partition, finished}; each optional.
-  // The index of the last event applied is kept in element.dataset.lastEvent.
+  // The event types come from the service (the page's body), which has them from the event
+  // log's own list: none is spelled out here.
+  const EVENT_TYPES = document.body.dataset.eventTypes.split(" ");
+  const BUILD_FINISHED = document.body.dataset.buildFinished;
+
+  // handlers: one per event type (job_graph, job, build_request, partition, delegation), and
+  // finished; each optional. The index of the last event applied is kept in
+  // element.dataset.lastEvent.
   function follow(buildId, handlers, element) {
     let lastIdx = 0;
     const source = new EventSource("/ui/builds/" + encodeURIComponent(buildId) + "/events");
-    for (const type of ["job_graph", "job", "build_request", "partition", "delegation"]) {
+    for (const type of EVENT_TYPES) {
       source.addEventListener(type, (message) => {
         const idx = Number(message.lastEventId);
         if (idx <= lastIdx) return;
@@ -28,7 +34,7 @@ window.dbLive = (() => {
         if (handlers[type]) handlers[type](JSON.parse(message.data));
       });
     }
-    source.addEventListener("build_finished", (message) => {
+    source.addEventListener(BUILD_FINISHED, (message) => {
       source.close();  // a finished build's stream would only replay again
       if (handlers.finished) handlers.finished(JSON.parse(message.data));
     });

@@ -1,0 +1,193 @@
+"""The JSON shapes of what the event log's read side answers (SPEC §5.5), written once.
+
+``bel/queries.py`` returns dicts in these shapes (``tests/bel/test_queries.py`` checks every
+query's answer against its shape); the service's OpenAPI document (``service/contract.py``)
+names them as its components, so an endpoint's answer is described by pointing here. The
+event types are listed here too, from the payload classes (``EVENT_TYPES``): the dashboard's
+pages get the list from the service, and nothing else spells it out.
+
+Schemas are JSON Schema (OpenAPI 3.1) as plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from databuild.bel.events import PAYLOADS
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
+
+Schema = dict[str, Any]
+
+EVENT_TYPES: tuple[str, ...] = tuple(PAYLOADS)
+"""Every event type of the log, as its events' ``event_type`` says (SPEC §4.1)."""
+BUILD_FINISHED = "build_finished"
+"""The progress stream's last frame (SPEC §5.6): not a stored event."""
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def ref(name: str) -> Schema:
+    """A pointer to the shape called ``name`` (one of ``SCHEMAS``, or an API's own)."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: dict[str, Schema], **optional: Schema) -> Schema:
+    """An object with ``required`` fields and ``optional`` ones."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **optional},
+    }
+
+
+def statuses(kind: type[BuildStatus] | type[JobStatus] | type[PartitionStatus]) -> Schema:
+    return {"type": "string", "enum": [s.value for s in kind]}
+
+
+def page(key: str, item: str) -> Schema:
+    """A page of a list: ``{key: [item...], "total", "has_more"}``."""
+    return obj({
+        key: {"type": "array", "items": ref(item)},
+        "total": {**nullable({"type": "integer", "minimum": 0}),
+                  "description": "matching rows; null where counting them would walk over "
+                                 "10,000 index entries, or for a glob"},
+        "has_more": {"type": "boolean", "description": "whether rows follow this page"},
+    })
+
+
+NANOS: Schema = {"type": "integer", "description": "Unix time in nanoseconds"}
+STRING: Schema = {"type": "string"}
+REFS: Schema = {"type": "array", "items": STRING}
+
+SCHEMAS: dict[str, Schema] = {
+    # The answers of the read side, by name.
+    "Build": obj(
+        {
+            "build_request_id": STRING,
+            "status": statuses(BuildStatus),
+            "requested_partitions": REFS,
+            "created_at": NANOS,
+            "updated_at": NANOS,
+            "message": STRING,
+            "job_runs": {
+                "type": "object",
+                "description": "count of the build's job runs per job-run status",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+        },
+        service_id={**nullable(STRING), "description": "the service that owns it (§5.8)"},
+    ),
+    "Service": obj(
+        {
+            "service_id": STRING,
+            "host": STRING,
+            "pid": {"type": "integer"},
+            "process_start": {"type": "integer", "description": "clock ticks since boot"},
+            "version": STRING,
+            "workspace": STRING,
+            "started_at": NANOS,
+            "renewed_at": NANOS,
+            "expires_at": nullable(NANOS),
+            "state": {"enum": ["live", "stopped", "dead"]},
+            "taken_over_by": nullable(STRING),
+            "ended_at": nullable(NANOS),
+            "lease": {"enum": ["live", "expired", "stopped", "dead"]},
+        }
+    ),
+    "Task": obj(
+        {
+            "job_run_id": STRING,
+            "job_label": STRING,
+            "build_request_id": STRING,
+            "status": statuses(JobStatus),
+            "outputs": REFS,
+            "started_at": nullable(NANOS),
+            "ended_at": nullable(NANOS),
+            "duration_s": nullable({"type": "number"}),
+            "exit_code": nullable({"type": "integer"}),
+            "message": STRING,
+        },
+        scheduled_at=nullable(NANOS),
+    ),
+    "Partition": obj(
+        {
+            "partition_ref": STRING,
+            "status": statuses(PartitionStatus),
+            "updated_at": NANOS,
+            "build_request_id": nullable(STRING),
+            "job_run_id": nullable(STRING),
+            "job_label": nullable(STRING),
+        }
+    ),
+    "Job": obj(
+        {
+            "job_label": STRING,
+            "runs": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "mean_duration_s": nullable({"type": "number"}),
+            "last_run_at": nullable(NANOS),
+            "skipped": {"type": "integer", "minimum": 0,
+                        "description": "runs skipped: outputs already available, or delegated"},
+        }
+    ),
+    "Event": {
+        **obj(
+            {
+                "idx": {"type": "integer"},
+                "event_id": STRING,
+                "timestamp": NANOS,
+                "build_request_id": STRING,
+                "event_type": {"type": "string", "enum": list(EVENT_TYPES)},
+            }
+        ),
+        "description": "the envelope; the payload's fields (SPEC §4.1) follow in the object",
+    },
+    "JobGraph": obj(
+        {
+            "outputs": REFS,
+            "job_runs": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "job_run_id": STRING,
+                        "job_label": STRING,
+                        "outputs": REFS,
+                        "inputs": {"type": "array"},
+                        "args": {"type": "array", "items": STRING},
+                        "env": {"type": "object", "additionalProperties": STRING},
+                    }
+                ),
+            },
+        }
+    ),
+}
+SCHEMAS["BuildDetail"] = {
+    "allOf": [
+        ref("Build"),
+        obj(
+            {
+                "tasks": {"type": "array", "items": ref("Task")},
+                "partitions": {
+                    "type": "array",
+                    "items": obj(
+                        {"partition_ref": STRING, "status": statuses(PartitionStatus)}
+                    ),
+                },
+            }
+        ),
+    ]
+}
+SCHEMAS["PartitionDetail"] = {
+    "allOf": [
+        ref("Partition"),
+        obj(
+            {
+                "history": {"type": "array", "items": ref("Event")},
+                "job_runs": {"type": "array", "items": ref("Task")},
+            }
+        ),
+    ]
+}
