@@ -520,3 +520,24 @@ async def test_every_answer_has_the_shape_the_api_documents(
     for event in (await event_log.events(0, 100, None, None, None))["events"]:
         validator(shapes.ref("Event")).validate(event)
         assert event["event_type"] in EVENT_TYPES
+
+
+@pytest_twisted.ensureDeferred
+async def test_who_built_each_ref_is_read_in_one_query(
+    event_log: EventLog, history: History
+) -> None:
+    """The build of the ref's latest completed run, else of its latest event: what each ref's
+    own page says, for many refs at once."""
+    refs = ["raw/01", "raw/02", "daily/01", "x/1", "never/seen"]
+    builders = await event_log.partition_builders(refs)
+    assert builders["raw/01"] == "b1"  # b5 only skipped it
+    for ref in refs:
+        partition = await event_log.get_partition(ref)
+        if partition is None:
+            assert ref not in builders
+            continue
+        completed = [
+            run["build_request_id"] for run in partition["job_runs"]
+            if run["status"] == J.JOB_COMPLETED.value
+        ]
+        assert builders[ref] == (completed[0] if completed else partition["build_request_id"])

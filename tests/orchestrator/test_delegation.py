@@ -198,7 +198,7 @@ async def test_builds_planned_while_others_finish_the_same_refs_run_each_job_onc
 
 
 class HeldReads:
-    """The event log, except that reads of one ref's partition wait until the test lets them."""
+    """The event log, except that the read of who built one ref waits until the test lets it."""
 
     def __init__(self, ref: str) -> None:
         self._ref = ref
@@ -213,15 +213,15 @@ class HeldReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    async def _held(self, ref: str) -> dict[str, Any] | None:
+    async def _held(self, refs: list[str]) -> dict[str, str]:
         self.reached.callback(None)
         await self.release
-        return await self._log.get_partition(ref)
+        return await self._log.partition_builders(refs)
 
-    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]:
-        if ref != self._ref or self.reached.called:
-            return self._log.get_partition(ref)
-        return ensureDeferred(self._held(ref))
+    def partition_builders(self, refs: list[str]) -> Deferred[dict[str, str]]:
+        if self._ref not in refs or self.reached.called:
+            return self._log.partition_builders(refs)
+        return ensureDeferred(self._held(refs))
 
 
 @pytest_twisted.ensureDeferred

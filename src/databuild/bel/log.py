@@ -324,6 +324,10 @@ class EventLog:
         """The catalog status of each of ``refs`` the log knows (unknown refs are left out)."""
         return self._read(queries.partition_statuses, list(refs))
 
+    def partition_builders(self, refs: Iterable[str]) -> Deferred[dict[str, str]]:
+        """The build that made each of ``refs`` (the log's word; unknown refs are left out)."""
+        return self._read(queries.partition_builders, list(refs))
+
     def list_jobs(self, limit: object = None, offset: object = None) -> Deferred[dict[str, Any]]:
         """``{"jobs": [...]}``, most recently active first."""
         return self._read(queries.list_jobs, limit, offset)

@@ -349,6 +349,33 @@ def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, Partition
     return found
 
 
+def partition_builders(db: Database, refs: Iterable[str]) -> dict[str, str]:
+    """For each of ``refs`` the log knows, the build whose run last completed for it (else the
+    build of its latest event): who made the data, for a build that relies on it."""
+    wanted = list(dict.fromkeys(refs))
+    made: dict[str, tuple[int, str]] = {}
+    latest: dict[str, str] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for ref, build_id, created_idx in db.all(
+            "SELECT o.partition_ref, r.build_request_id, r.created_idx FROM job_run_outputs o"
+            " JOIN job_runs r ON r.job_run_id = o.job_run_id"
+            f" WHERE o.partition_ref IN ({marks}) AND r.status = ?",
+            [*chunk, JobStatus.JOB_COMPLETED.value],
+        ):
+            if ref not in made or made[ref][0] < created_idx:
+                made[ref] = (created_idx, build_id)
+        for ref, build_id in db.all(
+            "SELECT partition_ref, build_request_id FROM partitions"
+            f" WHERE partition_ref IN ({marks})",
+            chunk,
+        ):
+            if build_id:
+                latest[ref] = build_id
+    return {**latest, **{ref: build_id for ref, (_, build_id) in made.items()}}
+
+
 # --- jobs -----------------------------------------------------------------------------
 
 _JOB_COLUMNS = "job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at"

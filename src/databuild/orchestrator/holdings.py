@@ -11,13 +11,13 @@ log is the truth again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
 
 from databuild.bel.catalog import changes_data
-from databuild.bel.status import JobStatus, PartitionStatus
+from databuild.bel.status import PartitionStatus
 
 
 class PartitionSource(Protocol):
@@ -25,7 +25,7 @@ class PartitionSource(Protocol):
 
     def partition_statuses(self, refs: Sequence[str]) -> Deferred[dict[str, PartitionStatus]]: ...
 
-    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]: ...
+    def partition_builders(self, refs: Sequence[str]) -> Deferred[dict[str, str]]: ...
 
 
 @define(eq=False)
@@ -97,20 +97,14 @@ class Holdings:
         self._refs[ref].built_by = build_request_id
 
     async def learn_builders(self, refs: Sequence[str]) -> None:
-        """For held AVAILABLE refs, learn from the log the build whose run last made each."""
-        for ref in refs:
-            entry = self._refs[ref]
-            if entry.built_by:
-                continue
-            partition = await self._source.get_partition(ref) or {}
-            entry.built_by = next(
-                (
-                    run["build_request_id"]
-                    for run in partition.get("job_runs", ())
-                    if run["status"] == JobStatus.JOB_COMPLETED.value
-                ),
-                partition.get("build_request_id") or "unknown",
-            )
+        """For held AVAILABLE refs, learn from the log the build whose run last made each (one
+        read for all of them)."""
+        unknown = [ref for ref in refs if not self._refs[ref].built_by]
+        if not unknown:
+            return
+        builders = await self._source.partition_builders(unknown)
+        for ref in unknown:
+            self._refs[ref].built_by = builders.get(ref, "unknown")
 
     def available(self, refs: Sequence[str]) -> Deferred[set[str]]:
         """Which of ``refs`` are AVAILABLE, for analysis: this service's word, else the log's."""
