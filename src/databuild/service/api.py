@@ -74,10 +74,17 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[Any]]:
         inner: Deferred[object] = ensureDeferred(handler(self, request, **kwargs))
 
         def deliver(result: object) -> None:
-            if not outer.called:
+            if outer.called:
+                return
+            try:
                 if isinstance(result, dict):
                     result = r.respond_json(request, request.code, result)
-                outer.callback(result)
+            except Exception:
+                # An answer that cannot be encoded: the routes' error handler logs it and
+                # answers 500, rather than the request waiting forever.
+                outer.errback(Failure())
+                return
+            outer.callback(result)
 
         def fail(failure: Failure) -> None:
             if not outer.called:
