@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,3 +285,31 @@ def test_the_trigram_index_is_only_asked_about_literal_runs_of_three() -> None:
     assert sqlite.glob_trigrams("*1999[!x]*") == (
         "partition_ref_trigrams", "partition_ref GLOB ?", ["*1999[^x]*"]
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_old_sqlite_log_is_copied_before_its_upgrade(tmp_path: Path) -> None:
+    """(A PostgreSQL log is backed up with pg_dump, docs/event-log.md.)"""
+    log_uri = str(tmp_path / "bel.sqlite")
+    old = Database(parse_uri(log_uri, tmp_path))
+    old.connect()
+    create_or_upgrade(old, target=2)
+    old.execute(
+        "INSERT INTO events (event_id, timestamp, build_request_id, event_type, body)"
+        " VALUES ('e1', 1, 'b1', 'build_request', '{}')"
+    )
+    old.close()
+    log = open_event_log(log_uri, tmp_path, reactor)
+    await log.open()
+    await log.close()
+    backup = Path(f"{log_uri}.v2.backup")
+    copy = sqlite3.connect(backup)
+    try:
+        assert copy.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert copy.execute("SELECT event_id FROM events").fetchall() == [("e1",)]
+    finally:
+        copy.close()
+    reopened = open_event_log(log_uri, tmp_path, reactor)
+    await reopened.open()  # current now: nothing more is copied
+    await reopened.close()
+    assert sorted(p.name for p in backup.parent.glob("*.backup")) == [backup.name]

@@ -206,6 +206,15 @@ class Database:
                 f"cannot open the event log at {self.location.describe()}: {e}"
             ) from e
 
+    def back_up(self, path: Path) -> None:
+        """Copy a SQLite log, consistently (its WAL included), to ``path``."""
+        assert self.dialect == "sqlite"
+        copy = sqlite3.connect(path)
+        try:
+            self._conn.backup(copy)
+        finally:
+            copy.close()
+
     def name_session(self) -> None:
         """Name this PostgreSQL session after its service, so a sweeper can end it."""
         if self.dialect == "postgresql":

@@ -133,9 +133,30 @@ class EventLog:
             version=version,
         )
 
+    def _back_up_before_upgrade(self) -> None:
+        found = schema.back_up_before_upgrade(self._db)
+        if found is None:
+            return
+        version, copy = found
+        latest = schema.latest_version(self._db.dialect)
+        if copy is not None:
+            self.log.info(
+                "event log {location}: copied to {backup} before upgrading its schema from "
+                "version {version} to {latest}",
+                location=self.location.describe(), backup=str(copy), version=version,
+                latest=latest,
+            )
+        else:
+            self.log.warn(
+                "event log {location}: upgrading its schema from version {version} to "
+                "{latest}; back a PostgreSQL log up with pg_dump before upgrading DataBuild",
+                location=self.location.describe(), version=version, latest=latest,
+            )
+
     def _connect(self) -> int:
         self._db.connect()
         try:
+            self._back_up_before_upgrade()
             version = schema.create_or_upgrade(self._db)
             self._db.ref_trigrams = schema.has_ref_trigrams(self._db)
         except BaseException:

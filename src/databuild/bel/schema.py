@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 
 from databuild.bel.backend import Database, EventLogError
 
@@ -40,6 +41,21 @@ def current_version(db: Database) -> int:
         return 0
     row = db.one("SELECT version FROM schema_version")
     return int(row[0]) if row else 0
+
+
+def back_up_before_upgrade(db: Database) -> tuple[int, Path | None] | None:
+    """Before an existing log is upgraded, copy it beside itself (SQLite) as
+    ``<file>.v<version>.backup``; returns the version found and the copy (None on PostgreSQL,
+    where the operator backs up with ``pg_dump``, docs/event-log.md), or None when no upgrade
+    is due (an empty, a current or a newer log)."""
+    version = current_version(db)
+    if not 0 < version < latest_version(db.dialect):
+        return None
+    if db.dialect != "sqlite":
+        return version, None
+    copy = Path(f"{db.location.target}.v{version}.backup")
+    db.back_up(copy)
+    return version, copy
 
 
 def create_or_upgrade(db: Database, target: int | None = None) -> int:
