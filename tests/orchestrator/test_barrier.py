@@ -127,7 +127,6 @@ def assert_closed(build: dict[str, Any]) -> None:
     ("seam", "options", "message"),
     [
         ("analysis", {"resolve": faulty_resolve(1)}, "the resolver broke"),
-        ("command resolution", {"resolve": faulty_resolve(2)}, "the resolver broke"),
         ("executor start", {"executor_type": StartFault}, "the executor broke"),
         ("run end handling", {"executor_type": EndFault}, "'str' object"),
         (

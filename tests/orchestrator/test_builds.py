@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,11 @@ import pytest
 import pytest_twisted
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness
 from tests.polling import poll_until_async
+from twisted.internet.defer import Deferred
 
 from databuild.errors import InvalidRefError
+from databuild.graph import JobSpec
+from databuild.graph.commands import plain_commands
 
 
 def statuses(events: list[dict[str, Any]], event_type: str, key: str) -> dict[str, list[str]]:
@@ -157,3 +161,24 @@ async def test_invalid_refs_are_refused_before_anything_is_recorded(harness: Har
     with pytest.raises(InvalidRefError):
         await harness.orchestrator.submit([])
     assert await harness.events() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_jobs_command_is_resolved_once_per_build(tmp_path: Path) -> None:
+    """The analysis resolves the commands (for Bazel: builds the targets); the runs use what it
+    resolved instead of resolving again, in a step a cancellation could not stop."""
+    resolved: list[str] = []
+
+    def counting(jobs: Sequence[JobSpec]) -> Deferred[dict[str, tuple[str, ...]]]:
+        resolved.extend(job.label for job in jobs)
+        return plain_commands(jobs)
+
+    harness = await start_harness(tmp_path / "ws", resolve=counting)
+    try:
+        harness.plan({"work/c": {"inputs": ["work/a", "work/b"]}, "work/b": {"inputs": ["work/a"]}})
+        build = await harness.build(["work/c"])
+        assert build["status"] == "BUILD_REQUEST_COMPLETED"
+        assert len(harness.starts()) == 3
+        assert sorted(resolved) == sorted(set(resolved))
+    finally:
+        await stop_harness(harness)

@@ -29,7 +29,7 @@ from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
 from databuild.executor.runner import Executor
 from databuild.graph.commands import CommandResolver
-from databuild.graph.workspace import Workspace
+from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph
 from databuild.orchestrator.claims import Claims
 from databuild.orchestrator.holdings import Holdings
@@ -59,7 +59,7 @@ class Parts:
 
     executor: Executor
     resolve: CommandResolver
-    analyze: Callable[[Sequence[str], Workspace], Deferred[JobGraph]]
+    analyze: Callable[[Sequence[str], Workspace, CommandResolver], Deferred[JobGraph]]
     recorder: Recorder
     holdings: Holdings
     claims: Claims
@@ -104,7 +104,7 @@ class Course:
         if build.ending:
             return None
         self._record_build(progress(H.PLANNING_BEGAN))
-        build.analysis = self._parts.analyze(build.requested, build.workspace)
+        build.analysis = self._parts.analyze(build.requested, build.workspace, self._remember)
         try:
             graph = await build.analysis
         except CancelledError:
@@ -147,7 +147,9 @@ class Course:
         self._record_build(progress(H.EXECUTION_BEGAN))
         self._schedule(plans, waits)
         if any(t.state is TaskState.PENDING for t in build.tasks.values()):
-            await self._resolve_commands()
+            # The analysis resolved every job's command (built its Bazel targets): once.
+            build.prefixes = build.resolved
+            self._start_ready()
         build.check_settled()
         await build.settled
 
@@ -241,21 +243,14 @@ class Course:
         self._record_job(task, _run_status(happening), reason)
         task.done.callback(None)
 
-    async def _resolve_commands(self) -> None:
-        build = self.build
-        labels = {t.job_run.job_label for t in build.tasks.values() if t.state is TaskState.PENDING}
-        workspace = self.build.workspace
-        try:
-            build.prefixes = await self._parts.resolve(
-                [workspace.job(label) for label in sorted(labels)]
-            )
-        except DataBuildError as e:
-            message = f"could not resolve the job's command: {e}"
-            for task in list(build.tasks.values()):
-                if task.state is TaskState.PENDING:
-                    self._end_run(task, H.COMMAND_UNRESOLVED, message, None)
-            return
-        self._start_ready()
+    def _remember(self, jobs: Sequence[JobSpec]) -> Deferred[dict[str, tuple[str, ...]]]:
+        """The build's analysis resolves commands through this: its runs use them too."""
+
+        def keep(commands: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+            self.build.resolved.update(commands)
+            return commands
+
+        return self._parts.resolve(jobs).addCallback(keep)
 
     def _settle_delegation(self, outcome: Outcome, ref: str) -> None:
         self._guarded(self._delegation_settled, outcome, ref)

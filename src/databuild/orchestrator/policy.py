@@ -42,7 +42,6 @@ class Happening(enum.Enum):
     RUN_FAILED = "a run exited non-zero or was killed by a signal"
     RUN_TIMED_OUT = "a run outlived its job's timeout"
     RUN_CANCELLED = "a run was cancelled"
-    COMMAND_UNRESOLVED = "a job's command could not be resolved"
     ALREADY_AVAILABLE = "a run's outputs were AVAILABLE already"
     DELEGATED = "a run's outputs are being built by another build"
     DELEGATION_SUCCEEDED = "the build producing a delegated ref made it AVAILABLE"
@@ -78,7 +77,6 @@ POLICY: Mapping[Happening, Next] = {
     Happening.RUN_FAILED: Next(J.JOB_FAILED, P.PARTITION_FAILED),
     Happening.RUN_TIMED_OUT: Next(J.JOB_FAILED, P.PARTITION_FAILED),
     Happening.RUN_CANCELLED: Next(J.JOB_CANCELLED, P.PARTITION_FAILED),
-    Happening.COMMAND_UNRESOLVED: Next(J.JOB_FAILED, P.PARTITION_FAILED),
     # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED.
     Happening.ALREADY_AVAILABLE: Next(
         J.JOB_SKIPPED, P.PARTITION_AVAILABLE, via=P.PARTITION_DELEGATED

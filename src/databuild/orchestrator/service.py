@@ -240,16 +240,20 @@ class Orchestrator(Service):
     # -- requests --------------------------------------------------------------------------
 
     def analyze(
-        self, refs: Sequence[str], workspace: Workspace | None = None
+        self,
+        refs: Sequence[str],
+        workspace: Workspace | None = None,
+        resolve: CommandResolver | None = None,
     ) -> Deferred[JobGraph]:
         """The job graph a build of ``refs`` would run with ``workspace`` (by default the one
-        the orchestrator was made with); nothing is run or recorded."""
+        the orchestrator was made with), its commands resolved by ``resolve`` (by default the
+        orchestrator's); nothing is run or recorded."""
         return analyze(
             self._reactor,
             workspace or self._workspace,
             refs,
             available=self._holdings.available,
-            resolve=self._resolve,
+            resolve=resolve or self._resolve,
         )
 
     def submit(

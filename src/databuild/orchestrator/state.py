@@ -82,6 +82,9 @@ class Build:
     open: int = 0
     """Own runs not yet final plus delegated refs not yet settled."""
     prefixes: dict[str, tuple[str, ...]] | None = None
+    resolved: dict[str, tuple[str, ...]] = field(factory=dict)
+    """Commands resolved by the build's analysis, by job label: its runs use them as they are
+    (a Bazel target is built once per build, within the analysis, which a cancellation stops)."""
     analysis: Deferred[JobGraph] | None = None
     executing: bool = False
     ended_by: Happening | None = None
