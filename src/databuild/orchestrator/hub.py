@@ -112,7 +112,7 @@ class ProgressHub:
         clock: IReactorTime | None = None,
         is_local: Callable[[str], bool] = lambda _: True,
     ) -> None:
-        self._log = event_log
+        self._event_log = event_log
         self._clock = clock
         self._is_local = is_local
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
@@ -163,11 +163,11 @@ class ProgressHub:
         subscription = Subscription(build_request_id, on_event, self, last_idx=since)
         self._subscribers[build_request_id].add(subscription)
         try:
-            if await self._log.get_build(build_request_id) is None:
+            if await self._event_log.get_build(build_request_id) is None:
                 raise NotFound(f"no build request {build_request_id!r}")
             after = since
             while not subscription.finished.called:
-                page = await self._log.events(
+                page = await self._event_log.events(
                     since=after, limit=REPLAY_PAGE, build_request_id=build_request_id
                 )
                 events = sorted(page["events"], key=lambda e: e["idx"])
@@ -199,7 +199,7 @@ class ProgressHub:
     async def _read_followed(self) -> None:
         for subscription in list(self._polled):
             try:
-                page = await self._log.events(
+                page = await self._event_log.events(
                     since=subscription._last_idx,
                     limit=REPLAY_PAGE,
                     build_request_id=subscription.build_request_id,

@@ -79,7 +79,7 @@ class Orchestrator(Service):
         self._reactor = reactor
         self._stop_deadline_s = stop_deadline_s
         self._workspace = workspace
-        self._log = event_log
+        self._event_log = event_log
         self._executor = executor
         self._resolve = resolve
         self.hub = ProgressHub(
@@ -128,13 +128,13 @@ class Orchestrator(Service):
         return self.when_ready()
 
     async def _recover(self) -> None:
-        live = await self._log.live_service_ids()
+        live = await self._event_log.live_service_ids()
         reaped = await reap_orphans(
             self._reactor,  # type: ignore[arg-type]
             self._executor.running_dir,
             lambda service_id: service_id not in live,
         )
-        failed = await fail_orphaned_builds(self._log, self._recorder.append)
+        failed = await fail_orphaned_builds(self._event_log, self._recorder.append)
         if reaped or failed:
             self.log.info(
                 "recovered from an earlier stop: {groups} job process groups terminated, "
@@ -151,7 +151,7 @@ class Orchestrator(Service):
             self._executor.running_dir,
             dead.__contains__,
         )
-        failed = await fail_orphaned_builds(self._log, self._recorder.append, sorted(dead))
+        failed = await fail_orphaned_builds(self._event_log, self._recorder.append, sorted(dead))
         self.log.info(
             "took over {services}: {groups} job process groups terminated, "
             "{builds} builds recorded as failed",
@@ -306,7 +306,7 @@ class Orchestrator(Service):
     async def _cancel_build(self, build_request_id: str) -> None:
         course = self._courses.get(build_request_id)
         if course is None:
-            found = await self._log.get_build(build_request_id)
+            found = await self._event_log.get_build(build_request_id)
             if found is None:
                 raise NotFound(f"no build request {build_request_id!r}")
             status = BuildStatus.parse(found["status"])
@@ -335,7 +335,7 @@ class Orchestrator(Service):
             None,
         )
         if found is None or found[1].state is TaskState.DONE:
-            stored = await self._log.get_task(job_run_id)
+            stored = await self._event_log.get_task(job_run_id)
             if stored is None:
                 raise NotFound(f"no job run {job_run_id!r}")
             raise Conflict(

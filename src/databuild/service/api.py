@@ -170,7 +170,7 @@ class Api:
     ) -> None:
         self._clock = clock
         self._config = config
-        self._log = event_log
+        self._event_log = event_log
         self._orchestrator = orchestrator
         self._actions = actions
         self._started = clock.seconds()
@@ -181,7 +181,7 @@ class Api:
     def hot_routes(self) -> dict[bytes, HotRead]:
         """The reads answered past the router (service/hot.py); their routes below stay
         for ``HEAD`` and a trailing slash."""
-        read = HotRead(self._log, self._builds, error_response)
+        read = HotRead(self._event_log, self._builds, error_response)
         return {b"/api/v1/builds": read}
 
     @app.handle_errors(Exception)
@@ -214,7 +214,7 @@ class Api:
             "active_builds": self._actions.active_builds,
             "idle_timeout": self._config.idle_timeout_s,
             "graph": self._actions.describe_graph(),
-            "event_log": self._log.location.describe(),
+            "event_log": self._event_log.location.describe(),
             "uptime_s": round(self._clock.seconds() - self._started, 3),
         }
 
@@ -280,7 +280,7 @@ class Api:
     @_shielded
     async def services(self, request: Request) -> dict[str, Any]:
         """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
-        return {"services": await self._log.services()}
+        return {"services": await self._event_log.services()}
 
     # -- builds ------------------------------------------------------------------------------
 
@@ -334,14 +334,14 @@ class Api:
         return await self._builds(request)
 
     def _builds(self, request: Request) -> Deferred[dict[str, Any]]:
-        return self._log.list_builds(*_args(request, "status", "limit", "offset"))
+        return self._event_log.list_builds(*_args(request, "status", "limit", "offset"))
 
     @app.route("/api/v1/builds/<build_id>", methods=["GET"])
     @declare("one build with its job runs and partitions", "BuildDetail", errors=(400, 404))
     @_shielded
     async def build(self, request: Request, build_id: str) -> dict[str, Any]:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
-        return await self._found(self._log.get_build(build_id), "build", build_id)
+        return await self._found(self._event_log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
     @declare("cancel a running build", "BuildDetail", errors=(400, 404, 409))
@@ -350,7 +350,7 @@ class Api:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await self._actions.cancel_build(build_id)
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
-        return await self._found(self._log.get_build(build_id), "build", build_id)
+        return await self._found(self._event_log.get_build(build_id), "build", build_id)
 
     @app.route("/api/v1/analyze", methods=["POST"])
     @declare(
@@ -383,7 +383,7 @@ class Api:
     )
     @_shielded
     async def partitions(self, request: Request) -> dict[str, Any]:
-        return await self._log.list_partitions(
+        return await self._event_log.list_partitions(
             *_args(request, "status", "pattern", "limit", "offset")
         )
 
@@ -395,7 +395,7 @@ class Api:
     @_shielded
     async def partition(self, request: Request, ref: str) -> dict[str, Any]:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
-        return await self._found(self._log.get_partition(ref), "partition", ref)
+        return await self._found(self._event_log.get_partition(ref), "partition", ref)
 
     @app.route("/api/v1/jobs", methods=["GET"])
     @declare(
@@ -403,14 +403,14 @@ class Api:
     )
     @_shielded
     async def jobs(self, request: Request) -> dict[str, Any]:
-        return await self._log.list_jobs(*_args(request, "limit", "offset"))
+        return await self._event_log.list_jobs(*_args(request, "limit", "offset"))
 
     @app.route("/api/v1/jobs/<label>", methods=["GET"])
     @declare("one job's run statistics", "Job", errors=(400, 404))
     @_shielded
     async def job(self, request: Request, label: str) -> dict[str, Any]:
         label = r.path_segment(label, "job label")
-        return await self._found(self._log.get_job(label), "job", label)
+        return await self._found(self._event_log.get_job(label), "job", label)
 
     @app.route("/api/v1/tasks", methods=["GET"])
     @declare(
@@ -426,14 +426,14 @@ class Api:
                                 "offset")  # fmt: skip
         if build_id is not None:
             build_id = await self._full_id("build", build_id)
-        return await self._log.list_tasks(build_id, *rest)
+        return await self._event_log.list_tasks(build_id, *rest)
 
     @app.route("/api/v1/tasks/<task_id>", methods=["GET"])
     @declare("one job run", "Task", errors=(400, 404))
     @_shielded
     async def task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
-        return await self._found(self._log.get_task(task_id), "task", task_id)
+        return await self._found(self._event_log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
     @declare("cancel a job run", "Task", errors=(400, 404, 409))
@@ -442,7 +442,7 @@ class Api:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._actions.cancel_task(task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
-        return await self._found(self._log.get_task(task_id), "task", task_id)
+        return await self._found(self._event_log.get_task(task_id), "task", task_id)
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @declare(
@@ -477,7 +477,7 @@ class Api:
     @_shielded
     async def task_logs(self, request: Request, task_id: str) -> dict[str, Any] | None:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
-        await self._found(self._log.get_task(task_id), "task", task_id)
+        await self._found(self._event_log.get_task(task_id), "task", task_id)
         state_dir = self._config.workspace.state_dir
         offset = r.query_int(request, "offset", 0, 0)
         tail = r.query_int(request, "tail", None, 0)
@@ -486,7 +486,7 @@ class Api:
             return await deferToThread(logs.log_page, state_dir, task_id, offset, limit, tail)
 
         async def status() -> str | None:
-            task = await self._log.get_task(task_id)
+            task = await self._event_log.get_task(task_id)
             return None if task is None else task["status"]
 
         stream = EventStream(request, self._clock, self._config.keepalive_s)
@@ -510,7 +510,7 @@ class Api:
     )
     @_shielded
     async def events(self, request: Request) -> dict[str, Any]:
-        return await self._log.events(
+        return await self._event_log.events(
             *_args(request, "since", "limit", "build_request_id", "partition_ref", "job_label")
         )
 
@@ -518,7 +518,7 @@ class Api:
 
     async def _full_id(self, kind: str, given: str) -> str:
         """The build or task id ``given`` names, itself or as a unique prefix (SPEC §6)."""
-        found = await self._log.resolve_id(kind, given)
+        found = await self._event_log.resolve_id(kind, given)
         if len(found) == 1:
             return found[0]
         shown = ", ".join(found[:MAX_MATCHES]) + (", ..." if len(found) > MAX_MATCHES else "")

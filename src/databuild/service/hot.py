@@ -33,13 +33,13 @@ class HotRead:
     log = Logger()
 
     def __init__(self, event_log: EventLog, read: Read, error_body: ErrorBody) -> None:
-        self._log = event_log
+        self._event_log = event_log
         self._read = read
         self._error_body = error_body
         self._kept: dict[bytes, tuple[int, bytes]] = {}
 
     def __call__(self, request: Request) -> bytes | int:
-        version = self._log.version
+        version = self._event_log.version
         kept = self._kept.get(request.uri)
         if kept is not None and kept[0] == version:
             json_headers(request, 200)

@@ -62,7 +62,7 @@ class LeaseKeeper(Service):
         lease_state: Callable[[str], object] = lambda _: None,
     ) -> None:
         self._clock = clock
-        self._log = event_log
+        self._event_log = event_log
         self.me = me
         self.heartbeat_s = heartbeat_s
         self.lease_timeout_s = lease_timeout_s
@@ -88,7 +88,7 @@ class LeaseKeeper(Service):
         if self._lock is not None:
             self._lock.acquire()
         sent = self._clock.seconds()
-        await self._log.register(self.me, self.lease_timeout_s if self.shared else None)
+        await self._event_log.register(self.me, self.lease_timeout_s if self.shared else None)
         self.log.info(
             "registered as {service} on the event log{lease}",
             service=self.me.describe(),
@@ -117,7 +117,7 @@ class LeaseKeeper(Service):
             await self._sweeping
         if self.lost is None:
             try:
-                await self._log.deregister(self.me.service_id)
+                await self._event_log.deregister(self.me.service_id)
             except Exception:
                 self.log.failure("could not give the lease up")
         if self._line is not None:
@@ -166,13 +166,13 @@ class LeaseKeeper(Service):
     async def _sweep(self) -> None:
         gone: list[str] = []
         if self.shared:
-            here = await self._log.live_here(this_host())
+            here = await self._event_log.live_here(this_host())
             gone = [s["service_id"] for s in here
                     if s["service_id"] != self.me.service_id and process_gone(s)]
         else:
-            gone = [s["service_id"] for s in await self._log.services()
+            gone = [s["service_id"] for s in await self._event_log.services()
                     if s["lease"] == "live" and s["service_id"] != self.me.service_id]
-        taken = await self._log.take_over(self.me.service_id, gone)
+        taken = await self._event_log.take_over(self.me.service_id, gone)
         for service in taken:
             self.log.info(
                 "took over the dead service {service_id} (host {host}, pid {pid})",
@@ -191,7 +191,7 @@ class LeaseKeeper(Service):
                        service=self.me.describe(), reason=reason)
         if self._beat.running:
             self._beat.stop()
-        self._log.fence(reason)
+        self._event_log.fence(reason)
         self._lease_state("lost")
         if self._line is not None:
             self._line.sever()

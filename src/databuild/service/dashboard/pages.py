@@ -87,7 +87,7 @@ class Dashboard:
     ) -> None:
         self._clock = clock
         self._config = config
-        self._log = event_log
+        self._event_log = event_log
         self._orchestrator = orchestrator
         self._actions = actions
         self._access = access
@@ -152,11 +152,11 @@ class Dashboard:
     @app.route("/", methods=["GET"])
     @shielded
     async def home(self, request: Request) -> bytes:
-        recent = (await self._log.list_builds(None, 100, 0))["builds"]
+        recent = (await self._event_log.list_builds(None, 100, 0))["builds"]
         active = [b for b in recent if not BuildStatus(b["status"]).final]
-        failed = await self._log.list_partitions(PartitionStatus.PARTITION_FAILED.value, None,
+        failed = await self._event_log.list_partitions(PartitionStatus.PARTITION_FAILED.value, None,
                                                  10, 0)
-        jobs = await self._log.list_jobs(20, 0)
+        jobs = await self._event_log.list_jobs(20, 0)
         return self._page(request, "home.html", active=active, recent=recent[:20],
                           failed=failed["partitions"], jobs=jobs["jobs"])
 
@@ -165,7 +165,7 @@ class Dashboard:
     async def builds(self, request: Request) -> bytes:
         limit, offset = _page_args(request)
         status = _status(request, BuildStatus)
-        found = await self._log.list_builds(status or None, limit, offset)
+        found = await self._event_log.list_builds(status or None, limit, offset)
         return self._page(request, "builds.html", builds=found["builds"], status=status,
                           statuses=list(BuildStatus), limit=limit, offset=offset)
 
@@ -173,7 +173,7 @@ class Dashboard:
     @shielded
     async def build(self, request: Request, build_id: str) -> bytes:
         build_id = r.path_segment(build_id, "build id")
-        build = await self._found(self._log.get_build(build_id), "build", build_id)
+        build = await self._found(self._event_log.get_build(build_id), "build", build_id)
         return self._page(request, "build.html", build=build,
                           final=BuildStatus(build["status"]).final)
 
@@ -192,7 +192,9 @@ class Dashboard:
         limit, offset = _page_args(request)
         status = _status(request, PartitionStatus)
         pattern = r.query(request, "pattern") or ""
-        found = await self._log.list_partitions(status or None, pattern or None, limit, offset)
+        found = await self._event_log.list_partitions(
+            status or None, pattern or None, limit, offset
+        )
         return self._page(request, "partitions.html", partitions=found["partitions"],
                           status=status, pattern=pattern, statuses=list(PartitionStatus),
                           limit=limit, offset=offset)
@@ -201,7 +203,7 @@ class Dashboard:
     @shielded
     async def partition(self, request: Request, ref: str) -> bytes:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
-        found = await self._log.get_partition(ref)
+        found = await self._event_log.get_partition(ref)
         return self._page(request, "partition.html", ref=ref, partition=found)
 
     @app.route("/partitions/build", methods=["POST"])
@@ -220,7 +222,7 @@ class Dashboard:
     @shielded
     async def jobs(self, request: Request) -> bytes:
         limit, offset = _page_args(request)
-        found = await self._log.list_jobs(limit, offset)
+        found = await self._event_log.list_jobs(limit, offset)
         return self._page(request, "jobs.html", jobs=found["jobs"], limit=limit, offset=offset)
 
     @app.route("/jobs/<label>", methods=["GET"])
@@ -228,9 +230,9 @@ class Dashboard:
     async def job(self, request: Request, label: str) -> bytes:
         label = r.path_segment(label, "job label")
         limit, offset = _page_args(request)
-        job = await self._found(self._log.get_job(label), "job", label)
-        runs = (await self._log.list_tasks(None, label, None, limit, offset))["tasks"]
-        trend = (await self._log.list_tasks(None, label, None, TREND_RUNS, 0))["tasks"]
+        job = await self._found(self._event_log.get_job(label), "job", label)
+        runs = (await self._event_log.list_tasks(None, label, None, limit, offset))["tasks"]
+        trend = (await self._event_log.list_tasks(None, label, None, TREND_RUNS, 0))["tasks"]
         durations = [t["duration_s"] for t in reversed(trend) if t["duration_s"] is not None]
         return self._page(request, "job.html", job=job, runs=runs, durations=durations,
                           limit=limit, offset=offset)
@@ -259,7 +261,7 @@ class Dashboard:
     @shielded
     async def task_log(self, request: Request, task_id: str) -> bytes:
         task_id = r.path_segment(task_id, "task id")
-        await self._found(self._log.get_task(task_id), "task", task_id)
+        await self._found(self._event_log.get_task(task_id), "task", task_id)
         lines = await read_logs(self._config.workspace.state_dir, task_id)
         return r.respond_json(request, 200, {"job_run_id": task_id, "lines": lines})
 
