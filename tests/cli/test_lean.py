@@ -17,10 +17,12 @@ def modules_after(code: str) -> list[str]:
 def test_the_client_imports_no_other_room_of_databuild() -> None:
     loaded = modules_after(
         "import databuild.cli.main, databuild.cli.commands, databuild.cli.progress, "
-        "databuild.cli.stream"
+        "databuild.cli.stream, databuild.refs"
     )
-    # Standard library only: /proc reading, and what a service is started with (its version).
-    shared = {"databuild.proc", "databuild.proc.info", "databuild.startup"}
+    # Standard library only: /proc reading, what a service is started with (its version), and
+    # ref expansion with the errors it raises.
+    shared = {"databuild.proc", "databuild.proc.info", "databuild.startup", "databuild.refs",
+              "databuild.errors"}
     rooms = {m for m in loaded if m.startswith("databuild.") and not m.startswith("databuild.cli")}
     assert rooms <= shared
 

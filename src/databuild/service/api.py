@@ -27,8 +27,9 @@ from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnava
 from databuild.bel.queries import MAX_MATCHES
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.graph.source import GraphSource
-from databuild.model import validate_ref, validate_refs
+from databuild.model import describe_refs, validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator, Subscription
+from databuild.refs import MAX_REFS, TooManyRefs, too_many
 from databuild.service import logs, openapi
 from databuild.service import responses as r
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
@@ -77,6 +78,7 @@ shielded = _shielded
 # A DataBuildError is the client's fault (400) unless it is one of these.
 _STATUS_OF_ERROR: tuple[tuple[type[DataBuildError], int], ...] = (
     (NotFound, 404),
+    (TooManyRefs, 413),
     (Conflict, 409),
     (StoreUnavailable, 503),
     (EventLogError, 500),
@@ -278,6 +280,27 @@ class Api:
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
+    @app.route("/api/v1/builds/<build_id>/retry", methods=["POST"])
+    @_shielded
+    async def retry_build(self, request: IRequest, build_id: str) -> dict[str, Any]:
+        """A new build of what ``build_id`` requested and is not AVAILABLE now (SPEC §9)."""
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
+        r.only_fields(r.read_json_object(request, allow_empty=True), set())
+        new_id, refs = await self._orchestrator.retry(build_id, self._graph.current())
+        if new_id is None:
+            return {"build_request_id": None, "retry_of": build_id, "partitions": 0,
+                    "message": f"nothing to retry: every partition build {build_id} requested "
+                               "is available"}  # fmt: skip
+        self.log.info("build {build_request_id} retries build {retry_of}: {partitions}",
+                      build_request_id=new_id, retry_of=build_id, partitions=describe_refs(refs))
+        self._hold_while_running(new_id)
+        request.setResponseCode(202)
+        request.setHeader(b"location", f"/api/v1/builds/{new_id}".encode())
+        return {"build_request_id": new_id, "progress_url": f"/api/v1/cli/builds/{new_id}/progress",
+                "retry_of": build_id, "partitions": len(refs),
+                "message": f"retrying {len(refs)} partition(s) of build {build_id} that are not "
+                           "available"}  # fmt: skip
+
     @app.route("/api/v1/analyze", methods=["POST"])
     @_shielded
     async def analyze(self, request: IRequest) -> dict[str, Any]:
@@ -420,7 +443,10 @@ async def stream_progress(
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
     if "partitions" not in body:
         raise r.bad_request("'partitions' is missing: give a list of partition refs")
-    return validate_refs(body["partitions"])
+    given = body["partitions"]
+    if isinstance(given, list) and len(given) > MAX_REFS:
+        raise too_many(f"'partitions' holds {len(given):,} refs")
+    return validate_refs(given)
 
 
 def _since(request: IRequest) -> int:

@@ -66,6 +66,7 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         service_id={**_nullable(STRING), "description": "the service that owns it (§5.8)"},
+        retry_of={**_nullable(STRING), "description": "the build this one retries (§9)"},
     ),
     "Service": _object(
         {
@@ -159,6 +160,15 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
     },
     "Accepted": _object({"build_request_id": STRING, "progress_url": STRING}),
+    "RetryAccepted": _object({
+        "build_request_id": STRING, "progress_url": STRING, "retry_of": STRING,
+        "partitions": {"type": "integer", "minimum": 1, "description": "refs it builds"},
+        "message": STRING,
+    }),
+    "NothingToRetry": _object({
+        "build_request_id": {"type": "null"}, "retry_of": STRING,
+        "partitions": {"const": 0}, "message": STRING,
+    }),
 }
 SCHEMAS["BuildDetail"] = {
     "allOf": [
@@ -166,6 +176,8 @@ SCHEMAS["BuildDetail"] = {
         _object(
             {
                 "tasks": {"type": "array", "items": _ref("Task")},
+                "retried_by": {**REFS, "description": "the builds that retried this one, "
+                               "newest first (at most 100)"},
                 "partitions": {
                     "type": "array",
                     "items": _object(
@@ -323,6 +335,12 @@ PATHS: dict[str, Schema] = {
     "/api/v1/builds/{build_id}/cancel": {"post": _operation(
         "cancel a running build", {"200": _json(_ref("BuildDetail"))}, ("400", "404", "409"),
         parameters=[BUILD_ID],
+    )},
+    "/api/v1/builds/{build_id}/retry": {"post": _operation(
+        "a new build of the refs this final build requested that are not AVAILABLE now (§9)",
+        {"202": _json(_ref("RetryAccepted"), "accepted: the new build, and how many refs"),
+         "200": _json(_ref("NothingToRetry"), "every ref is available: nothing to retry")},
+        ("400", "404", "409"), parameters=[BUILD_ID],
     )},
     "/api/v1/analyze": {"post": _operation(
         "the job graph a build would run; nothing is run or recorded",

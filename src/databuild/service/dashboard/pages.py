@@ -14,6 +14,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -25,8 +26,9 @@ from databuild.bel import EventLog
 from databuild.bel.queries import DEFAULT_LIMIT, MAX_LIMIT
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, DataBuildError, NotFound
-from databuild.model import validate_ref, validate_refs
+from databuild.model import describe_refs, validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
+from databuild.refs import expand
 from databuild.service import responses as r
 from databuild.service.api import read_logs, shielded, stream_progress
 from databuild.service.dashboard.access import DashboardAccess
@@ -57,6 +59,11 @@ def _page_args(request: IRequest) -> tuple[int, int]:
 def _status(request: IRequest, kind: type[BuildStatus | JobStatus | PartitionStatus]) -> str:
     text = r.query(request, "status")
     return "" if text is None else kind.parse(text).value
+
+
+def _patterns(request: IRequest) -> list[str]:
+    """The ref patterns of a form's ``refs`` text (whitespace between them)."""
+    return (r.query(request, "refs") or "").split()
 
 
 def _redirect(request: IRequest, location: str) -> bytes:
@@ -202,15 +209,16 @@ class Dashboard:
     @app.route("/partitions/build", methods=["POST"])
     @shielded
     async def request_build(self, request: IRequest) -> bytes:
-        refs = validate_refs([
-            ref.decode("utf-8") for ref in request.args.get(b"ref", []) if ref.strip()
-        ])
+        given = [ref.decode("utf-8") for ref in request.args.get(b"ref", []) if ref.strip()]
+        # The form's text: brace patterns (SPEC §6), up to 100,000 refs: off the reactor.
+        given += await deferToThread(expand, _patterns(request))
+        refs = validate_refs(given) if given else ()
         if not refs:
             raise r.bad_request("give at least one partition ref to build")
         force = r.query(request, "force") == "true"
         build_id = await self._orchestrator.submit(refs, force)
         self.log.info("build {build_request_id} requested from the dashboard: {partitions}",
-                      build_request_id=build_id, partitions=list(refs))
+                      build_request_id=build_id, partitions=describe_refs(refs))
         return _redirect(request, f"/builds/{segment(build_id)}")
 
     @app.route("/jobs", methods=["GET"])
@@ -236,7 +244,7 @@ class Dashboard:
     @shielded
     async def analyze(self, request: IRequest) -> bytes:
         text = r.query(request, "refs") or ""
-        refs = text.split()
+        refs = await deferToThread(expand, text.split())
         graph = None
         if refs:
             graph = (await self._orchestrator.analyze(validate_refs(refs))).to_json()
