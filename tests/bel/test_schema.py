@@ -188,7 +188,8 @@ async def test_a_log_from_a_newer_databuild_is_refused_untouched(
     database.execute("UPDATE schema_version SET version = 99")
     log = open_event_log(log_uri, tmp_path, reactor)
     with pytest.raises(EventLogError, match=r"has schema version 99, newer than this DataBuild "
-                       rf"understands \(up to {LATEST}\); upgrade DataBuild or use another event log"):
+                       rf"understands \(up to {LATEST}\); upgrade DataBuild or use another "
+                       "event log"):
         await log.open()
     assert current_version(database) == 99
 

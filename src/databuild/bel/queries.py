@@ -386,7 +386,8 @@ def _job(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _with_skipped(db: Database, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add each job's ``skipped`` runs (outputs already available, or delegated to another
-    build), counted on the ``(job_label, status)`` index of ``job_runs``."""
+    build), counted on the ``(job_label, status)`` index of ``job_runs``, and leave them out
+    of its ``runs``: the one meaning of "runs" (docs/cli.md), for lists and shows alike."""
     labels = [job["job_label"] for job in jobs]
     skipped: dict[str, int] = {}
     for start in range(0, len(labels), _IN_CHUNK):
@@ -400,6 +401,7 @@ def _with_skipped(db: Database, jobs: list[dict[str, Any]]) -> list[dict[str, An
         )
     for job in jobs:
         job["skipped"] = skipped.get(job["job_label"], 0)
+        job["runs"] -= job["skipped"]
     return jobs
 
 

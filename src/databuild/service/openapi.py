@@ -113,7 +113,7 @@ SCHEMAS: dict[str, Schema] = {
     "Job": _object(
         {
             "job_label": STRING,
-            "runs": {"type": "integer"},
+            "runs": {"type": "integer", "description": "runs that were not skipped"},
             "succeeded": {"type": "integer"},
             "failed": {"type": "integer"},
             "mean_duration_s": _nullable({"type": "number"}),
