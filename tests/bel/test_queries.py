@@ -488,3 +488,25 @@ async def test_ids_resolve_by_unique_prefix_of_six_or_more(
     assert await event_log.resolve_id("build", "abcde") == ["abcde"]  # too short: as given
     assert await event_log.resolve_id("build", "zzzzzzz") == ["zzzzzzz"]  # none: as given
     assert await event_log.resolve_id("task", "runrun") == ["runrun-1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retry_names_the_build_it_retries_and_that_build_its_retries(
+    event_log: EventLog, history: History
+) -> None:
+    for retry in ("b6", "b7"):
+        await history.add(retry, BuildRequestEvent(
+            B.BUILD_REQUEST_RECEIVED, ("daily/01",), "retry", retry_of="b2"
+        ))
+    first = (await event_log.events(build_request_id="b7"))["events"][0]
+    assert first["retry_of"] == "b2"
+    original = await event_log.get_build("b2")
+    assert (original["retry_of"], original["retried_by"]) == (None, ["b7", "b6"])
+    retry = await event_log.get_build("b6")
+    assert (retry["retry_of"], retry["retried_by"]) == ("b2", [])
+    assert "retry_of" not in (await event_log.events(build_request_id="b1"))["events"][0]
+    listed = {b["build_request_id"]: b["retry_of"] for b in
+              (await event_log.list_builds())["builds"]}
+    assert (listed["b7"], listed["b1"]) == ("b2", None)
+    summary = await event_log.build_summary("b6")
+    assert summary is not None and "tasks" not in summary and summary["retry_of"] == "b2"
