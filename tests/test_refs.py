@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import subprocess
 import sys
 
@@ -80,7 +81,7 @@ def test_the_limit_counts_before_expanding() -> None:
     # Counted, never made: 10**60 refs would not fit in any memory.
     with pytest.raises(TooManyRefs, match="d/"):
         expand(["d/" + "{0..999999}" * 10])
-    with pytest.raises(TooManyRefs, match="60,001 with the refs before it"):
+    with pytest.raises(TooManyRefs, match=re.escape("come to 60,001 refs with '{1..60000}'")):
         expand(["a", "{1..60000}"], limit=60_000)
 
 

@@ -219,10 +219,9 @@ def expand(texts: Iterable[str], limit: int = MAX_REFS) -> list[str]:
         count = pattern.count()
         total += count
         if total > limit:
-            what = f"ref pattern {_quoted(text)} expands to {count:,} refs"
-            if count < total:
-                what += f", {total:,} with the refs before it"
-            raise too_many(what, limit)
+            if count == total:
+                raise too_many(f"ref pattern {_quoted(text)} expands to {count:,} refs", limit)
+            raise too_many(f"the refs given come to {total:,} refs with {_quoted(text)}", limit)
         patterns.append(pattern)
     refs: list[str] = []
     for pattern in patterns:

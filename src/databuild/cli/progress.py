@@ -29,6 +29,8 @@ FINAL_BUILD_STATUSES = (
 
 BIG_BUILD_RUNS = 100
 """Above this many job runs, a terminal lists only the runs that did not succeed (SPEC §6)."""
+TASK_ID_SHOWN = 12
+"""How much of a failed run's id its line shows: a prefix any command takes (SPEC §6)."""
 RUNNING_SHOWN = 3
 """How many running partitions the status line names."""
 
@@ -184,7 +186,8 @@ class BuildProgress:
         if job.status != "JOB_COMPLETED" and event.get("message"):
             text += f": {event['message']}"
         if job.status == "JOB_FAILED":
-            text += f"  [task {run_id}; log: databuild tasks logs {run_id}]"
+            task = run_id[:TASK_ID_SHOWN]
+            text += f"  [task {task}; log: databuild tasks logs {task}]"
         return [Note(text, routine=job.status in ("JOB_COMPLETED", "JOB_SKIPPED"))]
 
     def live_line(self, now_ns: int) -> str:
