@@ -248,6 +248,23 @@ def test_jobs_and_analyze_pages(service: Service, browser: Any) -> None:
     no_console_errors(browser)
 
 
+def test_the_build_form_expands_ref_patterns_like_the_cli(
+    service: Service, browser: Any
+) -> None:
+    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12}")
+    until(browser, lambda d: len(css(d, "#graph .node")) > 1, "the analysed graph")
+    css(browser, "#build-refs")[0].click()
+    until(browser, lambda d: "/builds/" in d.current_url, "the new build's page")
+    build_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
+    code, build = api(service, "GET", f"/api/v1/builds/{build_id}")
+    assert code == 200
+    assert build["requested_partitions"] == ["daily_votes/2026-01-11", "daily_votes/2026-01-12"]
+    no_console_errors(browser)
+    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12")
+    assert "never closed" in browser.page_source
+    console_errors(browser)  # the page's own 400, read so that the next test starts clean
+
+
 def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path) -> None:
     """Home and a build page, as docs/dashboard.md shows them.
 
