@@ -265,6 +265,24 @@ def test_the_build_form_expands_ref_patterns_like_the_cli(
     console_errors(browser)  # the page's own 400, read so that the next test starts clean
 
 
+def test_build_pages_link_a_retry_both_ways(service: Service, browser: Any) -> None:
+    build_id = submit(service, "slow/retried")
+    started(service, "retried")
+    assert api(service, "POST", f"/api/v1/builds/{build_id}/cancel")[0] == 200
+    assert finished(service, build_id) == "BUILD_REQUEST_CANCELLED"
+    release(service, "retried")
+    code, retry = api(service, "POST", f"/api/v1/builds/{build_id}/retry")
+    assert (code, retry["partitions"], retry["retry_of"]) == (202, 1, build_id)
+    retry_id = retry["build_request_id"]
+    assert finished(service, retry_id) == "BUILD_REQUEST_COMPLETED"
+    browser.get(f"{service.url}/builds/{build_id}")
+    css(browser, "#retried-by a")[0].click()
+    until(browser, lambda d: d.current_url.endswith(retry_id), "the retry's page")
+    css(browser, "#retry-of a")[0].click()
+    until(browser, lambda d: d.current_url.endswith(build_id), "the retried build's page")
+    no_console_errors(browser)
+
+
 def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path) -> None:
     """Home and a build page, as docs/dashboard.md shows them.
 
