@@ -196,7 +196,8 @@ class BuildProgress:
         elapsed = f"{self.elapsed_s(now_ns):.0f}s"
         if not self.analysed:
             n = self.requested
-            return f"analysing {n} ref{'s' if n != 1 else ''}… {elapsed}" if n else elapsed
+            what = f" {n} ref{'s' if n != 1 else ''}" if n else ""
+            return f"analysing{what}… {elapsed}"
         total = self.total
         share = f"{100 * self.done // total}%" if total else "100%"
         line = f"[{self.done} / {total}] {share} {elapsed}"
