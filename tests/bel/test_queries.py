@@ -266,7 +266,7 @@ async def test_jobs_have_run_statistics(event_log: EventLog, history: History) -
     ingest, agg = jobs
     r3_started = history.now - 2 * SECOND
     assert ingest == {
-        "job_label": "ingest", "runs": 3, "succeeded": 1, "failed": 0,
+        "job_label": "ingest", "runs": 2, "succeeded": 1, "failed": 0,
         "mean_duration_s": 2.0, "last_run_at": r3_started, "skipped": 1,
     }
     assert agg["runs"] == 2 and agg["succeeded"] == 0 and agg["failed"] == 1
@@ -541,3 +541,25 @@ async def test_who_built_each_ref_is_read_in_one_query(
             if run["status"] == J.JOB_COMPLETED.value
         ]
         assert builders[ref] == (completed[0] if completed else partition["build_request_id"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retry_names_the_build_it_retries_and_that_build_its_retries(
+    event_log: EventLog, history: History
+) -> None:
+    for retry in ("b6", "b7"):
+        await history.add(retry, BuildRequestEvent(
+            B.BUILD_REQUEST_RECEIVED, ("daily/01",), "retry", retry_of="b2"
+        ))
+    first = (await event_log.events(build_request_id="b7"))["events"][0]
+    assert first["retry_of"] == "b2"
+    original = await event_log.get_build("b2")
+    assert (original["retry_of"], original["retried_by"]) == (None, ["b7", "b6"])
+    retry = await event_log.get_build("b6")
+    assert (retry["retry_of"], retry["retried_by"]) == ("b2", [])
+    assert "retry_of" not in (await event_log.events(build_request_id="b1"))["events"][0]
+    listed = {b["build_request_id"]: b["retry_of"] for b in
+              (await event_log.list_builds())["builds"]}
+    assert (listed["b7"], listed["b1"]) == ("b2", None)
+    summary = await event_log.build_summary("b6")
+    assert summary is not None and "tasks" not in summary and summary["retry_of"] == "b2"

@@ -17,15 +17,18 @@ def modules_after(code: str) -> list[str]:
     return json.loads(done.stdout)
 
 
-# Standard library only: /proc reading, and the rules a service is started by (its version,
-# its event-log setting and where that puts the log).
-SHARED = {"databuild", "databuild.proc", "databuild.proc.info", "databuild.startup"}
+# Standard library only: /proc reading, ref expansion and its errors, and the rules a service
+# is started by (its version, its event-log setting and where that puts the log).
+SHARED = {
+    "databuild", "databuild.proc", "databuild.proc.info", "databuild.startup", "databuild.refs",
+    "databuild.errors",
+}
 
 
 def test_the_client_imports_no_other_room_of_databuild() -> None:
     loaded = modules_after(
         "import databuild.cli.main, databuild.cli.commands, databuild.cli.progress, "
-        "databuild.cli.stream"
+        "databuild.cli.stream, databuild.refs"
     )
     rooms = {m for m in loaded if m.startswith("databuild.") and not m.startswith("databuild.cli")}
     assert rooms <= SHARED

@@ -58,7 +58,8 @@ def test_plain_lines_tell_the_build_and_each_job_run() -> None:
         "started   job_b  p/b",
         "completed job_b  p/b  1.5s",
         "started   job_a  p/a",
-        "failed    job_a  p/a  0.5s  exit 3: exited with code 3",
+        "failed    job_a  p/a  0.5s  exit 3: exited with code 3  "
+        "[task a; log: databuild tasks logs a]",
         "build b1 failed in 2.6s (1 completed, 1 failed): 1 job run failed",
     ]
     assert "\x1b" not in out.getvalue()
@@ -78,11 +79,14 @@ def test_json_lines_are_the_events_as_sent_then_build_finished() -> None:
 
 def test_live_line_counts_done_running_and_total() -> None:
     progress = BuildProgress("b1")
-    for e in EVENTS[:7]:
+    progress.apply(EVENTS[0])
+    assert progress.live_line(T0 + 1 * S) == "analysing 1 ref… 1s"  # never [0 / 0]
+    for e in EVENTS[1:7]:
         progress.apply(e)
-    assert progress.live_line(T0 + 3 * S) == "[0 / 2] 3s  1 running: job_b"
+    assert progress.live_line(T0 + 3 * S) == "[0 / 2] 0% 3s  1 running: p/b"
     progress.apply(EVENTS[7])
-    assert progress.live_line(T0 + 4 * S) == "[1 / 2] 4s"
+    # One run took 1.5 s since the first started (0.4 s): one more takes as long.
+    assert progress.live_line(T0 + 4 * S) == "[1 / 2] 50% 4s ETA 4s"
 
 
 def test_live_display_redraws_at_most_every_fifth_of_a_second() -> None:
@@ -103,7 +107,7 @@ def test_live_display_redraws_at_most_every_fifth_of_a_second() -> None:
     clock.advance(0.1)
     count()
     assert redraws[0] == redraws[1] < redraws[2]
-    assert out.getvalue().endswith("[0 / 2] 0s  1 running: job_b")
+    assert out.getvalue().endswith("[0 / 2] 0% 0s  1 running: p/b")
 
 
 def test_finished_jobs_print_above_the_live_line() -> None:
@@ -115,7 +119,7 @@ def test_finished_jobs_print_above_the_live_line() -> None:
         display.event(json.dumps(e), e)
     clock.advance(0.2)
     assert "\r\x1b[Kcompleted job_b  p/b  1.5s\n" in out.getvalue()
-    assert out.getvalue().rsplit("\r\x1b[K", 1)[-1] == "[1 / 2] 0s"
+    assert out.getvalue().rsplit("\r\x1b[K", 1)[-1].startswith("[1 / 2] 50% 0s")
     display.finished(json.dumps(FINISHED), FINISHED)
     assert out.getvalue().endswith("\r\x1b[Kbuild b1 failed in 1.9s (1 completed, 1 scheduled): "
                                    "1 job run failed\n")
@@ -182,3 +186,69 @@ def test_the_event_types_rendered_are_the_logs_own() -> None:
     }
     assert compared and compared <= set(EVENT_TYPES)
     assert stream.Follower.end_event == BUILD_FINISHED
+
+
+def big_build(runs: int) -> list[dict[str, Any]]:
+    """A build of ``runs`` runs: every tenth fails, the rest complete, two stay running."""
+    events = [
+        event(1, 0, "build_request", status="BUILD_REQUEST_RECEIVED",
+              requested_partitions=[f"p/{n}" for n in range(runs)], message=""),
+        event(2, 1, "job_graph", job_graph={"outputs": [], "job_runs": [{}] * runs}),
+        event(3, 1, "build_request", status="BUILD_REQUEST_ANALYSIS_COMPLETED",
+              requested_partitions=[], message=""),
+    ]
+    for n in range(runs):
+        events.append(job(10 + 3 * n, 2 + n / 10, str(n), "JOB_RUNNING"))
+        if n < runs - 2:
+            failed = n % 10 == 9
+            events.append(job(11 + 3 * n, 2.05 + n / 10, str(n),
+                              "JOB_FAILED" if failed else "JOB_COMPLETED",
+                              exit_code=1 if failed else 0))
+    return events
+
+
+def test_a_big_build_on_a_terminal_lists_only_what_did_not_succeed() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    progress = BuildProgress("b1")
+    display = LiveDisplay(out, progress, clock.callLater, clock=lambda: T0 / S + 40)
+    events = big_build(150)
+    display.event(json.dumps(events[0]), events[0])
+    clock.advance(0.2)
+    assert out.getvalue().endswith("analysing 150 refs… 40s")
+    for e in events[1:]:
+        display.event(json.dumps(e), e)
+    clock.advance(0.2)
+    lines = [line.rsplit("\r\x1b[K", 1)[-1] for line in out.getvalue().split("\n")]
+    assert not [line for line in lines if line.startswith("completed")]
+    failed = [line for line in lines if line.startswith("failed")]
+    assert len(failed) == 14
+    assert failed[0].endswith("[task 9; log: databuild tasks logs 9]")
+    # 148 done in the 38 s since the first run started: 2 more take about 0.5 s.
+    assert lines[-1] == "[148 / 150] 98% 40s ETA 1s  2 running: p/148, p/149"
+
+
+def test_a_small_build_lists_every_run_and_the_status_line_cuts_running_refs() -> None:
+    progress = BuildProgress("b1")
+    notes = [n for e in big_build(20) for n in progress.apply(e)]
+    assert len([n for n in notes if n.text.startswith("completed")]) == 17
+    assert not progress.big
+    for n in range(3):
+        progress.apply(job(900 + n, 9, f"x{n}", "JOB_RUNNING"))
+    assert progress.live_line(T0 + 10 * S).endswith(
+        "5 running: p/18, p/19, p/x0 (+2 more)"
+    )
+
+
+def test_a_partition_already_built_is_said_so_not_waited_for() -> None:
+    progress = BuildProgress("b1")
+    [available] = progress.apply(event(
+        1, 0, "delegation", partition_ref="p/a", delegated_to_build_request_id="old",
+        message="already available; not built again",
+    ))
+    assert available.text == "available p/a: already available; not built again (build old)"
+    [waiting] = progress.apply(event(
+        2, 0, "delegation", partition_ref="p/b", delegated_to_build_request_id="live",
+        message="being built by build live",
+    ))
+    assert waiting.text == "waiting   p/b: being built by build live"

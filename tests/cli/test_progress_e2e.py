@@ -47,19 +47,20 @@ def test_on_a_terminal_a_live_line_is_redrawn_under_the_finished_jobs(
     os.close(terminal)
     screen = Output(controller)
     try:
-        screen.until(r"\r\x1b\[K\[0 / 4\] \d+s")
+        screen.until(r"\r\x1b\[K\[0 / 4\] 0% \d+s  2 running: slow/live0, slow/live1")
         for done, ref in enumerate(refs, start=1):
             slow_pid(workspace, ref)
             release(workspace, ref)
             screen.until(rf"\r\x1b\[Kcompleted slow +{ref}\b")
             if done < len(refs):
-                screen.until(rf"\r\x1b\[K\[{done} / 4\] \d+s")
+                screen.until(rf"\r\x1b\[K\[{done} / 4\] {done * 25}% \d+s ETA \d+s")
         text = screen.rest()
     finally:
         os.close(controller)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     proc.stderr.close()
     assert "started " not in text  # the live line shows running jobs instead
+    assert "[0 / 0]" not in screen.text  # "analysing 4 refs…" until the plan is known
     assert re.search(r"\r\x1b\[Kbuild \w+ completed in [0-9.]+s \(4 completed\)\r?\n$", text)
 
 

@@ -248,6 +248,41 @@ def test_jobs_and_analyze_pages(service: Service, browser: Any) -> None:
     no_console_errors(browser)
 
 
+def test_the_build_form_expands_ref_patterns_like_the_cli(
+    service: Service, browser: Any
+) -> None:
+    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12}")
+    until(browser, lambda d: len(css(d, "#graph .node")) > 1, "the analysed graph")
+    css(browser, "#build-refs")[0].click()
+    until(browser, lambda d: "/builds/" in d.current_url, "the new build's page")
+    build_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
+    code, build = api(service, "GET", f"/api/v1/builds/{build_id}")
+    assert code == 200
+    assert build["requested_partitions"] == ["daily_votes/2026-01-11", "daily_votes/2026-01-12"]
+    no_console_errors(browser)
+    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12")
+    assert "never closed" in browser.page_source
+    console_errors(browser)  # the page's own 400, read so that the next test starts clean
+
+
+def test_build_pages_link_a_retry_both_ways(service: Service, browser: Any) -> None:
+    build_id = submit(service, "slow/retried")
+    started(service, "retried")
+    assert api(service, "POST", f"/api/v1/builds/{build_id}/cancel")[0] == 200
+    assert finished(service, build_id) == "BUILD_REQUEST_CANCELLED"
+    release(service, "retried")
+    code, retry = api(service, "POST", f"/api/v1/builds/{build_id}/retry")
+    assert (code, retry["partitions"], retry["retry_of"]) == (202, 1, build_id)
+    retry_id = retry["build_request_id"]
+    assert finished(service, retry_id) == "BUILD_REQUEST_COMPLETED"
+    browser.get(f"{service.url}/builds/{build_id}")
+    css(browser, "#retried-by a")[0].click()
+    until(browser, lambda d: d.current_url.endswith(retry_id), "the retry's page")
+    css(browser, "#retry-of a")[0].click()
+    until(browser, lambda d: d.current_url.endswith(build_id), "the retried build's page")
+    no_console_errors(browser)
+
+
 def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path) -> None:
     """Home and a build page, as docs/dashboard.md shows them.
 

@@ -74,17 +74,23 @@ class BuildRequestEvent:
     status: BuildStatus = field(converter=_build_status)
     requested_partitions: tuple[str, ...] = field(default=(), converter=_refs)
     message: str = ""
+    retry_of: str | None = None
+    """The build this one retries (``builds retry``, SPEC §9); only on a retry's RECEIVED."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "status": self.status.value,
             "requested_partitions": list(self.requested_partitions),
             "message": self.message,
         }
+        if self.retry_of is not None:
+            data["retry_of"] = self.retry_of
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BuildRequestEvent:
-        return cls(data["status"], data.get("requested_partitions", ()), data.get("message", ""))
+        return cls(data["status"], data.get("requested_partitions", ()), data.get("message", ""),
+                   data.get("retry_of"))
 
 
 @frozen

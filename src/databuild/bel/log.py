@@ -316,6 +316,10 @@ class EventLog:
         """One build with its ``tasks`` and per-build ``partitions``, or None."""
         return self._read(queries.get_build, build_request_id)
 
+    def build_summary(self, build_request_id: str) -> Deferred[dict[str, Any] | None]:
+        """One build as lists show it (no ``tasks``, no ``partitions``), or None."""
+        return self._read(queries.build_summary, build_request_id)
+
     def unfinished_builds(self) -> Deferred[list[str]]:
         """Ids of builds not in a final status, oldest first."""
         return self._read(queries.unfinished_builds)

@@ -135,8 +135,10 @@ def _duration_s(start: int | None, end: int | None) -> float | None:
 
 _BUILD_COLUMNS = (
     "build_request_id, status, requested_partitions, created_at, updated_at, message,"
-    " service_id"
+    " service_id, retry_of"
 )
+RETRIES_SHOWN = 100
+"""How many of a build's retries its show lists (newest first)."""
 
 
 def _builds(db: Database, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -162,8 +164,10 @@ def _builds(db: Database, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any
             "message": message,
             "job_runs": counts[build_id],
             "service_id": service_id,
+            "retry_of": retry_of,
         }
-        for build_id, status, requested, created_at, updated_at, message, service_id in rows
+        for build_id, status, requested, created_at, updated_at, message, service_id, retry_of
+        in rows
     ]
 
 
@@ -176,13 +180,27 @@ def list_builds(db: Database, status: object, limit: object, offset: object) -> 
     return {"builds": _builds(db, rows), **rest}
 
 
-def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
+def build_summary(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    """A build as lists show it (without its tasks and partitions), or None."""
     rows = db.all(
         f"SELECT {_BUILD_COLUMNS} FROM builds WHERE build_request_id = ?", (build_request_id,)
     )
-    if not rows:
+    return _builds(db, rows)[0] if rows else None
+
+
+def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    build = build_summary(db, build_request_id)
+    if build is None:
         return None
-    build = _builds(db, rows)[0]
+    # Spelled as the partial index builds_by_retry_of is, so that it is used.
+    build["retried_by"] = [
+        row[0]
+        for row in db.all(
+            "SELECT build_request_id FROM builds WHERE retry_of = ? AND retry_of IS NOT NULL"
+            " ORDER BY created_idx DESC LIMIT ?",
+            (build_request_id, RETRIES_SHOWN),
+        )
+    ]
     build["tasks"] = _tasks(
         db.all(
             f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE build_request_id = ?"
@@ -395,7 +413,8 @@ def _job(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _with_skipped(db: Database, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add each job's ``skipped`` runs (outputs already available, or delegated to another
-    build), counted on the ``(job_label, status)`` index of ``job_runs``."""
+    build), counted on the ``(job_label, status)`` index of ``job_runs``, and leave them out
+    of its ``runs``: the one meaning of "runs" (docs/cli.md), for lists and shows alike."""
     labels = [job["job_label"] for job in jobs]
     skipped: dict[str, int] = {}
     for start in range(0, len(labels), _IN_CHUNK):
@@ -409,6 +428,7 @@ def _with_skipped(db: Database, jobs: list[dict[str, Any]]) -> list[dict[str, An
         )
     for job in jobs:
         job["skipped"] = skipped.get(job["job_label"], 0)
+        job["runs"] -= job["skipped"]
     return jobs
 
 

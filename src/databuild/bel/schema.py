@@ -77,7 +77,8 @@ def create_or_upgrade(db: Database, target: int | None = None) -> int:
                 )
             if version >= target:
                 return version
-            db.execute_script(scripts[version + 1])
+            # The next script up: numbers are given out per change, so a branch may miss some.
+            db.execute_script(scripts[min(v for v in scripts if v > version)])
 
 
 

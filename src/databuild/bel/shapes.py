@@ -78,6 +78,7 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         service_id={**nullable(STRING), "description": "the service that owns it (§5.8)"},
+        retry_of={**nullable(STRING), "description": "the build this one retries (§9)"},
     ),
     "Service": obj(
         {
@@ -170,6 +171,8 @@ SCHEMAS["BuildDetail"] = {
         obj(
             {
                 "tasks": {"type": "array", "items": ref("Task")},
+                "retried_by": {**REFS, "description": "the builds that retried this one, "
+                               "newest first (at most 100)"},
                 "partitions": {
                     "type": "array",
                     "items": obj(

@@ -87,10 +87,13 @@ class _Build:
     message: str
     updated_at: int = 0
     changed: bool = False
+    retry_of: str | None = None
+    """Set from a build's first event only (an update of the row leaves it)."""
 
     def row(self, build_request_id: str) -> tuple[Any, ...]:
         return (build_request_id, self.created_idx, self.status.value,
-                self.requested_partitions, self.created_at, self.updated_at, self.message)
+                self.requested_partitions, self.created_at, self.updated_at, self.message,
+                self.retry_of)
 
 
 _EVENT_COLUMNS = (
@@ -99,7 +102,7 @@ _EVENT_COLUMNS = (
 )
 _BUILD_COLUMNS = (
     "build_request_id", "created_idx", "status", "requested_partitions", "created_at",
-    "updated_at", "message", "service_id",
+    "updated_at", "message", "retry_of", "service_id",
 )
 _RUN_COLUMNS = (
     "job_run_id", "build_request_id", "job_label", "outputs", "status", "created_idx",
@@ -300,6 +303,7 @@ class _Batch:
                 requested_partitions=_compact_json(payload.requested_partitions),
                 created_at=event.timestamp,
                 message=payload.message,
+                retry_of=payload.retry_of,
             )
         build.status = payload.status
         build.updated_at = event.timestamp

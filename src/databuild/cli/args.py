@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from databuild.cli.render import short_status
 
@@ -116,9 +116,23 @@ Adder = Callable[[Any, str, str], Parser]
 """Adds one subcommand to a subparsers action: ``(subparsers, name, help) -> its parser``."""
 
 
+def _refs(parser: Parser, what: str) -> None:
+    """REF arguments (brace patterns) and ``--refs-file``; one of them is needed."""
+    parser.add_argument(
+        "refs", nargs="*", metavar="REF",
+        help=f"partition refs {what}; braces expand like a shell's: {{a,b}}, {{01..31}}, "
+        "{2026-01-01..2026-03-31}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refs-file", metavar="FILE",
+        help="also the refs in FILE, one a line, as written ('-': standard input; blank lines "
+        "and lines starting with # are skipped)",
+    )  # fmt: skip
+
+
 def _build(add: Adder, sub: Any) -> None:
     build = add(sub, "build", "request a build and stream its progress until it ends")
-    build.add_argument("refs", nargs="+", metavar="REF", help="partition refs to build")
+    _refs(build, "to build")
     build.add_argument("--background", action="store_true", help="print the build id and return")
     build.add_argument("--force", action="store_true", help="rebuild even if available")
 
@@ -130,9 +144,7 @@ def _tail(add: Adder, sub: Any) -> None:
 
 
 def _analyze(add: Adder, sub: Any) -> None:
-    add(sub, "analyze", "show the job graph a build would run").add_argument(
-        "refs", nargs="+", metavar="REF"
-    )
+    _refs(add(sub, "analyze", "show the job graph a build would run"), "to analyse")
 
 
 def _builds(add: Adder, sub: Any) -> None:
@@ -141,6 +153,9 @@ def _builds(add: Adder, sub: Any) -> None:
     _pages(listing)
     add(sub, "show", "one build").add_argument("id", metavar="ID")
     add(sub, "cancel", "cancel a running build").add_argument("id", metavar="ID")
+    retry = add(sub, "retry", "build again what a build requested and did not make available")
+    retry.add_argument("id", metavar="ID")
+    retry.add_argument("--background", action="store_true", help="print the build id and return")
 
 
 def _partitions(add: Adder, sub: Any) -> None:
@@ -190,7 +205,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Adder, Any], None]]] = {
     "build": ("", _build),
     "tail": ("", _tail),
     "analyze": ("", _analyze),
-    "builds": ("list, show or cancel builds", _builds),
+    "builds": ("list, show, cancel or retry builds", _builds),
     "partitions": ("the partition catalog", _partitions),
     "jobs": ("job statistics", _jobs),
     "tasks": ("job runs", _tasks),
@@ -258,4 +273,42 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser = argparse.ArgumentParser(prog="databuild", parents=[_globals(defaults=True)])
         parser.add_argument("--version", action="store_true")
         return parser.parse_args(argv, argparse.Namespace(command="version", action=None))
-    return build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if command in ("build", "analyze") and not args.refs and args.refs_file is None:
+        parser.error(f"{command}: give at least one REF, or --refs-file FILE")
+    return args
+
+
+def gather_refs(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    """The refs of ``build`` / ``analyze``: the REF patterns expanded, then ``--refs-file``'s
+    lines (SPEC §6); CliError (exit 2) for a malformed pattern, an unreadable file or more
+    refs than one request may carry."""
+    from databuild.cli.exits import USAGE, CliError
+    from databuild.refs import MAX_REFS, RefPatternError, expand, ref_lines, too_many
+
+    try:
+        refs = expand(args.refs)
+        if args.refs_file is None:
+            return refs
+        where = "standard input" if args.refs_file == "-" else args.refs_file
+        try:
+            if args.refs_file == "-":
+                listed = ref_lines(stdin, MAX_REFS, where)
+            else:
+                with open(args.refs_file, encoding="utf-8") as lines:
+                    listed = ref_lines(lines, MAX_REFS, where)
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise CliError(f"cannot read --refs-file {where}: {reason}", USAGE) from None
+        total = len(refs) + len(listed)
+        if total > MAX_REFS:
+            raise too_many(
+                f"the REF arguments ({len(refs):,}) and {where} ({len(listed):,}) make {total:,} "
+                "refs"
+            )
+        if not total:
+            raise CliError(f"{where} holds no ref (only blank lines and # comments)", USAGE)
+        return refs + listed
+    except RefPatternError as e:
+        raise CliError(str(e), USAGE) from None

@@ -302,10 +302,25 @@ async def build(ctx: Context) -> int:
     service = await ctx.service()
     body = {"partitions": a.refs, "force": a.force}
     answer = await service.client.post("/api/v1/cli/build", body)
-    build_request_id = answer.doc["build_request_id"]
-    if a.background:
+    return await _started(ctx, service, answer)
+
+
+async def _started(ctx: Context, service: Service, answer: Answer) -> int:
+    """A build the service accepted: its id (``--background``), or its progress to the end."""
+    if ctx.args.background:
         return ctx.show(answer, lambda doc: doc["build_request_id"])
-    return await _watch(ctx, service, build_request_id, owner=True)
+    return await _watch(ctx, service, answer.doc["build_request_id"], owner=True)
+
+
+async def builds_retry(ctx: Context) -> int:
+    """A new build of what a build requested and did not make AVAILABLE (SPEC §9)."""
+    service = await ctx.service()
+    answer = await service.client.post(f"/api/v1/builds/{segment(ctx.args.id)}/retry")
+    doc = answer.doc
+    if doc["build_request_id"] is None:
+        return ctx.show(answer, lambda doc: doc["message"])
+    ctx.say(f"{doc['message']}: build {doc['build_request_id']}")
+    return await _started(ctx, service, answer)
 
 
 async def tail(ctx: Context) -> int:
@@ -428,6 +443,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("builds", "list"): builds_list,
     ("builds", "show"): builds_show,
     ("builds", "cancel"): builds_cancel,
+    ("builds", "retry"): builds_retry,
     ("partitions", "list"): partitions_list,
     ("partitions", "show"): partitions_show,
     ("jobs", "list"): jobs_list,

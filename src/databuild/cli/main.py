@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
-from databuild.cli.args import parse_args
+from databuild.cli.args import gather_refs, parse_args
 
 if TYPE_CHECKING:
     from databuild.cli.servicefiles import Launch
@@ -72,6 +72,8 @@ def run(
     from databuild.cli.exits import UNAVAILABLE, CliError, say
 
     try:
+        if args.command in ("build", "analyze"):  # before any service is started for them
+            args.refs = gather_refs(args, sys.stdin)
         started = prestart(args, environ, cwd, err)
     except CliError as e:
         say(err, e.message)

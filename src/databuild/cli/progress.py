@@ -2,12 +2,14 @@
 
 ``BuildProgress`` folds BEL events (SPEC §4.1) into counts and one line per thing worth
 telling. ``PlainDisplay`` prints those lines (not a terminal), ``LiveDisplay`` adds a status
-line redrawn at most every 0.2 s below them (Bazel-style), ``JsonDisplay`` prints each event
-and the final ``build_finished`` object as one JSON line each.
+line redrawn at most every 0.2 s below them (Bazel-style) and, for a build of more than
+BIG_BUILD_RUNS runs, leaves out the lines of runs that succeeded; ``JsonDisplay`` prints each
+event and the final ``build_finished`` object as one JSON line each.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -25,6 +27,14 @@ FINAL_BUILD_STATUSES = (
 )
 
 
+BIG_BUILD_RUNS = 100
+"""Above this many job runs, a terminal lists only the runs that did not succeed (SPEC §6)."""
+TASK_ID_SHOWN = 12
+"""How much of a failed run's id its line shows: a prefix any command takes (SPEC §6)."""
+RUNNING_SHOWN = 3
+"""How many running partitions the status line names."""
+
+
 @define
 class JobState:
     """One job run of the build as its events tell it."""
@@ -37,22 +47,34 @@ class JobState:
 
 @define
 class Note:
-    """A line to print; ``started`` lines matter only where no live line shows running jobs."""
+    """A line to print. ``started`` lines matter only where no live line shows running jobs;
+    ``routine`` ones (a run that succeeded or was skipped, a delegation) only where the build
+    is small enough to list every run."""
 
     text: str
     started: bool = False
+    routine: bool = False
 
 
 @define
 class BuildProgress:
-    """The state of one build as its events tell it."""
+    """The state of one build as its events tell it; counts are kept as events come, so that
+    a status line costs the same for 10 or 100,000 runs."""
 
     build_request_id: str
     status: str | None = None
     received_ns: int | None = None
     last_ns: int | None = None
+    requested: int = 0
     planned: int = 0
+    analysed: bool = False
+    executing_ns: int | None = None
+    """When the first run started (or the first run ended, for a build of skips only)."""
     jobs: dict[str, JobState] = field(factory=dict)
+    done: int = 0
+    """How many job runs are final."""
+    running: dict[str, JobState] = field(factory=dict)
+    """The job runs running now, oldest first."""
     unstarted_cancelled: int = 0
     """Runs cancelled before they started: told in one line when the build ends."""
 
@@ -62,18 +84,21 @@ class BuildProgress:
         return max(self.planned, len(self.jobs))
 
     @property
-    def done(self) -> int:
-        """How many job runs are final."""
-        return sum(j.status in FINISHED_JOB_STATUSES for j in self.jobs.values())
-
-    @property
-    def running(self) -> list[JobState]:
-        """The job runs running now."""
-        return [j for j in self.jobs.values() if j.status == "JOB_RUNNING"]
+    def big(self) -> bool:
+        """Whether the build has too many runs to list each one that succeeds."""
+        return self.total > BIG_BUILD_RUNS
 
     def elapsed_s(self, now_ns: int) -> float:
         """Seconds since the build was received."""
         return 0.0 if self.received_ns is None else max(0, now_ns - self.received_ns) / 1e9
+
+    def eta_s(self, now_ns: int) -> float | None:
+        """Seconds left at the completion rate since execution began; None before a run ended
+        or once every run has."""
+        if self.executing_ns is None or not 0 < self.done < self.total:
+            return None
+        spent = max(0, now_ns - self.executing_ns) / 1e9
+        return spent * (self.total - self.done) / self.done
 
     def apply(self, event: Mapping[str, Any]) -> list[Note]:
         """Take one event into account; returns the lines it is worth."""
@@ -86,24 +111,39 @@ class BuildProgress:
         if kind == "build_request":
             return self._build(event)
         if kind == "job_graph":
-            self.planned = len((event.get("job_graph") or {}).get("job_runs") or [])
+            self.planned += len((event.get("job_graph") or {}).get("job_runs") or [])
+            self.analysed = True
             return []
         if kind == "job":
             return self._job(event)
         if kind == "delegation":
-            return [Note(
-                f"{'waiting':<9} {event.get('partition_ref')}: built by build "
-                f"{event.get('delegated_to_build_request_id')}"
-            )]  # fmt: skip
+            return [self._delegation(event)]
         return []
+
+    def _delegation(self, event: Mapping[str, Any]) -> Note:
+        """A ref this build takes from another build: one that made it already (long ago,
+        perhaps), or one making it now, to wait for."""
+        message = str(event.get("message") or "")
+        other = str(event.get("delegated_to_build_request_id"))
+        # The service's message says which (orchestrator/course.py): "already available; ...".
+        label = "available" if message.startswith("already available") else "waiting"
+        text = f"{label:<9} {event.get('partition_ref')}: {message or 'delegated'}"
+        if other not in text:
+            text += f" (build {other})"
+        return Note(text, routine=True)
 
     def _build(self, event: Mapping[str, Any]) -> list[Note]:
         status = event.get("status")
         self.status = status
         if status == "BUILD_REQUEST_RECEIVED":
-            wanted = refs(event.get("requested_partitions"))
-            return [Note(f"build {self.build_request_id}: {wanted}")]
+            requested = event.get("requested_partitions") or []
+            self.requested = len(requested)
+            line = f"build {self.build_request_id}: {refs(requested)}"
+            if event.get("retry_of"):
+                line += f" (retry of build {event['retry_of']})"
+            return [Note(line)]
         if status == "BUILD_REQUEST_ANALYSIS_COMPLETED":
+            self.analysed = True
             return [Note(f"analysed: {self.planned} job run{'s' if self.planned != 1 else ''}")]
         if status in FINAL_BUILD_STATUSES and self.unstarted_cancelled:
             n, self.unstarted_cancelled = self.unstarted_cancelled, 0
@@ -118,32 +158,59 @@ class BuildProgress:
             job = self.jobs[run_id] = JobState(
                 str(event.get("job_label")), list(event.get("outputs") or [])
             )
+        was_final = job.status in FINISHED_JOB_STATUSES
         job.status = str(event.get("status"))
+        ts = event.get("timestamp")
         what = f"{job.label}  {refs(job.outputs, most=2)}"
         if job.status == "JOB_RUNNING":
-            job.started_ns = event.get("timestamp")
+            job.started_ns = ts if isinstance(ts, int) else None
+            self.running[run_id] = job
+            if self.executing_ns is None:
+                self.executing_ns = job.started_ns
             return [Note(f"{'started':<9} {what}", started=True)]
         if job.status not in FINISHED_JOB_STATUSES:
             return []
+        self.running.pop(run_id, None)
+        if not was_final:
+            self.done += 1
+        if self.executing_ns is None and isinstance(ts, int):
+            self.executing_ns = ts
         if job.status == "JOB_CANCELLED" and job.started_ns is None:
             self.unstarted_cancelled += 1
             return []
         text = f"{short_status(job.status):<9} {what}"
-        ts = event.get("timestamp")
         if job.started_ns is not None and isinstance(ts, int):
             text += f"  {seconds((ts - job.started_ns) / 1e9)}"
         if job.status == "JOB_FAILED" and event.get("exit_code") is not None:
             text += f"  exit {event['exit_code']}"
         if job.status != "JOB_COMPLETED" and event.get("message"):
             text += f": {event['message']}"
-        return [Note(text)]
+        if job.status == "JOB_FAILED":
+            task = run_id[:TASK_ID_SHOWN]
+            text += f"  [task {task}; log: databuild tasks logs {task}]"
+        return [Note(text, routine=job.status in ("JOB_COMPLETED", "JOB_SKIPPED"))]
 
     def live_line(self, now_ns: int) -> str:
-        """The status line: runs done of all, elapsed time, what runs now."""
-        running = self.running
-        line = f"[{self.done} / {self.total}] {self.elapsed_s(now_ns):.0f}s"
-        if running:
-            line += f"  {len(running)} running: " + ", ".join(j.label for j in running)
+        """The status line: runs done of all, the share done, elapsed time, time left, and
+        the partitions being built now (SPEC §6, §9)."""
+        elapsed = f"{self.elapsed_s(now_ns):.0f}s"
+        if not self.analysed:
+            n = self.requested
+            what = f" {n} ref{'s' if n != 1 else ''}" if n else ""
+            return f"analysing{what}… {elapsed}"
+        total = self.total
+        share = f"{100 * self.done // total}%" if total else "100%"
+        line = f"[{self.done} / {total}] {share} {elapsed}"
+        eta = self.eta_s(now_ns)
+        if eta is not None:
+            line += f" ETA {_duration(eta)}"
+        if self.running:
+            shown = [refs(j.outputs, most=1) for j in itertools.islice(
+                self.running.values(), RUNNING_SHOWN)]
+            more = len(self.running) - len(shown)
+            line += f"  {len(self.running)} running: " + ", ".join(shown)
+            if more:
+                line += f" (+{more} more)"
         return line
 
     def summary(self, finished: Mapping[str, Any]) -> str:
@@ -163,6 +230,16 @@ class BuildProgress:
             first, *more = message.splitlines()
             line = "\n  ".join([f"{line}: {first}", *more])
         return line
+
+
+def _duration(value_s: float) -> str:
+    """A time left, as people say it: ``45s``, ``3m05s``, ``2h10m``."""
+    s = round(value_s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class Display(Protocol):
@@ -246,7 +323,7 @@ class LiveDisplay:
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
         for note in self.progress.apply(event):
-            if not note.started:
+            if not note.started and not (note.routine and self.progress.big):
                 self._above(note.text)
 
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None:

@@ -144,7 +144,7 @@ PARTITION_COLUMNS: list[Column] = [
 ]
 JOB_COLUMNS: list[Column] = [
     ("JOB", "job_label"),
-    ("RUNS", "ran"),
+    ("RUNS", "runs"),
     ("SKIPPED", "skipped"),
     ("SUCCEEDED", "succeeded"),
     ("FAILED", "failed"),
@@ -186,21 +186,10 @@ def listing(doc: Mapping[str, Any], key: str, offset: int = 0) -> str:
     """A list document (``{"builds": [...]}`` and the like) as a table, with a footer saying
     so when the list is cut (SPEC §6)."""
     items = doc.get(key) or []
-    if key == "jobs":
-        items = [ran(job) for job in items]
     footer = cut(len(items), offset, doc.get("total"), bool(doc.get("has_more")))
     if not items:
         return f"no {key}" + (f"\n{footer}" if footer else "")
     return records(items, LISTS[key]) + (f"\n{footer}" if footer else "")
-
-
-def ran(job: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A job with ``ran``: its runs less the skipped ones (already available, or delegated),
-    which the table shows in a column of their own."""
-    runs, skipped = job.get("runs"), job.get("skipped")
-    if isinstance(runs, int) and isinstance(skipped, int):
-        return {**job, "ran": runs - skipped}
-    return {**job, "ran": runs}
 
 
 def cut(shown: int, offset: int, total: object, has_more: bool) -> str:

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from databuild.bel.backend import StoreUnavailable
 from databuild.bel.events import BuildRequestEvent, Event
-from databuild.bel.status import BuildStatus, JobStatus
+from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, NotFound
 from databuild.executor.runner import Executor
 from databuild.executor.running import reap_orphans
@@ -55,6 +55,8 @@ class EventLog(EventSink, EventSource, RecoverySource, PartitionSource, RunClaim
     """What the orchestrator uses of ``databuild.bel.EventLog``."""
 
     def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
+
+    def build_summary(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
 
     def live_service_ids(self) -> Deferred[set[str]]: ...
 
@@ -257,17 +259,55 @@ class Orchestrator(Service):
         )
 
     def submit(
-        self, refs: Sequence[str], force: bool = False, workspace: Workspace | None = None
+        self,
+        refs: Sequence[str],
+        force: bool = False,
+        workspace: Workspace | None = None,
+        retry_of: str | None = None,
     ) -> Deferred[str]:
         """Record a build request and start it; fires with its id once RECEIVED is stored.
 
         The build is planned and run with ``workspace`` (by default the one the orchestrator
-        was made with) to its end. Errbacks with InvalidRefError for bad refs, Conflict while
-        the service is stopping, StoreUnavailable while the event log cannot store events.
+        was made with) to its end; ``retry_of`` names the build it retries (SPEC §9).
+        Errbacks with InvalidRefError for bad refs, Conflict while the service is stopping,
+        StoreUnavailable while the event log cannot store events.
         """
-        return ensureDeferred(self._submit(refs, force, workspace or self._workspace))
+        return ensureDeferred(self._submit(refs, force, workspace or self._workspace, retry_of))
 
-    async def _submit(self, refs: Sequence[str], force: bool, workspace: Workspace) -> str:
+    def retry(
+        self, build_request_id: str, workspace: Workspace | None = None
+    ) -> Deferred[tuple[str | None, tuple[str, ...]]]:
+        """Build again the refs a final build requested that are not AVAILABLE now (SPEC §9).
+
+        Fires with the new build's id and its refs, or ``(None, ())`` when every ref is
+        AVAILABLE. Errbacks with NotFound for an unknown build, Conflict for one not final.
+        """
+        return ensureDeferred(self._retry(build_request_id, workspace or self._workspace))
+
+    async def _retry(
+        self, build_request_id: str, workspace: Workspace
+    ) -> tuple[str | None, tuple[str, ...]]:
+        found = await self._event_log.build_summary(build_request_id)
+        if found is None:
+            raise NotFound(f"no build request {build_request_id!r}")
+        status = BuildStatus.parse(found["status"])
+        if not status.final:
+            raise Conflict(
+                f"build {build_request_id} is still {status.short}; retry it once it ends "
+                "(or cancel it first)"
+            )
+        requested = found["requested_partitions"]
+        statuses = await self._event_log.partition_statuses(requested)
+        available = PartitionStatus.PARTITION_AVAILABLE
+        missing = tuple(ref for ref in requested if statuses.get(ref) is not available)
+        if not missing:
+            return None, ()
+        new_id = await self._submit(missing, False, workspace, build_request_id)
+        return new_id, missing
+
+    async def _submit(
+        self, refs: Sequence[str], force: bool, workspace: Workspace, retry_of: str | None
+    ) -> str:
         requested = validate_refs(refs)
         await self.when_ready()
         if not self.running:
@@ -279,7 +319,9 @@ class Orchestrator(Service):
         try:
             await self._holdings.hold(build_id, requested)
             await self._recorder.admit(
-                Event(build_id, BuildRequestEvent(progress(Happening.BUILD_RECEIVED), requested))
+                Event(build_id, BuildRequestEvent(
+                    progress(Happening.BUILD_RECEIVED), requested, retry_of=retry_of
+                ))
             )
         except BaseException:
             self._holdings.release(build_id)

@@ -31,7 +31,7 @@ class Analysis:
 
 
 class Actions:
-    """Submit, analyze and cancel builds for every door of one service."""
+    """Submit, retry, analyze and cancel builds for every door of one service."""
 
     log = Logger()
 
@@ -67,6 +67,24 @@ class Actions:
         )
         self._hold_while_running(build_id)
         return build_id
+
+    def retry(self, build_request_id: str) -> Deferred[tuple[str | None, tuple[str, ...]]]:
+        """Build again, with the current graph, what a final build requested and is not
+        AVAILABLE now (SPEC §9); fires with the new build's id and its refs, or ``(None, ())``
+        when nothing is left. The new build holds the service busy like any other."""
+        return ensureDeferred(self._retry(build_request_id))
+
+    async def _retry(self, build_request_id: str) -> tuple[str | None, tuple[str, ...]]:
+        new_id, refs = await self._orchestrator.retry(build_request_id, self._graph.current())
+        if new_id is not None:
+            self.log.info(
+                "build {build_request_id} retries build {retry_of}: {partitions}",
+                build_request_id=new_id,
+                retry_of=build_request_id,
+                partitions=describe_refs(refs),
+            )
+            self._hold_while_running(new_id)
+        return new_id, refs
 
     def analyze(self, refs: Sequence[str]) -> Deferred[Analysis]:
         """The job graph a build of ``refs`` would run now; nothing is run or recorded."""

@@ -39,6 +39,7 @@ from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
+from databuild.refs import MAX_REFS, TooManyRefs, too_many
 from databuild.service import contract, logs
 from databuild.service import responses as r
 from databuild.service.actions import Actions
@@ -103,6 +104,7 @@ shielded = _shielded
 # A DataBuildError is the client's fault (400) unless it is one of these.
 _STATUS_OF_ERROR: tuple[tuple[type[DataBuildError], int], ...] = (
     (NotFound, 404),
+    (TooManyRefs, 413),
     (Conflict, 409),
     (StoreUnavailable, 503),
     (EventLogError, 500),
@@ -352,6 +354,31 @@ class Api:
         self.log.info("build {build_request_id} cancelled over the API", build_request_id=build_id)
         return await self._found(self._event_log.get_build(build_id), "build", build_id)
 
+    @app.route("/api/v1/builds/<build_id>/retry", methods=["POST"])
+    @declare(
+        "a new build of the refs this final build requested that are not AVAILABLE now (§9)",
+        json_answer("RetryAccepted", "accepted: the new build, and how many refs"),
+        status=202,
+        also={200: json_answer("NothingToRetry", "every ref is available: nothing to retry")},
+        errors=(400, 404, 409),
+    )
+    @_shielded
+    async def retry_build(self, request: Request, build_id: str) -> dict[str, Any]:
+        """A new build of what ``build_id`` requested and is not AVAILABLE now (SPEC §9)."""
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
+        r.only_fields(r.read_json_object(request, allow_empty=True), set())
+        new_id, refs = await self._actions.retry(build_id)
+        if new_id is None:
+            return {"build_request_id": None, "retry_of": build_id, "partitions": 0,
+                    "message": f"nothing to retry: every partition build {build_id} requested "
+                               "is available"}  # fmt: skip
+        request.setResponseCode(202)
+        request.setHeader(b"location", f"/api/v1/builds/{new_id}".encode())
+        return {"build_request_id": new_id, "progress_url": f"/api/v1/cli/builds/{new_id}/progress",
+                "retry_of": build_id, "partitions": len(refs),
+                "message": f"retrying {len(refs)} partition(s) of build {build_id} that are not "
+                           "available"}  # fmt: skip
+
     @app.route("/api/v1/analyze", methods=["POST"])
     @declare(
         "the job graph a build would run; nothing is run or recorded",
@@ -553,7 +580,10 @@ async def stream_progress(
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
     if "partitions" not in body:
         raise r.bad_request("'partitions' is missing: give a list of partition refs")
-    return validate_refs(body["partitions"])
+    given = body["partitions"]
+    if isinstance(given, list) and len(given) > MAX_REFS:
+        raise too_many(f"'partitions' holds {len(given):,} refs")
+    return validate_refs(given)
 
 
 def _since(request: Request) -> int:

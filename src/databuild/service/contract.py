@@ -43,6 +43,15 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
     },
     "Accepted": obj({"build_request_id": STRING, "progress_url": STRING}),
+    "RetryAccepted": obj({
+        "build_request_id": STRING, "progress_url": STRING, "retry_of": STRING,
+        "partitions": {"type": "integer", "minimum": 1, "description": "refs it builds"},
+        "message": STRING,
+    }),
+    "NothingToRetry": obj({
+        "build_request_id": {"type": "null"}, "retry_of": STRING,
+        "partitions": {"const": 0}, "message": STRING,
+    }),
 }
 """Every named shape of the document: the read side's, and the API's own."""
 
@@ -117,6 +126,7 @@ def declare(
     answer: Schema | str,
     *,
     status: int = 200,
+    also: Mapping[int, Schema | str] | None = None,
     errors: Sequence[int] = (),
     parameters: Sequence[Schema] = (),
     body: str | None = None,
@@ -127,13 +137,16 @@ def declare(
 
     ``answer`` is the answer with ``status``: a name from :data:`SCHEMAS`, a JSON schema, or
     a whole response object (:func:`json_answer`, :func:`other_answer`). ``errors`` are the
-    4xx statuses it may answer besides 401 and 500; ``parameters`` its query parameters and
+    4xx statuses it may answer besides 401 and 500; ``also`` other successful answers by
+    status, each like ``answer``; ``parameters`` its query parameters and
     headers (path parameters come from the path); ``body`` names its JSON body's shape.
     """
-    if isinstance(answer, str) or "content" not in answer:
-        answer = json_answer(answer)
+    answers = {
+        code: json_answer(given) if isinstance(given, str) or "content" not in given else given
+        for code, given in {status: answer, **(also or {})}.items()
+    }
     operation = Operation(
-        summary, {status: answer}, tuple(errors), tuple(parameters), body, body_optional, public
+        summary, answers, tuple(errors), tuple(parameters), body, body_optional, public
     )
 
     def attach(handler: F) -> F:

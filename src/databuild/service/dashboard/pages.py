@@ -14,6 +14,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -28,6 +29,7 @@ from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
+from databuild.refs import expand
 from databuild.service import responses as r
 from databuild.service.actions import Actions
 from databuild.service.api import read_logs, shielded, stream_progress
@@ -59,6 +61,11 @@ def _page_args(request: Request) -> tuple[int, int]:
 def _status(request: Request, kind: type[BuildStatus | JobStatus | PartitionStatus]) -> str:
     text = r.query(request, "status")
     return "" if text is None else kind.parse(text).value
+
+
+def _patterns(request: Request) -> list[str]:
+    """The ref patterns of a form's ``refs`` text (whitespace between them)."""
+    return (r.query(request, "refs") or "").split()
 
 
 def _redirect(request: Request, location: str) -> bytes:
@@ -209,9 +216,10 @@ class Dashboard:
     @app.route("/partitions/build", methods=["POST"])
     @shielded
     async def request_build(self, request: Request) -> bytes:
-        refs = validate_refs([
-            ref.decode("utf-8") for ref in request.args.get(b"ref", []) if ref.strip()
-        ])
+        given = [ref.decode("utf-8") for ref in request.args.get(b"ref", []) if ref.strip()]
+        # The form's text: brace patterns (SPEC §6), up to 100,000 refs: off the reactor.
+        given += await deferToThread(expand, _patterns(request))
+        refs = validate_refs(given) if given else ()
         if not refs:
             raise r.bad_request("give at least one partition ref to build")
         force = r.query(request, "force") == "true"
@@ -241,7 +249,7 @@ class Dashboard:
     @shielded
     async def analyze(self, request: Request) -> bytes:
         text = r.query(request, "refs") or ""
-        refs = text.split()
+        refs = await deferToThread(expand, text.split())
         graph = None
         if refs:
             graph = (await self._actions.analyze(validate_refs(refs))).job_graph.to_json()
