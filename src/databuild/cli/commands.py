@@ -419,7 +419,9 @@ async def dashboard(ctx: Context) -> int:
     """Print the dashboard's login link; open it too where a desktop browser exists."""
     service = await ctx.service()
     answer = await service.client.post("/api/v1/dashboard/login-code", None)
-    url = service.client.base_url.rstrip("/") + answer.doc["login_path"]
+    url = answer.doc.get("login_url") or service.client.base_url.rstrip("/") + answer.doc[
+        "login_path"
+    ]
     if ctx.json:
         ctx.print(json.dumps({**answer.doc, "url": url}))
     else:

@@ -198,7 +198,8 @@ class Api:
     async def login_code(self, request: IRequest) -> dict[str, Any]:
         code = self._access.issue_code()
         self.log.info("dashboard login code issued")
-        return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S}
+        return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S,
+                "login_url": self._access.login_url(request, code)}
 
     @app.route("/api/v1/service/shutdown", methods=["POST"])
     @_shielded

@@ -426,6 +426,7 @@ PATHS: dict[str, Schema] = {
         "a one-time dashboard login code, valid 60 s (docs/dashboard.md)",
         {"200": _json(_object({
             "code": STRING, "login_path": STRING, "expires_in_s": {"type": "number"},
+            "login_url": STRING,
         }))},
     )},
     "/api/v1/openapi.json": {"get": _operation(
