@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import pytest
 
-from databuild.service.hosts import AllowedHosts, host_name, parse_host_name
+from databuild.service.hosts import (
+    AllowedHosts,
+    host_and_port,
+    is_loopback_name,
+    parse_host_name,
+)
 
 
 @pytest.mark.parametrize(
-    ("header", "name"),
-    [(b"127.0.0.1:8080", "127.0.0.1"), (b"LocalHost", "localhost"), (b"[::1]:80", "::1"),
-     (b"[0:0::1]", "::1"), (b"example.com.:443", "example.com"), (b"", None), (None, None),
-     (b"[::1", None), (b"\xff", None)],
+    ("header", "given"),
+    [(b"127.0.0.1:8080", ("127.0.0.1", 8080)), (b"LocalHost", ("localhost", None)),
+     (b"[::1]:80", ("::1", 80)), (b"[0:0::1]", ("::1", None)),
+     (b"example.com.:443", ("example.com", 443)), (b"", None), (None, None), (b"[::1", None),
+     (b"[::1]x", None), (b"::1", None), (b"\xff", None)],
 )
-def test_a_host_header_gives_its_name_without_the_port(header: bytes | None, name: str) -> None:
-    assert host_name(header) == name
+def test_a_host_header_gives_its_name_and_port(header: bytes | None, given: object) -> None:
+    assert host_and_port(header) == given
+
+
+def test_loopback_names() -> None:
+    assert all(map(is_loopback_name, ["localhost", "127.0.0.1", "127.9.9.9", "::1"]))
+    assert not any(map(is_loopback_name, [None, "example.com", "10.0.0.1", "x.localhost"]))
 
 
 def test_allowed_names_and_the_address_reached() -> None:

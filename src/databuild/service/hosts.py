@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from attrs import frozen
 
+from databuild.service.settings import is_loopback
+
 LOCALHOST = "localhost"
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -34,9 +36,9 @@ def parse_host_name(value: str) -> str:
         ) from None
 
 
-def host_name(header: bytes | None) -> str | None:
-    """The name in a ``Host`` header, lower-cased, without its port (an IPv6 address
-    without its brackets, in its short form); None if there is no usable one."""
+def host_and_port(header: bytes | None) -> tuple[str, int | None] | None:
+    """The name in a ``Host`` header, lower-cased (an IPv6 address without its brackets, in
+    its short form), and its port if it gives one; None if there is no usable name."""
     if not header:
         return None
     try:
@@ -44,19 +46,36 @@ def host_name(header: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     if text.startswith("["):
-        literal, bracket, _ = text[1:].partition("]")
-        if not bracket:
+        name, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
             return None
-        try:
-            return str(ipaddress.ip_address(literal))
-        except ValueError:
-            return None
-    name = text.rpartition(":")[0] if ":" in text else text
+        port = rest[1:]
+    else:
+        name, _, port = text.partition(":")
     name = name.rstrip(".")
     try:
-        return str(ipaddress.ip_address(name))
+        name = str(ipaddress.ip_address(name))
     except ValueError:
-        return name or None
+        if not name or ":" in name:
+            return None
+    return name, int(port) if port.isdigit() else None
+
+
+def host_name(header: bytes | None) -> str | None:
+    """The name in a ``Host`` header (see ``host_and_port``), or None."""
+    given = host_and_port(header)
+    return None if given is None else given[0]
+
+
+def is_loopback_name(name: str | None) -> bool:
+    """Whether a ``Host`` name reaches this host's loopback: ``localhost`` or a loopback
+    address (``*.localhost`` too, but only the dashboard's own such name is served)."""
+    if name is None or name == LOCALHOST:
+        return name is not None
+    try:
+        return is_loopback(name)
+    except ValueError:
+        return False
 
 
 def own_names() -> set[str]:

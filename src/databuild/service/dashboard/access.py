@@ -15,14 +15,13 @@ dashboard's name with a fresh one; no cookie is ever set for those names.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from databuild.service.hosts import LOCALHOST, host_name
+from databuild.service.hosts import LOCALHOST, host_and_port, host_name, is_loopback_name
 
 CODE_TTL_S = 60.0
 SESSION_TTL_S = 12 * 3600.0
@@ -59,10 +58,14 @@ class DashboardAccess:
         self._codes[code] = self.clock.seconds() + CODE_TTL_S
         return code
 
+    def _spend(self, code: str) -> bool:
+        """Whether ``code`` is valid and unused; it is spent either way."""
+        expires = self._codes.pop(code, None)
+        return expires is not None and expires >= self.clock.seconds()
+
     def redeem(self, code: str) -> str | None:
         """A new session for a valid unused ``code`` (which is then spent), else None."""
-        expires = self._codes.pop(code, None)
-        if expires is None or expires < self.clock.seconds():
+        if not self._spend(code):
             return None
         session = secrets.token_urlsafe(32)
         self._sessions[session] = self.clock.seconds() + SESSION_TTL_S
@@ -70,25 +73,24 @@ class DashboardAccess:
 
     def exchange(self, code: str) -> str | None:
         """A fresh code for a valid unused ``code`` (which is then spent), else None."""
-        if self.redeem(code) is None:  # the session it opened is never sent: it lapses
-            return None
-        return self.issue_code()
+        return self.issue_code() if self._spend(code) else None
 
     def elsewhere(self, request: IRequest) -> bool:
         """Whether ``request`` came over loopback by a name not the dashboard's own, where
         no session cookie is set."""
         name = host_name(request.getHeader(b"host"))
-        return name != self.host and _loopback(name)
+        return name != self.host and is_loopback_name(name)
 
     def login_url(self, request: IRequest, code: str) -> str:
         """The link that logs in with ``code``: at the dashboard's own name when ``request``
         came over loopback, else at the name and port it came by."""
-        given = (request.getHeader(b"host") or b"").decode("ascii", "replace")
-        name = host_name(request.getHeader(b"host"))
-        if name == self.host or _loopback(name):
-            port = given.rpartition(":")[2] if not given.endswith("]") else ""
-            given = f"{self.host}:{port if port.isdigit() else request.getHost().port}"
-        return f"http://{given}/login?code={code}"
+        header = request.getHeader(b"host")
+        name, port = host_and_port(header) or (None, None)
+        if name == self.host or is_loopback_name(name):
+            where = f"{self.host}:{port or request.getHost().port}"
+        else:
+            where = (header or b"").decode("ascii")  # the edge let it in: a name of ours
+        return f"http://{where}/login?code={code}"
 
     def valid(self, request: IRequest) -> bool:
         """Whether ``request`` carries a live session cookie."""
@@ -111,14 +113,3 @@ class DashboardAccess:
             for key in [k for k, expires in table.items() if expires < now]:
                 del table[key]
 
-
-def _loopback(name: str | None) -> bool:
-    """Whether a ``Host`` name is a loopback one: ``localhost`` or a loopback address."""
-    if name is None:
-        return False
-    if name == LOCALHOST:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
