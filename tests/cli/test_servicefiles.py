@@ -22,6 +22,7 @@ from databuild.cli.servicefiles import (
     log_tail,
     pidfile_owner,
     resolve_workspace,
+    runs_service,
     server_json_owner,
     start_failure,
     to_seconds,
@@ -198,3 +199,20 @@ def test_the_sentence_of_a_failed_start_is_twistds_last_line_or_the_daemons_repo
     log = f"2026-01-01 [databuild.service.tree#error] the service could not start: {reason}\n"
     assert start_failure(said, log) == (reason, "")
     assert start_failure(said, "") == (cut.decode(), "")
+
+
+def test_a_service_given_no_workspace_serves_the_directory_it_works_in(workspace: Path) -> None:
+    started = []
+    for cwd in (workspace, workspace.parent):
+        started.append(subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"], cwd=cwd
+        ))  # fmt: skip
+    try:
+        for proc in started:
+            poll_until(lambda proc=proc: "databuild" in command_line(proc.pid), "it to run")
+        assert runs_service(started[0].pid, workspace)
+        assert not runs_service(started[1].pid, workspace)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

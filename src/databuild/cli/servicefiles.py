@@ -105,20 +105,23 @@ def read_pid(path: Path) -> int | None:
 def runs_service(pid: int, workspace: Path) -> bool:
     """Does ``pid`` run ``twistd ... databuild`` for ``workspace`` (its ``--workspace``, else
     the directory it works in)? A copy of a workspace holds its original's files naming the
-    original's live service, which serves the copy no more than a stranger would."""
+    original's live service, which serves the copy no more than a stranger would. (A process
+    whose directory cannot be read, another user's, is taken at its word, as before.)"""
     argv = command_line(pid)
     if not (any(Path(a).name == "twistd" for a in argv) and "databuild" in argv):
         return False
-    cwd = working_directory(pid)
-    if cwd is None:
-        return False
-    served = cwd
+    served = ""
     options = argv[argv.index("databuild") + 1 :]
     for i, option in enumerate(options):
         if option == "--workspace" and i + 1 < len(options):
-            served = os.path.join(cwd, options[i + 1])
+            served = options[i + 1]
         elif option.startswith("--workspace="):
-            served = os.path.join(cwd, option.partition("=")[2])
+            served = option.partition("=")[2]
+    if not os.path.isabs(served):
+        cwd = working_directory(pid)
+        if cwd is None:
+            return True
+        served = os.path.join(cwd, served)
     return same_dir(served, workspace)
 
 
