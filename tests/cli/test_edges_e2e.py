@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -197,16 +196,15 @@ def test_a_copied_workspace_starts_its_own_service_at_once(
     workspace: Path, databuild: Run
 ) -> None:
     """The copy holds the original's ``server.json`` and ``twistd.pid``, which name the
-    original's live service: stale for the copy, which starts its own without waiting."""
+    original's live service: stale for the copy, which removes them and starts its own (it
+    used to wait for that service to answer for it, and give up after 30 s)."""
     assert databuild("service", "start").returncode == 0
     original = server_info(workspace)
     assert original is not None
     copy = workspace.parent / "copy"
     shutil.copytree(workspace, copy)  # file times kept, as ``cp -a`` does
     try:
-        started = time.monotonic()
         listed = databuild("builds", "list", cwd=copy, timeout=60)
-        took = time.monotonic() - started
         assert listed.returncode == 0, listed.stderr
         assert "removed stale .databuild/server.json" in listed.stderr
         mine = server_info(copy)
@@ -214,7 +212,6 @@ def test_a_copied_workspace_starts_its_own_service_at_once(
         assert mine["workspace"] == str(copy)
         assert alive(original["pid"])  # the original's service is left alone
         assert databuild("builds", "list").returncode == 0
-        assert took < 25, f"the copy waited {took:.0f}s"  # the start deadline is 30 s
     finally:
         info = server_info(copy)
         if info is not None and info.get("pid") != original["pid"]:
