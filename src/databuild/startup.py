@@ -1,7 +1,8 @@
 """What a service is started with, in rules the service and its clients share (SPEC §6,
 "Restarting a service that no longer fits"): the graph file's name, the version a service
-reports, which event-log setting wins, and where a setting puts the log. Standard library
-only: the CLI reads it on every call, and must not load the event log to compare two
+reports, which event-log setting wins, and where a setting puts the log; and which of its
+environment's entries are DataBuild's secrets, never passed on to a service or a job. Standard
+library only: the CLI reads it on every call, and must not load the event log to compare two
 addresses."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import databuild
 GRAPH_FILE = "databuild.toml"
 ENV_EVENT_LOG = "DATABUILD_BUILD_EVENT_LOG"
 DEFAULT_EVENT_LOG = ".databuild/bel.sqlite"
+ENV_SERVICE_TOKEN = "DATABUILD_SERVICE_TOKEN"
+"""A client's token for the service at ``DATABUILD_SERVICE_URL``: a team service's key."""
 ENV_VERSION = "DATABUILD_TEST_SERVICE_VERSION"
 """A test hook (docs/service.md): the version a service reports instead of the package's, so
 that a test can run a service that differs from its CLI honestly."""
@@ -86,3 +89,15 @@ def describe_event_log(setting: str, workspace_root: Path) -> str:
         return describe_location(*event_log_location(setting, workspace_root))
     except EventLogSettingError:
         return setting
+
+
+CLIENT_SECRETS = (ENV_SERVICE_TOKEN,)
+"""What only a client uses: a service started by a CLI is not given it."""
+JOB_SECRETS = (*CLIENT_SECRETS, ENV_EVENT_LOG)
+"""What no job gets: the client's token, and the event log's URI (it may hold a password; only
+the service writes the log)."""
+
+
+def without(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """A copy of ``environ`` without the entries named in ``secrets``."""
+    return {name: value for name, value in environ.items() if name not in secrets}

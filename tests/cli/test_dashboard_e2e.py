@@ -11,9 +11,12 @@ from tests.polling import poll_until
 
 
 def visit(url: str) -> http.client.HTTPResponse:
+    """GET ``url`` as a browser does: a ``*.localhost`` name (the dashboard's own) reaches the
+    loopback address whatever the system's resolver says (RFC 6761)."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    connection.request("GET", f"{parts.path}?{parts.query}")
+    assert parts.hostname is not None and parts.hostname.endswith(".localhost"), url
+    connection = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=30)
+    connection.request("GET", f"{parts.path}?{parts.query}", headers={"Host": parts.netloc})
     return connection.getresponse()
 
 

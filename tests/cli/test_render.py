@@ -129,3 +129,23 @@ def test_log_lines_show_time_stream_and_text_or_data() -> None:
     assert first.endswith("stdout  hello")
     assert second.endswith('stdout  {"rows": 3}')
     assert piece.endswith("stderr  ab …")
+
+
+def test_control_characters_are_shown_escaped_tabs_and_newlines_stay() -> None:
+    assert render.visible("a\x1b[2Jb\x07\r\x7f\x9b\x9d\u0085\tc\nd é ✓") == (
+        "a\\x1b[2Jb\\x07\\x0d\\x7f\\x9b\\x9d\\x85\tc\nd é ✓"
+    )
+
+
+def test_every_string_of_a_document_is_made_printable_keys_too() -> None:
+    doc = {"message": "\x1b]0;t\x07", "n": 3, "ok": True, "none": None,
+           "tasks": [{"label\x1b": ["\x9b2J"]}]}
+    assert render.printable(doc) == {
+        "message": "\\x1b]0;t\\x07", "n": 3, "ok": True, "none": None,
+        "tasks": [{"label\\x1b": ["\\x9b2J"]}],
+    }
+
+
+def test_a_raw_log_line_is_its_text_as_printed() -> None:
+    assert render.raw_text({"text": "\x1b[2Jx", "stream": "stdout"}) == "\x1b[2Jx\n"
+    assert render.raw_text({"text": "part", "continued": True}) == "part"

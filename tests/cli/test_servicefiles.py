@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from databuild.cli.servicefiles import (
     log_tail,
     pidfile_owner,
     resolve_workspace,
+    runs_service,
     server_json_owner,
     start_failure,
     to_seconds,
@@ -37,11 +39,12 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def lookalike() -> Iterator[subprocess.Popen[bytes]]:
-    """A live process whose command line reads like ``twistd ... databuild``."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"]
-    )
+def lookalike(workspace: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A live process whose command line reads like ``twistd ... databuild --workspace WS``."""
+    proc = subprocess.Popen([
+        sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild",
+        "--workspace", str(workspace),
+    ])  # fmt: skip
     poll_until(
         lambda: started_at(proc.pid) is not None and "databuild" in command_line(proc.pid),
         "the lookalike to run",
@@ -129,12 +132,29 @@ def test_server_json_is_stale_once_its_pid_started_after_it(
     workspace: Path, lookalike: subprocess.Popen[bytes]
 ) -> None:
     listening_ns = time.time_ns()
-    info = {"pid": lookalike.pid, "started_at": listening_ns, "url": "http://127.0.0.1:1"}
-    assert server_json_owner(info) == lookalike.pid
-    assert server_json_owner({**info, "started_at": listening_ns - 3600 * 10**9}) is None
-    assert server_json_owner({**info, "pid": dead_pid()}) is None
-    assert server_json_owner({**info, "pid": os.getpid()}) is None
-    assert server_json_owner({**info, "pid": "12"}) is None
+    info = {"pid": lookalike.pid, "started_at": listening_ns, "url": "http://127.0.0.1:1",
+            "workspace": str(workspace)}
+    assert server_json_owner(info, workspace) == lookalike.pid
+    stale = [{**info, "started_at": listening_ns - 3600 * 10**9}, {**info, "pid": dead_pid()},
+             {**info, "pid": os.getpid()}, {**info, "pid": "12"}]
+    assert [server_json_owner(i, workspace) for i in stale] == [None] * 4
+
+
+def test_the_files_of_another_workspaces_live_service_are_stale_in_a_copy(
+    workspace: Path, lookalike: subprocess.Popen[bytes]
+) -> None:
+    """A copied workspace holds its original's ``server.json`` and ``twistd.pid``, which name
+    the original's live service: stale for the copy, fine for the original."""
+    copy = workspace.parent / "copy"
+    state = workspace / ".databuild"
+    (state / PIDFILE).write_text(str(lookalike.pid))
+    info = {"pid": lookalike.pid, "started_at": time.time_ns(), "workspace": str(workspace)}
+    (state / "server.json").write_text(json.dumps(info))
+    shutil.copytree(workspace, copy)  # file times kept, as ``cp -a`` does
+    assert server_json_owner(info, copy) is None
+    assert pidfile_owner(copy / ".databuild" / PIDFILE) is None
+    assert sorted(clean_stale(copy / ".databuild")) == ["server.json", PIDFILE]
+    assert clean_stale(state) == []
 
 
 def test_clean_stale_removes_unreadable_and_orphaned_server_json(workspace: Path) -> None:
@@ -179,3 +199,20 @@ def test_the_sentence_of_a_failed_start_is_twistds_last_line_or_the_daemons_repo
     log = f"2026-01-01 [databuild.service.tree#error] the service could not start: {reason}\n"
     assert start_failure(said, log) == (reason, "")
     assert start_failure(said, "") == (cut.decode(), "")
+
+
+def test_a_service_given_no_workspace_serves_the_directory_it_works_in(workspace: Path) -> None:
+    started = []
+    for cwd in (workspace, workspace.parent):
+        started.append(subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "twistd", "databuild"], cwd=cwd
+        ))  # fmt: skip
+    try:
+        for proc in started:
+            poll_until(lambda proc=proc: "databuild" in command_line(proc.pid), "it to run")
+        assert runs_service(started[0].pid, workspace)
+        assert not runs_service(started[1].pid, workspace)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

@@ -124,6 +124,26 @@ async def test_a_dropped_stream_with_no_service_left_is_exit_3(
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_event_that_cannot_be_printed_ends_the_follow_without_reconnecting(
+    server: tuple[str, Progress],
+) -> None:
+    """Stdout closed by its reader (``| head -1``): the error ends the follow at once."""
+    url, progress = server
+    reconnects: list[None] = []
+
+    async def counted() -> None:
+        reconnects.append(None)
+
+    def closed_stdout(raw: str, event: dict[str, Any]) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    follower = Follower(reactor, ApiClient(reactor, url, None), "b1", closed_stdout, counted)
+    with pytest.raises(BrokenPipeError):
+        await follower.follow()
+    assert reconnects == [] and progress.resumed_from == [None]
+
+
+@pytest_twisted.ensureDeferred
 async def test_connection_refused_is_one_sentence_and_exit_3() -> None:
     port = closed_port()
     with pytest.raises(CliError) as e:

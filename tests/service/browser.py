@@ -66,10 +66,16 @@ def api(service: Service, method: str, path: str, body: Any = None) -> tuple[int
 
 
 def login_url(service: Service) -> str:
-    """A fresh one-time login link, as ``databuild dashboard`` prints it."""
+    """A fresh one-time login link, as ``databuild dashboard`` prints it: at the dashboard's
+    own name, ``<random>.localhost`` on the service's port (docs/dashboard.md)."""
     code, body = api(service, "POST", "/api/v1/dashboard/login-code")
     assert code == 200, body
-    return service.url + body["login_path"]
+    return str(body["login_url"])
+
+
+def dashboard_url(service: Service) -> str:
+    """Where a browser reaches the service's dashboard (its own name, the service's port)."""
+    return login_url(service).partition("/login?")[0]
 
 
 def console_errors(driver: Any) -> list[dict[str, Any]]:

@@ -52,3 +52,42 @@ def test_origin_must_be_the_service_itself() -> None:
     assert not same_origin(request)
     request.requestHeaders.setRawHeaders(b"origin", [b"http://127.0.0.1:8080"])
     assert same_origin(request)
+
+
+def requested_as(host: bytes) -> DummyRequest:
+    request = DummyRequest([b""])  # DummyRequest's own address is port 80
+    request.requestHeaders.setRawHeaders(b"host", [host])
+    return request
+
+
+def test_the_dashboard_has_a_random_name_of_its_own_under_localhost() -> None:
+    one, other = DashboardAccess(Clock()), DashboardAccess(Clock())
+    assert one.host.endswith(".localhost") and len(one.host) > len(".localhost") + 16
+    assert one.host != other.host
+
+
+def test_a_login_link_over_loopback_names_the_dashboard_elsewhere_the_name_given() -> None:
+    access = DashboardAccess(Clock())
+    for given in (b"127.0.0.1:8081", b"localhost:8081", b"[::1]:8081", access.host.encode()
+                  + b":8081"):
+        assert access.login_url(requested_as(given), "c") == (
+            f"http://{access.host}:8081/login?code=c"
+        )
+    assert access.login_url(requested_as(b"localhost"), "c") == (
+        f"http://{access.host}:80/login?code=c"
+    )
+    assert access.login_url(requested_as(b"builds.example.com:8081"), "c") == (
+        "http://builds.example.com:8081/login?code=c"
+    )
+
+
+def test_a_code_followed_at_another_loopback_name_is_exchanged_once() -> None:
+    access = DashboardAccess(Clock())
+    assert access.elsewhere(requested_as(b"127.0.0.1:8081"))
+    assert not access.elsewhere(requested_as(access.host.encode() + b":8081"))
+    assert not access.elsewhere(requested_as(b"builds.example.com"))
+    code = access.issue_code()
+    fresh = access.exchange(code)
+    assert fresh is not None and fresh != code
+    assert access.exchange(code) is None
+    assert access.redeem(fresh) is not None

@@ -10,11 +10,19 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from tests.conftest import EXAMPLES
 from tests.polling import poll_until
-from tests.service.browser import CuttableProxy, api, chromium, console_errors, login_url
+from tests.service.browser import (
+    CuttableProxy,
+    api,
+    chromium,
+    console_errors,
+    dashboard_url,
+    login_url,
+)
 from tests.service.conftest import Service, start_service, with_slow_job
 
 WAIT_S = 60
@@ -102,18 +110,18 @@ def test_a_login_code_works_once_and_pages_need_the_session(
 ) -> None:
     driver = chromium(tmp_path / "profile")
     try:
-        driver.get(service.url + "/builds")
-        assert driver.current_url == service.url + "/welcome"
+        driver.get(dashboard_url(service) + "/builds")
+        assert driver.current_url == dashboard_url(service) + "/welcome"
         assert "databuild dashboard" in driver.page_source
         url = login_url(service)
         driver.get(url)
-        assert driver.current_url == service.url + "/"
+        assert driver.current_url == dashboard_url(service) + "/"
         assert css(driver, "#active")
         driver.delete_all_cookies()
         driver.get(url)
         assert "used already or expired" in driver.page_source
-        driver.get(service.url + "/")
-        assert driver.current_url == service.url + "/welcome"
+        driver.get(dashboard_url(service) + "/")
+        assert driver.current_url == dashboard_url(service) + "/welcome"
         cookie = None
         driver.get(login_url(service))
         cookie = next(c for c in driver.get_cookies() if c["name"].startswith("databuild_"))
@@ -141,7 +149,7 @@ def test_a_post_from_another_origin_is_refused(service: Service) -> None:
 def test_home_lists_a_running_build(service: Service, browser: Any) -> None:
     build_id = submit(service, "slow/home")
     started(service, "home")
-    browser.get(service.url + "/")
+    browser.get(dashboard_url(service) + "/")
     rows = css(browser, f'#active tr[data-build="{build_id}"]')
     assert rows and "executing" in rows[0].text
     release(service, "home")
@@ -155,7 +163,7 @@ def test_build_page_graph_follows_the_build_live(service: Service, browser: Any)
     started(service, "livea")
     started(service, "liveb")
     runs = run_ids(service, build_id)
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, lambda d: all(node_status(d, r) == "JOB_RUNNING" for r in runs.values()),
           "every run's node to show it running")
     assert len(css(browser, "#graph .node")) == len(runs) == 2
@@ -180,12 +188,15 @@ def test_build_page_resumes_after_a_dropped_stream_without_losing_a_run(
     proxy = CuttableProxy(service.info["port"])
     driver = chromium(tmp_path / "profile")
     try:
-        driver.get(proxy.url + login_url(service).removeprefix(service.url))
+        login = urlsplit(login_url(service))
+        driver.get(f"{proxy.url}{login.path}?{login.query}")
+        via = driver.current_url.rstrip("/")  # the dashboard's own name, on the proxy's port
+        assert urlsplit(via).port == proxy.port
         build_id = submit(service, "slow/dropa", "slow/dropb")
         started(service, "dropa")
         started(service, "dropb")
         runs = run_ids(service, build_id)
-        driver.get(f"{proxy.url}/builds/{build_id}")
+        driver.get(f"{via}/builds/{build_id}")
         until(driver, lambda d: all(node_status(d, r) == "JOB_RUNNING" for r in runs.values()),
               "both runs' nodes to show them running")
         proxy.cut()
@@ -208,7 +219,7 @@ def test_build_page_resumes_after_a_dropped_stream_without_losing_a_run(
 def test_cancel_button_cancels_the_build(service: Service, browser: Any) -> None:
     build_id = submit(service, "slow/cancelled")
     started(service, "cancelled")
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, lambda d: css(d, "#cancel"), "the Cancel button")
     css(browser, "#cancel")[0].click()
     assert finished(service, build_id) == "BUILD_REQUEST_CANCELLED"
@@ -222,7 +233,7 @@ def test_partitions_search_finds_a_ref_and_builds_it(service: Service, browser: 
     assert finished(service, submit(service, "daily_votes/2026-01-03")) == (
         "BUILD_REQUEST_COMPLETED"
     )
-    browser.get(service.url + "/partitions")
+    browser.get(dashboard_url(service) + "/partitions")
     field = css(browser, "#pattern")[0]
     field.send_keys("daily_votes/2026-01-0[3]")
     css(browser, "#search")[0].click()
@@ -239,11 +250,11 @@ def test_partitions_search_finds_a_ref_and_builds_it(service: Service, browser: 
 
 
 def test_jobs_and_analyze_pages(service: Service, browser: Any) -> None:
-    browser.get(service.url + "/jobs")
+    browser.get(dashboard_url(service) + "/jobs")
     assert "aggregate_color_votes" in browser.page_source
-    browser.get(service.url + "/jobs/aggregate_color_votes")
+    browser.get(dashboard_url(service) + "/jobs/aggregate_color_votes")
     assert css(browser, "svg.trend rect")
-    browser.get(service.url + "/analyze?refs=color_vote_report/2026-01-05/red")
+    browser.get(dashboard_url(service) + "/analyze?refs=color_vote_report/2026-01-05/red")
     until(browser, lambda d: len(css(d, "#graph .node")) > 1, "the analysed graph")
     no_console_errors(browser)
 
@@ -295,10 +306,10 @@ def test_screenshots_for_the_docs(service: Service, browser: Any, tmp_path: Path
     )
     build_id = submit(service, "daily_votes/2026-01-10", "slow/shot")
     started(service, "shot")
-    browser.get(service.url + "/")
+    browser.get(dashboard_url(service) + "/")
     until(browser, lambda d: css(d, f'#active tr[data-build="{build_id}"]'), "the active build")
     browser.save_screenshot(str(images / "dashboard-home.png"))
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     runs = run_ids(service, build_id)
     until(browser, lambda d: node_status(d, runs["daily_votes/2026-01-10"]) == "JOB_COMPLETED",
           "the aggregate run to show completed")

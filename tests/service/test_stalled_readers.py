@@ -52,7 +52,7 @@ def stalled_reader(service: Service, build_id: str, window: int = 4096) -> socke
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
     sock.connect((url.hostname, url.port))
     sock.sendall(
-        f"GET /api/v1/cli/builds/{build_id}/progress HTTP/1.1\r\nHost: x\r\n"
+        f"GET /api/v1/cli/builds/{build_id}/progress HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Authorization: Bearer {service.info['token']}\r\nConnection: close\r\n\r\n".encode()
     )
     return sock

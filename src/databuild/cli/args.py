@@ -184,6 +184,8 @@ def _tasks(add: Adder, sub: Any) -> None:
     logs.add_argument("--follow", action="store_true",
                       help="keep printing lines as the run writes them, until it ends")
     logs.add_argument("--tail", type=offset_type, metavar="N", help="only the last N lines")
+    logs.add_argument("--raw", action="store_true",
+                      help="the text as the job printed it, control characters and all")
 
 
 def _dashboard(add: Adder, sub: Any) -> None:

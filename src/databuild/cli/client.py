@@ -27,6 +27,7 @@ from databuild.cli.exits import UNAVAILABLE, CliError, exit_code_for_http
 
 DEFAULT_TIMEOUT_S = 60.0
 HEALTH_TIMEOUT_S = 5.0
+HEALTH_PATH = "/api/v1/health"
 ANALYZE_TIMEOUT_S = 600.0
 
 
@@ -101,16 +102,33 @@ class ApiClient:
         data = None if body is None else json.dumps(body).encode()
         return await self._call("POST", self.url(path), data, timeout)
 
+    async def health(self, timeout: float = HEALTH_TIMEOUT_S) -> Answer:
+        """``GET /api/v1/health`` (no token needed); a CliError (exit 3) if what answers is
+        not a DataBuild service, or errors as for ``get``."""
+        status, raw = await self._send("GET", self.url(HEALTH_PATH), None, timeout)
+        doc = _json_or_none(raw)
+        if status >= 400 and _is_error_document(doc):  # DataBuild's own refusal (its Host)
+            return self.answer(status, raw)
+        if not (isinstance(doc, Mapping) and doc.get("status") == "ok" and "workspace" in doc):
+            raise CliError(
+                f"{self.base_url} is not a DataBuild service: it answered {HEALTH_PATH} with "
+                f"HTTP {status} and no DataBuild health document; check DATABUILD_SERVICE_URL",
+                UNAVAILABLE,
+            )
+        return Answer(status, raw, doc)
+
     async def _call(self, method: str, url: str, data: bytes | None, timeout: float) -> Answer:
+        return self.answer(*await self._send(method, url, data, timeout))
+
+    async def _send(
+        self, method: str, url: str, data: bytes | None, timeout: float
+    ) -> tuple[int, bytes]:
         d = defer.ensureDeferred(self._exchange(method, url, data))
         d.addTimeout(timeout, cast(IReactorTime, self.reactor))
         try:
-            status, raw = await d
-        except CliError:
-            raise
+            return await d
         except Exception as e:
             raise self.unreachable(e) from None
-        return self.answer(status, raw)
 
     async def _exchange(self, method: str, url: str, data: bytes | None) -> tuple[int, bytes]:
         headers = dict(self._headers)
@@ -159,10 +177,22 @@ class ApiClient:
         return response
 
 
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _is_error_document(doc: object) -> bool:
+    """Whether ``doc`` is an API error of SPEC §5.4's shape."""
+    return isinstance(doc, Mapping) and isinstance(doc.get("error"), Mapping)
+
+
 def error_message(status: int, doc: object) -> str:
     """The message of an API error document, or a sentence about the bare status."""
-    if isinstance(doc, Mapping) and isinstance(doc.get("error"), Mapping):
-        message = doc["error"].get("message")
+    if _is_error_document(doc):
+        message = doc["error"].get("message")  # type: ignore[index]
         if message:
             return str(message)
     if status == 401:

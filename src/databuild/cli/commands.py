@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from databuild.cli import render
-from databuild.cli.client import ANALYZE_TIMEOUT_S, HEALTH_TIMEOUT_S, Answer, ApiClient, segment
+from databuild.cli.client import ANALYZE_TIMEOUT_S, Answer, ApiClient, segment
 from databuild.cli.discovery import Discovery, Service
 from databuild.cli.exits import (
     BUILD_EXIT_CODES,
@@ -82,11 +82,11 @@ class Context:
         return service
 
     def show(self, answer: Answer, table: Callable[[Any], str]) -> int:
-        """Print an API document: as it came (``json``) or as a table."""
+        """Print an API document: as it came (``json``) or as a table (its text escaped)."""
         if self.json:
             self.print(answer.raw.decode("utf-8", errors="replace").rstrip("\n"))
         else:
-            self.print(table(answer.doc))
+            self.print(table(render.printable(answer.doc)))
         return OK
 
 
@@ -149,11 +149,16 @@ async def tasks_show(ctx: Context) -> int:
 
 
 async def tasks_logs(ctx: Context) -> int:
-    """Print a run's log page by page as it comes (``--format json``: one record a line)."""
+    """Print a run's log page by page as it comes (``--format json``: one record a line;
+    ``--raw``: the text alone, as the job printed it)."""
     service = await ctx.service()
 
     def show(raw: str, line: dict[str, Any]) -> None:
-        ctx.print(raw if ctx.json else render.log_line(line))
+        if ctx.args.raw:
+            ctx.out.write(render.raw_text(line))
+            ctx.out.flush()
+        else:
+            ctx.print(raw if ctx.json else render.log_line(render.printable(line)))
 
     if ctx.args.follow:
         from databuild.cli.stream import LogFollower
@@ -175,7 +180,7 @@ async def tasks_logs(ctx: Context) -> int:
         if not doc["more"]:
             break
         params = {"offset": doc["next_offset"]}
-    if not printed and not ctx.json:
+    if not printed and not (ctx.json or ctx.args.raw):
         ctx.print("no log lines")
     return OK
 
@@ -228,7 +233,7 @@ async def _reconnect(ctx: Context, client: ApiClient) -> ApiClient | None:
     """After a dropped stream: a live service to resume from (never a new one)."""
     if ctx.environ.get("DATABUILD_SERVICE_URL"):
         try:
-            await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+            await client.health()
         except CliError:
             return None
         return client
@@ -249,8 +254,13 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     from databuild.cli.stream import Follower
 
     display = _display(ctx, build_request_id)
+
+    def shown(doc: dict[str, Any]) -> dict[str, Any]:
+        return doc if ctx.json else render.printable(doc)
+
     follower = Follower(
-        ctx.reactor, service.client, build_request_id, display.event,
+        ctx.reactor, service.client, build_request_id,
+        lambda raw, event: display.event(raw, shown(event)),
         lambda: _reconnect(ctx, follower.client),
     )  # fmt: skip
     interrupts = 0
@@ -279,19 +289,20 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
             ctx.say(f"stopped waiting for build {build_request_id}")
             follower.detach()
 
-    ctx.on_interrupt = interrupted
+    ctx.on_interrupt = interrupted  # until the end: a late Ctrl-C must not kill the CLI
     try:
         finished = await follower.follow()
+        display.close()
+        if finished is not None:
+            display.finished(finished[0], shown(finished[1]))
+        if cancelling is not None:
+            sent: Deferred[None] = deferLater(ctx.reactor, CANCEL_SEND_S)
+            await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
+            sent.cancel()
+            listening = False
     finally:
         ctx.on_interrupt = None
         display.close()
-    if finished is not None:
-        display.finished(*finished)
-    if cancelling is not None:
-        sent: Deferred[None] = deferLater(ctx.reactor, CANCEL_SEND_S)
-        await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)
-        sent.cancel()
-        listening = False
     if finished is None:
         return CANCELLED if owner else OK
     return BUILD_EXIT_CODES.get(str(finished[1].get("status")), UNAVAILABLE)
@@ -423,7 +434,9 @@ async def dashboard(ctx: Context) -> int:
     """Print the dashboard's login link; open it too where a desktop browser exists."""
     service = await ctx.service()
     answer = await service.client.post("/api/v1/dashboard/login-code", None)
-    url = service.client.base_url.rstrip("/") + answer.doc["login_path"]
+    url = answer.doc.get("login_url") or service.client.base_url.rstrip("/") + answer.doc[
+        "login_path"
+    ]
     if ctx.json:
         ctx.print(json.dumps({**answer.doc, "url": url}))
     else:

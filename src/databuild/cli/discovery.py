@@ -15,7 +15,7 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.task import deferLater
 
-from databuild.cli.client import HEALTH_TIMEOUT_S, Answer, ApiClient
+from databuild.cli.client import Answer, ApiClient
 from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
 from databuild.cli.fit import Difference, describe, differences
 from databuild.cli.servicefiles import (
@@ -87,7 +87,7 @@ class Discovery:
         if url:
             token = self.environ.get("DATABUILD_SERVICE_TOKEN")
             client = ApiClient(self.reactor, url, token, token_from="DATABUILD_SERVICE_TOKEN")
-            health = await client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+            health = await client.health()
             self._warn_of_version(health.doc)
             return Service(client, None, health)
         if self._prestarted is not None:
@@ -152,7 +152,7 @@ class Discovery:
                     return
             else:
                 try:
-                    await service.client.get("/api/v1/health", timeout=HEALTH_TIMEOUT_S)
+                    await service.client.health()
                 except CliError:
                     return
             await deferLater(self.reactor, POLL_S)
@@ -180,12 +180,10 @@ class Discovery:
         has been vouched for: the process is alive and is the service that wrote ``info`` (pid
         and start time), and it answers a health check (sent without the token) naming its
         pid and this workspace. Else None, and the token went nowhere."""
-        if server_json_owner(info) is None:
+        if server_json_owner(info, self.state.parent) is None:
             return None
         try:
-            health = await ApiClient(self.reactor, info["url"], None).get(
-                "/api/v1/health", timeout=HEALTH_TIMEOUT_S
-            )
+            health = await ApiClient(self.reactor, info["url"], None).health()
         except CliError:
             return None
         doc = health.doc

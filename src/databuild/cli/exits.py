@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from databuild.cli.render import visible
+
 OK = 0
 BUILD_FAILED = 1
 USAGE = 2
@@ -38,6 +40,7 @@ def exit_code_for_http(status: int) -> int:
 
 
 def say(err: TextIO, text: str) -> None:
-    """A remark or an error for people: on stderr, never mixed with the output."""
-    err.write(f"databuild: {text}\n")
+    """A remark or an error for people: on stderr, never mixed with the output, with what the
+    service said escaped (``render.visible``)."""
+    err.write(f"databuild: {visible(text)}\n")
     err.flush()

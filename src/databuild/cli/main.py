@@ -65,7 +65,7 @@ def run(
     """Run the command ``args`` names on the reactor until it is done; returns the exit code.
 
     SIGINT goes to the command's ``on_interrupt`` when it has one (``build``, ``tail``);
-    otherwise it ends the command at once.
+    otherwise it ends the command at once; once the command has ended, it is ignored.
     """
     import signal
 
@@ -104,12 +104,14 @@ def run(
             finish(INTERRUPTED)
 
     threads = cast(IReactorFromThreads, reactor)
-    previous = signal.signal(signal.SIGINT, lambda *_: threads.callFromThread(interrupted))
+    signal.signal(signal.SIGINT, lambda *_: threads.callFromThread(interrupted))
     reactor.callWhenRunning(begin)
     try:
         reactor.run()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # The outcome is known: a late Ctrl-C (the second of two quick ones) must neither
+        # change it nor kill the process on its way out (Python dies of an uncaught SIGINT).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     result = outcome[0] if outcome else INTERRUPTED
     if isinstance(result, int):
         return result

@@ -1,17 +1,41 @@
 """Tables for people: aligned columns, short status names, local times, seconds.
 
-Every function here is pure: it turns an API document (SPEC §5.5) into text.
+Every function here is pure: it turns an API document (SPEC §5.5) into text. What the
+service says (messages, refs, labels, a job's log lines) passes through ``printable`` before it
+is printed for people, so that no control sequence a job printed reaches the terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 _STATUS_PREFIXES = ("BUILD_REQUEST_", "JOB_", "PARTITION_")
 MISSING = "-"
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 controls but tab and newline, DEL, and C1 controls: what a terminal may act upon (ESC
+starts CSI, OSC and the rest; U+009B and U+009D are CSI and OSC in one character)."""
+
+
+def visible(text: str) -> str:
+    """``text`` with each control character shown as an escape (ESC as ``\\x1b``), so that it
+    cannot clear the screen, set the title, write the clipboard or disguise a link; tabs and
+    newlines stay as they are."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def printable(doc: Any) -> Any:
+    """An API document with ``visible`` applied to every string in it, keys too."""
+    if isinstance(doc, str):
+        return visible(doc)
+    if isinstance(doc, Mapping):
+        return {visible(str(k)): printable(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [printable(v) for v in doc]
+    return doc
 
 
 def short_status(status: object) -> str:
@@ -261,3 +285,12 @@ def log_line(line: Mapping[str, Any]) -> str:
         text = json.dumps(line["data"])
     more = " …" if line.get("continued") else ""
     return f"{local_time(line.get('time'))}  {line.get('stream', ''):<6}  {text}{more}"
+
+
+def raw_text(line: Mapping[str, Any]) -> str:
+    """One line of a job run's log as the job printed it: its text and line end (none where
+    it goes on in the next record), control characters and all (``tasks logs --raw``)."""
+    text = line.get("text")
+    if text is None and "data" in line:
+        text = json.dumps(line["data"])
+    return f"{text}" + ("" if line.get("continued") else "\n")

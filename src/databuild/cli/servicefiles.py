@@ -11,7 +11,9 @@ only if it is alive, runs ``twistd ... databuild``, and started at a time that f
 
 - twistd writes ``twistd.pid`` right after forking the daemon, so the daemon started at most a
   few seconds before the file's mtime and never after it (``PIDFILE_WINDOW_S``);
-- the service writes ``server.json`` once listening, so it started before ``started_at``.
+- the service writes ``server.json`` once listening, so it started before ``started_at``;
+- it serves this workspace (``server.json`` names it; the process was given it with
+  ``--workspace``, or works in it): a copied workspace's files name another's service.
 
 Start times come from ``/proc/<pid>/stat`` (clock ticks since boot plus ``btime``), which is
 exact to about a second, hence ``CLOCK_SLACK_S``. A file whose process fails these tests is
@@ -37,8 +39,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from databuild.cli.exits import UNAVAILABLE, USAGE, CliError
-from databuild.proc.info import command_line, started_at
-from databuild.startup import GRAPH_FILE
+from databuild.proc.info import command_line, started_at, working_directory
+from databuild.startup import CLIENT_SECRETS, GRAPH_FILE, without
 
 STATE_DIR = ".databuild"
 SERVER_JSON = "server.json"
@@ -99,10 +101,27 @@ def read_pid(path: Path) -> int | None:
     return int(text[0]) if text and text[0].isdigit() else None
 
 
-def runs_service(pid: int) -> bool:
-    """Does ``pid`` run ``twistd ... databuild``?"""
+def runs_service(pid: int, workspace: Path) -> bool:
+    """Does ``pid`` run ``twistd ... databuild`` for ``workspace`` (its ``--workspace``, else
+    the directory it works in)? A copy of a workspace holds its original's files naming the
+    original's live service, which serves the copy no more than a stranger would. (A process
+    whose directory cannot be read, another user's, is taken at its word, as before.)"""
     argv = command_line(pid)
-    return any(Path(a).name == "twistd" for a in argv) and "databuild" in argv
+    if not (any(Path(a).name == "twistd" for a in argv) and "databuild" in argv):
+        return False
+    served = ""
+    options = argv[argv.index("databuild") + 1 :]
+    for i, option in enumerate(options):
+        if option == "--workspace" and i + 1 < len(options):
+            served = options[i + 1]
+        elif option.startswith("--workspace="):
+            served = option.partition("=")[2]
+    if not os.path.isabs(served):
+        cwd = working_directory(pid)
+        if cwd is None:
+            return True
+        served = os.path.join(cwd, served)
+    return same_dir(served, workspace)
 
 
 def to_seconds(timestamp: object) -> float | None:
@@ -127,19 +146,20 @@ def pidfile_owner(pidfile: Path) -> int | None:
         return None
     if start is None or not written - PIDFILE_WINDOW_S <= start <= written + CLOCK_SLACK_S:
         return None
-    return pid if runs_service(pid) else None
+    return pid if runs_service(pid, pidfile.parent.parent) else None
 
 
-def server_json_owner(info: Mapping[str, Any]) -> int | None:
-    """The pid in ``server.json`` if that process is still the service that wrote it."""
+def server_json_owner(info: Mapping[str, Any], workspace: Path) -> int | None:
+    """The pid in ``server.json`` if that process is still the service that wrote it, and
+    serves ``workspace`` (the file names it: a copied workspace's names the original)."""
     pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or pid <= 0 or not same_dir(info.get("workspace"), workspace):
         return None
     start = started_at(pid)
     listening = to_seconds(info.get("started_at"))
     if start is None or (listening is not None and start > listening + CLOCK_SLACK_S):
         return None
-    return pid if runs_service(pid) else None
+    return pid if runs_service(pid, workspace) else None
 
 
 def clean_stale(state: Path) -> list[str]:
@@ -147,7 +167,9 @@ def clean_stale(state: Path) -> list[str]:
     someone else; returns the names of the files removed."""
     removed = []
     info = read_json_file(state / SERVER_JSON)
-    if (state / SERVER_JSON).exists() and (info is None or server_json_owner(info) is None):
+    if (state / SERVER_JSON).exists() and (
+        info is None or server_json_owner(info, state.parent) is None
+    ):
         removed.append(SERVER_JSON)
     if (state / PIDFILE).exists() and pidfile_owner(state / PIDFILE) is None:
         removed.append(PIDFILE)
@@ -175,7 +197,7 @@ def same_dir(a: object, b: Path) -> bool:
 def nothing_runs(state: Path) -> bool:
     """Neither file names a live service process (no network involved)."""
     info = read_json_file(state / SERVER_JSON)
-    return (info is None or server_json_owner(info) is None) and (
+    return (info is None or server_json_owner(info, state.parent) is None) and (
         pidfile_owner(state / PIDFILE) is None
     )
 
@@ -234,8 +256,8 @@ def start_failure(said: str, log: str) -> tuple[str | None, str]:
 
 
 def launch(workspace: Path, environ: Mapping[str, str], say: Say) -> Launch:
-    """Remove stale files, then run twistd for ``workspace`` in a session of its own; call
-    with the start lock held."""
+    """Remove stale files, then run twistd for ``workspace`` in a session of its own (with this
+    environment less the client's secrets); call with the start lock held."""
     state = state_dir(workspace)
     for name in clean_stale(state):
         say(f"removed stale {STATE_DIR}/{name}")
@@ -250,7 +272,7 @@ def launch(workspace: Path, environ: Mapping[str, str], say: Say) -> Launch:
     output = tempfile.TemporaryFile()  # noqa: SIM115 - Launch.close() closes it
     try:
         process = subprocess.Popen(
-            argv, cwd=workspace, env=dict(environ), stdin=subprocess.DEVNULL,
+            argv, cwd=workspace, env=without(environ, CLIENT_SECRETS), stdin=subprocess.DEVNULL,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     except OSError as e:

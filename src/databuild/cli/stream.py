@@ -83,6 +83,8 @@ class Follower:
         self.last_event_id: str | None = None
         self.finished: tuple[str, dict[str, Any]] | None = None
         self.detached = False
+        self.failed: Failure | None = None
+        """What ``on_event`` raised; ``follow`` raises it again."""
         self._reader: _StreamReader | None = None
 
     @property
@@ -99,10 +101,15 @@ class Follower:
                 self._reader.abort()
             return
         self.last_event_id = frame.id
-        self.on_event(frame.data, parse_event(frame.data))
+        try:
+            self.on_event(frame.data, parse_event(frame.data))
+        except Exception:  # printing failed (``| head`` closed stdout): no reconnecting
+            self.failed = Failure()
+            self.detach()
 
     async def follow(self) -> tuple[str, dict[str, Any]] | None:
-        """The raw and parsed end object (``build_finished``), or None once detached."""
+        """The raw and parsed end object (``build_finished``), or None once detached; what
+        ``on_event`` raised (BrokenPipeError when stdout closed), if it raised."""
         while True:
             response = await self.client.open_stream(self.path, self.last_event_id)
             self._reader = _StreamReader(self.reactor, self._frame)
@@ -111,6 +118,8 @@ class Follower:
                 self._reader.abort()
             await self._reader.done
             self._reader = None
+            if self.failed is not None:
+                self.failed.raiseException()
             if self.detached or self.finished is not None:
                 return self.finished
             client = await self._find_service()

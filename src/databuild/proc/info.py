@@ -97,6 +97,14 @@ def command_line(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def working_directory(pid: int) -> str | None:
+    """The directory process ``pid`` works in (None if unknown)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
 RECENT_PIDS_MAX = 4096
 """A sweep over the pids handed out since a few others reads them one by one when there are
 at most this many; beyond that it lists ``/proc``."""

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.proc.info import boot_ticks, handed_out_since, processes_with_env, start_ticks
+from databuild.startup import JOB_SECRETS, without
 
 ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
@@ -426,11 +427,13 @@ def spawn(
     FileNotFoundError if ``argv[0]`` is not found (on ``env``'s ``PATH`` if it has no slash),
     PermissionError if it may not be run.
 
-    Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``).
+    Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``). The child
+    gets ``env`` without DataBuild's secrets (``startup.JOB_SECRETS``): every program the
+    service starts (a job's ``config`` or ``exec``, a lookup, Bazel) comes through here.
     """
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
     name, _, value = child.marker.partition("=")
-    env = {**env, name: value}
+    env = {**without(env, JOB_SECRETS), name: value}
     directory = os.path.abspath(cwd)
     executable = _executable(argv[0], env, directory)
     argv = list(argv)

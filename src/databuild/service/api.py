@@ -240,13 +240,17 @@ class Api:
     @app.route("/api/v1/dashboard/login-code", methods=["POST"])
     @declare(
         "a one-time dashboard login code, valid 60 s (docs/dashboard.md)",
-        obj({"code": STRING, "login_path": STRING, "expires_in_s": {"type": "number"}}),
+        obj({
+            "code": STRING, "login_path": STRING, "expires_in_s": {"type": "number"},
+            "login_url": STRING,
+        }),
     )
     @_shielded
     async def login_code(self, request: Request) -> dict[str, Any]:
         code = self._access.issue_code()
         self.log.info("dashboard login code issued")
-        return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S}
+        return {"code": code, "login_path": f"/login?code={code}", "expires_in_s": CODE_TTL_S,
+                "login_url": self._access.login_url(request, code)}
 
     @app.route("/api/v1/service/shutdown", methods=["POST"])
     @declare(

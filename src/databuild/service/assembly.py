@@ -32,6 +32,7 @@ from databuild.service.api import Api
 from databuild.service.dashboard.access import DashboardAccess
 from databuild.service.dashboard.pages import Dashboard
 from databuild.service.edge import api_site
+from databuild.service.hosts import AllowedHosts, own_names
 from databuild.service.idle import IdleTimer
 from databuild.service.lease import LeaseKeeper, this_host
 from databuild.service.metrics import ServiceMetrics
@@ -133,8 +134,9 @@ def build_service(
     tether.setServiceParent(top)
     lease.setServiceParent(top)
     orchestrator.setServiceParent(top)
+    hosts = AllowedHosts.of(own_names(), config.allowed_hosts, [access.host])
     site = api_site(
-        api.app.resource(), dashboard.app.resource(), config.token, idle, access,
+        api.app.resource(), dashboard.app.resource(), config.token, idle, access, hosts,
         api.hot_routes(),
     )
     ApiListener(reactor, config, site, event_log.location.describe()).setServiceParent(top)

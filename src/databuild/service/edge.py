@@ -1,11 +1,12 @@
 """The edge of the HTTP service: every request passes here before it is routed.
 
-It keeps the service busy while a request is in flight, checks the bearer token (API; the
-scheme ``Bearer`` in any case, RFC 7235) or the session cookie and ``Origin`` (dashboard),
-refuses oversized bodies, keeps percent-encoded path segments whole, and answers anything that
-goes wrong with a JSON error instead of a traceback, even a request that is not valid HTTP.
-A ``GET`` of one of the API's ``hot`` paths (exactly) is answered by its handler directly,
-without routing (see service/hot.py).
+It refuses a request whose ``Host`` does not name the service (DNS rebinding; see
+service/hosts.py), keeps the service busy while a request is in flight, checks the bearer
+token (API; the scheme ``Bearer`` in any case, RFC 7235) or the session cookie and ``Origin``
+(dashboard), refuses oversized bodies, keeps percent-encoded path segments whole, and answers
+anything that goes wrong with a JSON error instead of a traceback, even a request that is not
+valid HTTP. A ``GET`` of one of the API's ``hot`` paths (exactly) is answered by its handler
+directly, without routing (see service/hot.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from databuild.service.dashboard.access import DashboardAccess, same_origin
+from databuild.service.hosts import AllowedHosts, host_name
 from databuild.service.idle import IdleTimer
 from databuild.service.responses import (
     JSON_TYPE,
@@ -58,9 +60,11 @@ class ApiEdge(Resource):
         token: str,
         idle: IdleTimer,
         access: DashboardAccess,
+        hosts: AllowedHosts,
         hot: HotRoutes | None = None,
     ) -> None:
         super().__init__()
+        self._hosts = hosts
         self._api = api
         self._dashboard = dashboard
         self._hot = hot or {}
@@ -69,6 +73,9 @@ class ApiEdge(Resource):
         self._access = access
 
     def render(self, request: Request) -> bytes | int:
+        given = request.getHeader(b"host")
+        if not self._hosts.allows(given, request.getHost().host):  # not activity either
+            return respond_error(request, bad_host(host_name(given)))
         if request.path not in NOT_BUSY:
             release = self._idle.hold()
             request.notifyFinish().addBoth(lambda _: release())
@@ -135,6 +142,16 @@ class ApiEdge(Resource):
                 )
 
 
+def bad_host(name: str | None) -> ApiError:
+    """The error for a request whose ``Host`` (``name``) does not name the service."""
+    return ApiError(
+        400, "bad_host",
+        f"this service does not answer to the host name {name!r} (DNS rebinding?); it answers "
+        "to its address, localhost and this host's names; `twistd databuild --allowed-host "
+        "NAME` adds one" if name else "the request has no usable Host header",
+    )  # fmt: skip
+
+
 class BoundedRequest(Request):
     """Keeps at most one byte more than the body limit, so a huge upload costs no memory/disk.
 
@@ -172,11 +189,12 @@ def api_site(
     token: str,
     idle: IdleTimer,
     access: DashboardAccess,
+    hosts: AllowedHosts,
     hot: HotRoutes | None = None,
 ) -> Site:
     """The HTTP factory serving the API and the dashboard."""
     site = Site(
-        ApiEdge(api, dashboard, token, idle, access, hot), requestFactory=BoundedRequest
+        ApiEdge(api, dashboard, token, idle, access, hosts, hot), requestFactory=BoundedRequest
     )
     # Plain HTTP/1.1 channels: Twisted's stubs type ``protocol`` as its own factory function.
     site.protocol = ApiChannel  # type: ignore[assignment, method-assign]

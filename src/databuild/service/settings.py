@@ -121,6 +121,8 @@ class ServiceConfig:
     """The version the service reports (``databuild.startup.reported_version``)."""
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+    allowed_hosts: tuple[str, ...] = ()
+    """Names a request's ``Host`` may give beyond the service's own (``service.hosts``)."""
 
     @property
     def root(self) -> Path:
@@ -142,6 +144,7 @@ class Flags:
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def check_lease(heartbeat_s: float, lease_timeout_s: float) -> None:
@@ -190,6 +193,7 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
         version=reported_version(environ),
         heartbeat_s=flags.heartbeat_s,
         lease_timeout_s=flags.lease_timeout_s,
+        allowed_hosts=flags.allowed_hosts,
     )
 
 

@@ -14,6 +14,7 @@ from databuild import startup
 from databuild.errors import GraphFileError
 from databuild.graph import load_workspace
 from databuild.service import settings
+from databuild.service.hosts import parse_host_name
 from databuild.service.settings import Flags, ServiceConfig
 from databuild.service.startreport import StartReport
 
@@ -59,6 +60,15 @@ class Options(usage.Options):
         ["lease-timeout", None, settings.DEFAULT_LEASE_TIMEOUT_S,
          "Seconds after which a lease not renewed has expired (database clock)."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allowed-host"] = []
+
+    def opt_allowed_host(self, value: str) -> None:
+        """A name clients reach the service by, beyond its address, localhost and this host's
+        names; requests with any other Host are refused (DNS rebinding). Repeatable."""
+        self["allowed-host"].append(_checked(parse_host_name, value))
 
     def opt_port(self, value: str) -> None:
         self["port"] = _checked(settings.parse_port, value)
@@ -112,6 +122,7 @@ class Options(usage.Options):
             keepalive_s=self["keepalive"],
             heartbeat_s=float(self["heartbeat"]),
             lease_timeout_s=float(self["lease-timeout"]),
+            allowed_hosts=tuple(self["allowed-host"]),
         )
         try:
             self.config = settings.resolve(flags, os.environ, workspace)

@@ -136,7 +136,12 @@ class Dashboard:
 
     @app.route("/login", methods=["GET"])
     def login(self, request: Request) -> bytes:
-        session = self._access.redeem(r.query(request, "code") or "")
+        code = r.query(request, "code") or ""
+        if self._access.elsewhere(request):  # no cookie for this name: on to the dashboard's
+            fresh = self._access.exchange(code)
+            if fresh is not None:
+                return _redirect(request, self._access.login_url(request, fresh))
+        session = self._access.redeem(code)
         if session is None:
             request.setResponseCode(403)
             return self._page(request, "welcome.html", refused=True)
