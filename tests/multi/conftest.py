@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from attrs import define, field
 from tests.conftest import BIN, installed
+from tests.multi.proxy import Proxy
 from tests.polling import poll_until
 from tests.service.conftest import free_port
 
@@ -221,3 +222,12 @@ def cluster(tmp_path: Path, pg_schema: str) -> Iterator[Cluster]:
     yield team
     for service in team.started:
         service.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """A proxy in front of PostgreSQL (``proxy.uri(cluster.event_log)`` goes through it)."""
+    proxy = Proxy(("127.0.0.1", 5432))
+    yield proxy
+    if not proxy.closed:
+        proxy.cut()

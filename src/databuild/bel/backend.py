@@ -237,9 +237,14 @@ class Database:
     def connected(self) -> bool:
         return self._conn is not None
 
+    @property
+    def lost(self) -> bool:
+        """Whether the server dropped the connection (PostgreSQL restarts, failovers, a cut)."""
+        return self.dialect == "postgresql" and bool(self._conn.closed or self._conn.broken)
+
     def reconnect_if_lost(self) -> None:
-        """Connect again if the server dropped the connection (PostgreSQL restarts, failovers)."""
-        if self.dialect == "postgresql" and (self._conn.closed or self._conn.broken):
+        """Connect again if the server dropped the connection."""
+        if self.lost:
             self._conn.close()
             self.connect()
 

@@ -408,18 +408,42 @@ class EventLog:
         batch = self._claims[: claims.MAX_CLAIMS]
         self._claims = self._claims[claims.MAX_CLAIMS :]
         self._claiming = True
-        d = self._read(claims.claim_many, [request for request, _ in batch])
+        d = self._read(self._claim_batch, [request for request, _ in batch])
 
         def claimed(results: list[ClaimResult]) -> None:
             for (_, waiting), result in zip(batch, results, strict=True):
                 waiting.callback(result)
 
         def failed(failure: Failure) -> None:
+            self.log.warn(
+                "event log {location}: a transaction of {count} claims failed: {error}",
+                location=self.location.describe(),
+                count=len(batch),
+                error=failure.getErrorMessage(),
+            )
+            if not failure.check(EventLogError):
+                failure = Failure(StoreUnavailable(
+                    f"the event log at {self.location.describe()} could not store the claim: "
+                    f"{failure.getErrorMessage()}"
+                ))
             for _, waiting in batch:
                 waiting.errback(failure)
 
         d.addCallbacks(claimed, failed)
         d.addBoth(self._claimed)
+
+    def _claim_batch(self, db: Database, requests: list[ClaimRequest]) -> list[ClaimResult]:
+        """On the log's thread: ``claims.claim_many``, once more on a new connection if the
+        server dropped this one meanwhile. Claiming again re-reads what the first attempt
+        committed, if its COMMIT went through and only the answer was lost: its rows name
+        these runs, so they are granted again, never taken for another run's claims."""
+        try:
+            return claims.claim_many(db, requests)
+        except Exception:
+            if self._lost is not None or not db.lost:
+                raise
+        db.reconnect_if_lost()
+        return claims.claim_many(db, requests)
 
     def _claimed(self, _: object) -> None:
         self._claiming = False
