@@ -196,12 +196,15 @@ class Database:
     """Whether the catalog's refs have a trigram index (``has_ref_trigrams``, set on open)."""
     service_id: str | None
     """The service whose lease fences every write (``services.register``), if any."""
+    host: str | None
+    """That service's host."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
         self.dialect = location.dialect
         self.ref_trigrams = False
         self.service_id = None
+        self.host = None
         self._conn: Any = None
         self._sql_cache: dict[str, str] = {}
 

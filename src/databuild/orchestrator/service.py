@@ -37,6 +37,7 @@ from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
+from databuild.orchestrator.leftovers import HostClaims, Leftovers, dead_here
 from databuild.orchestrator.policy import Happening
 from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
@@ -86,6 +87,7 @@ class Orchestrator(Service):
         self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
+        self._leftovers = Leftovers(reactor)  # type: ignore[arg-type]
         self._parts = Parts(
             executor,
             resolve,
@@ -93,7 +95,7 @@ class Orchestrator(Service):
             self._recorder,
             self._holdings,
             LocalClaims() if claims is None else claims,
-            event_log,
+            HostClaims(event_log, self._leftovers),
             RemoteRuns(reactor, event_log),  # type: ignore[arg-type]
         )
         self._courses: dict[str, Course] = {}
@@ -144,11 +146,7 @@ class Orchestrator(Service):
     async def take_over(self, services: list[dict[str, Any]]) -> None:
         """Recover the builds and this host's job processes of services just declared dead."""
         dead = {service["service_id"] for service in services}
-        reaped = await reap_orphans(
-            self._reactor,  # type: ignore[arg-type]
-            self._executor.running_dir,
-            dead.__contains__,
-        )
+        reaped = await self._leftovers.clear(dead_here(services))
         failed = await fail_orphaned_builds(self._log, self._recorder.append, sorted(dead))
         self.log.info(
             "took over {services}: {groups} job process groups terminated, "
