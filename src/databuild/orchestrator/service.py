@@ -39,7 +39,7 @@ from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.leftovers import HostClaims, Leftovers, dead_here
 from databuild.orchestrator.policy import Happening
-from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
+from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, NotYetStored, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
 from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, TaskState
@@ -273,6 +273,11 @@ class Orchestrator(Service):
             await self._recorder.admit(
                 Event(build_id, BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, requested))
             )
+        except NotYetStored as e:
+            self._not_yet_received(course, e)
+            raise StoreUnavailable(
+                f"{e}; build {build_id} will be recorded as failed once the log takes events"
+            ) from None
         except BaseException:
             self._holdings.release(build_id)
             del self._courses[build_id]
@@ -287,6 +292,18 @@ class Orchestrator(Service):
         driven = ensureDeferred(self._drive(course))
         driven.addErrback(self._broke, course)
         return build_id
+
+    def _not_yet_received(self, course: Course, error: NotYetStored) -> None:
+        """The store failed as a build's RECEIVED was first tried (the disk just filled up):
+        its client is told so, and the build ends FAILED for the outage, recorded after its
+        RECEIVED once the log takes events again, so that none is left open."""
+        course.fail(Happening.STORE_OUTAGE, str(error))
+
+        def received(_: object) -> None:
+            driven = ensureDeferred(self._drive(course))
+            driven.addErrback(self._broke, course)
+
+        error.stored.addCallbacks(received, lambda failure: self._end(course, failure))
 
     def cancel_build(self, build_request_id: str) -> Deferred[None]:
         """Cancel a live build; fires once its cancellation is recorded.
