@@ -56,6 +56,13 @@ class StoreUnavailable(EventLogError):
     code = "event_log_unavailable"
 
 
+class LogFileGone(StoreUnavailable):
+    """The SQLite file the log was opened on is no longer at its path (deleted, or replaced
+    by another file): what the log would store would be lost, so it stores nothing."""
+
+    code = "event_log_gone"
+
+
 class DuplicateEvent(EventLogError):
     """An event whose ``event_id`` the log holds already, at ``idx``; nothing was written.
 
@@ -207,12 +214,16 @@ class Database:
         self.host = None
         self._conn: Any = None
         self._sql_cache: dict[str, str] = {}
+        self._file: tuple[int, int] | None = None
+        """SQLite: the device and inode of the file opened."""
 
     def connect(self) -> None:
         """Open the connection (blocking: call it off the reactor thread)."""
         try:
             if self.dialect == "sqlite":
                 self._conn = _connect_sqlite(Path(self.location.target))
+                opened = os.stat(self.location.target)
+                self._file = (opened.st_dev, opened.st_ino)
             else:
                 import psycopg
 
@@ -229,6 +240,24 @@ class Database:
             raise EventLogError(
                 f"cannot open the event log at {self.location.describe()}: {e}"
             ) from e
+
+    def file_gone(self) -> str | None:
+        """SQLite: why the log's path no longer names the file opened (a ``stat``), if so."""
+        if self._file is None:
+            return None
+        path = self.location.target
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return f"the event log file {path} was deleted while the service used it"
+        except OSError:
+            return None  # not readable just now: the writes will say what is wrong
+        if (now.st_dev, now.st_ino) != self._file:
+            return (
+                f"the event log file {path} was replaced by another file while the service"
+                " used it"
+            )
+        return None
 
     def name_session(self) -> None:
         """Name this PostgreSQL session after its service, so a sweeper can end it."""

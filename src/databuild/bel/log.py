@@ -12,13 +12,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.bel import claims, queries, schema, services
-from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
+from databuild.bel.backend import (
+    Database,
+    EventLogError,
+    Location,
+    LogFileGone,
+    StoreUnavailable,
+    parse_uri,
+)
 from databuild.bel.checkpoint import WAL_LIMIT, Checkpointer
 from databuild.bel.claims import ClaimRequest, ClaimResult, RunState
 from databuild.bel.events import Event
@@ -65,6 +72,7 @@ class EventLog:
         self._drained: list[Deferred[None]] = []
         self._state = "new"
         self._lost: LeaseLost | None = None
+        self._gone: LogFileGone | None = None
         self._shutdown_trigger: Any = None
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
@@ -100,8 +108,38 @@ class EventLog:
         """
         if self._lost is not None:
             raise self._lost
+        self._check_file()
         self._db.reconnect_if_lost()
         return fn(self._db, *args)
+
+    def _check_file(self) -> None:
+        """On the log's thread: raise LogFileGone, for good, once the SQLite file was
+        deleted or replaced under the service (a ``stat`` per call)."""
+        if self._gone is None and (why := self._db.file_gone()) is not None:
+            self._gone = LogFileGone(
+                f"{why}; it stores nothing more (what it stored since is lost): stop the "
+                "service, put the file back and start it again"
+            )
+            self._reactor.callFromThread(
+                self.log.error, "event log {location}: {problem}",
+                location=self.location.describe(), problem=str(self._gone),
+            )
+        if self._gone is not None:
+            raise self._gone
+
+    def problem(self) -> Deferred[str | None]:
+        """Why the log cannot be used for good (its SQLite file is gone), checked now; or None."""
+        if self._state != "open" or self.location.dialect != "sqlite":
+            return succeed(None if self._gone is None else str(self._gone))
+
+        def check() -> str | None:
+            try:
+                self._check_file()
+            except LogFileGone as e:
+                return str(e)
+            return None
+
+        return self._run(check)
 
     def _not_open(self) -> Deferred[Any]:
         if self._lost is not None:

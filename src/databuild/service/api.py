@@ -169,8 +169,10 @@ class Api:
     @app.route("/api/v1/health", methods=["GET"])
     @_shielded
     async def health(self, request: IRequest) -> dict[str, Any]:
+        problem = await self._log.problem()
         return {
-            "status": "ok",
+            "status": "ok" if problem is None else "unavailable",
+            **({} if problem is None else {"problem": problem}),
             "pid": os.getpid(),
             "version": self._config.version,
             "workspace": str(self._config.root),

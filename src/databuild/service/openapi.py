@@ -284,13 +284,15 @@ PATHS: dict[str, Schema] = {
     "/api/v1/health": {"get": _operation(
         "whether the service answers, and what it serves",
         {"200": _json(_object({
-            "status": {"const": "ok"}, "pid": {"type": "integer"}, "version": STRING,
+            "status": {"enum": ["ok", "unavailable"]},
+            "pid": {"type": "integer"}, "version": STRING,
             "workspace": STRING, "active_builds": {"type": "integer"},
             "idle_timeout": {"type": "number"},
             "graph": _object({"label": STRING, "fingerprint": STRING, "loaded_at": NANOS}),
             "event_log": {**STRING, "description": "the log in use, without any password"},
             "uptime_s": {"type": "number"},
-        }))},
+        }, problem={**STRING, "description": "why the event log stores nothing (unavailable)"}
+        ))},
         public=True,
     )},
     "/api/v1/cli/build": {"post": _SUBMIT},
