@@ -162,7 +162,7 @@ def _dead_here(db: Database) -> tuple[DeadService, ...]:
         DeadService(service_id, workspace)
         for service_id, workspace in db.all(
             "SELECT service_id, workspace FROM services WHERE host = ? AND state <> 'stopped'"
-            f" AND NOT ({live_sql(db)})",
+            f" AND workspace <> '' AND NOT ({live_sql(db)})",
             (db.host,),
         )
     )

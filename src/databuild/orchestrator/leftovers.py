@@ -34,7 +34,7 @@ def dead_here(services: Iterable[dict[str, object]]) -> list[DeadService]:
     return [
         DeadService(str(s["service_id"]), str(s["workspace"]))
         for s in services
-        if s["host"] == host
+        if s["host"] == host and s["workspace"]
     ]
 
 
