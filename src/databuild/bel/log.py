@@ -117,8 +117,8 @@ class EventLog:
         deleted or replaced under the service (a ``stat`` per call)."""
         if self._gone is None and (why := self._db.file_gone()) is not None:
             self._gone = LogFileGone(
-                f"{why}; it stores nothing more (what it stored since is lost): stop the "
-                "service, put the file back and start it again"
+                f"{why}; it stores nothing more: stop the service, put the file back and "
+                "start it again"
             )
             self._reactor.callFromThread(
                 self.log.error, "event log {location}: {problem}",
