@@ -6,6 +6,7 @@ directory); every job appends to one shared data directory, so duplicate execs s
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -21,8 +22,11 @@ from urllib.parse import urlsplit
 import pytest
 from attrs import define, field
 from tests.conftest import BIN, installed
+from tests.multi.proxy import Proxy
 from tests.polling import poll_until
 from tests.service.conftest import free_port
+
+from databuild.proc.info import alive
 
 HERE = Path(__file__).parent
 START_TIMEOUT_S = 60.0
@@ -50,6 +54,15 @@ class Team:
     process: subprocess.Popen[bytes]
     log_file: Path
     info: dict[str, Any] = field(factory=dict)
+    daemon: bool = False
+    """Started without ``-n``: ``process`` is the launching twistd, gone once it served."""
+
+    @property
+    def pid(self) -> int:
+        """The service's own process (the daemon's, read from its pidfile, if daemonized)."""
+        if not self.daemon:
+            return self.process.pid
+        return int((self.workspace / ".databuild" / f"{self.name}.pid").read_text())
 
     def log_text(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
@@ -93,13 +106,19 @@ class Team:
 
     @property
     def service_id(self) -> str:
-        return next(s["service_id"] for s in self.services() if s["pid"] == self.process.pid)
+        return next(s["service_id"] for s in self.services() if s["pid"] == self.pid)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
     def stop(self) -> None:
+        if self.daemon:
+            with contextlib.suppress(OSError, ValueError):
+                pid = self.pid
+                os.kill(pid, signal.SIGTERM)
+                poll_until(lambda: not alive(pid), f"{self.name} to stop", 30)
+            return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -131,8 +150,11 @@ class Cluster:
             shutil.copy(HERE / "teamjob.py", path / "teamjob.py")
         return path
 
-    def start(self, name: str, *args: str, workspace: Path | None = None) -> Team:
-        """Start ``twistd -n databuild`` as ``name`` and wait until it serves."""
+    def start(
+        self, name: str, *args: str, workspace: Path | None = None, daemon: bool = False
+    ) -> Team:
+        """Start ``twistd -n databuild`` as ``name`` (``twistd databuild``, which forks, if
+        ``daemon``) and wait until it serves."""
         root = workspace or self.workspace(name)
         state = root / ".databuild"
         state.mkdir(exist_ok=True)
@@ -143,7 +165,7 @@ class Cluster:
         log_file = state / f"{name}.log"
         server = state / "server.json"
         command = [
-            installed("twistd"), "-n",
+            installed("twistd"), *(() if daemon else ("-n",)),
             "--pidfile", str(state / f"{name}.pid"),
             "--logfile", str(log_file),
             "databuild", "--workspace", str(root), "--port", str(free_port()),
@@ -152,11 +174,13 @@ class Cluster:
         process = subprocess.Popen(
             command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root
         )
-        team = Team(name, root, process, log_file)
+        team = Team(name, root, process, log_file, daemon=daemon)
         self.started.append(team)
+        if daemon:
+            assert process.wait(START_TIMEOUT_S) == 0, team.log_text()[-3000:]
 
         def serving() -> dict[str, Any] | None:
-            if process.poll() is not None:
+            if not daemon and process.poll() is not None:
                 out = process.stdout.read().decode() if process.stdout else ""
                 raise AssertionError(f"{name} exited with {process.returncode}:\n"
                                      f"{team.log_text()[-3000:]}\n{out}")
@@ -164,7 +188,7 @@ class Cluster:
                 info = json.loads(server.read_text())
             except (OSError, ValueError):
                 return None
-            return info if info.get("pid") == process.pid else None
+            return info if info.get("pid") == team.pid else None
 
         team.info = poll_until(serving, f"{name} to serve", START_TIMEOUT_S)
         return team
@@ -198,3 +222,12 @@ def cluster(tmp_path: Path, pg_schema: str) -> Iterator[Cluster]:
     yield team
     for service in team.started:
         service.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """A proxy in front of PostgreSQL (``proxy.uri(cluster.event_log)`` goes through it)."""
+    proxy = Proxy(("127.0.0.1", 5432))
+    yield proxy
+    if not proxy.closed:
+        proxy.cut()

@@ -3,11 +3,13 @@
 Refs: ``leaf/K`` has no inputs; ``mid/K`` needs ``leaf/K`` and ``leaf/K+1``; ``top/K`` needs
 ``mid/K`` and ``mid/K+1``; so overlapping requests of tops share mids and leaves.
 ``slow/NAME`` writes ``$TEAM_DATA/started-NAME`` (its pid) and waits for ``release-NAME``;
-``after/NAME`` needs ``slow/NAME``. ``TEAM_SLEEP`` (seconds) paces every other exec.
+``after/NAME`` needs ``slow/NAME``. ``TEAM_SLEEP`` (seconds) paces every other exec. With
+``TEAM_MARK_TERM`` set, a ``slow/NAME`` terminated by SIGTERM writes its end line too.
 """
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,6 +46,14 @@ with open(DATA / "execs.jsonl", "a") as f:
     f.write(json.dumps(line) + "\n")
 kind, name = ref.split("/", 1)
 if kind == "slow":
+
+    def terminated(signum: int, frame: object) -> None:
+        with open(DATA / "execs.jsonl", "a") as f:
+            f.write(json.dumps({**line, "phase": "end", "terminated": True}) + "\n")
+        sys.exit(128 + signum)
+
+    if os.environ.get("TEAM_MARK_TERM"):
+        signal.signal(signal.SIGTERM, terminated)
     (DATA / f"started-{name}").write_text(str(os.getpid()))
     while not (DATA / f"release-{name}").exists():
         time.sleep(0.02)

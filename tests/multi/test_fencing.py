@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from tests.multi.conftest import HEARTBEAT_S, LEASE_S, Cluster
 from tests.multi.proxy import Proxy
@@ -12,14 +10,6 @@ from tests.polling import poll_until
 from databuild.proc.info import alive
 
 DEADLINE_S = 10 * (LEASE_S + HEARTBEAT_S)
-
-
-@pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    proxy = Proxy(("127.0.0.1", 5432))
-    yield proxy
-    if not proxy.closed:
-        proxy.cut()
 
 
 @pytest.mark.parametrize("how", ["freeze", "cut"])

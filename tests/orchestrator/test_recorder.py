@@ -18,7 +18,7 @@ from databuild.bel import (
     StoreUnavailable,
 )
 from databuild.orchestrator.hub import ProgressHub
-from databuild.orchestrator.recorder import RETRY_FIRST_S, RETRY_MAX_S, Recorder
+from databuild.orchestrator.recorder import RETRY_FIRST_S, RETRY_MAX_S, NotYetStored, Recorder
 
 
 class Store:
@@ -154,3 +154,32 @@ def test_an_event_stored_although_its_answer_was_lost_counts_as_stored() -> None
     assert (first.result.idx, second.result.idx) == (1, 2)
     assert [e.payload.message for e in store.stored] == ["1", "2"]  # type: ignore[union-attr]
     assert recorder.healthy and recorder.unstored == 0
+
+
+def test_an_admit_during_an_outage_tries_the_store_at_once() -> None:
+    recorder, store, clock, _ = make()
+    store.up = False
+    recorder.append(event("waits"))
+    assert not recorder.healthy
+    clock.advance(RETRY_FIRST_S)  # the retries now come further apart
+    refused = recorder.admit(event("still down"))
+    assert "cannot store events" in str(failure_of(refused).value)
+
+    store.up = True  # the disk was freed: the next admit need not wait for the next retry
+    admitted = recorder.admit(event("new"))
+    assert admitted.called and recorder.healthy
+    assert [e.payload.message for e in store.stored] == ["waits", "new"]  # type: ignore[union-attr]
+
+
+def test_an_admit_whose_own_try_fails_is_told_at_once_and_the_event_kept() -> None:
+    recorder, store, clock, _ = make()
+    store.up = False
+    admitted = recorder.admit(event("received"))
+    error = failure_of(admitted).value
+    assert isinstance(error, NotYetStored)
+    assert not error.stored.called
+
+    store.up = True
+    clock.advance(RETRY_FIRST_S)
+    assert error.stored.called
+    assert [e.payload.message for e in store.stored] == ["received"]  # type: ignore[union-attr]

@@ -55,6 +55,13 @@ class StoreUnavailable(EventLogError):
     code = "event_log_unavailable"
 
 
+class LogFileGone(StoreUnavailable):
+    """The SQLite file the log was opened on is no longer at its path (deleted, or replaced
+    by another file): what the log would store would be lost, so it stores nothing."""
+
+    code = "event_log_gone"
+
+
 class DuplicateEvent(EventLogError):
     """An event whose ``event_id`` the log holds already, at ``idx``; nothing was written.
 
@@ -175,20 +182,27 @@ class Database:
     """Whether the catalog's refs have a trigram index (``has_ref_trigrams``, set on open)."""
     service_id: str | None
     """The service whose lease fences every write (``services.register``), if any."""
+    host: str | None
+    """That service's host."""
 
     def __init__(self, location: Location) -> None:
         self.location = location
         self.dialect = location.dialect
         self.ref_trigrams = False
         self.service_id = None
+        self.host = None
         self._conn: Any = None
         self._sql_cache: dict[str, str] = {}
+        self._file: tuple[int, int] | None = None
+        """SQLite: the device and inode of the file opened."""
 
     def connect(self) -> None:
         """Open the connection (blocking: call it off the reactor thread)."""
         try:
             if self.dialect == "sqlite":
                 self._conn = _connect_sqlite(Path(self.location.target))
+                opened = os.stat(self.location.target)
+                self._file = (opened.st_dev, opened.st_ino)
             else:
                 import psycopg
 
@@ -215,6 +229,24 @@ class Database:
         finally:
             copy.close()
 
+    def file_gone(self) -> str | None:
+        """SQLite: why the log's path no longer names the file opened (a ``stat``), if so."""
+        if self._file is None:
+            return None
+        path = self.location.target
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            return f"the event log file {path} was deleted while the service used it"
+        except OSError:
+            return None  # not readable just now: the writes will say what is wrong
+        if (now.st_dev, now.st_ino) != self._file:
+            return (
+                f"the event log file {path} was replaced by another file while the service"
+                " used it"
+            )
+        return None
+
     def name_session(self) -> None:
         """Name this PostgreSQL session after its service, so a sweeper can end it."""
         if self.dialect == "postgresql":
@@ -225,9 +257,14 @@ class Database:
     def connected(self) -> bool:
         return self._conn is not None
 
+    @property
+    def lost(self) -> bool:
+        """Whether the server dropped the connection (PostgreSQL restarts, failovers, a cut)."""
+        return self.dialect == "postgresql" and bool(self._conn.closed or self._conn.broken)
+
     def reconnect_if_lost(self) -> None:
-        """Connect again if the server dropped the connection (PostgreSQL restarts, failovers)."""
-        if self.dialect == "postgresql" and (self._conn.closed or self._conn.broken):
+        """Connect again if the server dropped the connection."""
+        if self.lost:
             self._conn.close()
             self.connect()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from databuild.bel.backend import Database
 from databuild.bel.services import fence, live_sql, now_ns
@@ -26,6 +26,16 @@ class Holder:
 
 
 @frozen
+class DeadService:
+    """A service of this host that is not live and did not stop cleanly: frozen past its
+    lease, or killed. Its jobs may still run; its journal of running process groups is in
+    its workspace (``.databuild/running/``)."""
+
+    service_id: str
+    workspace: str
+
+
+@frozen
 class ClaimResult:
     """How a claim went: ``granted``; or the outputs are all ``available`` (nothing claimed);
     or some are ``held`` by other live runs (nothing claimed)."""
@@ -33,6 +43,10 @@ class ClaimResult:
     granted: bool = False
     available: bool = False
     held: dict[str, Holder] = field(factory=dict)
+    dead_here: tuple[DeadService, ...] = ()
+    """With a grant on a shared log: the dead services of this host when it was granted,
+    whose claims count for nothing though their jobs may run yet (SPEC §5.8: on the same
+    host a run starts only once the old producer's processes are gone)."""
 
 
 @frozen
@@ -135,7 +149,23 @@ def claim_many(db: Database, requests: Sequence[ClaimRequest]) -> list[ClaimResu
                 (request.job_run_id, request.build_request_id, ref),
             )
         release(db, refused)
+        if len(refused) < len(requests) and db.dialect == "postgresql":
+            dead = _dead_here(db)
+            if dead:
+                results = [evolve(r, dead_here=dead) if r.granted else r for r in results]
     return results
+
+
+def _dead_here(db: Database) -> tuple[DeadService, ...]:
+    """The services of this service's host that are neither live nor stopped cleanly."""
+    return tuple(
+        DeadService(service_id, workspace)
+        for service_id, workspace in db.all(
+            "SELECT service_id, workspace FROM services WHERE host = ? AND state <> 'stopped'"
+            f" AND workspace <> '' AND NOT ({live_sql(db)})",
+            (db.host,),
+        )
+    )
 
 
 def _available(db: Database, refs: Sequence[str]) -> set[str]:

@@ -12,13 +12,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.bel import claims, queries, schema, services
-from databuild.bel.backend import Database, EventLogError, Location, StoreUnavailable, parse_uri
+from databuild.bel.backend import (
+    Database,
+    EventLogError,
+    Location,
+    LogFileGone,
+    StoreUnavailable,
+    parse_uri,
+)
 from databuild.bel.checkpoint import WAL_LIMIT, Checkpointer
 from databuild.bel.claims import ClaimRequest, ClaimResult, RunState
 from databuild.bel.events import Event
@@ -65,6 +72,7 @@ class EventLog:
         self._drained: list[Deferred[None]] = []
         self._state = "new"
         self._lost: LeaseLost | None = None
+        self._gone: LogFileGone | None = None
         self._shutdown_trigger: Any = None
         self.commits = 0
         """Write transactions committed so far (tests and benchmarks read it)."""
@@ -100,8 +108,38 @@ class EventLog:
         """
         if self._lost is not None:
             raise self._lost
+        self._check_file()
         self._db.reconnect_if_lost()
         return fn(self._db, *args)
+
+    def _check_file(self) -> None:
+        """On the log's thread: raise LogFileGone, for good, once the SQLite file was
+        deleted or replaced under the service (a ``stat`` per call)."""
+        if self._gone is None and (why := self._db.file_gone()) is not None:
+            self._gone = LogFileGone(
+                f"{why}; it stores nothing more: stop the service, put the file back and "
+                "start it again"
+            )
+            cast(IReactorFromThreads, self._reactor).callFromThread(
+                self.log.error, "event log {location}: {problem}",
+                location=self.location.describe(), problem=str(self._gone),
+            )
+        if self._gone is not None:
+            raise self._gone
+
+    def problem(self) -> Deferred[str | None]:
+        """Why the log cannot be used for good (its SQLite file is gone), checked now; or None."""
+        if self._state != "open" or self.location.dialect != "sqlite":
+            return succeed(None if self._gone is None else str(self._gone))
+
+        def check() -> str | None:
+            try:
+                self._check_file()
+            except LogFileGone as e:
+                return str(e)
+            return None
+
+        return self._run(check)
 
     def _not_open(self) -> Deferred[Any]:
         if self._lost is not None:
@@ -437,18 +475,42 @@ class EventLog:
         batch = self._claims[: claims.MAX_CLAIMS]
         self._claims = self._claims[claims.MAX_CLAIMS :]
         self._claiming = True
-        d = self._read(claims.claim_many, [request for request, _ in batch])
+        d = self._read(self._claim_batch, [request for request, _ in batch])
 
         def claimed(results: list[ClaimResult]) -> None:
             for (_, waiting), result in zip(batch, results, strict=True):
                 waiting.callback(result)
 
         def failed(failure: Failure) -> None:
+            self.log.warn(
+                "event log {location}: a transaction of {count} claims failed: {error}",
+                location=self.location.describe(),
+                count=len(batch),
+                error=failure.getErrorMessage(),
+            )
+            if not failure.check(EventLogError):
+                failure = Failure(StoreUnavailable(
+                    f"the event log at {self.location.describe()} could not store the claim: "
+                    f"{failure.getErrorMessage()}"
+                ))
             for _, waiting in batch:
                 waiting.errback(failure)
 
         d.addCallbacks(claimed, failed)
         d.addBoth(self._claimed)
+
+    def _claim_batch(self, db: Database, requests: list[ClaimRequest]) -> list[ClaimResult]:
+        """On the log's thread: ``claims.claim_many``, once more on a new connection if the
+        server dropped this one meanwhile. Claiming again re-reads what the first attempt
+        committed, if its COMMIT went through and only the answer was lost: its rows name
+        these runs, so they are granted again, never taken for another run's claims."""
+        try:
+            return claims.claim_many(db, requests)
+        except Exception:
+            if self._lost is not None or not db.lost:
+                raise
+        db.reconnect_if_lost()
+        return claims.claim_many(db, requests)
 
     def _claimed(self, _: object) -> None:
         self._claiming = False

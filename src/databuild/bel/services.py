@@ -79,7 +79,7 @@ def register(db: Database, me: Identity, lease_s: float | None) -> None:
             (me.service_id, me.host, me.pid, me.process_start, me.version, me.workspace)
             + (() if lease_s is None else (int(lease_s * 1e9),)),
         )
-    db.service_id = me.service_id
+    db.service_id, db.host = me.service_id, me.host
     db.name_session()
 
 

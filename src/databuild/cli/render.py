@@ -249,6 +249,8 @@ def service_status(doc: Mapping[str, Any], url: str) -> str:
         ("active builds", cell("", doc.get("active_builds"))),
         ("idle timeout", seconds(doc.get("idle_timeout"))),
     ]  # fmt: skip
+    if doc.get("problem"):
+        rows.append(("problem", cell("", doc.get("problem"))))
     return "\n".join(f"{name + ':':<14} {value}" for name, value in rows)
 
 

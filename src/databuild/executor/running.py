@@ -227,6 +227,19 @@ def orphaned(found: RecordFile, owner_dead: Callable[[str], bool]) -> bool:
     return host in ("", socket.gethostname()) and owner_dead(service_id)
 
 
+async def _groups_gone(
+    reactor: IReactorTime, records: list[RunningRecord], timeout_s: float
+) -> bool:
+    """Wait until no process is left in the records' groups, ``timeout_s`` at most."""
+    waited = 0.0
+    while any(group_has_members(r.pid) for r in records):
+        if waited >= timeout_s:
+            return False
+        await deferLater(reactor, _POLL_S, lambda: None)
+        waited += _POLL_S
+    return True
+
+
 async def reap_orphans(
     reactor: IReactorTime,
     running_dir: Path,
@@ -237,7 +250,8 @@ async def reap_orphans(
 
     ``owner_dead(service_id)`` says whether a file's service is dead; files of live services,
     and of other hosts, are left alone. SIGTERM first; a group whose leader is still there
-    after ``grace_s`` gets SIGKILL. Returns the records of the groups that were signalled.
+    after ``grace_s`` gets SIGKILL, and is waited for (``grace_s`` more at most). Returns the
+    records of the groups that were signalled.
     """
     reaped: list[RunningRecord] = []
     mine = [found for found in read_records(running_dir) if orphaned(found, owner_dead)]
@@ -253,15 +267,14 @@ async def reap_orphans(
                 )
                 kill_group(record.pid, signal.SIGTERM)
                 reaped.append(record)
-    waited = 0.0
-    while any(group_has_members(r.pid) for r in reaped) and waited < grace_s:
-        await deferLater(reactor, _POLL_S, lambda: None)
-        waited += _POLL_S
+    await _groups_gone(reactor, reaped, grace_s)
     for record in reaped:
         # The leader was verified above; the kernel does not hand out a pid that is still some
         # group's id, so members left in the group are still that job's processes.
         if group_has_members(record.pid):
             kill_group(record.pid, signal.SIGKILL)
+    if not await _groups_gone(reactor, reaped, grace_s):
+        log.error("job process groups {pids} outlived SIGKILL", pids=[r.pid for r in reaped])
     for found in mine:
         found.path.unlink(missing_ok=True)
         found.path.with_name(found.path.name + ".tmp").unlink(missing_ok=True)

@@ -54,6 +54,15 @@ class OutageListener(Protocol):
     def outage_too_long(self, reason: str) -> None: ...
 
 
+class NotYetStored(StoreUnavailable):
+    """An admitted event's first try failed: it is kept, and ``stored`` fires once the log
+    holds it (or errbacks if the recorder gives up)."""
+
+    def __init__(self, message: str, stored: Deferred[Event]) -> None:
+        super().__init__(message)
+        self.stored = stored
+
+
 @define(eq=False)
 class _Entry:
     event: Event
@@ -61,6 +70,8 @@ class _Entry:
     sent: bool = False
     uncertain: bool = False
     """A try failed with StoreUnavailable: the log may hold it all the same."""
+    admitted: Deferred[Event] | None = None
+    """For an ``admit``: told at the first try's answer, whatever it is."""
 
 
 class Recorder:
@@ -86,6 +97,8 @@ class Recorder:
         self._attempts = 0
         self._retry: IDelayedCall | None = None
         self._limit: IDelayedCall | None = None
+        self._probes: list[Deferred[None]] = []
+        """Admits waiting for the answer of a try made for them during an outage."""
         self.listener: OutageListener | None = None
 
     @property
@@ -118,21 +131,44 @@ class Recorder:
         """
         if self._gave_up is not None:
             return fail(StoreUnavailable(f"the event log takes no more events: {self._gave_up}"))
-        entry = _Entry(event, Deferred())
+        return self._enqueue(event).stored
+
+    def _enqueue(self, event: Event, admitted: Deferred[Event] | None = None) -> _Entry:
+        entry = _Entry(event, Deferred(), admitted=admitted)
         self._unstored.append(entry)
         if self.healthy:
             self._send(entry)
-        return entry.stored
+        return entry
 
     def admit(self, event: Event) -> Deferred[Event]:
-        """Like ``append``, but fail at once with StoreUnavailable during an outage.
+        """Like ``append``, but never waits through an outage; for events that begin
+        something new (a build's RECEIVED): nothing is taken on while the store cannot record
+        it, and whoever asked learns it at once.
 
-        For events that begin something new (a build's RECEIVED): nothing is taken on while
-        the store cannot record it.
+        During an outage the store is tried again at once (the disk may have been freed):
+        fails with StoreUnavailable if it is still down. If the event's own first try fails,
+        fails with NotYetStored: the event is kept like any other.
         """
+        if self._outage is None:
+            return self._admit(event)
+        probe: Deferred[None] = Deferred()
+        self._probes.append(probe)
+        if self._retry is not None and self._retry.active():  # else a try is under way
+            self._retry.cancel()
+            self._try_again()
+        return probe.addCallback(lambda _: self._admit_after_probe(event))
+
+    def _admit_after_probe(self, event: Event) -> Deferred[Event]:
         if self._outage is not None:
             return fail(StoreUnavailable(f"the event log cannot store events: {self._outage}"))
-        return self.append(event)
+        return self._admit(event)
+
+    def _admit(self, event: Event) -> Deferred[Event]:
+        if self._gave_up is not None:
+            return self.append(event)
+        admitted: Deferred[Event] = Deferred()
+        self._enqueue(event, admitted)
+        return admitted
 
     def _send(self, entry: _Entry) -> None:
         entry.sent = True
@@ -148,6 +184,8 @@ class Recorder:
         self._forget(entry)
         self._hub.publish(event)
         entry.stored.callback(event)
+        if entry.admitted is not None and not entry.admitted.called:
+            entry.admitted.callback(event)
 
     def _forget(self, entry: _Entry) -> None:
         # The log keeps call order: the entry is almost always the oldest.
@@ -162,6 +200,11 @@ class Recorder:
             entry.uncertain = True
             if self._outage is None:
                 self._begin_outage(failure.getErrorMessage())
+            if entry.admitted is not None and not entry.admitted.called:
+                entry.admitted.errback(NotYetStored(
+                    f"the event log cannot store events: {failure.getErrorMessage()}",
+                    entry.stored,
+                ))
             return
         if entry.uncertain and isinstance(failure.value, DuplicateEvent):
             # The failed try had committed after all: the event is stored, at this idx.
@@ -174,6 +217,9 @@ class Recorder:
             event_type=entry.event.event_type,
             build_request_id=entry.event.build_request_id,
         )
+        if entry.admitted is not None and not entry.admitted.called:
+            entry.admitted.errback(failure)
+            entry.stored.addErrback(lambda _: None)  # told through ``admitted``
         entry.stored.errback(failure)
 
     # -- outages ---------------------------------------------------------------------------
@@ -198,6 +244,7 @@ class Recorder:
         self._attempts += 1
         if not self._unstored:
             self._end_outage()
+            self._tried()
             return
         oldest = self._unstored[0]
         self.log.info(
@@ -214,15 +261,24 @@ class Recorder:
     def _answered(self, event: Event, entry: _Entry) -> None:
         self._stored(event, entry)
         self._end_outage()
+        self._tried()
 
     def _still_down(self, failure: Failure, entry: _Entry) -> None:
         if not failure.check(StoreUnavailable):
             self._not_stored(failure, entry)
             self._end_outage()
+            self._tried()
             return
         entry.uncertain = True
         self._outage = failure.getErrorMessage()
         self._schedule_retry()
+        self._tried()
+
+    def _tried(self) -> None:
+        """A try of the store has been answered: the admits waiting for one go on."""
+        probes, self._probes = self._probes, []
+        for probe in probes:
+            probe.callback(None)
 
     def _too_long(self) -> None:
         self._limit = None
@@ -257,6 +313,7 @@ class Recorder:
             if call is not None and call.active():
                 call.cancel()
         self._retry = self._limit = None
+        self._tried()
         entries, self._unstored = list(self._unstored), deque()
         if entries:
             self.log.error(
@@ -267,6 +324,9 @@ class Recorder:
             )
         error = StoreUnavailable(f"the event log did not store this event: {reason}")
         for entry in entries:
+            if entry.admitted is not None and not entry.admitted.called:
+                entry.admitted.errback(Failure(error))
+                entry.stored.addErrback(lambda _: None)  # told through ``admitted``
             if not entry.stored.called:
                 entry.stored.errback(Failure(error))
 

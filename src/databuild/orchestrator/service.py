@@ -37,8 +37,9 @@ from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource
 from databuild.orchestrator.hub import EventSource, ProgressHub
+from databuild.orchestrator.leftovers import HostClaims, Leftovers, dead_here
 from databuild.orchestrator.policy import Happening, build_end, progress
-from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, Recorder
+from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, NotYetStored, Recorder
 from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
 from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, TaskState
@@ -90,6 +91,7 @@ class Orchestrator(Service):
         self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
+        self._leftovers = Leftovers(reactor)  # type: ignore[arg-type]
         self._parts = Parts(
             executor,
             resolve,
@@ -97,7 +99,7 @@ class Orchestrator(Service):
             self._recorder,
             self._holdings,
             LocalClaims() if claims is None else claims,
-            event_log,
+            HostClaims(event_log, self._leftovers),
             RemoteRuns(reactor, event_log),  # type: ignore[arg-type]
         )
         self._courses: dict[str, Course] = {}
@@ -148,11 +150,7 @@ class Orchestrator(Service):
     async def take_over(self, services: list[dict[str, Any]]) -> None:
         """Recover the builds and this host's job processes of services just declared dead."""
         dead = {service["service_id"] for service in services}
-        reaped = await reap_orphans(
-            self._reactor,  # type: ignore[arg-type]
-            self._executor.running_dir,
-            dead.__contains__,
-        )
+        reaped = await self._leftovers.clear(dead_here(services))
         failed = await fail_orphaned_builds(self._event_log, self._recorder.append, sorted(dead))
         self.log.info(
             "took over {services}: {groups} job process groups terminated, "
@@ -323,6 +321,11 @@ class Orchestrator(Service):
                     progress(Happening.BUILD_RECEIVED), requested, retry_of=retry_of
                 ))
             )
+        except NotYetStored as e:
+            self._not_yet_received(course, e)
+            raise StoreUnavailable(
+                f"{e}; build {build_id} will be recorded as failed once the log takes events"
+            ) from None
         except BaseException:
             self._holdings.release(build_id)
             del self._courses[build_id]
@@ -337,6 +340,18 @@ class Orchestrator(Service):
         driven = ensureDeferred(self._drive(course))
         driven.addErrback(self._broke, course)
         return build_id
+
+    def _not_yet_received(self, course: Course, error: NotYetStored) -> None:
+        """The store failed as a build's RECEIVED was first tried (the disk just filled up):
+        its client is told so, and the build ends FAILED for the outage, recorded after its
+        RECEIVED once the log takes events again, so that none is left open."""
+        course.fail(Happening.STORE_OUTAGE, str(error))
+
+        def received(_: object) -> None:
+            driven = ensureDeferred(self._drive(course))
+            driven.addErrback(self._broke, course)
+
+        error.stored.addCallbacks(received, lambda failure: self._end(course, failure))
 
     def cancel_build(self, build_request_id: str) -> Deferred[None]:
         """Cancel a live build; fires once its cancellation is recorded.

@@ -196,20 +196,25 @@ class Api:
     @app.route("/api/v1/health", methods=["GET"])
     @declare(
         "whether the service answers, and what it serves",
-        obj({
-            "status": {"const": "ok"}, "pid": {"type": "integer"}, "version": STRING,
-            "workspace": STRING, "active_builds": {"type": "integer"},
-            "idle_timeout": {"type": "number"},
-            "graph": obj({"label": STRING, "fingerprint": STRING, "loaded_at": NANOS}),
-            "event_log": {**STRING, "description": "the log in use, without any password"},
-            "uptime_s": {"type": "number"},
-        }),
+        obj(
+            {
+                "status": {"enum": ["ok", "unavailable"]}, "pid": {"type": "integer"},
+                "version": STRING, "workspace": STRING, "active_builds": {"type": "integer"},
+                "idle_timeout": {"type": "number"},
+                "graph": obj({"label": STRING, "fingerprint": STRING, "loaded_at": NANOS}),
+                "event_log": {**STRING, "description": "the log in use, without any password"},
+                "uptime_s": {"type": "number"},
+            },
+            problem={**STRING, "description": "why the event log stores nothing (unavailable)"},
+        ),
         public=True,
     )
     @_shielded
     async def health(self, request: Request) -> dict[str, Any]:
+        problem = await self._event_log.problem()
         return {
-            "status": "ok",
+            "status": "ok" if problem is None else "unavailable",
+            **({} if problem is None else {"problem": problem}),
             "pid": os.getpid(),
             "version": self._config.version,
             "workspace": str(self._config.root),

@@ -63,11 +63,12 @@ class Stopper:
             self._reactor.stop()
 
 
-def identity(config: ServiceConfig) -> Identity:
-    """This process as a service of the log."""
+def identity(config: ServiceConfig, service_id: str) -> Identity:
+    """This process as a service of the log. Called when the service starts: twistd forks
+    to daemonize after the service tree is made, and the pid is the daemon's only then."""
     pid = os.getpid()
     return Identity(
-        service_id=new_id(),
+        service_id=service_id,
         host=this_host(),
         pid=pid,
         process_start=start_ticks(pid) or 0,
@@ -82,11 +83,11 @@ def build_service(
     """The whole service for ``config``, as one service tree; ``report`` tells twistd how its
     start went."""
     stop = Stopper(reactor)
-    me = identity(config)
+    service_id = new_id()
     event_log = open_event_log(config.event_log, config.root, reactor)
     tether = Tether(reactor)
     executor = Executor(
-        reactor, config.root, config.max_parallel_jobs, service_id=me.service_id, tether=tether
+        reactor, config.root, config.max_parallel_jobs, service_id=service_id, tether=tether
     )
     graph = GraphSource.load(config.root)
     resolve = Launcher(reactor, graph.workspace).resolve
@@ -97,7 +98,7 @@ def build_service(
     lease = LeaseKeeper(
         reactor,
         event_log,
-        me,
+        lambda: identity(config, service_id),
         heartbeat_s=config.heartbeat_s,
         lease_timeout_s=config.lease_timeout_s,
         take_over=orchestrator.take_over,

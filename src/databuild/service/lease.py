@@ -48,12 +48,14 @@ class LeaseKeeper(Service):
     """Registers this service in the log and keeps its lease; sweeps for dead services."""
 
     log = Logger()
+    me: Identity
+    """This service, known once it has started (after twistd forked)."""
 
     def __init__(
         self,
         clock: IReactorTime,
         event_log: EventLog,
-        me: Identity,
+        identify: Callable[[], Identity],
         *,
         heartbeat_s: float,
         lease_timeout_s: float,
@@ -63,7 +65,7 @@ class LeaseKeeper(Service):
     ) -> None:
         self._clock = clock
         self._event_log = event_log
-        self.me = me
+        self._identify = identify
         self.heartbeat_s = heartbeat_s
         self.lease_timeout_s = lease_timeout_s
         self._take_over = take_over
@@ -82,6 +84,7 @@ class LeaseKeeper(Service):
 
     def startService(self) -> Deferred[None]:
         super().startService()
+        self.me = self._identify()
         return ensureDeferred(self._start())
 
     async def _start(self) -> None:
