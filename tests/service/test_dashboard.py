@@ -262,7 +262,7 @@ def test_jobs_and_analyze_pages(service: Service, browser: Any) -> None:
 def test_the_build_form_expands_ref_patterns_like_the_cli(
     service: Service, browser: Any
 ) -> None:
-    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12}")
+    browser.get(dashboard_url(service) + "/analyze?refs=daily_votes/2026-01-{11,12}")
     until(browser, lambda d: len(css(d, "#graph .node")) > 1, "the analysed graph")
     css(browser, "#build-refs")[0].click()
     until(browser, lambda d: "/builds/" in d.current_url, "the new build's page")
@@ -271,7 +271,7 @@ def test_the_build_form_expands_ref_patterns_like_the_cli(
     assert code == 200
     assert build["requested_partitions"] == ["daily_votes/2026-01-11", "daily_votes/2026-01-12"]
     no_console_errors(browser)
-    browser.get(service.url + "/analyze?refs=daily_votes/2026-01-{11,12")
+    browser.get(dashboard_url(service) + "/analyze?refs=daily_votes/2026-01-{11,12")
     assert "never closed" in browser.page_source
     console_errors(browser)  # the page's own 400, read so that the next test starts clean
 
@@ -286,7 +286,7 @@ def test_build_pages_link_a_retry_both_ways(service: Service, browser: Any) -> N
     assert (code, retry["partitions"], retry["retry_of"]) == (202, 1, build_id)
     retry_id = retry["build_request_id"]
     assert finished(service, retry_id) == "BUILD_REQUEST_COMPLETED"
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     css(browser, "#retried-by a")[0].click()
     until(browser, lambda d: d.current_url.endswith(retry_id), "the retry's page")
     css(browser, "#retry-of a")[0].click()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.polling import poll_until
 from tests.service.browser import login_url
@@ -21,8 +22,8 @@ def dashboard_post(service: Service, path: str, form: str) -> http.client.HTTPRe
     """A dashboard form POST with a fresh session, as the browser sends it."""
     port = service.info["port"]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    link = login_url(service)
-    connection.request("GET", link.removeprefix(service.url))
+    link = urlsplit(login_url(service))  # at the dashboard's own name, <random>.localhost
+    connection.request("GET", f"{link.path}?{link.query}", headers={"Host": link.netloc})
     login = connection.getresponse()
     login.read()
     assert login.status == 303, login.status
@@ -32,8 +33,9 @@ def dashboard_post(service: Service, path: str, form: str) -> http.client.HTTPRe
         path,
         body=form.encode(),
         headers={
+            "Host": link.netloc,
             "Cookie": cookie,
-            "Origin": f"http://127.0.0.1:{port}",
+            "Origin": f"http://{link.netloc}",
             "Content-Type": "application/x-www-form-urlencoded",
         },
     )

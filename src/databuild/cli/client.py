@@ -109,7 +109,12 @@ class ApiClient:
         doc = _json_or_none(raw)
         if status >= 400 and _is_error_document(doc):  # DataBuild's own refusal (its Host)
             return self.answer(status, raw)
-        if not (isinstance(doc, Mapping) and doc.get("status") == "ok" and "workspace" in doc):
+        # "unavailable" is a DataBuild service whose event log is gone: it says why on each call.
+        if not (
+            isinstance(doc, Mapping)
+            and doc.get("status") in ("ok", "unavailable")
+            and "workspace" in doc
+        ):
             raise CliError(
                 f"{self.base_url} is not a DataBuild service: it answered {HEALTH_PATH} with "
                 f"HTTP {status} and no DataBuild health document; check DATABUILD_SERVICE_URL",
