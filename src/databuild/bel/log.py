@@ -324,6 +324,10 @@ class EventLog:
         """The catalog status of each of ``refs`` the log knows (unknown refs are left out)."""
         return self._read(queries.partition_statuses, list(refs))
 
+    def builders(self, refs: Iterable[str]) -> Deferred[dict[str, str]]:
+        """For each of ``refs`` the log knows, the build whose run last made it."""
+        return self._read(queries.builders, list(refs))
+
     def list_jobs(self, limit: object = None, offset: object = None) -> Deferred[dict[str, Any]]:
         """``{"jobs": [...]}``, most recently active first."""
         return self._read(queries.list_jobs, limit, offset)

@@ -349,6 +349,32 @@ def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, Partition
     return found
 
 
+def builders(db: Database, refs: Iterable[str]) -> dict[str, str]:
+    """For each of ``refs``, the build whose job run last made it (completed); without one,
+    the build of its catalog row's latest event. Refs the log does not know are left out."""
+    wanted = list(dict.fromkeys(refs))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for ref, build_request_id in db.all(
+            "SELECT partition_ref, build_request_id FROM partitions"
+            f" WHERE partition_ref IN ({marks}) AND build_request_id IS NOT NULL",
+            chunk,
+        ):
+            found[ref] = build_request_id
+        # Ordered oldest first, so the latest completed run's build is the one kept.
+        for ref, build_request_id in db.all(
+            "SELECT o.partition_ref, r.build_request_id FROM job_run_outputs o"
+            " JOIN job_runs r ON r.job_run_id = o.job_run_id"
+            f" WHERE o.partition_ref IN ({marks}) AND r.status = ?"
+            " ORDER BY r.created_idx",
+            [*chunk, JobStatus.JOB_COMPLETED.value],
+        ):
+            found[ref] = build_request_id
+    return found
+
+
 # --- jobs -----------------------------------------------------------------------------
 
 _JOB_COLUMNS = "job_label, runs, succeeded, failed, timed_runs, total_duration_ns, last_run_at"

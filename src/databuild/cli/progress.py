@@ -86,7 +86,8 @@ class BuildProgress:
         if kind == "build_request":
             return self._build(event)
         if kind == "job_graph":
-            self.planned = len((event.get("job_graph") or {}).get("job_runs") or [])
+            # A big graph comes in pieces (SPEC §9), each with a slice of the runs.
+            self.planned += len((event.get("job_graph") or {}).get("job_runs") or [])
             return []
         if kind == "job":
             return self._job(event)

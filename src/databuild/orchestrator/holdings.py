@@ -11,13 +11,14 @@ log is the truth again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succeed
 
 from databuild.bel.catalog import changes_data
-from databuild.bel.status import JobStatus, PartitionStatus
+from databuild.bel.status import PartitionStatus
+from databuild.slices import in_slices
 
 
 class PartitionSource(Protocol):
@@ -25,7 +26,7 @@ class PartitionSource(Protocol):
 
     def partition_statuses(self, refs: Sequence[str]) -> Deferred[dict[str, PartitionStatus]]: ...
 
-    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]: ...
+    def builders(self, refs: Sequence[str]) -> Deferred[dict[str, str]]: ...
 
 
 @define(eq=False)
@@ -56,14 +57,17 @@ class Holdings:
         return self._learning.run(lambda: ensureDeferred(self._take(build_request_id, refs)))
 
     async def _take(self, build_request_id: str, refs: Sequence[str]) -> None:
-        unknown = []
+        unknown: list[str] = []
         held = self._held.setdefault(build_request_id, set())
-        for ref in refs:
+
+        def take(ref: str) -> None:
             entry = self._refs.setdefault(ref, _Held())
             entry.holders.add(build_request_id)
             held.add(ref)
             if entry.available is None:
                 unknown.append(ref)
+
+        await in_slices(refs, take)
         if unknown:
             statuses = await self._source.partition_statuses(unknown)
             for ref in unknown:
@@ -98,19 +102,14 @@ class Holdings:
 
     async def learn_builders(self, refs: Sequence[str]) -> None:
         """For held AVAILABLE refs, learn from the log the build whose run last made each."""
-        for ref in refs:
+        unknown = [ref for ref in refs if not self._refs[ref].built_by]
+        if not unknown:
+            return
+        builders = await self._source.builders(unknown)
+        for ref in unknown:
             entry = self._refs[ref]
-            if entry.built_by:
-                continue
-            partition = await self._source.get_partition(ref) or {}
-            entry.built_by = next(
-                (
-                    run["build_request_id"]
-                    for run in partition.get("job_runs", ())
-                    if run["status"] == JobStatus.JOB_COMPLETED.value
-                ),
-                partition.get("build_request_id") or "unknown",
-            )
+            if not entry.built_by:
+                entry.built_by = builders.get(ref, "unknown")
 
     def available(self, refs: Sequence[str]) -> Deferred[set[str]]:
         """Which of ``refs`` are AVAILABLE, for analysis: this service's word, else the log's."""

@@ -27,8 +27,9 @@ from databuild.bel import EventLog, EventLogError, IllegalTransition, StoreUnava
 from databuild.bel.queries import MAX_MATCHES
 from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.graph.source import GraphSource
-from databuild.model import validate_ref, validate_refs
+from databuild.model import describe_refs, validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator, Subscription
+from databuild.refs import MAX_REFS
 from databuild.service import logs, openapi
 from databuild.service import responses as r
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
@@ -238,7 +239,7 @@ class Api:
         self.log.info(
             "build {build_request_id} requested: {partitions}{forced}",
             build_request_id=build_id,
-            partitions=list(refs),
+            partitions=describe_refs(refs),
             forced=" (forced)" if force else "",
         )
         self._hold_while_running(build_id)
@@ -420,7 +421,15 @@ async def stream_progress(
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:
     if "partitions" not in body:
         raise r.bad_request("'partitions' is missing: give a list of partition refs")
-    return validate_refs(body["partitions"])
+    partitions = body["partitions"]
+    if isinstance(partitions, list) and len(partitions) > MAX_REFS:
+        raise r.ApiError(
+            413,
+            "too_many_refs",
+            f"the request names {len(partitions)} partitions; at most {MAX_REFS} per request "
+            f"(split it into several builds)",
+        )
+    return validate_refs(partitions)
 
 
 def _since(request: IRequest) -> int:
