@@ -45,16 +45,15 @@ async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
     assert again["status"] == "BUILD_REQUEST_COMPLETED"
     assert [t["status"] for t in again["tasks"]] == ["JOB_SKIPPED"]
     events = await harness.events(again["build_request_id"])
-    [delegation] = [e for e in events if e["event_type"] == "delegation"]
-    assert delegation["partition_ref"] == "work/b"
-    assert delegation["delegated_to_build_request_id"] == first["build_request_id"]
+    # A skipped requested ref goes REQUESTED -> DELEGATED -> AVAILABLE, the builder named in
+    # the message: nothing is awaited, so no delegation event.
+    assert [e for e in events if e["event_type"] == "delegation"] == []
     assert [
         (e["status"], e["message"])
         for e in events
         if e["event_type"] == "partition" and e["partition_ref"] == "work/b"
     ] == [
         ("PARTITION_REQUESTED", "requested"),
-        ("PARTITION_SCHEDULED", ""),
         ("PARTITION_DELEGATED", f"already available, built by build {first['build_request_id']}"),
         ("PARTITION_AVAILABLE", "already available"),
     ]
@@ -198,7 +197,7 @@ async def test_builds_planned_while_others_finish_the_same_refs_run_each_job_onc
 
 
 class HeldReads:
-    """The event log, except that reads of one ref's partition wait until the test lets them."""
+    """The event log, except that asking who built one ref waits until the test lets it."""
 
     def __init__(self, ref: str) -> None:
         self._ref = ref
@@ -213,15 +212,15 @@ class HeldReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    async def _held(self, ref: str) -> dict[str, Any] | None:
+    async def _held(self, refs: list[str]) -> dict[str, str]:
         self.reached.callback(None)
         await self.release
-        return await self._log.get_partition(ref)
+        return await self._log.builders(refs)
 
-    def get_partition(self, ref: str) -> Deferred[dict[str, Any] | None]:
-        if ref != self._ref or self.reached.called:
-            return self._log.get_partition(ref)
-        return ensureDeferred(self._held(ref))
+    def builders(self, refs: list[str]) -> Deferred[dict[str, str]]:
+        if self._ref not in refs or self.reached.called:
+            return self._log.builders(refs)
+        return ensureDeferred(self._held(refs))
 
 
 @pytest_twisted.ensureDeferred
@@ -248,8 +247,9 @@ async def test_a_ref_made_while_a_build_prepares_its_plan_is_not_built_again(
         assert Counter(r["ref"] for r in harness.starts()) == {"work/base": 1, "work/x": 1}
         assert {t["status"] for t in planned["tasks"]} == {"JOB_SKIPPED"}
         assert {
-            e["partition_ref"]: e["delegated_to_build_request_id"]
-            for e in await harness.events(planner) if e["event_type"] == "delegation"
-        }["work/x"] == producer  # fmt: skip
+            e["partition_ref"]: e["message"]
+            for e in await harness.events(planner)
+            if e["event_type"] == "partition" and e["status"] == "PARTITION_DELEGATED"
+        }["work/x"] == f"already available, built by build {producer}"  # fmt: skip
     finally:
         await stop_harness(harness)
