@@ -561,12 +561,13 @@ class Course:
         tasks = [t for t in build.tasks.values() if t.state is not TaskState.DONE]
         waiting = sum(1 for s in build.partitions.values() if s is P.PARTITION_DELEGATED)
         self.log.info(
-            "ending build {build_request_id} early: {message}; stopping {queued} queued "
-            "and {started} started runs, dropping {waiting} waits for other builds",
+            "ending build {build_request_id} early: {message}; stopping {runs} unfinished "
+            "runs ({pending} still waiting for inputs), dropping {waiting} waits for other "
+            "builds",
             build_request_id=build.build_request_id,
             message=message,
-            queued=sum(1 for t in tasks if t.state is TaskState.PENDING),
-            started=sum(1 for t in tasks if t.state is TaskState.STARTED),
+            runs=len(tasks),
+            pending=sum(1 for t in tasks if t.state is TaskState.PENDING),
             waiting=waiting,
         )
         # Running runs first: their processes are what must stop at once.
