@@ -363,15 +363,17 @@ def builders(db: Database, refs: Iterable[str]) -> dict[str, str]:
             chunk,
         ):
             found[ref] = build_request_id
-        # Ordered oldest first, so the latest completed run's build is the one kept.
-        for ref, build_request_id in db.all(
-            "SELECT o.partition_ref, r.build_request_id FROM job_run_outputs o"
-            " JOIN job_runs r ON r.job_run_id = o.job_run_id"
-            f" WHERE o.partition_ref IN ({marks}) AND r.status = ?"
-            " ORDER BY r.created_idx",
+        # CROSS JOIN keeps SQLite from walking every completed run by its status index.
+        latest: dict[str, int] = {}
+        for ref, build_request_id, created_idx in db.all(
+            "SELECT o.partition_ref, r.build_request_id, r.created_idx FROM job_run_outputs o"
+            " CROSS JOIN job_runs r WHERE r.job_run_id = o.job_run_id"
+            f" AND o.partition_ref IN ({marks}) AND r.status = ?",
             [*chunk, JobStatus.JOB_COMPLETED.value],
         ):
-            found[ref] = build_request_id
+            if created_idx > latest.get(ref, -1):
+                latest[ref] = created_idx
+                found[ref] = build_request_id
     return found
 
 
