@@ -21,16 +21,16 @@ STEP = 64
 
 
 def in_slices(
-    items: Sequence[_T],
+    items: Iterable[_T],
     work: Callable[[_T], object],
     cooperator: Cooperator | None = None,
 ) -> Deferred[None]:
     """Call ``work(item)`` for each of ``items`` in order, a slice of time at a time.
 
     Fires once all are done, or errbacks with what ``work`` raised (the rest are left). A short
-    sequence (one step) is done at once.
+    sequence (one step) is done at once; an iterator always goes through the cooperator.
     """
-    if len(items) <= STEP:
+    if isinstance(items, Sequence) and len(items) <= STEP:
         for item in items:
             work(item)
         return succeed(None)

@@ -17,7 +17,7 @@ time (``databuild.slices``): a build of 100,000 runs never holds the reactor for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from attrs import define
@@ -82,6 +82,8 @@ class Course:
         self._record = parts.recorder
         self._holdings = parts.holdings
         self._claims = parts.claims
+        self._starting = False
+        """Whether ready runs are being started (a slice at a time)."""
 
     @property
     def build_request_id(self) -> str:
@@ -300,15 +302,29 @@ class Course:
             self._record.flushed().addCallback(lambda _: self._guarded(self._start_now))
 
     def _start_now(self) -> None:
+        """Start the ready runs a slice at a time; runs that become ready meanwhile join."""
+        if self._starting:
+            return
+        self._starting = True
+        started = in_slices(self._ready_runs(), self._start)
+        started.addBoth(self._started_all)
+        started.addErrback(self.break_)
+
+    def _ready_runs(self) -> Iterator[Task]:
         build = self.build
-        assert build.prefixes is not None
         while build.ready:
             task = build.ready.popleft()
             if task.state is TaskState.PENDING and not build.ending:
-                self._start(task, build.prefixes)
+                yield task
 
-    def _start(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
+    def _started_all(self, result: object) -> object:
+        self._starting = False
+        return result
+
+    def _start(self, task: Task) -> None:
         """Claim the run's outputs in the log, then run it (or take another run's outcome)."""
+        prefixes = self.build.prefixes
+        assert prefixes is not None
         task.state = TaskState.STARTED
         d = ensureDeferred(self._claim_and_run(task, prefixes))
         d.addErrback(self._claim_broke, task)
