@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -184,7 +185,7 @@ class HealthProbe(threading.Thread):
 
 def quietly(call: Any, *args: Any) -> None:
     """``call(*args)``, its answer and any error dropped (the cancel's answer is not timed)."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, http.client.HTTPException):
         call(*args)
 
 

@@ -97,6 +97,7 @@ class Course:
         Errbacks only if the log refused or lost that final event.
         """
         try:
+            await in_slices(self.build.requested, self._request)
             graph = await self._plan()
             if graph is not None:
                 await self._execute(graph)
@@ -173,14 +174,14 @@ class Course:
         """
         build = self.build
         me = build.build_request_id
-        candidates = [
-            ref
-            for run in graph.job_runs
-            if any(ref not in available for ref in run.outputs)
-            or build.forces(run)
-            for ref in run.outputs
-        ]
-        claimants = await self._claims.claim(me, list(dict.fromkeys(candidates)))
+        candidates: dict[str, None] = {}
+
+        def candidate(run: JobRun) -> None:
+            if any(ref not in available for ref in run.outputs) or build.forces(run):
+                candidates.update(dict.fromkeys(run.outputs))
+
+        await in_slices(graph.job_runs, candidate)
+        claimants = await self._claims.claim(me, list(candidates))
         available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
         plans: list[RunPlan] = []
 
@@ -675,10 +676,9 @@ class Course:
         d = self._record.partition(self.build_request_id, ref, status, message, job_run_id)
         d.addErrback(self._not_recorded)
 
-    def requested(self) -> None:
-        """Record the requested refs as REQUESTED (after RECEIVED is stored)."""
-        for ref in self.build.requested:
-            self._set_partition(ref, P.PARTITION_REQUESTED, "requested")
+    def _request(self, ref: str) -> None:
+        """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs)."""
+        self._set_partition(ref, P.PARTITION_REQUESTED, "requested")
 
 
 def _run_status(happening: Happening) -> JobStatus:
