@@ -182,7 +182,13 @@ class Course:
 
         await in_slices(graph.job_runs, candidate)
         claimants = await self._claims.claim(me, list(candidates))
-        available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
+        available = set(available)
+
+        def recheck(ref: str) -> None:
+            if self._holdings.is_available(ref):
+                available.add(ref)
+
+        await in_slices(list(claimants), recheck)
         plans: list[RunPlan] = []
 
         def plan(run: JobRun) -> None:
