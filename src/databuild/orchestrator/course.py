@@ -135,13 +135,9 @@ class Course:
         await self._holdings.learn_builders(sorted(available))
         if build.ending:
             return
-        plans = await self._claim_and_plan(graph, available)
+        plans, waits = await self._claim_and_plan(graph, available)
         if build.ending:
             return  # its claims go when the build ends
-        waits: dict[str, Deferred[Outcome]] = {}
-        for plan in plans:
-            for ref in plan.delegated:
-                waits[ref] = self._claims.wait_for(ref)
         self.log.info(
             "build {build_request_id} executing: {runs} runs to run, {skipped} skipped, "
             "{delegated} partitions awaited from other builds",
@@ -160,7 +156,9 @@ class Course:
         build.check_settled()
         await build.settled
 
-    async def _claim_and_plan(self, graph: JobGraph, available: set[str]) -> list[RunPlan]:
+    async def _claim_and_plan(
+        self, graph: JobGraph, available: set[str]
+    ) -> tuple[list[RunPlan], dict[str, Deferred[Outcome]]]:
         """Claim the refs this build may produce, then decide every run with the claims known.
 
         A run may be RUN only if one of its outputs is not AVAILABLE or force applies to it;
@@ -171,6 +169,10 @@ class Course:
         let go of its claim: so the plan reads again, from the holdings, whether the refs just
         claimed are AVAILABLE. That answer is fresh because a producer notes a ref AVAILABLE
         (``_ref_ended``) before it settles the ref's claim.
+
+        The plan is made a slice at a time, so a claimant may settle a ref meanwhile: this build
+        starts waiting for every ref claimed by another at once, with the claim's answer, and
+        returns the waits for the refs its plan delegates.
         """
         build = self.build
         me = build.build_request_id
@@ -182,6 +184,7 @@ class Course:
 
         await in_slices(graph.job_runs, candidate)
         claimants = await self._claims.claim(me, list(candidates))
+        waits = {ref: self._claims.wait_for(ref) for ref, c in claimants.items() if c != me}
         available = set(available)
 
         def recheck(ref: str) -> None:
@@ -205,7 +208,8 @@ class Course:
         self._claims.release(
             me, [ref for ref, c in claimants.items() if c == me and ref not in claimed]
         )
-        return plans
+        delegated = {ref for plan in plans for ref in plan.delegated}
+        return plans, {ref: wait for ref, wait in waits.items() if ref in delegated}
 
     async def _schedule(self, plans: list[RunPlan], waits: dict[str, Deferred[Outcome]]) -> None:
         """Record every run as scheduled, record skips and delegations, queue ready runs.
