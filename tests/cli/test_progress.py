@@ -163,3 +163,15 @@ def test_runs_cancelled_before_they_started_are_told_in_one_line() -> None:
         "cancelled job_a  p/a  0.8s: build cancelled by request",
         "73 job runs cancelled before they started",
     ]
+
+
+def test_a_job_graph_in_pieces_counts_the_runs_of_every_piece() -> None:
+    progress = BuildProgress("b1")
+    progress.apply(EVENTS[0])
+    for piece, runs in enumerate([1000, 1000, 500]):
+        progress.apply(event(3 + piece, 0.2, "job_graph", piece=piece, pieces=3,
+                             job_graph={"outputs": [], "job_runs": [{}] * runs}))
+    notes = progress.apply(event(6, 0.3, "build_request", message="", requested_partitions=[],
+                                 status="BUILD_REQUEST_ANALYSIS_COMPLETED"))
+    assert progress.planned == 2500
+    assert [n.text for n in notes] == ["analysed: 2500 job runs"]
