@@ -215,3 +215,20 @@ def test_the_stored_body_is_the_compact_json_form_without_idx(payload: object) -
 def test_the_compact_encoder_refuses_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         _compact_json({"refs": {"x"}})
+
+
+def test_a_big_job_graph_is_stored_in_bounded_pieces_that_put_it_back_together() -> None:
+    runs = tuple(
+        JobRun(f"r{i}", "daily", JobConfig(outputs=(f"d/{i}",), inputs=(), args=(), env={}))
+        for i in range(2_500)
+    )
+    graph = JobGraph(outputs=tuple(f"d/{i}" for i in range(2_500)), job_runs=runs)
+    pieces = events.graph_pieces(graph, "fp")
+    assert [(p.piece, p.pieces) for p in pieces] == [(0, 3), (1, 3), (2, 3)]
+    assert max(len(p.job_graph.job_runs) for p in pieces) == events.GRAPH_PIECE_RUNS
+    read = [Event.from_json(Event("b1", p).to_json()).payload for p in pieces]
+    assert read == pieces
+    assert tuple(r for p in read for r in p.job_graph.job_runs) == runs  # type: ignore[union-attr]
+    assert tuple(o for p in read for o in p.job_graph.outputs) == graph.outputs  # type: ignore[union-attr]
+    small = events.graph_pieces(JobGraph(outputs=("d/0",), job_runs=runs[:1]), None)
+    assert [(p.piece, p.pieces, p.job_graph.job_runs) for p in small] == [(0, 1, runs[:1])]

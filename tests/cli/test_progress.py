@@ -243,12 +243,30 @@ def test_a_small_build_lists_every_run_and_the_status_line_cuts_running_refs() -
 def test_a_partition_already_built_is_said_so_not_waited_for() -> None:
     progress = BuildProgress("b1")
     [available] = progress.apply(event(
-        1, 0, "delegation", partition_ref="p/a", delegated_to_build_request_id="old",
-        message="already available; not built again",
+        1, 0, "partition", partition_ref="p/a", status="PARTITION_DELEGATED", job_run_id="r1",
+        message="already available; not built again (built by build old)",
     ))
-    assert available.text == "available p/a: already available; not built again (build old)"
+    assert available.text == (
+        "available p/a: already available; not built again (built by build old)"
+    )
+    assert progress.apply(event(
+        3, 0, "partition", partition_ref="p/b", status="PARTITION_DELEGATED", job_run_id="r2",
+        message="waiting for build live",
+    )) == []
     [waiting] = progress.apply(event(
         2, 0, "delegation", partition_ref="p/b", delegated_to_build_request_id="live",
         message="being built by build live",
     ))
     assert waiting.text == "waiting   p/b: being built by build live"
+
+
+def test_a_job_graph_in_pieces_counts_the_runs_of_every_piece() -> None:
+    progress = BuildProgress("b1")
+    progress.apply(EVENTS[0])
+    for piece, runs in enumerate([1000, 1000, 500]):
+        progress.apply(event(3 + piece, 0.2, "job_graph", piece=piece, pieces=3,
+                             job_graph={"outputs": [], "job_runs": [{}] * runs}))
+    notes = progress.apply(event(6, 0.3, "build_request", message="", requested_partitions=[],
+                                 status="BUILD_REQUEST_ANALYSIS_COMPLETED"))
+    assert progress.planned == 2500
+    assert [n.text for n in notes] == ["analysed: 2500 job runs"]

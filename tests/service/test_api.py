@@ -354,7 +354,9 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("POST", "/api/v1/builds", {"partitions": ["a"], "forse": True}, 400, "bad_request"),
     ("POST", "/api/v1/analyze", {"partitions": ["no_job_makes/this"]}, 400, "lookup_failed"),
     ("POST", "/api/v1/analyze", {"partitions": [None]}, 400, "invalid_ref"),
-    ("POST", "/api/v1/builds", b"x" * (1024 * 1024 + 1), 413, "body_too_large"),
+    ("POST", "/api/v1/service/shutdown", b"x" * (1024 * 1024 + 1), 413, "body_too_large"),
+    ("POST", "/api/v1/builds", b"x" * (16 * 1024 * 1024 + 1), 413, "body_too_large"),
+    ("POST", "/api/v1/analyze", b"x" * (16 * 1024 * 1024 + 1), 413, "body_too_large"),
     ("POST", "/api/v1/builds", {"partitions": ["a"] * 100_001}, 413, "too_many_refs"),
     ("POST", "/api/v1/analyze", {"partitions": ["a"] * 100_001}, 413, "too_many_refs"),
     ("POST", "/api/v1/builds/nosuchbuild/retry", None, 404, "not_found"),
@@ -427,7 +429,7 @@ class Chunked:
 @pytest_twisted.ensureDeferred
 async def test_chunked_body_over_the_limit_is_refused(service: Service) -> None:
     response = await treq.post(
-        service.url + "/api/v1/builds", data=Chunked(1024 * 1024), headers=service.headers()
+        service.url + "/api/v1/builds", data=Chunked(16 * 1024 * 1024), headers=service.headers()
     )
     assert response.code == 413
     assert (await response.json())["error"]["code"] == "body_too_large"

@@ -180,20 +180,59 @@ class DelegationEvent:
 
 @frozen
 class JobGraphEvent:
-    """The result of a build request's analysis, and the graph's fingerprint it used (SPEC
-    §5.7; None in events written before the service recorded it)."""
+    """The result of a build request's analysis, or one piece of it, and the graph's
+    fingerprint it used (SPEC §5.7; None in events written before the service recorded it).
+
+    A big graph is stored as ``pieces`` events (SPEC §9), piece ``piece`` holding a slice of
+    the outputs and of the job runs; a reader puts the graph together by concatenating the
+    pieces in ``piece`` order. A graph of at most ``GRAPH_PIECE_RUNS`` runs is one event.
+    """
 
     event_type: ClassVar[str] = "job_graph"
 
     job_graph: JobGraph
     graph_fingerprint: str | None = None
+    piece: int = 0
+    pieces: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"job_graph": self.job_graph.to_json(), "graph_fingerprint": self.graph_fingerprint}
+        return {
+            "job_graph": self.job_graph.to_json(),
+            "graph_fingerprint": self.graph_fingerprint,
+            "piece": self.piece,
+            "pieces": self.pieces,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobGraphEvent:
-        return cls(JobGraph.from_json(data["job_graph"]), data.get("graph_fingerprint"))
+        return cls(
+            JobGraph.from_json(data["job_graph"]),
+            data.get("graph_fingerprint"),
+            int(data.get("piece", 0)),
+            int(data.get("pieces", 1)),
+        )
+
+
+GRAPH_PIECE_RUNS = 1000
+"""Job runs (and requested outputs) per ``job_graph`` event: bounded rows and frames."""
+
+
+def graph_pieces(graph: JobGraph, fingerprint: str | None) -> list[JobGraphEvent]:
+    """``graph`` as the ``job_graph`` events that store it, in order."""
+    size = GRAPH_PIECE_RUNS
+    count = max(-(-len(graph.job_runs) // size), -(-len(graph.outputs) // size), 1)
+    return [
+        JobGraphEvent(
+            JobGraph(
+                outputs=graph.outputs[i * size : (i + 1) * size],
+                job_runs=graph.job_runs[i * size : (i + 1) * size],
+            ),
+            fingerprint,
+            i,
+            count,
+        )
+        for i in range(count)
+    ]
 
 
 Payload = BuildRequestEvent | PartitionEvent | JobEvent | DelegationEvent | JobGraphEvent

@@ -368,30 +368,31 @@ def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, Partition
 
 
 def partition_builders(db: Database, refs: Iterable[str]) -> dict[str, str]:
-    """For each of ``refs`` the log knows, the build whose run last completed for it (else the
-    build of its latest event): who made the data, for a build that relies on it."""
+    """For each of ``refs``, the build whose job run last made it (completed); without one,
+    the build of its catalog row's latest event. Refs the log does not know are left out."""
     wanted = list(dict.fromkeys(refs))
-    made: dict[str, tuple[int, str]] = {}
-    latest: dict[str, str] = {}
+    found: dict[str, str] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start : start + _IN_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        for ref, build_id, created_idx in db.all(
-            "SELECT o.partition_ref, r.build_request_id, r.created_idx FROM job_run_outputs o"
-            " JOIN job_runs r ON r.job_run_id = o.job_run_id"
-            f" WHERE o.partition_ref IN ({marks}) AND r.status = ?",
-            [*chunk, JobStatus.JOB_COMPLETED.value],
-        ):
-            if ref not in made or made[ref][0] < created_idx:
-                made[ref] = (created_idx, build_id)
-        for ref, build_id in db.all(
+        for ref, build_request_id in db.all(
             "SELECT partition_ref, build_request_id FROM partitions"
-            f" WHERE partition_ref IN ({marks})",
+            f" WHERE partition_ref IN ({marks}) AND build_request_id IS NOT NULL",
             chunk,
         ):
-            if build_id:
-                latest[ref] = build_id
-    return {**latest, **{ref: build_id for ref, (_, build_id) in made.items()}}
+            found[ref] = build_request_id
+        # CROSS JOIN keeps SQLite from walking every completed run by its status index.
+        latest: dict[str, int] = {}
+        for ref, build_request_id, created_idx in db.all(
+            "SELECT o.partition_ref, r.build_request_id, r.created_idx FROM job_run_outputs o"
+            " CROSS JOIN job_runs r WHERE r.job_run_id = o.job_run_id"
+            f" AND o.partition_ref IN ({marks}) AND r.status = ?",
+            [*chunk, JobStatus.JOB_COMPLETED.value],
+        ):
+            if created_idx > latest.get(ref, -1):
+                latest[ref] = created_idx
+                found[ref] = build_request_id
+    return found
 
 
 # --- jobs -----------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class BuildProgress:
         if kind == "build_request":
             return self._build(event)
         if kind == "job_graph":
+            # A big graph comes in pieces (SPEC §9), each with a slice of the runs.
             self.planned += len((event.get("job_graph") or {}).get("job_runs") or [])
             self.analysed = True
             return []
@@ -118,19 +119,25 @@ class BuildProgress:
             return self._job(event)
         if kind == "delegation":
             return [self._delegation(event)]
+        if kind == "partition" and event.get("status") == "PARTITION_DELEGATED":
+            return self._relied_on(event)
         return []
 
     def _delegation(self, event: Mapping[str, Any]) -> Note:
-        """A ref this build takes from another build: one that made it already (long ago,
-        perhaps), or one making it now, to wait for."""
-        message = str(event.get("message") or "")
+        """A ref this build waits for: another build is making it now."""
         other = str(event.get("delegated_to_build_request_id"))
-        # The service's message says which (orchestrator/course.py): "already available; ...".
-        label = "available" if message.startswith("already available") else "waiting"
-        text = f"{label:<9} {event.get('partition_ref')}: {message or 'delegated'}"
+        text = f"waiting   {event.get('partition_ref')}: {event.get('message') or 'delegated'}"
         if other not in text:
             text += f" (build {other})"
         return Note(text, routine=True)
+
+    def _relied_on(self, event: Mapping[str, Any]) -> list[Note]:
+        """A requested ref that was AVAILABLE already: not built again. The service says so in
+        the partition's message (orchestrator/course.py); nothing is waited for."""
+        message = str(event.get("message") or "")
+        if not message.startswith("already available"):
+            return []  # a ref being built by another build: its ``delegation`` event says so
+        return [Note(f"available {event.get('partition_ref')}: {message}", routine=True)]
 
     def _build(self, event: Mapping[str, Any]) -> list[Note]:
         status = event.get("status")

@@ -5,6 +5,10 @@ job's ``config`` once for its batch of refs (batches of different jobs concurren
 one job run per config. The next round takes every ``materialize`` input that no run covers
 and that is not AVAILABLE already. When no such input is left, the runs are checked for
 cycles and put in dependency order, upstream first.
+
+Everything that grows with the request (lookup, making runs of configs, the dependency order)
+is done a slice at a time (``databuild.slices``), so a request of 100,000 refs never holds the
+reactor for long.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from twisted.internet.defer import (
     gatherResults,
 )
 from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 
 from databuild.errors import AnalysisError
@@ -28,6 +33,7 @@ from databuild.graph.config import run_config
 from databuild.graph.lookup import lookup
 from databuild.graph.workspace import Workspace
 from databuild.model import JobConfig, JobGraph, JobRun, describe_refs, new_id, validate_refs
+from databuild.slices import collect_in_slices, in_slices
 
 AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]
 """Answers which of some refs are AVAILABLE now."""
@@ -44,13 +50,15 @@ def analyze(
     available: AvailableQuery,
     resolve: CommandResolver = plain_commands,
     max_concurrent_configs: int | None = None,
+    cooperator: Cooperator | None = None,
 ) -> Deferred[JobGraph]:
     """Analyse a build of ``refs`` into a JobGraph.
 
     Every requested ref gets a run, AVAILABLE or not (the orchestrator records the skip, or
     rebuilds it for a forced build). A ``materialize`` input that is AVAILABLE is not expanded.
     Errbacks with InvalidRefError, LookupFailed or AnalysisError (a job's config failed, a
-    dependency cycle, a graph without end).
+    dependency cycle, a graph without end). ``cooperator`` runs the slices (Twisted's own by
+    default).
     """
     analysis = _Analysis(
         reactor,
@@ -58,6 +66,7 @@ def analyze(
         available,
         resolve,
         DeferredSemaphore(max_concurrent_configs or os.cpu_count() or 2),
+        cooperator,
     )
     return ensureDeferred(analysis.run(refs))
 
@@ -72,12 +81,14 @@ class _Analysis:
         available: AvailableQuery,
         resolve: CommandResolver,
         configs_at_once: DeferredSemaphore,
+        cooperator: Cooperator | None,
     ) -> None:
         self._reactor = reactor
         self._workspace = workspace
         self._available = available
         self._resolve = resolve
         self._configs_at_once = configs_at_once
+        self._cooperator = cooperator
         self._commands: dict[str, tuple[str, ...]] = {}
         self._runs: list[JobRun] = []
         self._producers: dict[str, JobRun] = {}
@@ -89,7 +100,8 @@ class _Analysis:
         while pending:
             new_runs = await self._round(pending)
             pending = await self._unbuilt_inputs(new_runs)
-        graph = JobGraph(outputs=requested, job_runs=tuple(_upstream_first(self._runs)))
+        ordered = await collect_in_slices(_upstream_first(self._runs), self._cooperator)
+        graph = JobGraph(outputs=requested, job_runs=tuple(ordered))
         self.log.debug(
             "analysed {refs} into {count} job runs",
             refs=describe_refs(requested),
@@ -99,7 +111,9 @@ class _Analysis:
 
     async def _round(self, refs: Sequence[str]) -> list[JobRun]:
         """Configure ``refs`` (none of them covered yet); return the runs this added."""
-        assignment = await lookup(self._reactor, self._workspace, refs)
+        assignment = await lookup(
+            self._reactor, self._workspace, refs, cooperator=self._cooperator
+        )
         await self._resolve_commands(assignment)
         calls = [
             self._configs_at_once.run(
@@ -116,15 +130,23 @@ class _Analysis:
             replies: list[tuple[JobConfig, ...]] = await gatherResults(calls, consumeErrors=True)
         except FirstError as e:
             e.subFailure.raiseException()
-        new_runs = []
-        for label, configs in zip(assignment, replies, strict=True):
-            for config in configs:
-                if all(ref in self._producers for ref in config.outputs):
-                    continue
-                run = JobRun(new_id(), label, config)
-                for ref in config.outputs:
-                    self._producers.setdefault(ref, run)
-                new_runs.append(run)
+        new_runs: list[JobRun] = []
+
+        def add(labelled: tuple[str, JobConfig]) -> None:
+            label, config = labelled
+            if all(ref in self._producers for ref in config.outputs):
+                return
+            run = JobRun(new_id(), label, config)
+            for ref in config.outputs:
+                self._producers.setdefault(ref, run)
+            new_runs.append(run)
+
+        labelled = [
+            (label, config)
+            for label, configs in zip(assignment, replies, strict=True)
+            for config in configs
+        ]
+        await in_slices(labelled, add, self._cooperator)
         self._runs.extend(new_runs)
         if len(self._runs) > MAX_JOB_RUNS:
             raise AnalysisError(

@@ -1,8 +1,10 @@
 """Lookup (SPEC §3.3): which job produces each ref.
 
-Built in, a ref goes to the one job whose ``outputs`` pattern matches it whole. A workspace
-may set ``[graph] lookup`` to an executable instead, called as ``<lookup> REF...`` from the
-workspace root, printing ``{"<job label>": ["ref", ...], ...}``.
+Built in, a ref goes to the one job whose ``outputs`` pattern matches it whole; the
+workspace's pattern index (``patterns.py``) finds it without trying every job, and a long
+request is matched a slice at a time (``databuild.slices``). A workspace may set
+``[graph] lookup`` to an executable instead, called as ``<lookup> REF...`` from the workspace
+root, printing ``{"<job label>": ["ref", ...], ...}``.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.task import Cooperator
 
 from databuild.errors import InvalidRefError, LookupFailed
 from databuild.graph.capture import DEFAULT_TIMEOUT_S, argv_batches, capture
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import describe_refs, validate_ref
+from databuild.slices import in_slices
 
 Assignment = dict[str, tuple[str, ...]]
 """Job label → the refs that job produces, in the order the refs were asked for."""
@@ -24,7 +28,7 @@ Assignment = dict[str, tuple[str, ...]]
 
 def match_job(workspace: Workspace, ref: str) -> JobSpec:
     """The one job whose output patterns match ``ref`` whole; LookupFailed otherwise."""
-    matches = [job for job in workspace.jobs if job.produces(ref)]
+    matches = workspace.producers(ref)
     if not matches:
         raise LookupFailed(f"no job of graph {workspace.label!r} produces {ref!r}")
     if len(matches) > 1:
@@ -39,13 +43,18 @@ def lookup(
     refs: Sequence[str],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    cooperator: Cooperator | None = None,
 ) -> Deferred[Assignment]:
     """Assign each of ``refs`` to the job producing it, built in or by the lookup executable."""
     if workspace.lookup is None:
         assignment: dict[str, list[str]] = {}
-        for ref in refs:
+
+        def assign(ref: str) -> None:
             assignment.setdefault(match_job(workspace, ref).label, []).append(ref)
-        return succeed({label: tuple(found) for label, found in assignment.items()})
+
+        return in_slices(refs, assign, cooperator).addCallback(
+            lambda _: {label: tuple(found) for label, found in assignment.items()}
+        )
     return ensureDeferred(_custom_lookup(reactor, workspace, workspace.lookup, refs, timeout_s))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from attrs import field, frozen
 
 from databuild.errors import GraphFileError
+from databuild.graph.patterns import PatternIndex
 from databuild.startup import GRAPH_FILE
 
 STATE_DIR = ".databuild"
@@ -74,9 +75,11 @@ class Workspace:
     fingerprint: str = field(default="", eq=False)
     """What the graph was loaded from, hashed (set by ``databuild.graph.source``)."""
     _by_label: dict[str, JobSpec] = field(init=False, repr=False, eq=False)
+    _patterns: PatternIndex = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_by_label", {j.label: j for j in self.jobs})
+        object.__setattr__(self, "_patterns", PatternIndex([j.outputs for j in self.jobs]))
 
     @property
     def state_dir(self) -> Path:
@@ -90,6 +93,15 @@ class Workspace:
     def has_job(self, label: str) -> bool:
         """Whether the graph has a job called ``label``."""
         return label in self._by_label
+
+    def producers(self, ref: str) -> list[JobSpec]:
+        """The jobs with an output pattern matching all of ``ref``, in the file's order."""
+        return [self.jobs[index] for index in self._patterns.matching(ref)]
+
+    @property
+    def patterns(self) -> PatternIndex:
+        """The index of the jobs' output patterns that ``producers`` asks."""
+        return self._patterns
 
 
 def load_workspace(root: Path) -> Workspace:

@@ -10,11 +10,14 @@ nothing else. Every status comes from the status policy (``policy.py``).
 Whatever goes wrong inside the course — in its own code, or in a callback the executor, the
 claims or the recorder make into it — breaks this build only (``break_``): its runs stop, it
 is recorded FAILED with the error, and the traceback goes to the service log.
+
+Steps whose work grows with the build (planning, scheduling, ending early) go a slice at a
+time (``databuild.slices``): a build of 100,000 runs never holds the reactor for long.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from attrs import define
@@ -23,17 +26,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.bel.backend import EventLogError, StoreUnavailable
-from databuild.bel.events import DelegationEvent, Event, JobGraphEvent, Payload
+from databuild.bel.events import DelegationEvent, Event, Payload, graph_pieces
 from databuild.bel.services import LeaseLost
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
 from databuild.executor.runner import Executor
 from databuild.graph.commands import CommandResolver
 from databuild.graph.workspace import JobSpec, Workspace
-from databuild.model import JobGraph
+from databuild.model import JobGraph, JobRun
 from databuild.orchestrator.claims import Claims
 from databuild.orchestrator.holdings import Holdings
-from databuild.orchestrator.planning import Decision, RunPlan, plan_runs
+from databuild.orchestrator.planning import Decision, RunPlan, plan_run
 from databuild.orchestrator.policy import (
     POLICY,
     Happening,
@@ -47,6 +50,7 @@ from databuild.orchestrator.recorder import Recorder
 from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, Outcome, Task, TaskState
 from databuild.proc.process import ProcessResult
+from databuild.slices import in_slices
 
 B, J, P, H = BuildStatus, JobStatus, PartitionStatus, Happening
 
@@ -79,6 +83,8 @@ class Course:
         self._record = parts.recorder
         self._holdings = parts.holdings
         self._claims = parts.claims
+        self._starting = False
+        """Whether ready runs are being started (a slice at a time)."""
 
     @property
     def build_request_id(self) -> str:
@@ -92,6 +98,7 @@ class Course:
         Errbacks only if the log refused or lost that final event.
         """
         try:
+            await in_slices(self.build.requested, self._request)
             graph = await self._plan()
             if graph is not None:
                 await self._execute(graph)
@@ -116,7 +123,8 @@ class Course:
             build.analysis = None
         if build.ending:
             return None
-        self._emit(JobGraphEvent(graph, build.workspace.fingerprint or None))
+        for piece in graph_pieces(graph, build.workspace.fingerprint or None):
+            self._emit(piece)
         self._record_build(progress(H.GRAPH_ANALYZED))
         return graph
 
@@ -128,14 +136,9 @@ class Course:
         await self._holdings.learn_builders(sorted(available))
         if build.ending:
             return
-        plans = await self._claim_and_plan(graph, available)
+        plans, waits = await self._claim_and_plan(graph, available)
         if build.ending:
             return  # its claims go when the build ends
-        waits: dict[str, Deferred[Outcome]] = {}
-        for plan in plans:
-            for ref in plan.delegated:
-                waits[ref] = self._claims.wait_for(ref)
-        build.executing = True
         self.log.info(
             "build {build_request_id} executing: {runs} runs to run, {skipped} skipped, "
             "{delegated} partitions awaited from other builds",
@@ -145,7 +148,10 @@ class Course:
             delegated=len(waits),
         )
         self._record_build(progress(H.EXECUTION_BEGAN))
-        self._schedule(plans, waits)
+        await self._schedule(plans, waits)
+        # Only now: a delegation settling while the runs were being scheduled must not find
+        # the build with nothing open and end it.
+        build.executing = True
         if any(t.state is TaskState.PENDING for t in build.tasks.values()):
             # The analysis resolved every job's command (built its Bazel targets): once.
             build.prefixes = build.resolved
@@ -153,7 +159,9 @@ class Course:
         build.check_settled()
         await build.settled
 
-    async def _claim_and_plan(self, graph: JobGraph, available: set[str]) -> list[RunPlan]:
+    async def _claim_and_plan(
+        self, graph: JobGraph, available: set[str]
+    ) -> tuple[list[RunPlan], dict[str, Deferred[Outcome]]]:
         """Claim the refs this build may produce, then decide every run with the claims known.
 
         A run may be RUN only if one of its outputs is not AVAILABLE or force applies to it;
@@ -164,66 +172,93 @@ class Course:
         let go of its claim: so the plan reads again, from the holdings, whether the refs just
         claimed are AVAILABLE. That answer is fresh because a producer notes a ref AVAILABLE
         (``_ref_ended``) before it settles the ref's claim.
+
+        The plan is made a slice at a time, so a claimant may settle a ref meanwhile: this build
+        starts waiting for every ref claimed by another at once, with the claim's answer, and
+        returns the waits for the refs its plan delegates.
         """
         build = self.build
         me = build.build_request_id
-        candidates = [
-            ref
-            for run in graph.job_runs
-            if any(ref not in available for ref in run.outputs)
-            or build.forces(run)
-            for ref in run.outputs
-        ]
-        claimants = await self._claims.claim(me, list(dict.fromkeys(candidates)))
-        available = available | {ref for ref in claimants if self._holdings.is_available(ref)}
-        plans = plan_runs(
-            graph,
-            requested=build.requested_set,
-            force=build.force,
-            available=available,
-            producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
-        )
+        candidates: dict[str, None] = {}
+
+        def candidate(run: JobRun) -> None:
+            if any(ref not in available for ref in run.outputs) or build.forces(run):
+                candidates.update(dict.fromkeys(run.outputs))
+
+        await in_slices(graph.job_runs, candidate)
+        claimants = await self._claims.claim(me, list(candidates))
+        waits = {ref: self._claims.wait_for(ref) for ref, c in claimants.items() if c != me}
+        available = set(available)
+
+        def recheck(ref: str) -> None:
+            if self._holdings.is_available(ref):
+                available.add(ref)
+
+        await in_slices(list(claimants), recheck)
+        plans: list[RunPlan] = []
+
+        def plan(run: JobRun) -> None:
+            plans.append(plan_run(
+                run,
+                requested=build.requested_set,
+                force=build.force,
+                available=available,
+                producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
+            ))  # fmt: skip
+
+        await in_slices(graph.job_runs, plan)
         claimed = {ref for plan in plans for ref in plan.claims}
         self._claims.release(
             me, [ref for ref, c in claimants.items() if c == me and ref not in claimed]
         )
-        return plans
+        delegated = {ref for plan in plans for ref in plan.delegated}
+        return plans, {ref: wait for ref, wait in waits.items() if ref in delegated}
 
-    def _schedule(self, plans: list[RunPlan], waits: dict[str, Deferred[Outcome]]) -> None:
-        """Record every run as scheduled, record skips and delegations, queue ready runs."""
+    async def _schedule(self, plans: list[RunPlan], waits: dict[str, Deferred[Outcome]]) -> None:
+        """Record every run as scheduled, record skips and delegations, queue ready runs.
+
+        A skipped run's requested outputs go from REQUESTED straight to DELEGATED (SPEC §4.2
+        allows it): a run that never starts needs no SCHEDULED for them.
+        """
         build = self.build
         pending: set[str] = set(waits)
         for plan in plans:
             if plan.decision is Decision.RUN:
                 pending.update(plan.job_run.outputs)
-        for plan in plans:
+
+        def schedule(plan: RunPlan) -> None:
+            if build.ending:
+                return  # cancelled while scheduling: what is not scheduled has nothing to end
             run = plan.job_run
             task = Task(run)
             build.tasks[run.job_run_id] = task
             self._record_job(task, _run_status(H.RUN_SCHEDULED))
+            skip = plan.decision is Decision.SKIP
             for ref in run.outputs:
-                self._set_partition(ref, _outputs_status(H.RUN_SCHEDULED), "", run.job_run_id)
-            if plan.decision is Decision.SKIP:
-                self._skip(task, plan)
-                continue
+                if not (skip and build.partitions.get(ref) is _outputs_status(H.BUILD_RECEIVED)):
+                    self._set_partition(ref, _outputs_status(H.RUN_SCHEDULED), "", run.job_run_id)
+            if skip:
+                self._skip(task, plan, waits)
+                return
             build.open += 1
             task.waiting_on = {ref for ref in run.config.materialize_inputs if ref in pending}
             for ref in task.waiting_on:
                 build.dependents[ref].append(task)
             if not task.waiting_on:
                 build.ready.append(task)
-        for ref, wait in waits.items():
-            build.open += 1
-            wait.addCallback(self._settle_delegation, ref).addErrback(self.break_)
 
-    def _skip(self, task: Task, plan: RunPlan) -> None:
+        await in_slices(plans, schedule)
+
+    def _skip(self, task: Task, plan: RunPlan, waits: dict[str, Deferred[Outcome]]) -> None:
         run_id = task.job_run_id
         for ref in plan.available:
-            other = self._holdings.built_by(ref)
-            self._emit(DelegationEvent(ref, other, "already available; not built again"))
-            # SPEC §4.2 has no way from SCHEDULED to AVAILABLE but through DELEGATED: the
-            # build that made the ref is the one this build relies on.
-            message = f"already available, built by build {other}"
+            # SPEC §4.2 has no way to AVAILABLE but through DELEGATED for a ref this build
+            # does not make: the build that made it is the one relied on, and the message
+            # names it (no ``delegation`` event: nothing is awaited).
+            message = (
+                f"already available; not built again (built by build "
+                f"{self._holdings.built_by(ref)})"
+            )
             self._set_partition(ref, _via_status(H.ALREADY_AVAILABLE), message, run_id)
             self._set_partition(
                 ref, _outputs_status(H.ALREADY_AVAILABLE), "already available", run_id
@@ -233,6 +268,8 @@ class Course:
             self._set_partition(
                 ref, _outputs_status(H.DELEGATED), f"waiting for build {other}", run_id
             )
+            self.build.open += 1
+            waits[ref].addCallback(self._settle_delegation, ref).addErrback(self.break_)
         happening = H.DELEGATED if plan.delegated else H.ALREADY_AVAILABLE
         reason = (
             f"delegated to build {', '.join(sorted(set(plan.delegated.values())))}"
@@ -276,15 +313,29 @@ class Course:
             self._record.flushed().addCallback(lambda _: self._guarded(self._start_now))
 
     def _start_now(self) -> None:
+        """Start the ready runs a slice at a time; runs that become ready meanwhile join."""
+        if self._starting:
+            return
+        self._starting = True
+        started = in_slices(self._ready_runs(), self._start)
+        started.addBoth(self._started_all)
+        started.addErrback(self.break_)
+
+    def _ready_runs(self) -> Iterator[Task]:
         build = self.build
-        assert build.prefixes is not None
         while build.ready:
             task = build.ready.popleft()
             if task.state is TaskState.PENDING and not build.ending:
-                self._start(task, build.prefixes)
+                yield task
 
-    def _start(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
+    def _started_all(self, result: object) -> object:
+        self._starting = False
+        return result
+
+    def _start(self, task: Task) -> None:
         """Claim the run's outputs in the log, then run it (or take another run's outcome)."""
+        prefixes = self.build.prefixes
+        assert prefixes is not None
         task.state = TaskState.STARTED
         d = ensureDeferred(self._claim_and_run(task, prefixes))
         d.addErrback(self._claim_broke, task)
@@ -408,9 +459,10 @@ class Course:
                 message += f" (after {task.handle.attempts} attempts)"
             if result.stderr_tail:
                 message += f"; stderr ends: {result.stderr_tail.splitlines()[-1]}"
-        if happening is not H.RUN_SUCCEEDED:
-            # Only runs that did not succeed: the event log holds every run's course, and a
-            # line per run costs a large build more than its events do.
+        if happening is not H.RUN_SUCCEEDED and not (self.build.ending and task.stopped_by):
+            # Only runs that did not succeed, nor were stopped (ending a build early logs one
+            # line for all): the event log holds every run's course, and a line per run costs
+            # a large build more than its events do.
             self.log.info(
                 "job run {job_run_id} ({job_label}) of build {build_request_id} ended: "
                 "{status} {outcome}",
@@ -530,17 +582,26 @@ class Course:
         if build.ending:
             return
         build.ended_by, build.message = happening, message
-        self.log.info(
-            "ending build {build_request_id} early: {message}",
-            build_request_id=build.build_request_id,
-            message=message,
-        )
         if build.analysis is not None:
             build.analysis.cancel()
         run_happening = downstream_of_failure(happening)
-        for task in list(build.tasks.values()):
-            self._stop_run(task, run_happening, message)
-        self._close_open_work()
+        tasks = [t for t in build.tasks.values() if t.state is not TaskState.DONE]
+        waiting = sum(1 for s in build.partitions.values() if s is P.PARTITION_DELEGATED)
+        self.log.info(
+            "ending build {build_request_id} early: {message}; stopping {runs} unfinished "
+            "runs ({pending} still waiting for inputs), dropping {waiting} waits for other "
+            "builds",
+            build_request_id=build.build_request_id,
+            message=message,
+            runs=len(tasks),
+            pending=sum(1 for t in tasks if t.state is TaskState.PENDING),
+            waiting=waiting,
+        )
+        # Running runs first: their processes are what must stop at once.
+        tasks.sort(key=lambda t: t.state is not TaskState.STARTED)
+        stopped = in_slices(tasks, lambda task: self._stop_run(task, run_happening, message))
+        stopped.addCallback(lambda _: self._close_open_work())
+        stopped.addErrback(self.break_)
 
     def _close_open_work(self) -> None:
         """Stop waiting for other builds; the refs awaited fail with the build's message."""
@@ -625,10 +686,9 @@ class Course:
         d = self._record.partition(self.build_request_id, ref, status, message, job_run_id)
         d.addErrback(self._not_recorded)
 
-    def requested(self) -> None:
-        """Record the requested refs as REQUESTED (after RECEIVED is stored)."""
-        for ref in self.build.requested:
-            self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
+    def _request(self, ref: str) -> None:
+        """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs)."""
+        self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
 
 
 def _run_status(happening: Happening) -> JobStatus:

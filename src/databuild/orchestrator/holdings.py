@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, succe
 
 from databuild.bel.catalog import changes_data
 from databuild.bel.status import PartitionStatus
+from databuild.slices import in_slices
 
 
 class PartitionSource(Protocol):
@@ -56,14 +57,17 @@ class Holdings:
         return self._learning.run(lambda: ensureDeferred(self._take(build_request_id, refs)))
 
     async def _take(self, build_request_id: str, refs: Sequence[str]) -> None:
-        unknown = []
+        unknown: list[str] = []
         held = self._held.setdefault(build_request_id, set())
-        for ref in refs:
+
+        def take(ref: str) -> None:
             entry = self._refs.setdefault(ref, _Held())
             entry.holders.add(build_request_id)
             held.add(ref)
             if entry.available is None:
                 unknown.append(ref)
+
+        await in_slices(refs, take)
         if unknown:
             statuses = await self._source.partition_statuses(unknown)
             for ref in unknown:
@@ -97,14 +101,15 @@ class Holdings:
         self._refs[ref].built_by = build_request_id
 
     async def learn_builders(self, refs: Sequence[str]) -> None:
-        """For held AVAILABLE refs, learn from the log the build whose run last made each (one
-        read for all of them)."""
+        """For held AVAILABLE refs, learn from the log the build whose run last made each."""
         unknown = [ref for ref in refs if not self._refs[ref].built_by]
         if not unknown:
             return
         builders = await self._source.partition_builders(unknown)
         for ref in unknown:
-            self._refs[ref].built_by = builders.get(ref, "unknown")
+            entry = self._refs[ref]
+            if not entry.built_by:
+                entry.built_by = builders.get(ref, "unknown")
 
     def available(self, refs: Sequence[str]) -> Deferred[set[str]]:
         """Which of ``refs`` are AVAILABLE, for analysis: this service's word, else the log's."""

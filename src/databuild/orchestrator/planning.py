@@ -47,7 +47,22 @@ def plan_runs(
     available: Collection[str],
     producing: Callable[[str], str | None],
 ) -> list[RunPlan]:
-    """One RunPlan per run of ``graph``, in the graph's order.
+    """One RunPlan per run of ``graph``, in the graph's order (``plan_run`` for each)."""
+    return [
+        plan_run(run, requested=requested, force=force, available=available, producing=producing)
+        for run in graph.job_runs
+    ]
+
+
+def plan_run(
+    run: JobRun,
+    *,
+    requested: Collection[str],
+    force: bool,
+    available: Collection[str],
+    producing: Callable[[str], str | None],
+) -> RunPlan:
+    """What a build does with ``run``.
 
     ``available`` are the refs whose data is AVAILABLE; ``producing(ref)`` names the other live
     build producing ``ref`` now, or None. A run is RUN when one of its outputs is neither
@@ -57,14 +72,10 @@ def plan_runs(
     claims the outputs no other build is producing; those another build produces are built again
     by this run too, since a job run makes all its outputs together.
     """
-    plans = []
-    for run in graph.job_runs:
-        elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None}
-        unclaimed = tuple(ref for ref in run.outputs if ref not in elsewhere)
-        forced = force and any(ref in requested for ref in run.outputs)
-        needed = [ref for ref in unclaimed if ref not in available]
-        if needed or (forced and unclaimed):
-            plans.append(RunPlan(run, Decision.RUN, claims=unclaimed))
-        else:
-            plans.append(RunPlan(run, Decision.SKIP, available=unclaimed, delegated=elsewhere))
-    return plans
+    elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None}
+    unclaimed = tuple(ref for ref in run.outputs if ref not in elsewhere)
+    forced = force and any(ref in requested for ref in run.outputs)
+    needed = [ref for ref in unclaimed if ref not in available]
+    if needed or (forced and unclaimed):
+        return RunPlan(run, Decision.RUN, claims=unclaimed)
+    return RunPlan(run, Decision.SKIP, available=unclaimed, delegated=elsewhere)

@@ -330,7 +330,6 @@ class Orchestrator(Service):
             self._holdings.release(build_id)
             del self._courses[build_id]
             raise
-        course.requested()
         self.log.info(
             "build {build_request_id} received: {refs} (force={force})",
             build_request_id=build_id,

@@ -61,7 +61,7 @@ ERRORS = {
     404: "unknown id or path",
     405: "method not allowed on this path",
     409: "conflict, e.g. cancelling a finished build",
-    413: "body over 1 MiB",
+    413: "body over 1 MiB (16 MiB, or over 100,000 refs, for a build or analyze request)",
     500: "internal error; the service keeps running",
 }
 

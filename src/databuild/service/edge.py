@@ -24,8 +24,9 @@ from databuild.service.hosts import AllowedHosts, host_name
 from databuild.service.idle import IdleTimer
 from databuild.service.responses import (
     JSON_TYPE,
-    MAX_BODY_BYTES,
+    MAX_BUILD_BODY_BYTES,
     ApiError,
+    body_limit,
     body_too_large,
     json_bytes,
     respond_error,
@@ -110,8 +111,9 @@ class ApiEdge(Resource):
         except UnicodeDecodeError:
             raise ApiError(400, "bad_request", "the request path is not valid UTF-8") from None
         length = request.getHeader(b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
-            raise body_too_large()
+        limit = body_limit(request.path)
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise body_too_large(limit)
 
     def _admitted(self, request: Request) -> bool:
         """Whether a dashboard request may go on; if not, it has been answered (redirect)."""
@@ -153,14 +155,16 @@ def bad_host(name: str | None) -> ApiError:
 
 
 class BoundedRequest(Request):
-    """Keeps at most one byte more than the body limit, so a huge upload costs no memory/disk.
+    """Keeps at most one byte more than the largest body limit, so a huge upload costs no
+    memory/disk beyond it.
 
-    What is kept is enough for the handlers to see that the limit was passed (413).
+    What is kept is enough for the handlers to see that their path's limit was passed (413);
+    the path is not known yet while the body arrives.
     """
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.content is not None  # made by gotLength, before any chunk
-        room = MAX_BODY_BYTES + 1 - self.content.tell()
+        room = MAX_BUILD_BODY_BYTES + 1 - self.content.tell()
         if room > 0:
             super().handleContentChunk(data[:room])
 

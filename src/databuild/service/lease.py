@@ -3,12 +3,16 @@
 At start the service registers; on SQLite it first takes the log's lock file, so a second
 service is refused and every other service recorded in that log is dead. On PostgreSQL it
 renews its lease every heartbeat and sweeps for dead services: those whose lease expired, and
-those of this host whose process is gone (they need not wait for their lease).
+those of this host whose process is gone (they need not wait for their lease). The renewals
+run on the lease line's own thread (``bel/leaseline.py``), so a reactor busy with a big request
+delays the sweeps but never the lease.
 
 A service that cannot renew is fenced before the database lets its lease go: if no renewal
 succeeded for ``lease_timeout - heartbeat`` seconds (counted from the moment the last good one
 was sent, which is before the database stamped it), the event log refuses every further write,
-and the service stops, terminating its jobs.
+and the service stops, terminating its jobs. The deadline is a reactor timer, which a busy
+reactor may fire late and before it hears of renewals made meanwhile: so it asks the line when
+the last renewal succeeded before giving the lease up.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from databuild.bel import EventLog
@@ -74,10 +77,12 @@ class LeaseKeeper(Service):
         """Told ``held`` once a shared log's lease is taken, ``lost`` when it goes (metrics)."""
         self.shared = event_log.location.dialect == "postgresql"
         self._lock = None if self.shared else SoloLock(Path(event_log.location.target))
-        self._line = LeaseLine(clock, event_log.location) if self.shared else None  # type: ignore[arg-type]
+        self._line = (
+            LeaseLine(clock, event_log.location, lambda: clock.seconds())  # type: ignore[arg-type]
+            if self.shared else None
+        )
         self._sweeping: Deferred[None] | None = None
-        self._beat = LoopingCall(self._heartbeat)
-        self._beat.clock = clock
+        self._stopping = False
         self._deadline: IDelayedCall | None = None
         self.lost: str | None = None
         """Why the lease was lost, once it was."""
@@ -103,8 +108,8 @@ class LeaseKeeper(Service):
             self._lease_state("held")
             self._line.start()
             self._renewed(sent)
-            self._beat.start(self.heartbeat_s, now=False).addErrback(
-                lambda f: self.log.failure("the lease heartbeat broke", f)
+            self._line.beat(
+                self.me.service_id, self.lease_timeout_s, self.heartbeat_s, self._beaten
             )
 
     def stopService(self) -> Deferred[None]:
@@ -112,8 +117,9 @@ class LeaseKeeper(Service):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        if self._beat.running:
-            self._beat.stop()
+        self._stopping = True
+        if self._line is not None:
+            await self._line.stop()
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         if self._sweeping is not None:
@@ -123,8 +129,6 @@ class LeaseKeeper(Service):
                 await self._event_log.deregister(self.me.service_id)
             except Exception:
                 self.log.failure("could not give the lease up")
-        if self._line is not None:
-            await self._line.stop()
         if self._lock is not None:
             self._lock.release()
 
@@ -133,26 +137,28 @@ class LeaseKeeper(Service):
         if self._deadline is not None and self._deadline.active():
             self._deadline.reset(delay)
         else:
-            window = self.lease_timeout_s - self.heartbeat_s
-            self._deadline = self._clock.callLater(
-                delay, self._lose, f"no renewal succeeded for {window:g} s"
-            )
+            self._deadline = self._clock.callLater(delay, self._overdue)
 
-    async def _heartbeat(self) -> None:
-        """Renew the lease, then start a sweep unless one still runs (it may wait for locks
-        a frozen peer holds; the next renewal must not wait for it)."""
+    def _overdue(self) -> None:
+        """The deadline fired: lose the lease unless the line renewed it meanwhile."""
         assert self._line is not None
-        if self.lost is not None:
+        window = self.lease_timeout_s - self.heartbeat_s
+        renewed_at = self._line.renewed_at
+        if renewed_at is not None and renewed_at + window > self._clock.seconds():
+            self._deadline = None
+            self._renewed(renewed_at)
             return
-        sent = self._clock.seconds()
-        try:
-            renewed = await self._line.renew(self.me.service_id, self.lease_timeout_s)
-        except Exception as e:
-            self.log.warn("could not renew the lease: {error}", error=str(e))
+        self._lose(f"no renewal succeeded for {window:g} s")
+
+    def _beaten(self, sent: float, outcome: bool | Exception) -> None:
+        """A renewal's outcome, from the line's thread. After a good one, start a sweep unless
+        one still runs (it may wait for locks a frozen peer holds)."""
+        if self.lost is not None or self._stopping:
             return
-        if self.lost is not None:
+        if isinstance(outcome, Exception):
+            self.log.warn("could not renew the lease: {error}", error=str(outcome))
             return
-        if not renewed:
+        if not outcome:
             self._lose("the lease expired before it was renewed")
             return
         self._renewed(sent)
@@ -192,8 +198,6 @@ class LeaseKeeper(Service):
         self.lost = reason
         self.log.error("{service} lost its lease: {reason}; stopping",
                        service=self.me.describe(), reason=reason)
-        if self._beat.running:
-            self._beat.stop()
         self._event_log.fence(reason)
         self._lease_state("lost")
         if self._line is not None:

@@ -10,6 +10,9 @@ from urllib.parse import unquote
 from twisted.web.iweb import IRequest
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_BUILD_BODY_BYTES = 16 * 1024 * 1024
+"""The limit for a build or analyze request (``BUILD_PATHS``), which may carry 100,000 refs."""
+BUILD_PATHS = frozenset({b"/api/v1/cli/build", b"/api/v1/builds", b"/api/v1/analyze"})
 MAX_JSON_DEPTH = 64
 MAX_INT = 2**63 - 1
 """The largest whole number a parameter may hold (what the event log's databases store)."""
@@ -35,10 +38,17 @@ def bad_request(message: str, code: str = "bad_request") -> ApiError:
     return ApiError(400, code, message)
 
 
-def body_too_large() -> ApiError:
-    """The 413 error for a body over MAX_BODY_BYTES."""
+def body_limit(path: bytes) -> int:
+    """The largest body a request to ``path`` may send (SPEC §5.4)."""
+    return MAX_BUILD_BODY_BYTES if path in BUILD_PATHS else MAX_BODY_BYTES
+
+
+def body_too_large(limit: int) -> ApiError:
+    """The 413 error for a body over ``limit`` bytes."""
     return ApiError(
-        413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes (1 MiB), the limit"
+        413,
+        "body_too_large",
+        f"request body is over {limit} bytes ({limit // (1024 * 1024)} MiB), the limit",
     )
 
 
@@ -77,9 +87,10 @@ def read_json_object(request: IRequest, *, allow_empty: bool = False) -> dict[st
             f"the request body must be JSON (Content-Type: application/json), not "
             f"{content_type.decode('latin-1')!r}",
         )
-    raw = request.content.read(MAX_BODY_BYTES + 1) if request.content is not None else b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise body_too_large()
+    limit = body_limit(request.path)
+    raw = request.content.read(limit + 1) if request.content is not None else b""
+    if len(raw) > limit:
+        raise body_too_large(limit)
     if not raw.strip() and allow_empty:
         return {}
     if too_deep(raw, MAX_JSON_DEPTH):
