@@ -54,7 +54,8 @@ async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
         if e["event_type"] == "partition" and e["partition_ref"] == "work/b"
     ] == [
         ("PARTITION_REQUESTED", "requested"),
-        ("PARTITION_DELEGATED", f"already available, built by build {first['build_request_id']}"),
+        ("PARTITION_DELEGATED",
+         f"already available; not built again (built by build {first['build_request_id']})"),
         ("PARTITION_AVAILABLE", "already available"),
     ]
     assert Counter(r["ref"] for r in harness.starts()) == {"work/a": 1, "work/b": 1}
@@ -250,6 +251,6 @@ async def test_a_ref_made_while_a_build_prepares_its_plan_is_not_built_again(
             e["partition_ref"]: e["message"]
             for e in await harness.events(planner)
             if e["event_type"] == "partition" and e["status"] == "PARTITION_DELEGATED"
-        }["work/x"] == f"already available, built by build {producer}"  # fmt: skip
+        }["work/x"] == f"already available; not built again (built by build {producer})"
     finally:
         await stop_harness(harness)
