@@ -51,7 +51,7 @@ async def test_a_reactor_busy_past_the_lease_timeout_keeps_its_lease(
     lost: list[str] = []
     me = Identity("busy", "elsewhere", os.getpid(), start_ticks(os.getpid()), "0", "/ws")
     keeper = LeaseKeeper(
-        reactor, log, me, heartbeat_s=HEARTBEAT_S, lease_timeout_s=LEASE_S,
+        reactor, log, lambda: me, heartbeat_s=HEARTBEAT_S, lease_timeout_s=LEASE_S,
         take_over=lambda services: Deferred(), on_lost=lost.append,
     )  # fmt: skip
     try:
