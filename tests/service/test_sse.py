@@ -86,7 +86,7 @@ def frames(request: DummyRequest) -> list[dict[str, str]]:
 def open_stream(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
     request = StreamingRequest()
     done = ProgressStream(request, clock, KEEPALIVE_S).run(
-        lambda on_event: hub.subscribe(build.id, 0, on_event)
+        lambda on_event, ready: hub.subscribe(build.id, 0, on_event, ready)
     )
     return request, done
 

@@ -37,7 +37,7 @@ from databuild.service.idle import IdleTimer
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
-from databuild.service.sse import EventStream, ProgressStream
+from databuild.service.sse import EventStream, ProgressStream, event_frame
 
 Handler = Callable[..., Awaitable[object]]
 
@@ -411,10 +411,14 @@ async def stream_progress(
 ) -> None:
     """Answer ``request`` with the progress stream of ``build_id`` (API and dashboard)."""
     since = _since(request)
-    stream = ProgressStream(request, clock, keepalive_s)
     hub = orchestrator.hub
+    stream = ProgressStream(
+        request, clock, keepalive_s, lambda event: hub.rendered(event, event_frame)
+    )
     with metrics.progress_streams.track_inprogress():
-        await stream.run(lambda on_event: hub.subscribe(build_id, since, on_event))
+        await stream.run(
+            lambda on_event, ready: hub.subscribe(build_id, since, on_event, ready)
+        )
 
 
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:

@@ -89,7 +89,9 @@ def build_service(
     graph = GraphSource.load(config.root)
     resolve = Launcher(reactor, graph.workspace).resolve
     orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
-    metrics = ServiceMetrics(lambda: orchestrator.active_builds)
+    metrics = ServiceMetrics(
+        lambda: orchestrator.active_builds, orchestrator.hub.subscribers
+    )
     orchestrator.hub.observers.append(metrics.observe)
     access = DashboardAccess(reactor)
     lease = LeaseKeeper(
