@@ -33,9 +33,10 @@ RENDERED_BYTES = 16 * 1024 * 1024
 
 EventCallback = Callable[[dict[str, Any]], None]
 """Called with each event's JSON form (SPEC §4.1); it should return quickly."""
-Ready = Callable[[], Deferred[None]]
-"""Fires once a subscriber has taken in what it was given: the replay reads its next page
-only then, so a reader that takes nothing holds at most one page."""
+Ready = Callable[[], Deferred[bool]]
+"""Fires True once a subscriber has taken in what it was given (the replay reads its next
+page only then, so a reader that takes nothing holds at most one page), False if it is gone
+(the replay stops and the subscription closes)."""
 
 
 class EventSource(Protocol):
@@ -228,8 +229,8 @@ class ProgressHub:
                 raise NotFound(f"no build request {build_request_id!r}")
             after: int | None = since
             while after is not None and not subscription.closed:
-                if ready is not None:
-                    await ready()
+                if ready is not None and not await ready():
+                    subscription.close()
                 if not subscription.closed:
                     after = self._replay_page(
                         subscription,

@@ -38,6 +38,7 @@ from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
 from databuild.service.sse import EventStream, ProgressStream, event_frame
+from databuild.service.trim import Trimmer
 
 Handler = Callable[..., Awaitable[object]]
 
@@ -142,6 +143,7 @@ class Api:
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
         access: DashboardAccess,
+        trimmer: Trimmer,
     ) -> None:
         self._clock = clock
         self._config = config
@@ -153,6 +155,7 @@ class Api:
         self._shutdown = shutdown
         self._metrics = metrics
         self._access = access
+        self._trimmer = trimmer
 
     def hot_routes(self) -> dict[bytes, HotRead]:
         """The reads answered past the router (service/hot.py); their routes below stay
@@ -253,7 +256,7 @@ class Api:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await stream_progress(
             request, build_id, self._orchestrator, self._metrics, self._clock,
-            self._config.keepalive_s,
+            self._config.keepalive_s, self._trimmer,
         )
 
     @app.route("/api/v1/builds", methods=["GET"])
@@ -353,7 +356,9 @@ class Api:
             task = await self._log.get_task(task_id)
             return None if task is None else task["status"]
 
-        stream = EventStream(request, self._clock, self._config.keepalive_s)
+        stream = EventStream(
+            request, self._clock, self._config.keepalive_s, trimmer=self._trimmer
+        )
         follower = logs.LogFollower(stream, self._clock, state_dir, task_id, status)
         await follower.run(await logs.follow_start(request, state_dir, task_id, offset, tail))
         return None
@@ -408,12 +413,13 @@ async def stream_progress(
     metrics: ServiceMetrics,
     clock: IReactorTime,
     keepalive_s: float,
+    trimmer: Trimmer,
 ) -> None:
     """Answer ``request`` with the progress stream of ``build_id`` (API and dashboard)."""
     since = _since(request)
     hub = orchestrator.hub
     stream = ProgressStream(
-        request, clock, keepalive_s, lambda event: hub.rendered(event, event_frame)
+        request, clock, keepalive_s, lambda event: hub.rendered(event, event_frame), trimmer
     )
     with metrics.progress_streams.track_inprogress():
         await stream.run(

@@ -37,6 +37,7 @@ from databuild.service.metrics import ServiceMetrics
 from databuild.service.settings import ServiceConfig
 from databuild.service.startup import StartReport
 from databuild.service.tree import ApiListener, EventLogService, InOrder
+from databuild.service.trim import Trimmer
 
 log = Logger()
 
@@ -94,6 +95,7 @@ def build_service(
     )
     orchestrator.hub.observers.append(metrics.observe)
     access = DashboardAccess(reactor)
+    trimmer = Trimmer(reactor)
     lease = LeaseKeeper(
         reactor,
         event_log,
@@ -117,9 +119,11 @@ def build_service(
         shutdown=stop,
         metrics=metrics,
         access=access,
+        trimmer=trimmer,
     )
     dashboard = Dashboard(
         clock=reactor,
+        trimmer=trimmer,
         config=config,
         event_log=event_log,
         orchestrator=orchestrator,

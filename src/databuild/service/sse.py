@@ -27,6 +27,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from databuild.service.responses import json_bytes
+from databuild.service.trim import Trimmer
 
 KEEPALIVE = b": keepalive\n\n"
 FINISHED_EVENT = "build_finished"
@@ -62,6 +63,7 @@ class EventStream:
         *,
         stall_s: float = STALL_S,
         max_behind: int = MAX_BEHIND_BYTES,
+        trimmer: Trimmer | None = None,
     ) -> None:
         self._request = request
         self._clock = clock
@@ -70,6 +72,7 @@ class EventStream:
         self._keepalive_s = keepalive_s
         self._stall_s = stall_s
         self._max_behind = max_behind
+        self._trimmer = trimmer
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._sent = 0
@@ -167,6 +170,8 @@ class EventStream:
             why=why, peer=str(self._request.getClientAddress()),
         )
         transport = self._request.transport
+        if self._trimmer is not None:
+            self._trimmer.soon()  # its connection's buffer too
         self._close()
         if transport is not None:
             transport.abortConnection()
@@ -180,6 +185,8 @@ class EventStream:
         self._cancel_stall()
         if self._keepalive.running:
             self._keepalive.stop()
+        if self._trimmer is not None and self._queued >= PIECE:
+            self._trimmer.soon()
         self._queue.clear()
         self._queued = self._sent = 0
         if self.opened and not self._unregistered:
@@ -209,7 +216,7 @@ class Subscription(Protocol):
 
 
 Subscribe = Callable[
-    [Callable[[dict[str, Any]], None], Callable[[], Deferred[None]]], Deferred[Subscription]
+    [Callable[[dict[str, Any]], None], Callable[[], Deferred[bool]]], Deferred[Subscription]
 ]
 """Starts watching one build: called with the per-event callback and the readiness the replay
 waits for between pages (see ``ProgressHub.subscribe``)."""
@@ -237,8 +244,9 @@ class ProgressStream:
         clock: IReactorTime,
         keepalive_s: float,
         render: Render = event_frame,
+        trimmer: Trimmer | None = None,
     ) -> None:
-        self._stream = EventStream(request, clock, keepalive_s)
+        self._stream = EventStream(request, clock, keepalive_s, trimmer=trimmer)
         self._render = render
         self._subscription: Subscription | None = None
         self._done: Deferred[None] = Deferred()
@@ -250,10 +258,12 @@ class ProgressStream:
         the caller can still answer with an error status.
         """
         self._stream.gone.addCallback(lambda _: self._end())
-        subscribe(self._on_event, self._stream.writable).addCallbacks(
-            self._subscribed, self._failed
-        )
+        subscribe(self._on_event, self._ready).addCallbacks(self._subscribed, self._failed)
         return self._done
+
+    def _ready(self) -> Deferred[bool]:
+        stream = self._stream
+        return stream.writable().addCallback(lambda _: not stream.closed)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self._write(self._render(event))
