@@ -41,8 +41,9 @@ class ServiceMetrics:
     """The metric families of one service and the state derived from its events."""
 
     active_builds: Callable[[], int]
-    subscriptions: Callable[[], int] = lambda: 0
-    """How many progress subscriptions the hub holds (a stream's, or a watch's)."""
+    subscriptions: Callable[[], int] = field(default=int)
+    """How many progress subscriptions the hub holds (a stream's, or a watch's); none by
+    default (``int()`` is 0)."""
     registry: CollectorRegistry = field(factory=lambda: CollectorRegistry(auto_describe=True))
     _runs: dict[str, _Run] = field(factory=dict)
 
