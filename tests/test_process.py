@@ -232,7 +232,7 @@ async def test_a_double_forked_daemon_is_killed_at_the_run_end_and_reaped(
     pidfile = tmp_path / "daemon.pid"
     child = spawn(
         reactor, [sys.executable, "-c", DOUBLE_FORK, str(pidfile), how], cwd=tmp_path,
-        env=os.environ,
+        env=os.environ, grace_s=0.5,
     )
     assert (await child.result).succeeded
     daemon = int(pidfile.read_text())
