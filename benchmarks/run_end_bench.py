@@ -9,7 +9,7 @@ are run through ``proc.process.spawn``, four at a time. Timed per run, on the re
 thread: the leftover sweep at the leader's exit (``ChildProcess._sweep``: the group kill and
 the look among the service's own children). Baseline, same run, same host: one pass over
 all of ``/proc`` reading each process's environment for a marker, which is what a leader
-living over 0.1 s cost before (``processes_with_env`` over every pid).
+living over 0.1 s cost before (its sweep read the environment of every pid).
 """
 
 from __future__ import annotations

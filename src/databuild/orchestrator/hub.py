@@ -175,7 +175,10 @@ class ProgressHub:
         self, event: dict[str, Any], render: Callable[[dict[str, Any]], bytes]
     ) -> bytes:
         """``render(event)`` for a subscriber, shared with the build's other subscribers:
-        500 readers of one build hold one copy of each frame, not 500."""
+        500 readers of one build hold one copy of each frame, not 500. Kept only while the
+        build has subscribers."""
+        if event["build_request_id"] not in self._subscribers:
+            return render(event)
         return self._renders.get(event, render)
 
     def subscribers(self, build_request_id: str | None = None) -> int:
