@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,16 @@ from twisted.internet.task import react
 from databuild.proc.process import ChildProcess, spawn
 
 PARALLEL = 4
+OTHERS = """
+import subprocess, sys
+sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(int(sys.argv[1]))]
+print("up", flush=True)
+sys.stdin.read()
+for sleeper in sleepers:
+    sleeper.kill()
+for sleeper in sleepers:
+    sleeper.wait()
+"""
 
 
 def proc_pass(marker: bytes) -> int:
@@ -76,14 +86,12 @@ async def runs(reactor: Any, count: int) -> list[float]:
 async def main(reactor: Any, options: argparse.Namespace) -> None:
     rows = []
     for host in options.host:
-        before = sum(1 for name in os.listdir("/proc") if name.isdigit())
-        # Other people's processes: children of a shell of their own, not of this process.
+        # Other people's processes: children of a process of their own, which reaps them.
         others = subprocess.Popen(
-            ["sh", "-c", f"for i in $(seq {host}); do sleep 600 & done; wait"],
-            start_new_session=True,
+            [sys.executable, "-c", OTHERS, str(host)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, start_new_session=True,
         )
-        while sum(1 for name in os.listdir("/proc") if name.isdigit()) < before + host:
-            time.sleep(0.05)
+        assert others.stdout is not None and others.stdout.readline() == b"up\n"
         try:
             total = sum(1 for name in os.listdir("/proc") if name.isdigit())
             passes = []
@@ -93,7 +101,8 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
                 passes.append(time.perf_counter() - start)
             sweeps = await runs(reactor, options.runs)
         finally:
-            os.killpg(others.pid, signal.SIGKILL)
+            assert others.stdin is not None
+            others.stdin.close()
             others.wait()
         rows.append((host, total, statistics.median(passes), statistics.median(sweeps),
                      max(sweeps)))

@@ -319,13 +319,16 @@ class _Leftovers:
     whose leader leads its session (a ``setsid`` leader's descendants keep its session) or
     whose marker its environment holds (a daemon that started a session of its own). It is
     signalled with its group, and reaped once it is a zombie (it is this process's child:
-    nobody else reaps it). A stray zombie whose run is not known is left alone: it may be a
-    ``subprocess`` child of this process that its owner will wait for.
+    nobody else reaps it). A stray zombie (an orphan that ended on its own, of no run known)
+    is reaped only in a process that said it starts children through Twisted alone
+    (:func:`reap_strays`, the service): elsewhere it may be a ``subprocess`` child whose
+    owner will wait for it.
     """
 
     def __init__(self) -> None:
         self._pid = 0
         self._signalled: set[int] = set()
+        self.strays = False
 
     def subreaper(self) -> None:
         """Make this process a child subreaper, once (again in a forked child)."""
@@ -346,7 +349,7 @@ class _Leftovers:
         found = False
         for pid, fields in self._orphans():
             if fields[0] == b"Z":
-                if pid in self._signalled or int(fields[3]) == session:
+                if self.strays or pid in self._signalled or int(fields[3]) == session:
                     self._reap(pid)
                 continue
             if int(fields[3]) != session and not environment_holds(pid, marker):
@@ -385,6 +388,12 @@ class _Leftovers:
 
 _leftovers = _Leftovers()
 """This process's orphans: one per process, like the subreaper flag it relies on."""
+
+
+def reap_strays() -> None:
+    """This process starts children through Twisted alone (the service): every zombie child
+    Twisted does not know is an orphan to reap, so strays never pile up among its children."""
+    _leftovers.strays = True
 
 
 def spawn(

@@ -26,6 +26,7 @@ from databuild.graph.source import GraphSource
 from databuild.model import new_id
 from databuild.orchestrator import Orchestrator
 from databuild.proc.info import start_ticks
+from databuild.proc.process import reap_strays
 from databuild.proc.tether import Tether
 from databuild.service.api import Api
 from databuild.service.dashboard.access import DashboardAccess
@@ -81,6 +82,7 @@ def build_service(
     """The whole service for ``config``, as one service tree; ``report`` tells twistd how its
     start went."""
     stop = Stopper(reactor)
+    reap_strays()  # no subprocess here: orphans reparented to the service are all its to reap
     me = identity(config)
     event_log = open_event_log(config.event_log, config.root, reactor)
     tether = Tether(reactor)
