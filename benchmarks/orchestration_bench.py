@@ -27,12 +27,14 @@ For each case, in one run:
 Each runs ``--repeat`` times, interleaved; the table shows medians and the ratio of the
 databuild median to the xargs median (target: at most 1.25).
 
-``--scale N ...`` measures instead, once per N, a build of N ``sh`` no-op jobs (``sh
-jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs = 2`` against ``seq 1 N | xargs -P
-2 -I@ sh jobs/noop.sh exec @`` in the same run (target: at most 1.5). Each databuild build runs
-in a child process of its own, which also reports its peak RSS: the growth over the RSS it had
-before ``submit``, per 1,000 jobs, is the memory the graph costs, its CPU time and the time
-its garbage collector took. A second baseline, also in a child process of its own: a bare
+``--scale N ...`` measures instead, once per N (SPEC §7: 5,000, 20,000 and 100,000), a build
+of N ``sh`` no-op jobs (``sh jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs =
+2`` against a bare Twisted reactor spawning the same processes (target: at most 1.3 times it),
+with ``seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @`` printed beside both, in the same run.
+Each databuild build runs in a child process of its own, which also reports its peak RSS:
+the growth over the RSS it had before ``submit``, per 1,000 jobs (target: at most 2 MiB), is
+the memory the graph costs; it also reports its CPU time and the time its garbage collector
+took. A second baseline, also in a child process of its own: a bare
 Twisted reactor starting the same processes with ``spawnProcess``, two at a time, each with
 its config on stdin and its stdout and stderr on pipes, and nothing else (no event, no log, no
 process group): the floor of any service built on one Twisted reactor. With ``--stub-exec`` the
@@ -72,7 +74,9 @@ from databuild.proc.process import ProcessResult
 from databuild.proc.tether import Tether
 
 TARGET_RATIO = 1.25
-SCALE_TARGET_RATIO = 1.5
+SCALE_TARGET_RATIO = 1.3
+"""Of the bare Twisted reactor's time (SPEC §7)."""
+SCALE_MIB_PER_1000 = 2.0
 SCALE_PARALLEL = 2
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -386,9 +390,12 @@ def run_scale(args: argparse.Namespace) -> None:
     for jobs, base, bare, ours in rows:
         ratio = ours["seconds"] / base
         growth = (ours["rss_peak"] - ours["rss_before"]) / jobs * 1000
-        verdict = "ok" if ratio <= SCALE_TARGET_RATIO else "MISSED"
+        fits = ours["seconds"] / bare <= SCALE_TARGET_RATIO and growth <= SCALE_MIB_PER_1000
+        verdict = "ok" if fits else "MISSED"
         # Without processes the ratio says what the service alone costs, not the target.
-        target = "n/a (no processes)" if args.stub_exec else f"<= {SCALE_TARGET_RATIO} {verdict}"
+        target = "n/a (no processes)" if args.stub_exec else (
+            f"vs bare <= {SCALE_TARGET_RATIO}, <= {SCALE_MIB_PER_1000:g} MiB: {verdict}"
+        )
         print(
             f"{jobs:>7,}  {base:>13.2f}  {bare:>16.2f}  {bare / base:>10.2f}  "
             f"{ours['seconds']:>13.2f}  {ratio:>6.2f}  {ours['seconds'] / bare:>7.2f}  "
@@ -399,7 +406,8 @@ def run_scale(args: argparse.Namespace) -> None:
     print("xargs = seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @; databuild = one build of N")
     print("refs from submit to build_finished (every event committed), in a fresh process;")
     print("bare Twisted = the same processes through reactor.spawnProcess, two at a time, with")
-    print("stdin and pipes and nothing else; ratio = databuild / xargs (the target's)")
+    print("stdin and pipes and nothing else; ratio = databuild / xargs; vs bare = databuild /")
+    print("bare Twisted (the target's, with the peak RSS growth per 1,000 jobs)")
     print()
     header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
               f"{'in running journal':>18}  {'in gc':>6}  (ms per job, the databuild process)")

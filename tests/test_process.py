@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -16,8 +15,7 @@ from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from databuild.proc import info
-from databuild.proc.info import alive, handed_out_since, processes_with_env, start_ticks
+from databuild.proc.info import alive, children, start_ticks
 from databuild.proc.process import ChildProcess, ProcessResult, spawn
 
 
@@ -202,35 +200,45 @@ async def test_a_child_knows_its_start_time_as_proc_gives_it(tmp_path: Path) -> 
         await gatherResults([c.terminate() for c in children])
 
 
-def test_the_pids_handed_out_since_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(info, "last_pid", lambda: 200)
-    assert handed_out_since([100]) == range(101, 201)
-    assert handed_out_since([150, 120]) == range(121, 201)
-    assert handed_out_since([200]) == range(201, 201)
-    # The numbers wrapped at pid_max after 30,000 was handed out: every process is read.
-    assert handed_out_since([30_000, 3]) is None
-    assert handed_out_since([200 - info.RECENT_PIDS_MAX - 1]) is None
-    assert handed_out_since([]) is None
-    monkeypatch.setattr(info, "last_pid", lambda: None)
-    assert handed_out_since([100]) is None
+DOUBLE_FORK = """
+import os, sys, time
+pidfile, keep_env = sys.argv[1], sys.argv[2] == "keep"
+if os.fork() == 0:
+    if keep_env:
+        os.setsid()                  # a session, and so a group, of its own
+    else:
+        os.setpgid(0, 0)             # a group of its own in the leader's session
+        for name in list(os.environ):
+            del os.environ[name]     # no marker left to find it by
+    if os.fork() == 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.execvpe("sh", ["sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}"
+                                      "; exec sleep 300"], dict(os.environ, PATH="/bin:/usr/bin"))
+    os._exit(0)                      # the middle process: its child is an orphan now
+os.wait()
+while not os.path.exists(pidfile):
+    time.sleep(0.01)
+"""
 
 
-def test_a_sweep_since_a_pid_reads_only_the_processes_handed_out_after_it() -> None:
-    name, value = "DATABUILD_SPAWN_ID", "test-since"
-    marker = f"{name}={value}"
-    older = subprocess.Popen(["sleep", "30"], env={**os.environ, name: value})
-    # The marked process is older than "later", and younger than its own pid minus one.
-    try:
-        later = subprocess.Popen(["true"])
-        later.wait()
-        assert processes_with_env([marker]) == {marker: [older.pid]}
-        assert processes_with_env([marker], handed_out_since([later.pid])) == {}
-        assert processes_with_env([marker], handed_out_since([older.pid - 1])) == {
-            marker: [older.pid]
-        }
-    finally:
-        older.kill()
-        older.wait()
+@pytest.mark.parametrize("how", ["keep", "clear"])
+@pytest_twisted.ensureDeferred
+async def test_a_double_forked_daemon_is_killed_at_the_run_end_and_reaped(
+    tmp_path: Path, how: str
+) -> None:
+    # "keep": setsid, the marker in its environment; "clear": the leader's session, no marker.
+    pidfile = tmp_path / "daemon.pid"
+    child = spawn(
+        reactor, [sys.executable, "-c", DOUBLE_FORK, str(pidfile), how], cwd=tmp_path,
+        env=os.environ, grace_s=0.5,
+    )
+    assert (await child.result).succeeded
+    daemon = int(pidfile.read_text())
+    assert await _wait_gone(daemon)
+    # It was reparented to us (the spawner is a child subreaper), and its zombie is reaped.
+    await poll_until_async(lambda: daemon not in children(os.getpid()), "the zombie reaped")
 
 
 def _holding_pipes(pidfile: Path, then: str) -> list[str]:

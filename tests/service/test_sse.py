@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -15,11 +18,28 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
-from databuild.bel import BuildRequestEvent, BuildStatus, Event, EventLog, open_event_log
+from databuild.bel import (
+    BuildRequestEvent,
+    BuildStatus,
+    Event,
+    EventLog,
+    PartitionEvent,
+    PartitionStatus,
+    open_event_log,
+)
 from databuild.errors import NotFound
 from databuild.model import new_id
 from databuild.orchestrator import ProgressHub
-from databuild.service.sse import KEEPALIVE, STALL_S, EventStream, ProgressStream, frame
+from databuild.orchestrator import hub as hub_module
+from databuild.service.sse import (
+    KEEPALIVE,
+    PIECE,
+    STALL_S,
+    EventStream,
+    ProgressStream,
+    event_frame,
+    frame,
+)
 
 KEEPALIVE_S = 15.0
 
@@ -86,7 +106,7 @@ def frames(request: DummyRequest) -> list[dict[str, str]]:
 def open_stream(hub: ProgressHub, build: Build, clock: Clock) -> tuple[DummyRequest, object]:
     request = StreamingRequest()
     done = ProgressStream(request, clock, KEEPALIVE_S).run(
-        lambda on_event: hub.subscribe(build.id, 0, on_event)
+        lambda on_event, ready: hub.subscribe(build.id, 0, on_event, ready)
     )
     return request, done
 
@@ -226,3 +246,118 @@ def test_a_reader_too_far_behind_is_dropped_at_once() -> None:
     assert request.transport.aborted
     assert stream.closed and stream.gone.called
     stream.write(b"more")  # after the drop: nothing, no error
+
+
+class FullConnection(StreamingRequest):
+    """A connection whose buffer takes ``room`` bytes, then pauses its producer (as a TCP
+    transport does past its buffer size) and takes nothing more."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: bytes) -> None:
+        assert len(data) <= max(PIECE, len(KEEPALIVE)), "a piece bigger than PIECE"
+        super().write(data)
+        self.room -= len(data)
+        if self.room <= 0 and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+class CountingLog:
+    """The real log, counting the replay's page reads."""
+
+    def __init__(self, event_log: EventLog) -> None:
+        self._log = event_log
+        self.pages = 0
+
+    def events(self, **query: Any) -> Any:
+        self.pages += 1
+        return self._log.events(**query)
+
+    def get_build(self, build_request_id: str) -> Any:
+        return self._log.get_build(build_request_id)
+
+
+async def partitions_requested(event_log: EventLog, build_id: str, count: int) -> None:
+    await event_log.append(
+        Event(build_id, BuildRequestEvent(BuildStatus.BUILD_REQUEST_RECEIVED, ("p/0",)))
+    )
+    for i in range(count):
+        await event_log.append(Event(
+            build_id, PartitionEvent(f"p/{i}", PartitionStatus.PARTITION_REQUESTED, "x" * 5000)
+        ))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_reader_holds_one_page_and_lets_go_of_everything_when_dropped(
+    event_log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "REPLAY_PAGE", 5)
+    counting = CountingLog(event_log)
+    progress = ProgressHub(counting)  # type: ignore[arg-type]
+    build_id = new_id()
+    await partitions_requested(event_log, build_id, 30)
+    rendered: list[int] = []
+
+    def render(event: dict[str, Any]) -> bytes:
+        rendered.append(event["idx"])
+        return event_frame(event)
+
+    clock = Clock()
+    request = FullConnection(room=8000)
+    stream = ProgressStream(request, clock, KEEPALIVE_S, lambda e: progress.rendered(e, render))
+    done = stream.run(lambda on_event, ready: progress.subscribe(build_id, 0, on_event, ready))
+    await poll_until_async(lambda: request.producer is not None and rendered, "the first page")
+    # The connection is full: the replay waits, holding its first page and nothing more.
+    assert counting.pages == 1 and rendered == [1, 2, 3, 4, 5]
+    assert sum(map(len, request.written)) < 8000 + PIECE
+    gone = weakref.ref(stream)
+    del stream
+    clock.advance(STALL_S)
+    assert request.transport.aborted
+    assert await done is None
+    await poll_until_async(lambda: progress.subscribers() == 0, "the subscription to close")
+    assert counting.pages == 1  # the replay stopped with the reader
+    gc.collect()
+    assert gone() is None
+    assert clock.getDelayedCalls() == []
+    # The build's frames were let go with its last reader: a new one renders afresh.
+    progress.rendered({"build_request_id": build_id, "idx": 1, "event_type": "x"}, render)
+    assert rendered[-1] == 1 and len(rendered) == 6
+
+
+@pytest_twisted.ensureDeferred
+async def test_readers_of_one_build_share_each_frame(event_log: EventLog) -> None:
+    progress = ProgressHub(event_log)
+    build_id = new_id()
+    await partitions_requested(event_log, build_id, 10)
+    rendered: list[int] = []
+
+    def render(event: dict[str, Any]) -> bytes:
+        rendered.append(event["idx"])
+        return event_frame(event)
+
+    requests = [StreamingRequest() for _ in range(3)]
+    for request in requests:
+        ProgressStream(request, Clock(), KEEPALIVE_S, lambda e: progress.rendered(e, render)).run(
+            lambda on_event, ready: progress.subscribe(build_id, 0, on_event, ready)
+        )
+    await poll_until_async(
+        lambda: all(len(frames(r)) == 11 for r in requests), "every reader to get 11 events"
+    )
+    assert sorted(rendered) == list(range(1, 12))
+    shared = [r.written[1] for r in requests]  # the same bytes object, not three copies
+    assert shared[0] is shared[1] is shared[2]
+
+
+def test_a_big_frame_goes_to_the_connection_a_piece_at_a_time() -> None:
+    request = FullConnection(room=3 * PIECE)
+    stream = EventStream(request, Clock(), KEEPALIVE_S)
+    stream.open()
+    big = b"y" * (10 * PIECE + 7)
+    stream.write(big)
+    assert sum(map(len, request.written)) <= 4 * PIECE
+    request.room = 100 * PIECE
+    request.producer.resumeProducing()
+    assert b"".join(request.written).endswith(big)

@@ -11,8 +11,8 @@ its subscribers are fed by polling the log every ``POLL_S`` seconds until it fin
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from attrs import define, field
@@ -28,9 +28,15 @@ from databuild.errors import NotFound
 
 REPLAY_PAGE = 1000
 POLL_S = 0.5
+RENDERED_BYTES = 16 * 1024 * 1024
+"""At most this much of what subscribers made of events is kept for the others to share."""
 
 EventCallback = Callable[[dict[str, Any]], None]
 """Called with each event's JSON form (SPEC §4.1); it should return quickly."""
+Ready = Callable[[], Deferred[bool]]
+"""Fires True once a subscriber has taken in what it was given (the replay reads its next
+page only then, so a reader that takes nothing holds at most one page), False if it is gone
+(the replay stops and the subscription closes)."""
 
 
 class EventSource(Protocol):
@@ -45,7 +51,7 @@ class EventSource(Protocol):
         job_label: str | None = None,
     ) -> Deferred[dict[str, Any]]: ...
 
-    def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
+    def build_summary(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
 
 
 def finish_of(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -70,6 +76,8 @@ class Subscription:
     _last_idx: int = 0
     _held: list[dict[str, Any]] | None = field(factory=list)
     """Live events that arrived during the replay; None once the replay is over."""
+    closed: bool = False
+    """Whether it stopped watching (closed, or the build finished)."""
 
     def _offer(self, event: dict[str, Any]) -> None:
         if self._held is not None:
@@ -78,7 +86,7 @@ class Subscription:
             self._deliver(event)
 
     def _deliver(self, event: dict[str, Any]) -> None:
-        if self.finished.called or event["idx"] <= self._last_idx:
+        if self.closed or event["idx"] <= self._last_idx:
             return
         self._last_idx = event["idx"]
         try:
@@ -92,13 +100,56 @@ class Subscription:
             self.finished.callback(done)
 
     def _replayed(self) -> None:
+        if self.closed:
+            return
         held, self._held = self._held or [], None
         for event in sorted(held, key=lambda e: e["idx"]):
             self._deliver(event)
 
     def close(self) -> None:
-        """Stop watching; the build goes on."""
+        """Stop watching; the build goes on. Nothing of the subscriber is kept afterwards."""
+        self.closed = True
+        self._held = None
         self._hub._remove(self)
+
+
+class Renders:
+    """What subscribers make of events (an SSE frame), made once per event and shared.
+
+    Kept per build, at most ``max_bytes`` in all (a build's oldest first out), and forgotten
+    with the build's last subscriber.
+    """
+
+    def __init__(self, max_bytes: int = RENDERED_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._kept: dict[str, OrderedDict[int, bytes]] = {}
+
+    def get(
+        self, event: Mapping[str, Any], render: Callable[[Mapping[str, Any]], bytes]
+    ) -> bytes:
+        """``render(event)``, made once while the event's build has subscribers."""
+        build = self._kept.setdefault(event["build_request_id"], OrderedDict())
+        idx = event["idx"]
+        made = build.get(idx)
+        if made is None:
+            made = build[idx] = render(event)
+            self._bytes += len(made)
+            self._shrink(build)
+        return made
+
+    def forget(self, build_request_id: str) -> None:
+        for made in self._kept.pop(build_request_id, {}).values():
+            self._bytes -= len(made)
+
+    def _shrink(self, newest: OrderedDict[int, bytes]) -> None:
+        while self._bytes > self._max_bytes:
+            build = newest if len(newest) > 1 else next(
+                (kept for kept in self._kept.values() if kept and kept is not newest), newest
+            )
+            if not build:
+                return
+            self._bytes -= len(build.popitem(last=False)[1])
 
 
 class ProgressHub:
@@ -120,6 +171,17 @@ class ProgressHub:
         """Called with every published event, whichever build it is of (e.g. metrics)."""
         self._polled: set[Subscription] = set()
         self._poll: LoopingCall | None = None
+        self._renders = Renders()
+
+    def rendered(
+        self, event: Mapping[str, Any], render: Callable[[Mapping[str, Any]], bytes]
+    ) -> bytes:
+        """``render(event)`` for a subscriber, shared with the build's other subscribers:
+        500 readers of one build hold one copy of each frame, not 500. Kept only while the
+        build has subscribers."""
+        if event["build_request_id"] not in self._subscribers:
+            return render(event)
+        return self._renders.get(event, render)
 
     def subscribers(self, build_request_id: str | None = None) -> int:
         """How many subscriptions are open (on one build, or on all)."""
@@ -149,40 +211,54 @@ class ProgressHub:
                 subscription.finished.errback(reason)
 
     def subscribe(
-        self, build_request_id: str, since: int | None, on_event: EventCallback
+        self,
+        build_request_id: str,
+        since: int | None,
+        on_event: EventCallback,
+        ready: Ready | None = None,
     ) -> Deferred[Subscription]:
-        """Watch a build: its events after ``since`` from the log, then live ones.
+        """Watch a build: its events after ``since`` from the log, then live ones. With
+        ``ready``, each page of the replay waits for it.
 
         Errbacks with NotFound for an unknown build.
         """
-        return ensureDeferred(self._subscribe(build_request_id, since or 0, on_event))
+        return ensureDeferred(self._subscribe(build_request_id, since or 0, on_event, ready))
 
     async def _subscribe(
-        self, build_request_id: str, since: int, on_event: EventCallback
+        self, build_request_id: str, since: int, on_event: EventCallback, ready: Ready | None
     ) -> Subscription:
         subscription = Subscription(build_request_id, on_event, self, last_idx=since)
         self._subscribers[build_request_id].add(subscription)
         try:
-            if await self._event_log.get_build(build_request_id) is None:
+            if await self._event_log.build_summary(build_request_id) is None:
                 raise NotFound(f"no build request {build_request_id!r}")
-            after = since
-            while not subscription.finished.called:
-                page = await self._event_log.events(
-                    since=after, limit=REPLAY_PAGE, build_request_id=build_request_id
-                )
-                events = sorted(page["events"], key=lambda e: e["idx"])
-                for event in events:
-                    subscription._deliver(event)
-                if len(events) < REPLAY_PAGE:
-                    break
-                after = events[-1]["idx"]
+            after: int | None = since
+            while after is not None and not subscription.closed:
+                if ready is not None and not await ready():
+                    subscription.close()
+                if not subscription.closed:
+                    after = self._replay_page(
+                        subscription,
+                        await self._event_log.events(
+                            since=after, limit=REPLAY_PAGE, build_request_id=build_request_id
+                        ),
+                    )
         except BaseException:
             subscription.close()
             raise
         subscription._replayed()
-        if not subscription.finished.called and not self._is_local(build_request_id):
+        if not subscription.closed and not self._is_local(build_request_id):
             self._follow(subscription)
         return subscription
+
+    @staticmethod
+    def _replay_page(subscription: Subscription, page: dict[str, Any]) -> int | None:
+        """Deliver one page of the replay; where the next starts, None after the last.
+        (A function of its own, so no page stays referenced while the replay waits.)"""
+        events = sorted(page["events"], key=lambda e: e["idx"])
+        for event in events:
+            subscription._deliver(event)
+        return events[-1]["idx"] if len(events) == REPLAY_PAGE else None
 
     def _follow(self, subscription: Subscription) -> None:
         """Feed a subscription of a build another service runs from the log, by polling."""
@@ -221,3 +297,4 @@ class ProgressHub:
             subs.discard(subscription)
             if not subs:
                 del self._subscribers[subscription.build_request_id]
+                self._renders.forget(subscription.build_request_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterable
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _CHUNK = 4096
@@ -105,60 +104,15 @@ def working_directory(pid: int) -> str | None:
         return None
 
 
-RECENT_PIDS_MAX = 4096
-"""A sweep over the pids handed out since a few others reads them one by one when there are
-at most this many; beyond that it lists ``/proc``."""
+def children(pid: int) -> list[int]:
+    """The children of ``pid``'s main thread (a process's children started by other threads,
+    or reparented to another, are not listed); empty if unknown."""
+    listed = _read(f"/proc/{pid}/task/{pid}/children", whole=True)
+    return [int(child) for child in listed.split()] if listed else []
 
 
-def processes_with_env(
-    entries: Collection[str], pids: Iterable[int] | None = None
-) -> dict[str, list[int]]:
-    """The live processes of this user whose environment holds each of ``entries``
-    (``NAME=value``), in one pass over ``pids`` (every process on the host if None); entries
-    no process holds are left out. Only this user's processes can be read; the caller's own
-    process is never named.
-    """
-    wanted = {entry.encode(): entry for entry in entries}
-    uid, me = os.getuid(), os.getpid()
-    if pids is None:
-        pids = (int(name) for name in os.listdir("/proc") if name.isdigit())
-    found: dict[str, list[int]] = {}
-    for pid in pids:
-        if pid == me:
-            continue
-        environ = _read(f"/proc/{pid}/environ", whole=True)
-        if environ is None:
-            continue
-        held = [wanted[e] for e in environ.split(b"\0") if e in wanted]
-        try:
-            # The owner is looked at only for a match: root reads every environment.
-            if not held or os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-        except OSError:
-            continue
-        if alive(pid):
-            for entry in held:
-                found.setdefault(entry, []).append(pid)
-    return found
-
-
-def handed_out_since(pids: Collection[int]) -> range | None:
-    """The pids handed out after the earliest of ``pids`` (pids go up), or None when that is
-    not known, the numbers wrapped around at ``pid_max`` since, or there are more than
-    ``RECENT_PIDS_MAX``."""
-    last = last_pid()
-    if not pids or last is None:
-        return None
-    first = min(pids) + 1
-    if max(pids) > last or last + 1 - first > RECENT_PIDS_MAX:
-        return None
-    return range(first, last + 1)
-
-
-def last_pid() -> int | None:
-    """The pid the kernel handed out last, or None if it does not say."""
-    text = _read("/proc/sys/kernel/ns_last_pid")
-    try:
-        return None if text is None else int(text)
-    except ValueError:
-        return None
+def environment_holds(pid: int, entry: bytes) -> bool:
+    """Whether ``pid``'s environment holds ``entry`` (``NAME=value``); False if it cannot be
+    read (another user's process, a zombie, gone)."""
+    environ = _read(f"/proc/{pid}/environ", whole=True)
+    return environ is not None and entry in environ.split(b"\0")

@@ -8,13 +8,19 @@ grandchild outlives it.
 A child ends when its leader exits, not when its pipes close: a background process that keeps
 stdout open gets ``drain_s`` to let the last lines through, then the pipes are closed. What
 the leader leaves behind is terminated (SIGTERM, the grace period, SIGKILL): its group, and
-any process still carrying the child's ``DATABUILD_SPAWN_ID`` in its environment, which finds
-a ``setsid`` daemon that left the group.
+every process that left the group. The spawning process is made a child subreaper
+(``PR_SET_CHILD_SUBREAPER``), so a descendant whose parent exits is reparented to it rather
+than to init: a ``setsid`` daemon, double fork or not, becomes the spawner's own child, found
+by its session or its ``DATABUILD_SPAWN_ID`` among the spawner's few children. Ending a run
+reads those children, never all of ``/proc``: it costs the same whatever else the host runs.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import itertools
@@ -22,36 +28,30 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
-from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
 from twisted.internet import error, process
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from databuild.proc.info import boot_ticks, handed_out_since, processes_with_env, start_ticks
+from databuild.proc.info import boot_ticks, children, environment_holds, start_ticks, stat_fields
 from databuild.startup import JOB_SECRETS, without
 
 ENV = "/usr/bin/env"
 SHELL = "/bin/sh"
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DRAIN_S = 1.0
-SHORT_LIVED_S = 0.1
-"""A leader that exits within this long of its start left only processes handed out pids after
-its own: no host hands out a whole cycle of pids (at least 32,768) so fast, so the sweep reads
-only those (``info.handed_out_since``; all of ``/proc`` when the numbers wrapped meanwhile)."""
-INLINE_SWEEP_PIDS = 64
-"""A sweep that reads at most this many pids runs on the reactor: a few reads of ``/proc``
-cost less than the hop to a thread and back."""
 STDERR_TAIL_LINES = 20
 MARKER_ENV = "DATABUILD_SPAWN_ID"
 """Set to a fresh value in each child's environment, so that its descendants can be found."""
+REAP_AGAIN_S = 0.1
+"""After the last signal to a leftover, its zombie is reaped this much later."""
+_PR_SET_CHILD_SUBREAPER = 36
 
 log = Logger()
 _markers = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count())
@@ -212,7 +212,6 @@ class ChildProcess:
     drain_s: float = DEFAULT_DRAIN_S
     marker: str = field(factory=lambda: f"{MARKER_ENV}={next(_markers)}")
     pid: int = 0
-    started_at: float = 0.0
     start_time: int | None = None
     """When the leader started, in clock ticks since boot (as ``info.start_ticks`` reads it);
     None if it was gone before that could be read."""
@@ -276,24 +275,24 @@ class ChildProcess:
         ``drain_s`` if they are still open then."""
         self._exited = True
         self._drain_call = self.reactor.callLater(self.drain_s, close_pipes)
-        self._sweep(signal.SIGTERM).addCallback(self._swept)
+        self._swept(self._sweep(signal.SIGTERM))
 
     def _swept(self, anything_left: bool) -> None:
         if anything_left:
-            self.reactor.callLater(self.grace_s, self._sweep, signal.SIGKILL)
+            self.reactor.callLater(self.grace_s, self._last_sweep)
 
-    def _sweep(self, sig: int) -> Deferred[bool]:
-        """Send ``sig`` to the group and to the marked processes; whether there were any."""
+    def _last_sweep(self) -> None:
+        if self._sweep(signal.SIGKILL):
+            self.reactor.callLater(REAP_AGAIN_S, _leftovers.reap)
+
+    def _sweep(self, sig: int) -> bool:
+        """Send ``sig`` to the group and to what left it; whether there was anything."""
         in_group = kill_group(self.pgid, sig)
-        short = self.reactor.seconds() - self.started_at < SHORT_LIVED_S
-        marked = _sweeper(self.reactor).sweep(self.marker, sig, self.pid if short else None)
-        d = marked.addCallback(lambda count: in_group or count > 0)
-
-        def failed(failure: Failure) -> bool:
-            log.failure("cannot look for what process {pid} left behind", failure, pid=self.pid)
+        try:
+            return _leftovers.signal(self.pid, self.marker.encode(), sig) or in_group
+        except OSError:
+            log.failure("cannot look for what process {pid} left behind", pid=self.pid)
             return in_group
-
-        return d.addErrback(failed)
 
     def ended(self, reason: Failure) -> None:
         """The child and its pipes are done: fire ``result`` from ``reason``."""
@@ -319,95 +318,89 @@ class ChildProcess:
         )
 
 
-class _Sweeper:
-    """Signals the marked processes of many exited leaders in one pass over ``/proc``: one
-    pass runs at a time, and the leaders that exit meanwhile share the next one, so that
-    a stream of short jobs costs a pass per batch rather than one per job. A pass over all
-    of ``/proc`` runs on a thread; one over the few pids handed out since short-lived
-    leaders started, on the reactor."""
+class _Leftovers:
+    """What exited leaders left outside their groups, among this process's own children.
 
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._waiting: dict[tuple[str, int], list[Deferred[int]]] = {}
-        self._since: set[int] | None = set()
-        """The pids after which the waiting sweeps' processes started; None: not known."""
-        self._busy = False
+    This process is a child subreaper, so a leader's descendant whose parent exited is
+    reparented to it. A child Twisted did not start is such an orphan; it belongs to the run
+    whose leader leads its session (a ``setsid`` leader's descendants keep its session) or
+    whose marker its environment holds (a daemon that started a session of its own). It is
+    signalled with its group, and reaped once it is a zombie (it is this process's child:
+    nobody else reaps it). A stray zombie (an orphan that ended on its own, of no run known)
+    is reaped only in a process that said it starts children through Twisted alone
+    (:func:`reap_strays`, the service): elsewhere it may be a ``subprocess`` child whose
+    owner will wait for it.
+    """
 
-    def sweep(self, marker: str, sig: int, since: int | None) -> Deferred[int]:
-        """Send ``sig`` to each process whose environment holds ``marker``, and to its
-        group; fires with how many there were. ``since``: a pid such processes were handed
-        out after (see ``handed_out_since``), or None."""
-        done: Deferred[int] = Deferred()
-        self._waiting.setdefault((marker, sig), []).append(done)
-        if since is None:
-            self._since = None
-        elif self._since is not None:
-            self._since.add(since)
-        if not self._busy:
-            self._next()
-        return done
+    def __init__(self) -> None:
+        self._pid = 0
+        self._signalled: set[int] = set()
+        self.strays = False
 
-    def _next(self) -> None:
-        batch, self._waiting = self._waiting, {}
-        since, self._since = self._since, set()
-        self._busy = True
-        pids = None if since is None else handed_out_since(since)
-        if pids is not None and len(pids) <= INLINE_SWEEP_PIDS:
-            d = maybeDeferred(_signal_marked, list(batch), pids)
-        else:
-            d = deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), _signal_marked, list(batch), pids
-            )
+    def subreaper(self) -> None:
+        """Make this process a child subreaper, once (again in a forked child)."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            error_number = ctypes.get_errno()
+            raise OSError(error_number, f"cannot become a child subreaper: "
+                          f"{os.strerror(error_number)}")
 
-        def swept(counts: dict[str, int]) -> None:
-            for (marker, _), waiting in batch.items():
-                for each in waiting:
-                    each.callback(counts.get(marker, 0))
-
-        def failed(failure: Failure) -> None:
-            for waiting in batch.values():
-                for each in waiting:
-                    each.errback(failure)
-
-        d.addCallbacks(swept, failed)
-        d.addBoth(self._finished)
-
-    def _finished(self, _: object) -> None:
-        self._busy = False
-        if self._waiting:
-            self._next()
-
-
-_sweepers: WeakKeyDictionary[Any, _Sweeper] = WeakKeyDictionary()
-
-
-def _sweeper(reactor: Any) -> _Sweeper:
-    """The one sweeper of ``reactor``'s children."""
-    sweeper = _sweepers.get(reactor)
-    if sweeper is None:
-        sweeper = _sweepers[reactor] = _Sweeper(reactor)
-    return sweeper
-
-
-def _signal_marked(
-    wanted: Collection[tuple[str, int]], pids: Iterable[int] | None
-) -> dict[str, int]:
-    """For each ``(marker, sig)`` of ``wanted``, send ``sig`` to each process of ``pids`` (all
-    if None) whose environment holds ``marker``, and to its group (never our own); how many
-    there were of each marker found. Blocking: reads ``/proc``."""
-    own_group = os.getpgrp()
-    signals = {marker: sig for marker, sig in wanted}
-    found = processes_with_env(signals, pids)
-    for marker, pids in found.items():
-        for pid in pids:
+    def signal(self, session: int, marker: bytes, sig: int) -> bool:
+        """Send ``sig`` to the orphans of the run whose leader was ``session`` or whose
+        children carry ``marker``, and to their groups; whether there were any."""
+        own_group = os.getpgrp()
+        found = False
+        for pid, fields in self._orphans():
+            if fields[0] == b"Z":
+                if self.strays or pid in self._signalled or int(fields[3]) == session:
+                    self._reap(pid)
+                continue
+            if int(fields[3]) != session and not environment_holds(pid, marker):
+                continue
             try:
-                group = os.getpgid(pid)
-                os.kill(pid, signals[marker])
+                os.kill(pid, sig)
             except OSError:
                 continue
-            if group != own_group:
-                kill_group(group, signals[marker])
-    return {marker: len(pids) for marker, pids in found.items()}
+            found = True
+            self._signalled.add(pid)
+            if int(fields[2]) != own_group:
+                kill_group(int(fields[2]), sig)
+        return found
+
+    def reap(self) -> None:
+        """Reap the zombies of the orphans signalled so far."""
+        for pid, fields in self._orphans():
+            if fields[0] == b"Z" and pid in self._signalled:
+                self._reap(pid)
+
+    def _orphans(self) -> list[tuple[int, list[bytes]]]:
+        """The children of this process Twisted did not start, with their ``stat`` fields."""
+        known = process.reapProcessHandlers
+        found = []
+        for pid in children(os.getpid()):
+            fields = None if pid in known else stat_fields(pid)
+            if fields is not None:
+                found.append((pid, fields))
+        return found
+
+    def _reap(self, pid: int) -> None:
+        self._signalled.discard(pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+_leftovers = _Leftovers()
+"""This process's orphans: one per process, like the subreaper flag it relies on."""
+
+
+def reap_strays() -> None:
+    """This process starts children through Twisted alone (the service): every zombie child
+    Twisted does not know is an orphan to reap, so strays never pile up among its children."""
+    _leftovers.strays = True
 
 
 def spawn(
@@ -431,6 +424,7 @@ def spawn(
     gets ``env`` without DataBuild's secrets (``startup.JOB_SECRETS``): every program the
     service starts (a job's ``config`` or ``exec``, a lookup, Bazel) comes through here.
     """
+    _leftovers.subreaper()
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
     name, _, value = child.marker.partition("=")
     env = {**without(env, JOB_SECRETS), name: value}
@@ -447,7 +441,6 @@ def spawn(
             reactor, executable, argv, env, None, protocol, childFDs={0: "w", 1: "r", 2: "r"}
         )
 
-    child.started_at = IReactorTime(reactor).seconds()
     before = boot_ticks()
     try:
         start(executable, argv)

@@ -57,7 +57,8 @@ from databuild.service.hot import HotRead
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
-from databuild.service.sse import EventStream, ProgressStream
+from databuild.service.sse import EventStream, ProgressStream, event_frame
+from databuild.service.trim import Trimmer
 
 Handler = Callable[..., Coroutine[Any, Any, object]]
 
@@ -169,6 +170,7 @@ class Api:
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
         access: DashboardAccess,
+        trimmer: Trimmer,
     ) -> None:
         self._clock = clock
         self._config = config
@@ -179,6 +181,7 @@ class Api:
         self._shutdown = shutdown
         self._metrics = metrics
         self._access = access
+        self._trimmer = trimmer
 
     def hot_routes(self) -> dict[bytes, HotRead]:
         """The reads answered past the router (service/hot.py); their routes below stay
@@ -332,7 +335,7 @@ class Api:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         await stream_progress(
             request, build_id, self._orchestrator, self._metrics, self._clock,
-            self._config.keepalive_s,
+            self._config.keepalive_s, self._trimmer,
         )
 
     @app.route("/api/v1/builds", methods=["GET"])
@@ -525,7 +528,9 @@ class Api:
             task = await self._event_log.get_task(task_id)
             return None if task is None else task["status"]
 
-        stream = EventStream(request, self._clock, self._config.keepalive_s)
+        stream = EventStream(
+            request, self._clock, self._config.keepalive_s, trimmer=self._trimmer
+        )
         follower = logs.LogFollower(stream, self._clock, state_dir, task_id, status)
         await follower.run(await logs.follow_start(request, state_dir, task_id, offset, tail))
         return None
@@ -577,13 +582,18 @@ async def stream_progress(
     metrics: ServiceMetrics,
     clock: IReactorTime,
     keepalive_s: float,
+    trimmer: Trimmer,
 ) -> None:
     """Answer ``request`` with the progress stream of ``build_id`` (API and dashboard)."""
     since = _since(request)
-    stream = ProgressStream(request, clock, keepalive_s)
     hub = orchestrator.hub
+    stream = ProgressStream(
+        request, clock, keepalive_s, lambda event: hub.rendered(event, event_frame), trimmer
+    )
     with metrics.progress_streams.track_inprogress():
-        await stream.run(lambda on_event: hub.subscribe(build_id, since, on_event))
+        await stream.run(
+            lambda on_event, ready: hub.subscribe(build_id, since, on_event, ready)
+        )
 
 
 def _partitions(body: dict[str, Any]) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from databuild.graph.source import GraphSource
 from databuild.model import new_id
 from databuild.orchestrator import Orchestrator
 from databuild.proc.info import start_ticks
+from databuild.proc.process import reap_strays
 from databuild.proc.tether import Tether
 from databuild.service.actions import Actions
 from databuild.service.api import Api
@@ -39,6 +40,7 @@ from databuild.service.metrics import ServiceMetrics
 from databuild.service.settings import ServiceConfig
 from databuild.service.startreport import StartReport
 from databuild.service.tree import ApiListener, EventLogService, InOrder
+from databuild.service.trim import Trimmer
 
 log = Logger()
 
@@ -83,6 +85,7 @@ def build_service(
     """The whole service for ``config``, as one service tree; ``report`` tells twistd how its
     start went."""
     stop = Stopper(reactor)
+    reap_strays()  # no subprocess here: orphans reparented to the service are all its to reap
     service_id = new_id()
     event_log = open_event_log(config.event_log, config.root, reactor)
     tether = Tether(reactor)
@@ -92,9 +95,12 @@ def build_service(
     graph = GraphSource.load(config.root)
     resolve = Launcher(reactor, graph.workspace).resolve
     orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
-    metrics = ServiceMetrics(lambda: orchestrator.active_builds)
+    metrics = ServiceMetrics(
+        lambda: orchestrator.active_builds, orchestrator.hub.subscribers
+    )
     orchestrator.hub.observers.append(metrics.observe)
     access = DashboardAccess(reactor)
+    trimmer = Trimmer(reactor)
     lease = LeaseKeeper(
         reactor,
         event_log,
@@ -118,9 +124,11 @@ def build_service(
         shutdown=stop,
         metrics=metrics,
         access=access,
+        trimmer=trimmer,
     )
     dashboard = Dashboard(
         clock=reactor,
+        trimmer=trimmer,
         config=config,
         event_log=event_log,
         orchestrator=orchestrator,

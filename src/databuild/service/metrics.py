@@ -42,6 +42,9 @@ class ServiceMetrics:
     """The metric families of one service and the state derived from its events."""
 
     active_builds: Callable[[], int]
+    subscriptions: Callable[[], int] = field(default=int)
+    """How many progress subscriptions the hub holds (a stream's, or a watch's); none by
+    default (``int()`` is 0)."""
     registry: CollectorRegistry = field(factory=lambda: CollectorRegistry(auto_describe=True))
     _runs: dict[str, _Run] = field(factory=dict)
 
@@ -68,6 +71,11 @@ class ServiceMetrics:
         self.progress_streams = Gauge(
             "databuild_progress_streams_open", "Progress streams open to readers", registry=r
         )
+        Gauge(
+            "databuild_progress_subscriptions",
+            "Subscriptions the progress hub holds (streams and the service's own watches)",
+            registry=r,
+        ).set_function(self.subscriptions)
         self.appends = Counter(
             "databuild_event_log_appends", "Events this service stored, by type",
             ["event_type"], registry=r,

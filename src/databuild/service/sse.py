@@ -1,10 +1,15 @@
 """Server-Sent Events: the progress stream of a build (SPEC §5.6), with flow control.
 
 Every stream is an :class:`EventStream`, registered as the push producer of its request: while
-the reader's connection takes nothing more, frames wait in the stream's own queue. A reader
-that takes nothing for ``stall_s`` while frames wait, or falls ``max_behind`` bytes behind, is
-dropped (its connection aborted), so a reader that does not read costs bounded memory for a
-bounded time; it can come back with ``Last-Event-ID``.
+the reader's connection takes nothing more, frames wait in the stream's own queue, and the
+connection is handed at most ``PIECE`` bytes past what it asked for. A reader that takes
+nothing for ``stall_s`` while frames wait, or falls ``max_behind`` bytes behind, is dropped
+(its connection aborted), so a reader that does not read costs bounded memory for a bounded
+time; it can come back with ``Last-Event-ID``.
+
+A progress stream reads the build's replay a page at a time, each once the reader took the
+previous one, and its frames are the hub's shared copies (``ProgressHub.rendered``): what a
+stalled reader holds is its connection's buffer and references to frames other readers share.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from zope.interface import implementer
 
 from databuild.orchestrator import Subscription
 from databuild.service.responses import json_bytes
+from databuild.service.trim import Trimmer
 
 KEEPALIVE = b": keepalive\n\n"
 FINISHED_EVENT = "build_finished"
@@ -30,6 +36,9 @@ STALL_S = 10.0
 """A reader that takes nothing for this long while frames wait for it is dropped."""
 MAX_BEHIND_BYTES = 16 * 1024 * 1024
 """A reader with this much waiting for it is dropped at once."""
+PIECE = 16 * 1024
+"""Frames go to the connection in pieces of at most this much, so a big frame is not copied
+whole into every stalled reader's connection buffer."""
 
 
 def frame(event: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:
@@ -55,6 +64,7 @@ class EventStream:
         *,
         stall_s: float = STALL_S,
         max_behind: int = MAX_BEHIND_BYTES,
+        trimmer: Trimmer | None = None,
     ) -> None:
         self._request = request
         self._clock = clock
@@ -63,8 +73,11 @@ class EventStream:
         self._keepalive_s = keepalive_s
         self._stall_s = stall_s
         self._max_behind = max_behind
+        self._trimmer = trimmer
         self._queue: deque[bytes] = deque()
         self._queued = 0
+        self._sent = 0
+        """How much of the queue's first frame is already sent."""
         self._paused = False
         self._stall_call: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
@@ -94,12 +107,11 @@ class EventStream:
         """Send ``data`` now, or queue it while the reader's connection takes nothing."""
         if self.closed:
             return
-        if not self._paused:
-            self._request.write(data)
-            return
         self._queue.append(data)
         self._queued += len(data)
-        if self._queued > self._max_behind:
+        if not self._paused:
+            self._flush()
+        elif self._queued > self._max_behind:
             self._drop(f"it fell over {self._max_behind} bytes behind")
 
     def writable(self) -> Deferred[None]:
@@ -126,11 +138,25 @@ class EventStream:
     def resumeProducing(self) -> None:
         self._paused = False
         self._cancel_stall()
-        while self._queue and not self._paused and not self.closed:
-            data = self._queue.popleft()
-            self._queued -= len(data)
-            self._request.write(data)
-        if not (self._paused or self._queue):
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write queued frames, a piece at a time, until the connection pauses us."""
+        queue = self._queue
+        while queue and not self._paused and not self.closed:
+            head = queue[0]
+            if self._sent == 0 and len(head) <= PIECE:
+                piece = head
+                queue.popleft()
+            else:
+                piece = head[self._sent:self._sent + PIECE]
+                self._sent += len(piece)
+                if self._sent >= len(head):
+                    queue.popleft()
+                    self._sent = 0
+            self._queued -= len(piece)
+            self._request.write(piece)
+        if not (self._paused or queue):
             self._wake()
 
     def stopProducing(self) -> None:
@@ -145,6 +171,8 @@ class EventStream:
             why=why, peer=str(self._request.getClientAddress()),
         )
         transport = self._request.transport
+        if self._trimmer is not None:
+            self._trimmer.soon()  # its connection's buffer too
         self._close()
         if transport is not None:  # a TCP connection's (HTTP/1.1)
             cast(ITCPTransport, transport).abortConnection()
@@ -158,8 +186,10 @@ class EventStream:
         self._cancel_stall()
         if self._keepalive.running:
             self._keepalive.stop()
+        if self._trimmer is not None and self._queued >= PIECE:
+            self._trimmer.soon()
         self._queue.clear()
-        self._queued = 0
+        self._queued = self._sent = 0
         if self.opened and not self._unregistered:
             self._unregistered = True
             self._request.unregisterProducer()
@@ -178,8 +208,18 @@ class EventStream:
             waiter.callback(None)
 
 
-Subscribe = Callable[[Callable[[Mapping[str, Any]], None]], Deferred[Subscription]]
-"""Starts watching one build: called with the per-event callback (see ``ProgressHub``)."""
+Subscribe = Callable[
+    [Callable[[Mapping[str, Any]], None], Callable[[], Deferred[bool]]], Deferred[Subscription]
+]
+"""Starts watching one build: called with the per-event callback and the readiness the replay
+waits for between pages (see ``ProgressHub.subscribe``)."""
+Render = Callable[[Mapping[str, Any]], bytes]
+"""Makes an event's frame (``event_frame``, or the hub's shared copy of it)."""
+
+
+def event_frame(event: Mapping[str, Any]) -> bytes:
+    """The frame of one BEL event: ``id`` its ``idx``, ``event`` its type."""
+    return frame(event["event_type"], event, event["idx"])
 
 
 class ProgressStream:
@@ -191,8 +231,16 @@ class ProgressStream:
 
     log = Logger()
 
-    def __init__(self, request: Request, clock: IReactorTime, keepalive_s: float) -> None:
-        self._stream = EventStream(request, clock, keepalive_s)
+    def __init__(
+        self,
+        request: Request,
+        clock: IReactorTime,
+        keepalive_s: float,
+        render: Render = event_frame,
+        trimmer: Trimmer | None = None,
+    ) -> None:
+        self._stream = EventStream(request, clock, keepalive_s, trimmer=trimmer)
+        self._render = render
         self._subscription: Subscription | None = None
         self._done: Deferred[None] = Deferred()
 
@@ -203,11 +251,15 @@ class ProgressStream:
         the caller can still answer with an error status.
         """
         self._stream.gone.addCallback(lambda _: self._end())
-        subscribe(self._on_event).addCallbacks(self._subscribed, self._failed)
+        subscribe(self._on_event, self._ready).addCallbacks(self._subscribed, self._failed)
         return self._done
 
+    def _ready(self) -> Deferred[bool]:
+        stream = self._stream
+        return stream.writable().addCallback(lambda _: not stream.closed)
+
     def _on_event(self, event: Mapping[str, Any]) -> None:
-        self._write(frame(event["event_type"], event, event["idx"]))
+        self._write(self._render(event))
 
     def _subscribed(self, subscription: Subscription) -> None:
         if self._done.called:  # the reader left while we subscribed

@@ -38,6 +38,7 @@ from databuild.service.dashboard.templates import render, segment
 from databuild.service.metrics import ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
+from databuild.service.trim import Trimmer
 
 HTML = b"text/html; charset=utf-8"
 TREND_RUNS = 50
@@ -91,6 +92,7 @@ class Dashboard:
         actions: Actions,
         access: DashboardAccess,
         metrics: ServiceMetrics,
+        trimmer: Trimmer,
     ) -> None:
         self._clock = clock
         self._config = config
@@ -99,6 +101,7 @@ class Dashboard:
         self._actions = actions
         self._access = access
         self._metrics = metrics
+        self._trimmer = trimmer
 
     def _page(self, request: Request, template: str, **context: Any) -> bytes:
         request.setHeader(b"content-type", HTML)
@@ -267,7 +270,7 @@ class Dashboard:
     async def events(self, request: Request, build_id: str) -> None:
         await stream_progress(
             request, r.path_segment(build_id, "build id"), self._orchestrator, self._metrics,
-            self._clock, self._config.keepalive_s,
+            self._clock, self._config.keepalive_s, self._trimmer,
         )
 
     @app.route("/ui/tasks/<task_id>/log", methods=["GET"])
