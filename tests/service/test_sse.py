@@ -268,15 +268,15 @@ class CountingLog:
     """The real log, counting the replay's page reads."""
 
     def __init__(self, event_log: EventLog) -> None:
-        self._log = event_log
+        self._event_log = event_log
         self.pages = 0
 
     def events(self, **query: Any) -> Any:
         self.pages += 1
-        return self._log.events(**query)
+        return self._event_log.events(**query)
 
-    def get_build(self, build_request_id: str) -> Any:
-        return self._log.get_build(build_request_id)
+    def build_summary(self, build_request_id: str) -> Any:
+        return self._event_log.build_summary(build_request_id)
 
 
 async def partitions_requested(event_log: EventLog, build_id: str, count: int) -> None:
