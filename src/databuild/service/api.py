@@ -142,8 +142,10 @@ class Api:
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
         access: DashboardAccess,
+        workers: Callable[[], Deferred[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self._clock = clock
+        self._workers = workers
         self._config = config
         self._log = event_log
         self._orchestrator = orchestrator
@@ -223,6 +225,12 @@ class Api:
     async def services(self, request: IRequest) -> dict[str, Any]:
         """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
         return {"services": await self._log.services()}
+
+    @app.route("/api/v1/workers", methods=["GET"])
+    @_shielded
+    async def workers(self, request: IRequest) -> dict[str, Any]:
+        """The Celery workers of this log (SPEC §10); none for a local executor."""
+        return {"workers": [] if self._workers is None else await self._workers()}
 
     # -- builds ------------------------------------------------------------------------------
 

@@ -20,7 +20,10 @@ from twisted.logger import Logger
 
 from databuild.bel import open_event_log
 from databuild.bel.services import Identity
+from databuild.executor.celery_launcher import CeleryLauncher
+from databuild.executor.commands import JobCommands
 from databuild.executor.launcher import Launcher
+from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.graph.source import GraphSource
 from databuild.model import new_id
@@ -83,12 +86,21 @@ def build_service(
     me = identity(config)
     event_log = open_event_log(config.event_log, config.root, reactor)
     tether = Tether(reactor)
-    executor = Executor(
-        reactor, config.root, config.max_parallel_jobs, service_id=me.service_id, tether=tether
-    )
+    launcher: Launcher
+    celery: CeleryLauncher | None = None
+    if config.executor == "celery":
+        launcher = celery = CeleryLauncher(
+            reactor, config.root, config.event_log, config.broker, config.queue,
+            me.service_id, config.lease_timeout_s,
+        )
+    else:
+        launcher = LocalLauncher(reactor, Executor(
+            reactor, config.root, config.max_parallel_jobs, service_id=me.service_id,
+            tether=tether,
+        ))
     graph = GraphSource.load(config.root)
-    resolve = Launcher(reactor, graph.workspace).resolve
-    orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
+    resolve = JobCommands(reactor, graph.workspace).resolve
+    orchestrator = Orchestrator(reactor, graph.workspace, event_log, launcher, resolve)
     metrics = ServiceMetrics(lambda: orchestrator.active_builds)
     orchestrator.hub.observers.append(metrics.observe)
     access = DashboardAccess(reactor)
@@ -115,6 +127,7 @@ def build_service(
         shutdown=stop,
         metrics=metrics,
         access=access,
+        workers=None if celery is None else celery.workers,
     )
     dashboard = Dashboard(
         clock=reactor,

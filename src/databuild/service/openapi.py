@@ -84,6 +84,20 @@ SCHEMAS: dict[str, Schema] = {
             "lease": {"enum": ["live", "expired", "stopped", "dead"]},
         }
     ),
+    "Worker": _object(
+        {
+            "name": STRING,
+            "host": STRING,
+            "pid": {"type": "integer"},
+            "queues": {"type": "array", "items": STRING},
+            "concurrency": {"type": "integer"},
+            "started_at": NANOS,
+            "last_heartbeat": NANOS,
+            "live": {"type": "boolean"},
+            "running": {"type": "integer", "description": "attempts running on it now"},
+            "runs_total": {"type": "integer"},
+        }
+    ),
     "Task": _object(
         {
             "job_run_id": STRING,
@@ -421,6 +435,11 @@ PATHS: dict[str, Schema] = {
     "/api/v1/services": {"get": _operation(
         "the services sharing this event log, newest first, with their lease state (§5.8)",
         {"200": _json(_object({"services": {"type": "array", "items": _ref("Service")}}))},
+    )},
+    "/api/v1/workers": {"get": _operation(
+        "the Celery workers reporting to this event log, by name (§10); empty for a local "
+        "executor",
+        {"200": _json(_object({"workers": {"type": "array", "items": _ref("Worker")}}))},
     )},
     "/api/v1/dashboard/login-code": {"post": _operation(
         "a one-time dashboard login code, valid 60 s (docs/dashboard.md)",
