@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -28,9 +29,10 @@ from typing import Any
 
 from twisted.internet import process
 from twisted.internet.threads import blockingCallFromThread
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from databuild.bel.backend import Database, parse_uri
+from databuild.bel.schema import create_or_upgrade
 from databuild.executor import attempts
 from databuild.executor.celeryapp import TASK_NAME, make_app
 from databuild.executor.runlog import MAX_LINE_BYTES, log_record
@@ -209,6 +211,7 @@ class WorkerBeat:
     def start(self) -> None:
         db = self._runner.connect()
         try:
+            create_or_upgrade(db)  # a worker may start before any service has opened the log
             attempts.worker_started(
                 db, self._runner.name, socket.gethostname(), os.getpid(), self._queues,
                 self._concurrency,
@@ -249,6 +252,9 @@ def serve(
     """Run the worker until it is stopped (SIGTERM, SIGINT)."""
     from twisted.internet import reactor
 
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+    )
     # The reactor runs in a thread, where it cannot install its SIGCHLD handler: the main
     # thread's handler hands the reaping of children to it.
     signal.signal(

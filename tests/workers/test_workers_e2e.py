@@ -1,0 +1,150 @@
+"""Job runs on Celery workers, end to end (SPEC §10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.multi.conftest import Team
+from tests.polling import poll_until
+from tests.workers.conftest import WORKER_LEASE_S, Farm
+
+from databuild.proc.info import alive
+
+
+def test_a_build_runs_every_job_on_the_workers(farm: Farm) -> None:
+    farm.worker("wa")
+    farm.worker("wb")
+    service = farm.service("s")
+
+    build = service.finished(service.submit("top/1", "top/2"))
+
+    assert build["status"] == "BUILD_REQUEST_COMPLETED", build
+    starts = [e for e in farm.execs() if e["phase"] == "start"]
+    assert sorted(e["ref"] for e in starts) == ["leaf/1", "leaf/2", "leaf/3", "top/1", "top/2"]
+    assert {e["worker"] for e in starts} <= {"wa", "wb"}
+    assert None not in {e["worker"] for e in starts}
+
+
+def _task_of(service: Team, build_id: str, ref: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        tasks = service.build(build_id)["tasks"]
+        return next((t for t in tasks if ref in t["outputs"]), None)
+
+    return poll_until(found, f"the run of {ref}", 60.0)
+
+
+def _at_least(items: list[Any], n: int) -> list[Any] | None:
+    return items if len(items) >= n else None
+
+
+def test_the_log_of_a_remote_run_follows_live_through_the_api(farm: Farm) -> None:
+    farm.worker("wa")
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    task = _task_of(service, build_id, "slow/x")
+    path = f"/api/v1/tasks/{task['job_run_id']}/logs"
+
+    def lines() -> list[str] | None:
+        status, body = service.call("GET", path)
+        assert status == 200, body
+        texts = [line["text"] for line in body["lines"]]
+        return texts if "x line 5" in texts else None
+
+    texts = poll_until(lines, "the remote run's lines to reach the API", 60.0)
+    assert service.build(build_id)["status"] == "BUILD_REQUEST_EXECUTING"
+    assert texts[:3] == ["x line 0", "x line 1", "x line 2"]
+    farm.release("x")
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_COMPLETED"
+
+
+def test_cancelling_a_running_remote_run_ends_its_process_group(farm: Farm) -> None:
+    farm.worker("wa")
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    [(pid, worker)] = farm.started_slow("x")
+    assert worker == "wa"
+
+    status, body = service.call("POST", f"/api/v1/builds/{build_id}/cancel")
+
+    assert status in (200, 202), body
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_CANCELLED"
+    poll_until(lambda: not alive(pid), "the cancelled run's process to end", 10.0)
+    task = _task_of(service, build_id, "slow/x")
+    assert task["status"] == "JOB_CANCELLED"
+    assert farm.attempts(task["job_run_id"]) == [(1, "ended", "wa")]
+
+
+def test_cancelling_a_queued_remote_run_never_starts_it(farm: Farm) -> None:
+    service = farm.service("s")  # no worker consumes the queue yet
+    build_id = service.submit("leaf/1")
+    task = _task_of(service, build_id, "leaf/1")
+    poll_until(lambda: farm.attempts(task["job_run_id"]), "the attempt to be queued", 30.0)
+
+    status, body = service.call("POST", f"/api/v1/builds/{build_id}/cancel")
+    assert status in (200, 202), body
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_CANCELLED"
+    farm.worker("wa")  # the message is still in the queue: the worker takes it, and drops it
+
+    poll_until(lambda: "not run again" in farm.workers[0].log_text(),
+               "the worker to drop the cancelled attempt", 30.0)
+    assert farm.execs() == []
+    assert farm.attempts(task["job_run_id"]) == [(1, "cancelled", None)]
+
+
+def test_cancelling_as_the_run_starts_converges(farm: Farm) -> None:
+    farm.worker("wa")
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    poll_until(lambda: service.build(build_id)["tasks"], "the run to be scheduled", 30.0)
+
+    status, body = service.call("POST", f"/api/v1/builds/{build_id}/cancel")
+
+    assert status in (200, 202), body
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_CANCELLED"
+    task = _task_of(service, build_id, "slow/x")
+    poll_until(
+        lambda: all(state in ("ended", "cancelled")
+                    for _, state, _ in farm.attempts(task["job_run_id"])),
+        "every attempt to end", 30.0,
+    )
+    for path in farm.data.glob("started-x-*"):
+        pid = int(path.read_text().split()[0])
+        poll_until(lambda pid=pid: not alive(pid), "the run's process to end", 10.0)
+
+
+def test_a_killed_worker_s_attempt_fails_within_the_lease_and_the_retry_runs_elsewhere(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    farm = Farm(tmp_path, pg_schema, tmp_path / "data", retries=1)
+    farm.data.mkdir()
+    try:
+        farm.worker("wa", concurrency=1)
+        service = farm.service("s")
+        build_id = service.submit("slow/x")
+        [(first_pid, first_worker)] = farm.started_slow("x")
+        farm.worker("wb" if first_worker == "wa" else "wa", concurrency=1)
+        killed = next(w for w in farm.workers if w.name == first_worker)
+        killed.kill()
+
+        task = _task_of(service, build_id, "slow/x")
+        attempts = poll_until(
+            lambda: _at_least(farm.attempts(task["job_run_id"]), 2),
+            "the lost attempt to be retried", 10 * WORKER_LEASE_S,
+        )
+        assert attempts[0] == (1, "lost", first_worker)
+        assert attempts[1][1:] in (("running", attempts[1][2]), ("queued", None))
+        poll_until(lambda: not alive(first_pid), "the killed worker's job to die", 30.0)
+        starts = poll_until(
+            lambda: _at_least(farm.started_slow("x"), 2), "the retry to start", 60.0
+        )
+        assert {worker for _, worker in starts} == {"wa", "wb"}
+        farm.release("x")
+        assert service.finished(build_id)["status"] == "BUILD_REQUEST_COMPLETED"
+        assert [a[1] for a in farm.attempts(task["job_run_id"])] == ["lost", "ended"]
+        assert f"on worker {first_worker} is lost" in service.log_text()
+    finally:
+        for worker in farm.workers:
+            worker.stop()
+        for team in farm.started:
+            team.stop()
