@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from tests.multi.conftest import Team
+from tests.multi.test_takeover import TAKE_OVER_DEADLINE_S
 from tests.polling import poll_until
-from tests.workers.conftest import WORKER_LEASE_S, Farm
+from tests.workers.conftest import BROKER, WORKER_LEASE_S, Farm
 
+from databuild.executor.celeryapp import TASK_NAME, attempt_message, make_app
 from databuild.proc.info import alive
 
 
@@ -148,3 +151,68 @@ def test_a_killed_worker_s_attempt_fails_within_the_lease_and_the_retry_runs_els
             worker.stop()
         for team in farm.started:
             team.stop()
+
+
+def _message(farm: Farm, service: Team, task: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the run's first attempt, as the service published them."""
+    [(body,)] = farm.sql(
+        "SELECT body FROM events WHERE build_request_id = %s AND event_type = 'job_graph'",
+        task["build_request_id"],
+    )
+    runs = json.loads(body)["job_graph"]["job_runs"]
+    run = next(r for r in runs if r["job_run_id"] == task["job_run_id"])
+    [(epoch,)] = farm.sql(
+        "SELECT epoch FROM remote_attempts WHERE job_run_id = %s", task["job_run_id"]
+    )
+    return attempt_message(
+        run, task["build_request_id"], ["python3", "workerjob.py"], None, 1, epoch
+    )
+
+
+def test_a_message_delivered_twice_runs_once(farm: Farm) -> None:
+    farm.worker("wa", concurrency=1)
+    farm.worker("wb", concurrency=1)
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    farm.started_slow("x")
+    task = _task_of(service, build_id, "slow/x")
+
+    app = make_app(BROKER)
+    app.send_task(TASK_NAME, kwargs=_message(farm, service, task),
+                  task_id=task["job_run_id"], queue=farm.queue)
+    poll_until(
+        lambda: any("not run again" in w.log_text() for w in farm.workers),
+        "a worker to drop the second delivery", 30.0,
+    )
+    farm.release("x")
+
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_COMPLETED"
+    assert [e["phase"] for e in farm.execs()] == ["start", "end"]
+    assert [a[:2] for a in farm.attempts(task["job_run_id"])] == [(1, "ended")]
+
+
+def test_a_service_taking_over_adopts_the_running_remote_runs(farm: Farm) -> None:
+    farm.worker("wa")
+    a = farm.service("a")
+    b = farm.service("b")
+    build_id = a.submit("slow/x")
+    [(pid, _)] = farm.started_slow("x")
+    task = _task_of(a, build_id, "slow/x")
+
+    a.kill()
+    poll_until(lambda: "1 remote runs adopted" in b.log_text(), "b to adopt the run",
+               TAKE_OVER_DEADLINE_S)
+    assert alive(pid)
+    farm.release("x")
+
+    def ended() -> dict[str, Any] | None:
+        status, body = b.call("GET", f"/api/v1/tasks/{task['job_run_id']}")
+        assert status == 200, body
+        return body if body["status"] in ("JOB_COMPLETED", "JOB_FAILED") else None
+
+    assert poll_until(ended, "the adopted run to end", 60.0)["status"] == "JOB_COMPLETED"
+    assert [e["phase"] for e in farm.execs()] == ["start", "end"]
+    status, partition = b.call("GET", "/api/v1/partitions/slow%2Fx")
+    assert status == 200, partition
+    assert partition["status"] == "PARTITION_AVAILABLE"
+    assert [a[:2] for a in farm.attempts(task["job_run_id"])] == [(1, "ended")]
