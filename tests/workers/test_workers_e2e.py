@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.multi.conftest import Team
+from tests.multi.proxy import Proxy
 from tests.multi.test_takeover import TAKE_OVER_DEADLINE_S
 from tests.polling import poll_until
 from tests.workers.conftest import BROKER, WORKER_LEASE_S, Farm
+from tests.workers.netns import separate_host
 
 from databuild.executor.celeryapp import TASK_NAME, attempt_message, make_app
 from databuild.proc.info import alive
@@ -216,3 +218,35 @@ def test_a_service_taking_over_adopts_the_running_remote_runs(farm: Farm) -> Non
     assert status == 200, partition
     assert partition["status"] == "PARTITION_AVAILABLE"
     assert [a[:2] for a in farm.attempts(task["job_run_id"])] == [(1, "ended")]
+
+
+def test_workers_on_separate_hosts_run_every_job_of_a_build(farm: Farm) -> None:
+    with separate_host() as h1, separate_host() as h2:
+        relays = []
+        for host, name in ((h1, "wa"), (h2, "wb")):
+            log = Proxy(("127.0.0.1", 5432), host=host.gateway)
+            broker = Proxy(("127.0.0.1", 5672), host=host.gateway)
+            relays += [log, broker]
+            farm.worker(
+                name, prefix=host.prefix, event_log=log.uri(farm.event_log),
+                broker=broker.uri(BROKER),
+            )
+        try:
+            service = farm.service("s")
+            build = service.finished(service.submit("top/1", "top/2", "top/3"))
+
+            assert build["status"] == "BUILD_REQUEST_COMPLETED", build
+            starts = [e for e in farm.execs() if e["phase"] == "start"]
+            assert len(starts) == 7
+            assert {e["worker"] for e in starts} <= {"wa", "wb"}
+            status, body = service.call("GET", "/api/v1/workers")
+            assert status == 200, body
+            workers = {w["name"]: w for w in body["workers"]}
+            assert set(workers) == {"wa", "wb"}
+            assert all(w["live"] for w in workers.values())
+            assert sum(w["runs_total"] for w in workers.values()) == 7
+        finally:
+            for worker in farm.workers:
+                worker.stop()
+            for relay in relays:
+                relay.cut()
