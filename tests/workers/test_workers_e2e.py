@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import installed
 from tests.multi.conftest import Team
 from tests.multi.proxy import Proxy
 from tests.multi.test_takeover import TAKE_OVER_DEADLINE_S
@@ -250,3 +253,31 @@ def test_workers_on_separate_hosts_run_every_job_of_a_build(farm: Farm) -> None:
                 worker.stop()
             for relay in relays:
                 relay.cut()
+
+
+def test_twistd_refuses_celery_on_a_sqlite_log(farm: Farm) -> None:
+    root = farm.workspace("s")
+    done = subprocess.run(
+        [installed("twistd"), "-n", "databuild", "--workspace", str(root), "--port", "0",
+         "--event-log", str(root / "bel.sqlite")],
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )
+    assert done.returncode != 0
+    first = (done.stderr or done.stdout).splitlines()[0]
+    assert first.startswith("twistd databuild: the celery executor needs a PostgreSQL event log")
+
+
+def test_workers_list_shows_each_worker(farm: Farm) -> None:
+    farm.worker("wa", concurrency=3)
+    root = farm.workspace("s")
+    service = farm.service("s")
+    env = {**os.environ, "DATABUILD_SERVICE_URL": service.info["url"],
+           "DATABUILD_SERVICE_TOKEN": service.info["token"]}
+    done = subprocess.run(
+        [installed("databuild"), "--workspace", str(root), "--format", "json", "workers",
+         "list"], capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    [worker] = json.loads(done.stdout)["workers"]
+    assert (worker["name"], worker["concurrency"], worker["queues"]) == ("wa", 3, [farm.queue])
+    assert worker["live"] and worker["running"] == 0
