@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.conftest import installed
 from tests.multi.conftest import Team
@@ -281,3 +283,25 @@ def test_workers_list_shows_each_worker(farm: Farm) -> None:
     [worker] = json.loads(done.stdout)["workers"]
     assert (worker["name"], worker["concurrency"], worker["queues"]) == ("wa", 3, [farm.queue])
     assert worker["live"] and worker["running"] == 0
+
+
+def test_metrics_count_queued_runs_and_runs_per_worker(farm: Farm) -> None:
+    service = farm.service("s")  # no worker yet: the run waits in its queue
+    build_id = service.submit("slow/x")
+
+    def metrics() -> str:
+        parts = urlsplit(service.info["url"])
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.request("GET", "/metrics",
+                     headers={"Authorization": f"Bearer {service.info['token']}"})
+        return conn.getresponse().read().decode()
+
+    queued = f'databuild_queue_depth{{queue="{farm.queue}"}} 1.0'
+    poll_until(lambda: queued in metrics(), "the queued run in the metrics", 30.0)
+    farm.worker("wa")
+    farm.started_slow("x")
+    running = 'databuild_worker_runs{worker="wa"} 1.0'
+    poll_until(lambda: running in metrics(), "the running run in the metrics", 30.0)
+    assert f'databuild_queue_depth{{queue="{farm.queue}"}} 0.0' in metrics()
+    farm.release("x")
+    assert service.finished(build_id)["status"] == "BUILD_REQUEST_COMPLETED"

@@ -287,7 +287,7 @@ class CeleryLauncher:
             handle.writer = RunLogWriter(
                 self._reactor, run_log_path(self._state_dir, run_id, time.time_ns())
             )
-            self._follow(handle).addCallback(lambda result, h=handle: self._finish(h, result))
+            self._follow(handle).addCallback(self._adopted_ended, handle)
             runs.append(AdoptedRun(run_id, build_request_id, handle))
             self.log.info(
                 "adopted job run {job_run_id} attempt {attempt} of build {build_request_id}",
@@ -295,6 +295,9 @@ class CeleryLauncher:
             )
         self._last_chunk = 0 if runs else self._last_chunk
         return Recovered(terminated=0, adopted=tuple(runs))
+
+    def _adopted_ended(self, result: ProcessResult, handle: RemoteRun) -> None:
+        self._finish(handle, result)
 
     def _adopt(
         self, db: Database, owner_dead: Callable[[str], bool]

@@ -14,7 +14,9 @@ import contextlib
 import os
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import IService
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
@@ -75,6 +77,24 @@ def identity(config: ServiceConfig) -> Identity:
         version=config.version,
         workspace=str(config.root),
     )
+
+
+WORKER_METRICS_S = 5.0
+
+
+def worker_metrics(celery: CeleryLauncher, metrics: ServiceMetrics) -> TimerService:
+    """Reads queue depth and runs per worker into ``metrics`` every WORKER_METRICS_S."""
+
+    async def refresh() -> None:
+        metrics.set_workers(await celery.queue_depth(), await celery.workers())
+
+    def tick() -> None:
+        ensureDeferred(refresh()).addErrback(
+            lambda f: log.warn("cannot read the workers' metrics: {error}",
+                               error=f.getErrorMessage())
+        )
+
+    return TimerService(WORKER_METRICS_S, tick)
 
 
 def build_service(
@@ -141,6 +161,8 @@ def build_service(
         on_failure=lambda failure: stop(f"could not start: {failure.value}"), report=report
     )
     EventLogService(event_log).setServiceParent(top)
+    if celery is not None:
+        worker_metrics(celery, metrics).setServiceParent(top)
     tether.setServiceParent(top)
     lease.setServiceParent(top)
     orchestrator.setServiceParent(top)
