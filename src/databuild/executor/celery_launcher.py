@@ -37,7 +37,7 @@ from databuild.graph.workspace import STATE_DIR, JobSpec
 from databuild.model import JobRun
 from databuild.proc.process import ProcessResult
 
-POLL_S = 0.25
+POLL_S = 0.1
 
 
 @define(eq=False)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import process
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
@@ -45,6 +46,7 @@ BEAT_S = 0.5
 """Between two heartbeats of a running attempt (each also stores its new lines and reads
 the cancel flag, so a cancel reaches the process within about this long)."""
 WORKER_BEAT_S = 2.0
+REAP_S = 0.02
 ENV_WORKER = "DATABUILD_WORKER"
 
 log = Logger()
@@ -255,11 +257,15 @@ def serve(
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stderr)], redirectStandardIO=False
     )
-    # The reactor runs in a thread, where it cannot install its SIGCHLD handler: the main
-    # thread's handler hands the reaping of children to it.
+    # The reactor runs in a thread, where it cannot install its SIGCHLD handler; Python runs
+    # the main thread's handlers only when Celery's loop wakes up, which may be a second
+    # later: so the reactor also looks for ended children every REAP_S.
     signal.signal(
         signal.SIGCHLD, lambda *_: reactor.callFromThread(process.reapAllProcesses)
     )
+    reaper = LoopingCall(process.reapAllProcesses)
+    reaper.clock = reactor
+    reactor.callWhenRunning(reaper.start, REAP_S)
     thread = threading.Thread(
         target=reactor.run, kwargs={"installSignalHandlers": False}, name="reactor",
         daemon=True,
