@@ -34,6 +34,11 @@ def test_a_build_runs_every_job_on_the_workers(farm: Farm) -> None:
     assert sorted(e["ref"] for e in starts) == ["leaf/1", "leaf/2", "leaf/3", "top/1", "top/2"]
     assert {e["worker"] for e in starts} <= {"wa", "wb"}
     assert None not in {e["worker"] for e in starts}
+    for task in build["tasks"]:
+        status, body = service.call("GET", f"/api/v1/tasks/{task['job_run_id']}")
+        assert status == 200, body
+        ran_on = {e["worker"] for e in starts if e["job_run_id"] == task["job_run_id"]}
+        assert {body["worker"]} == ran_on
 
 
 def _task_of(service: Team, build_id: str, ref: str) -> dict[str, Any]:

@@ -235,6 +235,16 @@ def workers(db: Database, lease_s: float) -> list[dict[str, Any]]:
     ]
 
 
+def worker_of(db: Database, job_run_id: str) -> str | None:
+    """The worker of the run's last attempt that a worker took."""
+    row = db.one(
+        "SELECT worker FROM remote_attempts WHERE job_run_id = ? AND worker IS NOT NULL"
+        " ORDER BY attempt DESC LIMIT 1",
+        (job_run_id,),
+    )
+    return None if row is None else str(row[0])
+
+
 def queued(db: Database) -> dict[str, int]:
     """Attempts published and not yet taken, by queue."""
     return {

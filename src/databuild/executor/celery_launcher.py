@@ -333,6 +333,10 @@ class CeleryLauncher:
         """Every worker of the log (``GET /api/v1/workers``)."""
         return self._on_log(attempts.workers, self._lease_timeout_s)
 
+    def worker_of(self, job_run_id: str) -> Deferred[str | None]:
+        """The worker of the run's last attempt (None before a worker took one)."""
+        return self._on_log(attempts.worker_of, job_run_id)
+
     def queue_depth(self) -> Deferred[dict[str, int]]:
         """Attempts waiting for a worker, by queue."""
         return self._on_log(attempts.queued)

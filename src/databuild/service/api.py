@@ -11,7 +11,7 @@ import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from klein import Klein
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
@@ -123,6 +123,14 @@ def error_response(request: IRequest, failure: Failure) -> bytes:
     return r.respond_error(request, error)
 
 
+class WorkerSource(Protocol):
+    """What the API reads of Celery workers (``executor.celery_launcher.CeleryLauncher``)."""
+
+    def workers(self) -> Deferred[list[dict[str, Any]]]: ...
+
+    def worker_of(self, job_run_id: str) -> Deferred[str | None]: ...
+
+
 class Api:
     """The routes of the service; one instance per running service."""
 
@@ -142,7 +150,7 @@ class Api:
         shutdown: Callable[[str], object],
         metrics: ServiceMetrics,
         access: DashboardAccess,
-        workers: Callable[[], Deferred[list[dict[str, Any]]]] | None = None,
+        workers: WorkerSource | None = None,
     ) -> None:
         self._clock = clock
         self._workers = workers
@@ -230,7 +238,7 @@ class Api:
     @_shielded
     async def workers(self, request: IRequest) -> dict[str, Any]:
         """The Celery workers of this log (SPEC §10); none for a local executor."""
-        return {"workers": [] if self._workers is None else await self._workers()}
+        return {"workers": [] if self._workers is None else await self._workers.workers()}
 
     # -- builds ------------------------------------------------------------------------------
 
@@ -335,7 +343,14 @@ class Api:
     @_shielded
     async def task(self, request: IRequest, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
-        return await self._found(self._log.get_task(task_id), "task", task_id)
+        return await self._task(task_id)
+
+    async def _task(self, task_id: str) -> dict[str, Any]:
+        """The task, naming its worker when runs go to Celery workers (SPEC §10)."""
+        task = await self._found(self._log.get_task(task_id), "task", task_id)
+        if self._workers is not None:
+            task["worker"] = await self._workers.worker_of(task_id)
+        return task
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
     @_shielded
@@ -343,7 +358,7 @@ class Api:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await maybeDeferred(self._orchestrator.cancel_task, task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
-        return await self._found(self._log.get_task(task_id), "task", task_id)
+        return await self._task(task_id)
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @_shielded

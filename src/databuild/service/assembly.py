@@ -147,7 +147,7 @@ def build_service(
         shutdown=stop,
         metrics=metrics,
         access=access,
-        workers=None if celery is None else celery.workers,
+        workers=celery,
     )
     dashboard = Dashboard(
         clock=reactor,

@@ -112,6 +112,9 @@ SCHEMAS: dict[str, Schema] = {
             "message": STRING,
         },
         scheduled_at=_nullable(NANOS),
+        worker={**_nullable(STRING),
+                "description": "the Celery worker of its last attempt (§10; shown by a celery "
+                "service's task endpoints)"},
     ),
     "Partition": _object(
         {
