@@ -310,3 +310,20 @@ def test_metrics_count_queued_runs_and_runs_per_worker(farm: Farm) -> None:
     assert f'databuild_queue_depth{{queue="{farm.queue}"}} 0.0' in metrics()
     farm.release("x")
     assert service.finished(build_id)["status"] == "BUILD_REQUEST_COMPLETED"
+
+
+def test_a_worker_cut_off_from_the_log_stops_its_runs(farm: Farm) -> None:
+    proxy = Proxy(("127.0.0.1", 5432))
+    farm.worker("wa", event_log=proxy.uri(farm.event_log))
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    [(pid, _)] = farm.started_slow("x")
+
+    proxy.cut()
+
+    poll_until(lambda: not alive(pid), "the cut-off worker to stop its run",
+               10 * WORKER_LEASE_S)
+    assert "cannot reach the event log" in farm.workers[0].log_text()
+    build = service.finished(build_id)
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    assert "stopped heartbeating" in _task_of(service, build_id, "slow/x")["message"]
