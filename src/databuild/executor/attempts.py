@@ -143,18 +143,18 @@ def lose(db: Database, job_run_id: str, attempt: int, lease_s: float) -> bool:
     return row is not None
 
 
-def chunks_after(
-    db: Database, job_run_ids: Sequence[str], after: int
-) -> list[tuple[int, str, str]]:
-    """``(seq, job_run_id, lines)`` of the chunks written after ``seq`` ``after``."""
-    if not job_run_ids:
+def chunks_after(db: Database, runs: Sequence[tuple[str, int]]) -> list[tuple[int, str, str]]:
+    """``(seq, job_run_id, lines)`` of the chunks of each ``(job_run_id, after)`` whose
+    ``seq`` is above ``after``, in order."""
+    if not runs:
         return []
     return [
         (int(seq), run_id, lines)
         for seq, run_id, lines in db.all(
-            "SELECT seq, job_run_id, lines FROM run_log_chunks"
-            " WHERE job_run_id = ANY(?) AND seq > ? ORDER BY seq",
-            (list(job_run_ids), after),
+            "SELECT c.seq, c.job_run_id, c.lines FROM run_log_chunks c"
+            " JOIN unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[])) AS f(job_run_id, after)"
+            " ON c.job_run_id = f.job_run_id AND c.seq > f.after ORDER BY c.seq",
+            ([run_id for run_id, _ in runs], [after for _, after in runs]),
         )
     ]
 

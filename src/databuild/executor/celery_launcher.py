@@ -53,6 +53,8 @@ class RemoteRun:
     attempt_ended: Deferred[ProcessResult] | None = None
     """Fires when the current attempt ends (set while one is followed)."""
     writer: RunLogWriter | None = None
+    last_chunk: int = 0
+    """The last of its log chunks copied into ``writer``."""
 
     def cancel(self) -> None:
         if self.cancelled or self.result.called:
@@ -90,7 +92,6 @@ class CeleryLauncher:
         self._publisher = Worker(reactor, "celery-launcher-publish")
         self._app: Any = None
         self._followed: dict[str, RemoteRun] = {}
-        self._last_chunk = 0
         self._loop: LoopingCall | None = None
         self._started = False
 
@@ -217,7 +218,8 @@ class CeleryLauncher:
                 self._loop = None
             return None
         keys = [(run_id, h.attempts) for run_id, h in self._followed.items()]
-        d = self._on_log(self._read, keys, self._last_chunk)
+        logs = [(run_id, h.last_chunk) for run_id, h in self._followed.items()]
+        d = self._on_log(self._read, keys, logs)
         d.addCallback(self._update)
         d.addErrback(
             lambda f: self.log.warn("could not read remote runs: {error}",
@@ -226,7 +228,7 @@ class CeleryLauncher:
         return d
 
     def _read(
-        self, db: Database, keys: list[tuple[str, int]], after: int
+        self, db: Database, keys: list[tuple[str, int]], logs: list[tuple[str, int]]
     ) -> tuple[dict[str, AttemptState], list[tuple[int, str, str]], set[str]]:
         found = attempts.states(db, keys, self._lease_timeout_s)
         lost = {
@@ -235,7 +237,7 @@ class CeleryLauncher:
             if state.stale and attempts.lose(db, state.job_run_id, state.attempt,
                                              self._lease_timeout_s)
         }
-        chunks = attempts.chunks_after(db, [k for k, _ in keys], after)
+        chunks = attempts.chunks_after(db, logs)
         return found, chunks, lost
 
     def _update(
@@ -243,9 +245,9 @@ class CeleryLauncher:
     ) -> None:
         found, chunks, lost = read
         for seq, run_id, lines in chunks:
-            self._last_chunk = max(self._last_chunk, seq)
             handle = self._followed.get(run_id)
-            if handle is not None and handle.writer is not None:
+            if handle is not None and handle.writer is not None and seq > handle.last_chunk:
+                handle.last_chunk = seq
                 handle.writer.records(lines.split("\n"))
         for run_id, state in found.items():
             handle = self._followed.get(run_id)
@@ -293,7 +295,6 @@ class CeleryLauncher:
                 "adopted job run {job_run_id} attempt {attempt} of build {build_request_id}",
                 job_run_id=run_id, attempt=attempt, build_request_id=build_request_id,
             )
-        self._last_chunk = 0 if runs else self._last_chunk
         return Recovered(terminated=0, adopted=tuple(runs))
 
     def _adopted_ended(self, result: ProcessResult, handle: RemoteRun) -> None:

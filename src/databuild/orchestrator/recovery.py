@@ -146,15 +146,21 @@ async def record_adopted_end(
     task = await event_log.get_task(run.job_run_id)
     if task is None or JobStatus.parse(task["status"]).final:
         return
+    events: list[Payload] = []
+    started = POLICY[Happening.RUN_STARTED]
+    assert started.run is not None and started.outputs is not None
+    if JobStatus.parse(task["status"]) is not started.run:
+        # Its service died before it recorded the start it saw.
+        events.append(JobEvent(run.job_run_id, task["job_label"], started.run, task["outputs"]))
+        events += [PartitionEvent(ref, started.outputs, "", run.job_run_id)
+                   for ref in task["outputs"]]
     outcome = POLICY[run_ended(result)]
     assert outcome.run is not None and outcome.outputs is not None
     message = "" if result.succeeded else f"job {task['job_label']} {result.describe()}"
     if result.stderr_tail and not result.succeeded:
         message += f"; stderr ends: {result.stderr_tail.splitlines()[-1]}"
-    events: list[Payload] = [
-        JobEvent(run.job_run_id, task["job_label"], outcome.run, task["outputs"], message,
-                 result.exit_code)
-    ]
+    events.append(JobEvent(run.job_run_id, task["job_label"], outcome.run, task["outputs"],
+                           message, result.exit_code))
     events += [PartitionEvent(ref, outcome.outputs, message, run.job_run_id)
                for ref in task["outputs"]]
     await gatherResults(
