@@ -8,6 +8,8 @@ import pytest
 from tests.service.test_options import parsed
 from twisted.python.usage import UsageError
 
+from databuild.errors import GraphFileError
+from databuild.graph.workspace import parse_workspace
 from databuild.service.settings import DEFAULT_BROKER, ENV_BROKER
 from databuild.service.tap import SettingError
 
@@ -51,3 +53,29 @@ def test_an_unknown_executor_is_refused(color_votes: Path, monkeypatch) -> None:
     with_executor_table(color_votes, 'kind = "slurm"')
     with pytest.raises(SettingError, match=r"\[executor\]: 'kind' is 'slurm'"):
         parsed(color_votes, monkeypatch=monkeypatch)
+
+
+def test_a_job_may_name_its_queue(tmp_path: Path) -> None:
+    toml = b"""
+[graph]
+label = "g"
+
+[executor]
+queue = "small"
+
+[[jobs]]
+label = "big"
+outputs = ["big/.*"]
+command = ["true"]
+queue = "big"
+
+[[jobs]]
+label = "any"
+outputs = ["any/.*"]
+command = ["true"]
+"""
+    workspace = parse_workspace(tmp_path, toml)
+    assert workspace.executor.queue == "small"
+    assert (workspace.job("big").queue, workspace.job("any").queue) == ("big", None)
+    with pytest.raises(GraphFileError, match=r"job 'big': queue 'a b' must not contain"):
+        parse_workspace(tmp_path, toml.replace(b'queue = "big"', b'queue = "a b"'))
