@@ -162,23 +162,34 @@ def chunks_after(db: Database, runs: Sequence[tuple[str, int]]) -> list[tuple[in
 def adopt(
     db: Database, dead: Sequence[str], me: str, lease_s: float
 ) -> list[tuple[str, int, str]]:
-    """Make this service (``me``) follow the running attempts of ``dead`` services whose
-    heartbeats are fresh: ``(job_run_id, attempt, build_request_id)`` of each."""
+    """Take over the attempts of ``dead`` services: this service (``me``) follows the running
+    ones whose heartbeats are fresh; running ones with stale heartbeats are lost, queued
+    ones never start. Returns ``(job_run_id, attempt, build_request_id)`` of those followed."""
     if not dead:
         return []
+    now, lease_ns = now_ns(db), int(lease_s * 1e9)
     with db.transaction():
         rows = db.all(
             f"UPDATE remote_attempts SET epoch = ? WHERE epoch = ANY(?) AND state = '{RUNNING}'"
-            f" AND heartbeat_at >= {now_ns(db)} - ? RETURNING job_run_id, attempt,"
-            " build_request_id",
-            (me, list(dead), int(lease_s * 1e9)),
+            f" AND heartbeat_at >= {now} - ? RETURNING job_run_id, attempt, build_request_id",
+            (me, list(dead), lease_ns),
+        )
+        db.execute(
+            f"UPDATE remote_attempts SET state = '{LOST}', ended_at = {now}"
+            f" WHERE epoch = ANY(?) AND state = '{RUNNING}'",
+            (list(dead),),
+        )
+        db.execute(
+            f"UPDATE remote_attempts SET state = '{CANCELLED}', cancelled = TRUE,"
+            f" ended_at = {now} WHERE epoch = ANY(?) AND state = '{QUEUED}'",
+            (list(dead),),
         )
         # Their claims went with their dead service (``bel.services.take_over``): they are
         # this service's now, until each run's final event releases them.
         for run_id, _, build_request_id in rows:
             db.execute(
                 "INSERT INTO claims (partition_ref, job_run_id, build_request_id, service_id,"
-                f" claimed_at) SELECT partition_ref, job_run_id, ?, ?, {now_ns(db)}"
+                f" claimed_at) SELECT partition_ref, job_run_id, ?, ?, {now}"
                 " FROM job_run_outputs WHERE job_run_id = ? ON CONFLICT DO NOTHING",
                 (build_request_id, me, run_id),
             )

@@ -277,7 +277,7 @@ class CeleryLauncher:
 
     def recover(self, owner_dead: Callable[[str], bool]) -> Deferred[Recovered]:
         """Adopt the running attempts of dead services whose heartbeats are fresh; the others
-        become lost when their heartbeats go stale (``_poll`` of whoever follows them)."""
+        are lost, and their queued ones never start (``attempts.adopt``)."""
         return ensureDeferred(self._recover(owner_dead))
 
     async def _recover(self, owner_dead: Callable[[str], bool]) -> Recovered:
@@ -306,8 +306,8 @@ class CeleryLauncher:
         epochs = [
             str(row[0])
             for row in db.all(
-                "SELECT DISTINCT epoch FROM remote_attempts WHERE state = ?",
-                (attempts.RUNNING,),
+                "SELECT DISTINCT epoch FROM remote_attempts WHERE state IN (?, ?)",
+                (attempts.QUEUED, attempts.RUNNING),
             )
         ]
         dead = [e for e in epochs if e != self.service_id and owner_dead(e)]
