@@ -148,7 +148,7 @@ class Farm(Cluster):
         def found() -> list[tuple[int, str]]:
             return [
                 (int(pid), worker)
-                for path in sorted(self.data.glob(f"started-{name}-*"))
+                for path in sorted(self.data.glob(f"started-{name}-*[0-9]"))
                 for pid, worker in [path.read_text().split()]
             ]
 

@@ -123,7 +123,7 @@ def test_cancelling_as_the_run_starts_converges(farm: Farm) -> None:
                     for _, state, _ in farm.attempts(task["job_run_id"])),
         "every attempt to end", 30.0,
     )
-    for path in farm.data.glob("started-x-*"):
+    for path in farm.data.glob("started-x-*[0-9]"):
         pid = int(path.read_text().split()[0])
         poll_until(lambda pid=pid: not alive(pid), "the run's process to end", 10.0)
 

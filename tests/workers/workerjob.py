@@ -2,7 +2,7 @@
 naming its ref, run, pid and ``DATABUILD_WORKER``.
 
 Refs: ``leaf/K`` has no inputs; ``top/K`` needs ``leaf/K`` and ``leaf/K+1``. ``slow/NAME``
-writes ``$TEAM_DATA/started-NAME`` (``pid worker``), prints a line every 50 ms and waits for
+writes ``$TEAM_DATA/started-NAME-PID`` (``pid worker``), prints a line every 50 ms and waits for
 ``release-NAME``. ``TEAM_SLEEP`` (seconds) paces the others.
 """
 
@@ -42,7 +42,10 @@ with open(DATA / "execs.jsonl", "a") as f:
     f.write(json.dumps(line) + "\n")
 kind, name = ref.split("/", 1)
 if kind == "slow":
-    (DATA / f"started-{name}-{os.getpid()}").write_text(f"{os.getpid()} {worker}")
+    started = DATA / f"started-{name}-{os.getpid()}"
+    partial = started.with_suffix(".partial")  # renamed whole: a reader never sees it empty
+    partial.write_text(f"{os.getpid()} {worker}")
+    partial.rename(started)
     n = 0
     while not (DATA / f"release-{name}").exists():
         print(f"{name} line {n}", flush=True)
