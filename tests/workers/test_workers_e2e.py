@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,19 @@ def test_a_worker_cut_off_from_the_log_stops_its_runs(farm: Farm) -> None:
     build = service.finished(build_id)
     assert build["status"] == "BUILD_REQUEST_FAILED"
     assert "stopped heartbeating" in _task_of(service, build_id, "slow/x")["message"]
+
+
+def test_a_run_the_broker_cannot_take_fails_and_its_build_ends(farm: Farm) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    service = farm.service("s", "--broker", f"amqp://guest:guest@127.0.0.1:{port}//")
+
+    build = service.finished(service.submit("leaf/1"))
+
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    [task] = build["tasks"]
+    assert task["status"] == "JOB_FAILED"
+    assert "databuild:" in task["message"]
+    assert farm.attempts(task["job_run_id"]) == [(1, "cancelled", None)]
+    assert farm.execs() == []

@@ -177,6 +177,11 @@ class CeleryLauncher:
         """The log or the broker failed the launch: the run ends failed, its build goes on."""
         self.log.failure("job run {job_run_id} broke", failure, job_run_id=handle.job_run_id)
         self._followed.pop(handle.job_run_id, None)
+        # An attempt recorded but never published must not wait in the queue's count.
+        self._on_log(attempts.cancel, handle.job_run_id).addErrback(
+            lambda f: self.log.warn("could not close job run {job_run_id}'s attempt: {error}",
+                                    job_run_id=handle.job_run_id, error=f.getErrorMessage())
+        )
         self._finish(
             handle,
             ProcessResult(None, None, stderr_tail=f"databuild: {failure.getErrorMessage()}"),
@@ -253,7 +258,7 @@ class CeleryLauncher:
             handle = self._followed.get(run_id)
             if handle is None or handle.attempt_ended is None:
                 continue
-            if state.state != attempts.QUEUED and not handle.started.called:
+            if state.worker is not None and not handle.started.called:  # a worker took it
                 handle.started.callback(None)
             result = state.result
             if run_id in lost:
