@@ -344,3 +344,29 @@ def test_a_run_the_broker_cannot_take_fails_and_its_build_ends(farm: Farm) -> No
     assert "databuild:" in task["message"]
     assert farm.attempts(task["job_run_id"]) == [(1, "cancelled", None)]
     assert farm.execs() == []
+
+
+def test_tasks_logs_follow_prints_a_remote_run_until_it_ends(farm: Farm) -> None:
+    farm.worker("wa")
+    service = farm.service("s")
+    build_id = service.submit("slow/x")
+    task = _task_of(service, build_id, "slow/x")
+    env = {**os.environ, "DATABUILD_SERVICE_URL": service.info["url"],
+           "DATABUILD_SERVICE_TOKEN": service.info["token"]}
+    out = farm.root / "follow.txt"
+    with out.open("wb") as sink:
+        follow = subprocess.Popen(
+            [installed("databuild"), "tasks", "logs", task["job_run_id"], "--follow"],
+            stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=farm.root,
+        )
+    try:
+        poll_until(lambda: "x line 3" in out.read_text(), "followed lines", 60.0)
+        assert follow.poll() is None
+        farm.release("x")
+        assert follow.wait(60) == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    texts = [line.split("  ")[-1] for line in out.read_text().splitlines()]
+    assert texts == [f"x line {n}" for n in range(len(texts))]
