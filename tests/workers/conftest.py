@@ -41,6 +41,12 @@ label = "work"
 outputs = ['(leaf|top|slow)/[a-z0-9]+']
 command = ["python3", "workerjob.py"]
 retries = {retries}
+
+[[jobs]]
+label = "big"
+outputs = ['big/[a-z0-9]+']
+command = ["python3", "workerjob.py"]
+queue = "{queue}-big"
 """
 
 
@@ -93,6 +99,7 @@ class Farm(Cluster):
         prefix: Sequence[str] = (),
         event_log: str | None = None,
         broker: str = BROKER,
+        queues: Sequence[str] = (),
     ) -> Worker:
         """Start ``databuild worker`` as ``name`` (in front of it: ``prefix``, such as
         ``ip netns exec NS``) and wait until it registered and consumes its queue."""
@@ -105,7 +112,8 @@ class Farm(Cluster):
         command = [
             *prefix, installed("databuild"), "worker", "--workspace", str(root),
             "--broker", broker, "--event-log", event_log or self.event_log,
-            "--queue", self.queue, "--concurrency", str(concurrency), "--name", name,
+            *(f"--queue={q}" for q in queues or [self.queue]),
+            "--concurrency", str(concurrency), "--name", name,
             "--lease-timeout", str(int(WORKER_LEASE_S)), *args,
         ]
         with log_file.open("wb") as out:

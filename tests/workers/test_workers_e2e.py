@@ -370,3 +370,15 @@ def test_tasks_logs_follow_prints_a_remote_run_until_it_ends(farm: Farm) -> None
             follow.wait()
     texts = [line.split("  ")[-1] for line in out.read_text().splitlines()]
     assert texts == [f"x line {n}" for n in range(len(texts))]
+
+
+def test_a_job_s_runs_go_to_the_workers_of_its_queue(farm: Farm) -> None:
+    farm.worker("wa")
+    farm.worker("wbig", queues=[f"{farm.queue}-big"])
+    service = farm.service("s")
+
+    build = service.finished(service.submit("big/1", "big/2", "leaf/1", "leaf/2"))
+
+    assert build["status"] == "BUILD_REQUEST_COMPLETED", build
+    ran = {e["ref"]: e["worker"] for e in farm.execs() if e["phase"] == "start"}
+    assert ran == {"big/1": "wbig", "big/2": "wbig", "leaf/1": "wa", "leaf/2": "wa"}
