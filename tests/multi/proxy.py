@@ -56,7 +56,7 @@ class Proxy:
                     if not data:
                         break
                     dst.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the socket was closed by ``cut``
             pass
         finally:
             for s in (src, dst):

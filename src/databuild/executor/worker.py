@@ -158,29 +158,36 @@ class AttemptRunner:
             job_run_id=run.job_run_id, job_label=run.job_label, attempt=attempt, pid=child.pid,
         )
         unreachable_since: float | None = None
-        stopping = False
+        stop_why: str | None = None
+        terminating = False
         pid: int | None = child.pid
         while True:
             finished = ended.wait(BEAT_S)
+            pending = _drain(lines)
             try:
-                cancel = attempts.heartbeat(db, run.job_run_id, attempt, pid, _drain(lines))
-                pid, unreachable_since = None, None
+                cancel = attempts.heartbeat(db, run.job_run_id, attempt, pid, pending)
             except Exception as e:
-                cancel = False
+                lines.extendleft(reversed(pending))  # kept for the next heartbeat
                 unreachable_since = unreachable_since or time.monotonic()
                 log.warn("job run {job_run_id}: cannot reach the event log: {error}",
                          job_run_id=run.job_run_id, error=str(e))
                 _reconnect(db)
                 if time.monotonic() - unreachable_since >= self._lease_timeout_s:
-                    cancel = True  # unfenced: the service fails it elsewhere; stop it
+                    # Unfenced now: the service fails it, and it may run elsewhere.
+                    stop_why = stop_why or "the event log is out of reach"
+            else:
+                pid, unreachable_since = None, None
+                if cancel is None:
+                    stop_why = stop_why or "the attempt is no longer this worker's"
+                elif cancel:
+                    stop_why = stop_why or "cancel asked"
             if finished:
                 return outcome[0]
-            if (cancel is None or cancel) and not stopping:
-                stopping = True
+            if stop_why is not None and not terminating:
+                terminating = True
                 log.info(
                     "job run {job_run_id} attempt {attempt}: {why}; terminating its group",
-                    job_run_id=run.job_run_id, attempt=attempt,
-                    why="cancel asked" if cancel else "the attempt is no longer this worker's",
+                    job_run_id=run.job_run_id, attempt=attempt, why=stop_why,
                 )
                 self._reactor.callFromThread(child.terminate)
 
