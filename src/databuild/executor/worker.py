@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
-from databuild.bel.backend import Database, parse_uri
+from databuild.bel.backend import Database, EventLogError, parse_uri
 from databuild.bel.schema import create_or_upgrade
 from databuild.executor import attempts
 from databuild.executor.celeryapp import TASK_NAME, make_app
@@ -48,6 +48,8 @@ the cancel flag, so a cancel reaches the process within about this long)."""
 WORKER_BEAT_S = 2.0
 REAP_S = 0.02
 ENV_WORKER = "DATABUILD_WORKER"
+USAGE_EXIT_CODE = 2
+"""A bad setting, as the CLI's usage errors (docs/cli.md)."""
 
 log = Logger()
 
@@ -307,3 +309,44 @@ def serve(
         blockingCallFromThread(reactor, tether.stopService)
         reactor.callFromThread(reactor.stop)
         thread.join(timeout=5)
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """``databuild worker`` after the CLI handed over (``databuild.cli.worker``): ``argv`` is
+    one JSON document of its options. Checks the settings (a bad one: one sentence on stderr,
+    exit 2), then runs the worker until it is stopped."""
+    from databuild.errors import GraphFileError
+    from databuild.graph import load_workspace
+    from databuild.service.settings import DEFAULT_BROKER, DEFAULT_QUEUE, ENV_BROKER
+    from databuild.startup import ENV_EVENT_LOG
+
+    options = json.loads(argv[0])
+    root = Path(options["workspace"])
+    try:
+        workspace = load_workspace(root)
+        event_log = (
+            options["event_log"] or environ.get(ENV_EVENT_LOG) or workspace.service.event_log
+        )
+        if not event_log or parse_uri(event_log, root).dialect != "postgresql":
+            raise ValueError(
+                "a worker needs the PostgreSQL event log its services use: give --event-log "
+                f"postgresql://... (or ${ENV_EVENT_LOG}, [service] event_log)"
+            )
+    except (GraphFileError, EventLogError, ValueError) as e:
+        sys.stderr.write(f"databuild: {e}\n")
+        return USAGE_EXIT_CODE
+    serve(
+        workspace=root,
+        broker=options["broker"] or environ.get(ENV_BROKER) or workspace.executor.broker
+        or DEFAULT_BROKER,
+        event_log=event_log,
+        queues=options["queues"] or [workspace.executor.queue or DEFAULT_QUEUE],
+        concurrency=options["concurrency"] or os.cpu_count() or 1,
+        name=options["name"] or socket.gethostname(),
+        lease_timeout_s=options["lease_timeout_s"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], os.environ))
