@@ -65,6 +65,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from databuild.bel import open_event_log
 from databuild.executor import runner
+from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.executor.running import RunningJournal
 from databuild.graph.workspace import load_workspace
@@ -212,7 +213,7 @@ async def run_databuild(
     log = open_event_log(str(root / ".databuild" / "bel.sqlite"), root, reactor)
     await log.open()
     executor = bench_executor(reactor, root, parallel, work_s, tethered=tethered)
-    orchestrator = Orchestrator(reactor, workspace, log, executor)
+    orchestrator = Orchestrator(reactor, workspace, log, LocalLauncher(reactor, executor))
     await orchestrator.startService()
     try:
         start = time.perf_counter()

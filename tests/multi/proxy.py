@@ -34,6 +34,8 @@ class Proxy:
 
     target: tuple[str, int]
     port: int = 0
+    host: str = "127.0.0.1"
+    """The address it listens on."""
     frozen: bool = False
     closed: bool = False
     dropped: int = 0
@@ -44,7 +46,7 @@ class Proxy:
     _lock: threading.Lock = field(factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((self.host, 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -119,4 +121,4 @@ class Proxy:
     def uri(self, direct: str) -> str:
         """``direct``, the URI of the database, made to go through this proxy."""
         host, port = self.target
-        return direct.replace(f"{host}:{port}", f"127.0.0.1:{self.port}", 1)
+        return direct.replace(f"{host}:{port}", f"{self.host}:{self.port}", 1)

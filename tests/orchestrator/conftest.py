@@ -15,6 +15,7 @@ from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from databuild.bel import EventLog, open_event_log
+from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.graph.workspace import Workspace, load_workspace
 from databuild.orchestrator import Orchestrator
@@ -120,7 +121,8 @@ async def start_harness(
     await log.open()
     executor = executor_type(reactor, root, max_parallel_jobs, grace_s=2)
     orchestrator = Orchestrator(
-        reactor, workspace, wrap_log(log), executor, **orchestrator_options
+        reactor, workspace, wrap_log(log), LocalLauncher(reactor, executor),
+        **orchestrator_options,
     )
     harness = Harness(root, workspace, log, executor, orchestrator)
     globalLogPublisher.addObserver(harness.observe)

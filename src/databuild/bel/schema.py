@@ -1,6 +1,8 @@
 """The event log's schema: numbered ``.sql`` migrations per dialect, applied in order.
 
-``sql/<dialect>-<NNN>-<what>.sql`` takes a log from version NNN-1 to NNN; version 1 creates it.
+``sql/<dialect>-<NNN>-<what>.sql`` takes a log from the version of the script before it to NNN;
+version 1 creates it. A dialect may skip numbers (PostgreSQL's worker tables, SPEC §10, have
+no SQLite counterpart).
 The version lives in the ``schema_version`` table. ``create_or_upgrade`` is the one entry point.
 """
 

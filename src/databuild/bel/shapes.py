@@ -97,6 +97,20 @@ SCHEMAS: dict[str, Schema] = {
             "lease": {"enum": ["live", "expired", "stopped", "dead"]},
         }
     ),
+    "Worker": obj(
+        {
+            "name": STRING,
+            "host": STRING,
+            "pid": {"type": "integer"},
+            "queues": {"type": "array", "items": STRING},
+            "concurrency": {"type": "integer"},
+            "started_at": NANOS,
+            "last_heartbeat": NANOS,
+            "live": {"type": "boolean"},
+            "running": {"type": "integer", "description": "attempts running on it now"},
+            "runs_total": {"type": "integer"},
+        }
+    ),
     "Task": obj(
         {
             "job_run_id": STRING,
@@ -111,6 +125,9 @@ SCHEMAS: dict[str, Schema] = {
             "message": STRING,
         },
         scheduled_at=nullable(NANOS),
+        worker={**nullable(STRING),
+                "description": "the Celery worker of its last attempt (§10; shown by a celery "
+                "service's task endpoints)"},
     ),
     "Partition": obj(
         {

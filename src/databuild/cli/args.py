@@ -188,6 +188,38 @@ def _tasks(add: Adder, sub: Any) -> None:
                       help="the text as the job printed it, control characters and all")
 
 
+def _workers(add: Adder, sub: Any) -> None:
+    add(sub, "list", "the Celery workers that run this log's jobs, with their heartbeats")
+
+
+def _worker(add: Adder, sub: Any) -> None:
+    worker = add(sub, "worker", "run a Celery worker for the workspace's job runs (SPEC §10)")
+    worker.add_argument("--broker", metavar="URL",
+                        help="the broker ($DATABUILD_BROKER_URL, [executor] broker, "
+                        "else RabbitMQ on 127.0.0.1)")
+    worker.add_argument("--event-log", metavar="URI",
+                        help="the PostgreSQL event log ($DATABUILD_EVENT_LOG, "
+                        "[service] event_log)")
+    worker.add_argument("--queue", action="append", metavar="Q", dest="queues",
+                        help="a queue to take runs from; repeatable (default: "
+                        "[executor] queue, else databuild)")
+    worker.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                        help="runs at once (default: CPUs)")
+    worker.add_argument("--name", metavar="NAME",
+                        help="this worker's name in the log and DATABUILD_WORKER "
+                        "(default: the host name)")
+    worker.add_argument("--lease-timeout", type=_positive, default=30, metavar="S",
+                        help="stop the runs after this many seconds without the event log "
+                        "(default: 30, the services' lease timeout)")
+
+
+def _positive(text: str) -> int:
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _dashboard(add: Adder, sub: Any) -> None:
     add(sub, "dashboard", "print (and open) a one-time login link to the web dashboard")
 
@@ -213,6 +245,8 @@ COMMANDS: dict[str, tuple[str, Callable[[Adder, Any], None]]] = {
     "tasks": ("job runs", _tasks),
     "service": ("the workspace's service", _service),
     "dashboard": ("", _dashboard),
+    "workers": ("the Celery workers", _workers),
+    "worker": ("", _worker),
 }
 """Each command: the help of a command group (empty for a single command), and what adds it."""
 

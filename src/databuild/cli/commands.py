@@ -144,6 +144,10 @@ async def tasks_list(ctx: Context) -> int:
     return await _get(ctx, "/api/v1/tasks", params, _listing("tasks", a.offset))
 
 
+async def workers_list(ctx: Context) -> int:
+    return await _get(ctx, "/api/v1/workers", None, _listing("workers", 0))
+
+
 async def tasks_show(ctx: Context) -> int:
     return await _get(ctx, f"/api/v1/tasks/{segment(ctx.args.id)}", None, render.details)
 
@@ -465,6 +469,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("tasks", "show"): tasks_show,
     ("tasks", "cancel"): tasks_cancel,
     ("tasks", "logs"): tasks_logs,
+    ("workers", "list"): workers_list,
     ("service", "status"): service_status,
     ("service", "start"): service_start,
     ("service", "stop"): service_stop,

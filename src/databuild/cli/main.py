@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``databuild`` command; returns its exit code."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.command == "worker":  # a long-running process, not a client of the service
+            from databuild.cli.worker import worker
+
+            return worker(args, os.environ, Path.cwd(), sys.stderr)
         return run(args, os.environ, Path.cwd(), sys.stdout, sys.stderr)
     except KeyboardInterrupt:  # before the reactor took over SIGINT
         return INTERRUPTED

@@ -184,6 +184,15 @@ TASK_COLUMNS: list[Column] = [
     ("EXIT", "exit_code"),
     ("OUTPUTS", "outputs"),
 ]
+WORKER_COLUMNS: list[Column] = [
+    ("WORKER", "name"),
+    ("HOST", "host"),
+    ("QUEUES", "queues"),
+    ("SLOTS", "concurrency"),
+    ("RUNNING", "running"),
+    ("LIVE", "live"),
+    ("HEARTBEAT", "last_heartbeat"),
+]
 SUBTABLES: dict[str, list[Column]] = {
     "tasks": TASK_COLUMNS,
     "job_runs": TASK_COLUMNS,
@@ -203,6 +212,7 @@ LISTS: dict[str, list[Column]] = {
     "partitions": PARTITION_COLUMNS,
     "jobs": JOB_COLUMNS,
     "tasks": TASK_COLUMNS,
+    "workers": WORKER_COLUMNS,
 }
 
 

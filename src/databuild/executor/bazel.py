@@ -3,7 +3,8 @@
 Each call here is one Bazel client process started with :func:`databuild.proc.process.spawn`
 in the workspace root. Bazel's output goes to the service log line by line; a failed command
 raises :class:`~databuild.errors.AnalysisError` carrying Bazel's own error lines. Callers make
-sure that only one Bazel command runs at a time (see :class:`databuild.executor.launcher.Launcher`).
+sure that only one Bazel command runs at a time (see
+:class:`databuild.executor.commands.JobCommands`).
 """
 
 from __future__ import annotations

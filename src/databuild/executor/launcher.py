@@ -1,82 +1,74 @@
-"""The command resolver the service uses: plain commands as they are, Bazel targets built first.
+"""The launcher seam: how the orchestrator hands a job run to whatever runs its ``exec``.
 
-The service holds one :class:`Launcher` per workspace and so is the one owner of Bazel there:
-every ``bazel`` command it runs goes through the Launcher's lock, so concurrent builds queue
-for Bazel instead of contending for its output base.
+A launcher takes a run and gives back a :class:`RunHandle`: ``started``, ``result`` and
+``cancel`` mean the same whether the run is a child process of the service
+(``executor.local.LocalLauncher``) or a process on a Celery worker
+(``executor.celery_launcher.CeleryLauncher``); the orchestrator cannot tell them apart. Another
+kind (Kubernetes Jobs, Slurm) is one more module implementing :class:`Launcher`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from attrs import define, field
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
-from twisted.internet.interfaces import IReactorProcess
+from attrs import frozen
+from twisted.internet.defer import Deferred
 
-from databuild.errors import AnalysisError
-from databuild.executor.bazel import Bazel, executable_path
-
-if TYPE_CHECKING:
-    from databuild.graph import JobSpec, Workspace
+from databuild.graph.workspace import JobSpec
+from databuild.model import JobRun
+from databuild.proc.process import ProcessResult
 
 
-@define(eq=False)
-class Launcher:
-    """Turns job specs into argv prefixes, building Bazel targets with one ``bazel build``.
+class RunHandle(Protocol):
+    """A run handed to a launcher.
 
-    ``resolve`` is a ``CommandResolver`` (docs/architecture.md). ``env`` is the environment of
-    the Bazel client (the service's own by default).
+    ``started`` fires when its first attempt begins (never, for a run cancelled before);
+    ``result`` fires with the ProcessResult of its last attempt and never errbacks;
+    ``attempts`` counts the attempts begun.
     """
 
-    reactor: IReactorProcess
-    workspace: Workspace
-    env: Mapping[str, str] = field(factory=lambda: dict(os.environ))
-    _bazel: Bazel = field(init=False)
-    _lock: DeferredLock = field(init=False, factory=DeferredLock)
-    _bazel_bin: Path | None = field(init=False, default=None)
+    job_run_id: str
+    started: Deferred[None]
+    result: Deferred[ProcessResult]
+    attempts: int
 
-    def __attrs_post_init__(self) -> None:
-        self._bazel = Bazel(
-            reactor=self.reactor,
-            root=self.workspace.root,
-            command=tuple(self.workspace.bazel.command),
-            build_flags=tuple(self.workspace.bazel.build_flags),
-            env=self.env,
-        )
+    def cancel(self) -> None:
+        """Stop the run: it never starts if it has not, or its whole process group ends."""
 
-    def resolve(self, jobs: Sequence[JobSpec]) -> Deferred[dict[str, tuple[str, ...]]]:
-        """Job label → argv prefix; builds ``target`` jobs first (AnalysisError if that fails)."""
-        return ensureDeferred(self._resolve(jobs))
 
-    async def _resolve(self, jobs: Sequence[JobSpec]) -> dict[str, tuple[str, ...]]:
-        argv = {job.label: tuple(job.command) for job in jobs if job.command is not None}
-        targets = {job.label: job.target for job in jobs if job.target is not None}
-        if not targets:
-            return argv
-        executables: dict[str, PurePosixPath] = {}
-        for label, target in targets.items():
-            try:
-                executables[label] = executable_path(target)
-            except ValueError as e:
-                raise AnalysisError(f"job {label}: {e}") from e
-        async with self._lock:
-            bazel_bin = await self._build(sorted(set(targets.values())))
-        for label, target in targets.items():
-            path = bazel_bin / executables[label]
-            if not os.access(path, os.X_OK):
-                raise AnalysisError(
-                    f"job {label}: bazel built {target} but there is no executable at {path};"
-                    f" a job target must be an executable rule such as py_binary or sh_binary"
-                )
-            argv[label] = (str(path),)
-        return argv
+@frozen
+class AdoptedRun:
+    """A run a dead service left that goes on elsewhere and is now followed by this one."""
 
-    async def _build(self, targets: Sequence[str]) -> Path:
-        """Run ``bazel build`` (and, the first time, ``bazel info``); the lock is held."""
-        await self._bazel.build(targets)
-        if self._bazel_bin is None:
-            self._bazel_bin = Path(await self._bazel.info("bazel-bin"))
-        return self._bazel_bin
+    job_run_id: str
+    build_request_id: str
+    handle: RunHandle
+
+
+@frozen
+class Recovered:
+    """What a launcher did with the runs of dead services."""
+
+    terminated: int
+    """Process groups it ended."""
+    adopted: tuple[AdoptedRun, ...] = ()
+    """Runs it follows to their end instead."""
+
+
+class Launcher(Protocol):
+    """Runs job runs' ``exec`` (SPEC §3.2), at most ``1 + job.retries`` attempts each."""
+
+    def run(
+        self, job_run: JobRun, build_request_id: str, argv_prefix: Sequence[str], job: JobSpec
+    ) -> RunHandle:
+        """Start (or queue) ``PREFIX exec ARGS`` for ``job_run``; its outputs are claimed."""
+
+    def recover(self, owner_dead: Callable[[str], bool]) -> Deferred[Recovered]:
+        """Deal with the runs left by the services for which ``owner_dead`` is true."""
+
+    def kill_all(self) -> None:
+        """The stop deadline passed: end every run's processes that this launcher can reach."""
+
+    def close(self) -> None:
+        """Release what the launcher holds; called once every build has ended."""

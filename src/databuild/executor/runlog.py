@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -177,11 +178,20 @@ class RunLogWriter:
         FLUSH_DELAY_S."""
         if self._closed:
             return
+        record = log_record(stream, text, time.time_ns(), continued=continued)
+        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def records(self, lines: Sequence[str]) -> None:
+        """Append lines already stored elsewhere as JSON records (a remote run's, SPEC §10)."""
+        if self._closed or not lines:
+            return
+        self._write("".join(line + "\n" for line in lines))
+
+    def _write(self, text: str) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
-        record = log_record(stream, text, time.time_ns(), continued=continued)
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(text)
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_DELAY_S, self._flush)
 

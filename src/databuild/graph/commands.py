@@ -25,7 +25,7 @@ def plain_commands(jobs: Sequence[JobSpec]) -> Deferred[dict[str, tuple[str, ...
             return fail(
                 AnalysisError(
                     f"job {job.label!r} is the Bazel target {job.target!r}; "
-                    "only the service's launcher can build and run targets"
+                    "only the service's command resolver can build and run targets"
                 )
             )
         commands[job.label] = job.command

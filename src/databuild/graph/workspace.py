@@ -21,11 +21,13 @@ from databuild.startup import GRAPH_FILE
 
 STATE_DIR = ".databuild"
 
-_TOP_KEYS = frozenset({"graph", "service", "bazel", "jobs"})
+_TOP_KEYS = frozenset({"graph", "service", "bazel", "executor", "jobs"})
 _GRAPH_KEYS = frozenset({"label", "lookup"})
 _SERVICE_KEYS = frozenset({"event_log", "port", "idle_timeout", "max_parallel_jobs"})
 _BAZEL_KEYS = frozenset({"command", "build_flags"})
-_JOB_KEYS = frozenset({"label", "outputs", "command", "target", "timeout", "retries"})
+_EXECUTOR_KEYS = frozenset({"kind", "broker", "queue"})
+EXECUTOR_KINDS = ("local", "celery")
+_JOB_KEYS = frozenset({"label", "outputs", "command", "target", "timeout", "retries", "queue"})
 
 
 @frozen
@@ -47,6 +49,15 @@ class BazelSettings:
 
 
 @frozen
+class ExecutorSettings:
+    """The ``[executor]`` table (SPEC §10); ``None`` for every key the file does not set."""
+
+    kind: str | None = None
+    broker: str | None = None
+    queue: str | None = None
+
+
+@frozen
 class JobSpec:
     """One ``[[jobs]]`` entry: a job, the refs it produces and how to start it."""
 
@@ -56,6 +67,8 @@ class JobSpec:
     target: str | None = None
     timeout: float | None = None
     retries: int = 0
+    queue: str | None = None
+    """The broker queue of its runs on Celery workers (the ``[executor]`` queue if unset)."""
 
     def produces(self, ref: str) -> bool:
         """Whether one of this job's output patterns matches the whole of ``ref``."""
@@ -72,6 +85,7 @@ class Workspace:
     service: ServiceSettings
     bazel: BazelSettings
     jobs: tuple[JobSpec, ...]
+    executor: ExecutorSettings = ExecutorSettings()
     fingerprint: str = field(default="", eq=False)
     """What the graph was loaded from, hashed (set by ``databuild.graph.source``)."""
     _by_label: dict[str, JobSpec] = field(init=False, repr=False, eq=False)
@@ -162,6 +176,8 @@ class _Reader:
         self.keys(service, _SERVICE_KEYS, "[service]")
         bazel = self.table(data, "bazel", "top level")
         self.keys(bazel, _BAZEL_KEYS, "[bazel]")
+        executor = self.table(data, "executor", "top level")
+        self.keys(executor, _EXECUTOR_KEYS, "[executor]")
         return Workspace(
             root=root,
             label=label,
@@ -172,6 +188,7 @@ class _Reader:
                 build_flags=self.strings(bazel.get("build_flags", []), "[bazel]", "build_flags"),
             ),
             jobs=self.jobs(data.get("jobs", [])),
+            executor=self.executor(executor),
         )
 
     def keys(self, table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -210,6 +227,19 @@ class _Reader:
             parallel = self.integer(parallel, where, "max_parallel_jobs", 1, None)
         return ServiceSettings(event_log, port, idle, parallel)
 
+    def executor(self, table: dict[str, Any]) -> ExecutorSettings:
+        where = "[executor]"
+        kind = table.get("kind")
+        if kind is not None and self.string(kind, where, "kind") not in EXECUTOR_KINDS:
+            raise self.error(where, f"'kind' is {kind!r}; it must be one of "
+                             + ", ".join(repr(k) for k in EXECUTOR_KINDS))
+        broker, queue = table.get("broker"), table.get("queue")
+        return ExecutorSettings(
+            kind=kind,
+            broker=None if broker is None else self.string(broker, where, "broker"),
+            queue=None if queue is None else self.label(queue, where, "queue"),
+        )
+
     def jobs(self, value: object) -> tuple[JobSpec, ...]:
         if not isinstance(value, list) or not all(isinstance(j, dict) for j in value):
             raise self.error("top level", "'jobs' must be an array of tables ([[jobs]])")
@@ -242,6 +272,7 @@ class _Reader:
             target=self.string(table["target"], where, "target") if has_target else None,
             timeout=None if timeout is None else self.number(timeout, where, "timeout"),
             retries=self.integer(table.get("retries", 0), where, "retries", 0, None),
+            queue=self.label(table["queue"], where, "queue") if "queue" in table else None,
         )
 
     def pattern(self, source: str, where: str, index: int) -> re.Pattern[str]:

@@ -7,7 +7,7 @@ runs it, takes its outputs as already AVAILABLE, or waits for another live build
 its last pending input becomes AVAILABLE; a failure fails everything downstream of it and
 nothing else. Every status comes from the status policy (``policy.py``).
 
-Whatever goes wrong inside the course — in its own code, or in a callback the executor, the
+Whatever goes wrong inside the course — in its own code, or in a callback the launcher, the
 claims or the recorder make into it — breaks this build only (``break_``): its runs stop, it
 is recorded FAILED with the error, and the traceback goes to the service log.
 
@@ -30,7 +30,7 @@ from databuild.bel.events import DelegationEvent, Event, Payload, graph_pieces
 from databuild.bel.services import LeaseLost
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
-from databuild.executor.runner import Executor
+from databuild.executor.launcher import Launcher
 from databuild.graph.commands import CommandResolver
 from databuild.graph.workspace import JobSpec, Workspace
 from databuild.model import JobGraph, JobRun
@@ -61,7 +61,7 @@ CANCELLED_MESSAGE = "cancelled"
 class Parts:
     """What every build's course works with; one set per service."""
 
-    executor: Executor
+    launcher: Launcher
     resolve: CommandResolver
     analyze: Callable[[Sequence[str], Workspace, CommandResolver], Deferred[JobGraph]]
     recorder: Recorder
@@ -429,9 +429,8 @@ class Course:
     def _exec(self, task: Task, prefixes: dict[str, tuple[str, ...]]) -> None:
         run = task.job_run
         spec = self.build.workspace.job(run.job_label)
-        task.handle = self._parts.executor.run(
-            run, self.build_request_id, prefixes[run.job_label], spec.timeout,
-            retries=spec.retries,
+        task.handle = self._parts.launcher.run(
+            run, self.build_request_id, prefixes[run.job_label], spec
         )
         task.handle.started.addCallback(lambda _: self._guarded(self._run_started, task))
         task.handle.result.addCallback(

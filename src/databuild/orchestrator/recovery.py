@@ -11,7 +11,7 @@ policy's ``CRASH_RECOVERY``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -20,7 +20,9 @@ from twisted.logger import Logger
 from databuild.bel.events import BuildRequestEvent, Event, JobEvent, PartitionEvent, Payload
 from databuild.bel.services import describe
 from databuild.bel.status import JobStatus, PartitionStatus
-from databuild.orchestrator.policy import POLICY, Happening
+from databuild.executor.launcher import AdoptedRun
+from databuild.orchestrator.policy import POLICY, Happening, run_ended
+from databuild.proc.process import ProcessResult
 
 STOPPED_MESSAGE = "the service stopped before this build finished"
 OPEN_MESSAGE = "the service stopped before this was recorded as finished"
@@ -56,12 +58,18 @@ Record = Callable[[Event], Deferred[Event]]
 
 
 async def fail_orphaned_builds(
-    event_log: RecoverySource, record: Record, owners: list[str] | None = None
+    event_log: RecoverySource,
+    record: Record,
+    owners: list[str] | None = None,
+    *,
+    keep: Collection[str] = (),
 ) -> list[str]:
     """Fail every unfinished build of a dead owner and close the open work of its final ones.
 
     ``owners`` limits this to the builds of those (dead) services. ``record`` appends one
-    event. Returns the ids of the builds failed or closed.
+    event. ``keep`` names runs that go on elsewhere (adopted remote runs): they and their
+    outputs stay open until ``record_adopted_end``. Returns the ids of the builds failed or
+    closed.
     """
     recovered = []
     unfinished = await event_log.orphaned_builds(owners)
@@ -72,7 +80,7 @@ async def fail_orphaned_builds(
         fail = build_request_id in failing
         message = owned_message(STOPPED_MESSAGE if fail else OPEN_MESSAGE, orphan)
         try:
-            await _close_build(event_log, record, build_request_id, message, fail=fail)
+            await _close_build(event_log, record, build_request_id, message, fail=fail, keep=keep)
         except Exception:
             log.failure("could not recover build {build_request_id}",
                         build_request_id=build_request_id)
@@ -82,20 +90,28 @@ async def fail_orphaned_builds(
 
 
 async def _close_build(
-    event_log: RecoverySource, record: Record, build_request_id: str, message: str, *, fail: bool
+    event_log: RecoverySource,
+    record: Record,
+    build_request_id: str,
+    message: str,
+    *,
+    fail: bool,
+    keep: Collection[str],
 ) -> None:
     build = await event_log.get_build(build_request_id)
     if build is None:
         return
     assert _RECOVERED.run is not None and _RECOVERED.outputs is not None
+    open_tasks = [t for t in build["tasks"] if not JobStatus.parse(t["status"]).final]
+    kept = {ref for t in open_tasks if t["job_run_id"] in keep for ref in t["outputs"]}
     events: Sequence[Payload] = [
         JobEvent(task["job_run_id"], task["job_label"], _RECOVERED.run, task["outputs"], message)
-        for task in build["tasks"]
-        if not JobStatus.parse(task["status"]).final
+        for task in open_tasks
+        if task["job_run_id"] not in keep
     ] + [
         PartitionEvent(p["partition_ref"], _RECOVERED.outputs, message)
         for p in build["partitions"]
-        if not PartitionStatus.parse(p["status"]).final
+        if not PartitionStatus.parse(p["status"]).final and p["partition_ref"] not in kept
     ]
     # Appends keep their order; the build's own event goes last.
     await gatherResults(
@@ -114,4 +130,45 @@ async def _close_build(
         build_request_id=build_request_id,
         what="recorded as failed" if fail else f"{len(events)} open runs and partitions closed",
         message=message,
+    )
+
+
+class TaskSource(Protocol):
+    """What recording an adopted run's end reads from the event log."""
+
+    def get_task(self, job_run_id: str) -> Deferred[dict[str, Any] | None]: ...
+
+
+async def record_adopted_end(
+    event_log: TaskSource, record: Record, run: AdoptedRun, result: ProcessResult
+) -> None:
+    """Record how an adopted run ended, and its outputs, as its own service would have."""
+    task = await event_log.get_task(run.job_run_id)
+    if task is None or JobStatus.parse(task["status"]).final:
+        return
+    events: list[Payload] = []
+    started = POLICY[Happening.RUN_STARTED]
+    assert started.run is not None and started.outputs is not None
+    if JobStatus.parse(task["status"]) is not started.run:
+        # Its service died before it recorded the start it saw.
+        events.append(JobEvent(run.job_run_id, task["job_label"], started.run, task["outputs"]))
+        events += [PartitionEvent(ref, started.outputs, "", run.job_run_id)
+                   for ref in task["outputs"]]
+    outcome = POLICY[run_ended(result)]
+    assert outcome.run is not None and outcome.outputs is not None
+    message = "" if result.succeeded else f"job {task['job_label']} {result.describe()}"
+    if result.stderr_tail and not result.succeeded:
+        message += f"; stderr ends: {result.stderr_tail.splitlines()[-1]}"
+    events.append(JobEvent(run.job_run_id, task["job_label"], outcome.run, task["outputs"],
+                           message, result.exit_code))
+    events += [PartitionEvent(ref, outcome.outputs, message, run.job_run_id)
+               for ref in task["outputs"]]
+    await gatherResults(
+        [record(Event(run.build_request_id, payload)) for payload in events], consumeErrors=True
+    )
+    log.info(
+        "adopted job run {job_run_id} of build {build_request_id} ended: {outcome}",
+        job_run_id=run.job_run_id,
+        build_request_id=run.build_request_id,
+        outcome=result.describe(),
     )

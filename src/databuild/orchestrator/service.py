@@ -13,7 +13,6 @@ the events the log could not store (the next start fails those builds).
 from __future__ import annotations
 
 import gc
-import signal
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -27,8 +26,7 @@ from databuild.bel.backend import StoreUnavailable
 from databuild.bel.events import BuildRequestEvent, Event
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import Conflict, NotFound
-from databuild.executor.runner import Executor
-from databuild.executor.running import reap_orphans
+from databuild.executor.launcher import AdoptedRun, Launcher
 from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
@@ -40,11 +38,14 @@ from databuild.orchestrator.hub import EventSource, ProgressHub
 from databuild.orchestrator.leftovers import HostClaims, Leftovers, dead_here
 from databuild.orchestrator.policy import Happening, build_end, progress
 from databuild.orchestrator.recorder import OUTAGE_LIMIT_S, EventSink, NotYetStored, Recorder
-from databuild.orchestrator.recovery import RecoverySource, fail_orphaned_builds
+from databuild.orchestrator.recovery import (
+    RecoverySource,
+    fail_orphaned_builds,
+    record_adopted_end,
+)
 from databuild.orchestrator.remote import RemoteRuns, RunClaims
 from databuild.orchestrator.state import Build, TaskState
-from databuild.proc.info import start_ticks
-from databuild.proc.process import kill_group
+from databuild.proc.process import ProcessResult
 
 STOPPING_MESSAGE = "cancelled: the service is stopping"
 STOP_DEADLINE_S = 30.0
@@ -72,7 +73,7 @@ class Orchestrator(Service):
         reactor: IReactorProcess,
         workspace: Workspace,
         event_log: EventLog,
-        executor: Executor,
+        launcher: Launcher,
         resolve: CommandResolver = plain_commands,
         claims: Claims | None = None,
         *,
@@ -83,7 +84,7 @@ class Orchestrator(Service):
         self._stop_deadline_s = stop_deadline_s
         self._workspace = workspace
         self._event_log = event_log
-        self._executor = executor
+        self._launcher = launcher
         self._resolve = resolve
         self.hub = ProgressHub(
             event_log, cast(IReactorTime, reactor), lambda build_id: build_id in self._courses
@@ -93,7 +94,7 @@ class Orchestrator(Service):
         self._holdings = Holdings(event_log)
         self._leftovers = Leftovers(reactor)  # type: ignore[arg-type]
         self._parts = Parts(
-            executor,
+            launcher,
             resolve,
             self.analyze,
             self._recorder,
@@ -133,31 +134,57 @@ class Orchestrator(Service):
 
     async def _recover(self) -> None:
         live = await self._event_log.live_service_ids()
-        reaped = await reap_orphans(
-            self._reactor,  # type: ignore[arg-type]
-            self._executor.running_dir,
-            lambda service_id: service_id not in live,
+        recovered = await self._launcher.recover(lambda service_id: service_id not in live)
+        failed = await fail_orphaned_builds(
+            self._event_log, self._recorder.append, keep=self._adopt(recovered.adopted)
         )
-        failed = await fail_orphaned_builds(self._event_log, self._recorder.append)
-        if reaped or failed:
+        if recovered.terminated or recovered.adopted or failed:
             self.log.info(
                 "recovered from an earlier stop: {groups} job process groups terminated, "
-                "{builds} builds failed or closed",
-                groups=len(reaped),
+                "{adopted} remote runs adopted, {builds} builds failed or closed",
+                groups=recovered.terminated,
+                adopted=len(recovered.adopted),
                 builds=len(failed),
             )
 
     async def take_over(self, services: list[dict[str, Any]]) -> None:
         """Recover the builds and this host's job processes of services just declared dead."""
         dead = {service["service_id"] for service in services}
+        # This host's job groups of the dead services (in whatever workspace they ran), then
+        # what the launcher left elsewhere: a remote run may be adopted rather than failed.
         reaped = await self._leftovers.clear(dead_here(services))
-        failed = await fail_orphaned_builds(self._event_log, self._recorder.append, sorted(dead))
+        recovered = await self._launcher.recover(dead.__contains__)
+        failed = await fail_orphaned_builds(
+            self._event_log, self._recorder.append, sorted(dead),
+            keep=self._adopt(recovered.adopted),
+        )
         self.log.info(
             "took over {services}: {groups} job process groups terminated, "
-            "{builds} builds recorded as failed",
+            "{adopted} remote runs adopted, {builds} builds recorded as failed",
             services=sorted(dead),
-            groups=len(reaped),
+            groups=len(reaped) + recovered.terminated,
+            adopted=len(recovered.adopted),
             builds=len(failed),
+        )
+
+    def _adopt(self, adopted: Sequence[AdoptedRun]) -> set[str]:
+        """Follow runs of dead services that go on elsewhere; record each one's end as it
+        comes. Returns their ids, which recovery leaves open."""
+        for run in adopted:
+            run.handle.result.addCallback(self._adopted_ended, run).addErrback(
+                self._adopted_unrecorded, run
+            )
+        return {run.job_run_id for run in adopted}
+
+    def _adopted_ended(self, result: ProcessResult, run: AdoptedRun) -> Deferred[None]:
+        return ensureDeferred(
+            record_adopted_end(self._event_log, self._recorder.append, run, result)
+        )
+
+    def _adopted_unrecorded(self, failure: Failure, run: AdoptedRun) -> None:
+        self.log.failure(
+            "could not record the end of adopted job run {job_run_id}", failure,
+            job_run_id=run.job_run_id,
         )
 
     def _now_ready(self) -> None:
@@ -178,11 +205,11 @@ class Orchestrator(Service):
         """Cancel every live build; fire once each has recorded its end, or at the deadline."""
         super().stopService()
         stopped = ensureDeferred(self._stop())
-        stopped.addBoth(self._close_executor)
+        stopped.addBoth(self._close_launcher)
         return stopped
 
-    def _close_executor(self, result: object) -> object:
-        self._executor.close()
+    def _close_launcher(self, result: object) -> object:
+        self._launcher.close()
         return result
 
     async def _stop(self) -> None:
@@ -202,10 +229,7 @@ class Orchestrator(Service):
             seconds=self._stop_deadline_s,
             builds=still,
         )
-        for record in self._executor.running_records():
-            # The start time tells a live run's leader from a process that reused its pid.
-            if start_ticks(record.pid) == record.start_time:
-                kill_group(record.pid, signal.SIGKILL)
+        self._launcher.kill_all()
         if not self._recorder.healthy or not await self._in_time(self._ends()):
             reason = "the service stopped before the event log stored them"
             self._recorder.give_up(reason)

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from databuild.bel.claims import RunState
 from databuild.bel.status import BuildStatus, PartitionStatus
-from databuild.executor.runner import RunHandle
+from databuild.executor.launcher import RunHandle
 from databuild.graph.workspace import Workspace
 from databuild.model import JobGraph, JobRun
 from databuild.orchestrator.policy import Happening
@@ -22,7 +22,7 @@ class TaskState(enum.Enum):
     PENDING = "pending"
     """Waiting for its inputs (or for its command to be resolved)."""
     STARTED = "started"
-    """Handed to the executor: queued for a slot, or running."""
+    """Handed to the launcher: queued for a slot, or running."""
     DONE = "done"
     """Final: completed, failed, cancelled or skipped."""
 

@@ -11,7 +11,7 @@ import functools
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from klein import Klein
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -152,6 +152,14 @@ def error_response(request: Request, failure: Failure) -> bytes:
     return r.respond_error(request, error)
 
 
+class WorkerSource(Protocol):
+    """What the API reads of Celery workers (``executor.celery_launcher.CeleryLauncher``)."""
+
+    def workers(self) -> Deferred[list[dict[str, Any]]]: ...
+
+    def worker_of(self, job_run_id: str) -> Deferred[str | None]: ...
+
+
 class Api:
     """The routes of the service; one instance per running service."""
 
@@ -171,8 +179,10 @@ class Api:
         metrics: ServiceMetrics,
         access: DashboardAccess,
         trimmer: Trimmer,
+        workers: WorkerSource | None = None,
     ) -> None:
         self._clock = clock
+        self._workers = workers
         self._config = config
         self._event_log = event_log
         self._orchestrator = orchestrator
@@ -295,6 +305,17 @@ class Api:
     async def services(self, request: Request) -> dict[str, Any]:
         """The services sharing this log, newest first, with their lease state (SPEC §5.8)."""
         return {"services": await self._event_log.services()}
+
+    @app.route("/api/v1/workers", methods=["GET"])
+    @declare(
+        "the Celery workers reporting to this event log, by name (§10); empty for a local "
+        "executor",
+        obj({"workers": {"type": "array", "items": ref("Worker")}}),
+    )
+    @_shielded
+    async def workers(self, request: Request) -> dict[str, Any]:
+        """The Celery workers of this log (SPEC §10); none for a local executor."""
+        return {"workers": [] if self._workers is None else await self._workers.workers()}
 
     # -- builds ------------------------------------------------------------------------------
 
@@ -472,7 +493,14 @@ class Api:
     @_shielded
     async def task(self, request: Request, task_id: str) -> dict[str, Any]:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
-        return await self._found(self._event_log.get_task(task_id), "task", task_id)
+        return await self._task(task_id)
+
+    async def _task(self, task_id: str) -> dict[str, Any]:
+        """The task, naming its worker when runs go to Celery workers (SPEC §10)."""
+        task = await self._found(self._event_log.get_task(task_id), "task", task_id)
+        if self._workers is not None:
+            task["worker"] = await self._workers.worker_of(task_id)
+        return task
 
     @app.route("/api/v1/tasks/<task_id>/cancel", methods=["POST"])
     @declare("cancel a job run", "Task", errors=(400, 404, 409))
@@ -481,7 +509,7 @@ class Api:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._actions.cancel_task(task_id)
         self.log.info("task {job_run_id} cancelled over the API", job_run_id=task_id)
-        return await self._found(self._event_log.get_task(task_id), "task", task_id)
+        return await self._task(task_id)
 
     @app.route("/api/v1/tasks/<task_id>/logs", methods=["GET"])
     @declare(

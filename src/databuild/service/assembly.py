@@ -14,13 +14,18 @@ import contextlib
 import os
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import IService
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from databuild.bel import open_event_log
 from databuild.bel.services import Identity
+from databuild.executor.celery_launcher import CeleryLauncher
+from databuild.executor.commands import JobCommands
 from databuild.executor.launcher import Launcher
+from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.graph.source import GraphSource
 from databuild.model import new_id
@@ -79,6 +84,24 @@ def identity(config: ServiceConfig, service_id: str) -> Identity:
     )
 
 
+WORKER_METRICS_S = 5.0
+
+
+def worker_metrics(celery: CeleryLauncher, metrics: ServiceMetrics) -> TimerService:
+    """Reads queue depth and runs per worker into ``metrics`` every WORKER_METRICS_S."""
+
+    async def refresh() -> None:
+        metrics.set_workers(await celery.queue_depth(), await celery.workers())
+
+    def tick() -> None:
+        ensureDeferred(refresh()).addErrback(
+            lambda f: log.warn("cannot read the workers' metrics: {error}",
+                               error=f.getErrorMessage())
+        )
+
+    return TimerService(WORKER_METRICS_S, tick)
+
+
 def build_service(
     config: ServiceConfig, reactor: Any, report: StartReport | None = None
 ) -> IService:
@@ -89,12 +112,21 @@ def build_service(
     service_id = new_id()
     event_log = open_event_log(config.event_log, config.root, reactor)
     tether = Tether(reactor)
-    executor = Executor(
-        reactor, config.root, config.max_parallel_jobs, service_id=service_id, tether=tether
-    )
+    launcher: Launcher
+    celery: CeleryLauncher | None = None
+    if config.executor == "celery":
+        launcher = celery = CeleryLauncher(
+            reactor, config.root, config.event_log, config.broker, config.queue,
+            service_id, config.lease_timeout_s,
+        )
+    else:
+        launcher = LocalLauncher(reactor, Executor(
+            reactor, config.root, config.max_parallel_jobs, service_id=service_id,
+            tether=tether,
+        ))
     graph = GraphSource.load(config.root)
-    resolve = Launcher(reactor, graph.workspace).resolve
-    orchestrator = Orchestrator(reactor, graph.workspace, event_log, executor, resolve)
+    resolve = JobCommands(reactor, graph.workspace).resolve
+    orchestrator = Orchestrator(reactor, graph.workspace, event_log, launcher, resolve)
     metrics = ServiceMetrics(
         lambda: orchestrator.active_builds, orchestrator.hub.subscribers
     )
@@ -125,6 +157,7 @@ def build_service(
         metrics=metrics,
         access=access,
         trimmer=trimmer,
+        workers=celery,
     )
     dashboard = Dashboard(
         clock=reactor,
@@ -140,6 +173,8 @@ def build_service(
         on_failure=lambda failure: stop(f"could not start: {failure.value}"), report=report
     )
     EventLogService(event_log).setServiceParent(top)
+    if celery is not None:
+        worker_metrics(celery, metrics).setServiceParent(top)
     tether.setServiceParent(top)
     lease.setServiceParent(top)
     orchestrator.setServiceParent(top)

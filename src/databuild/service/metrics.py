@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from attrs import define, field
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
@@ -90,10 +91,30 @@ class ServiceMetrics:
             states=LEASE_STATES, registry=r,
         )
         self.lease.state("none")
+        self.queue_depth = Gauge(
+            "databuild_queue_depth", "Remote attempts waiting for a Celery worker, by queue",
+            ["queue"], registry=r,
+        )
+        self.worker_runs = Gauge(
+            "databuild_worker_runs", "Remote attempts running on each Celery worker now",
+            ["worker"], registry=r,
+        )
 
     def set_lease_state(self, state: str) -> None:
         """The hook for leases: ``state`` is one of :data:`LEASE_STATES`."""
         self.lease.state(state)
+
+    def set_workers(self, queued: Mapping[str, int], workers: Sequence[Mapping[str, Any]]) -> None:
+        """What the log says of the Celery workers (SPEC §10): waiting attempts by queue,
+        running ones by worker; queues and workers no longer mentioned read 0."""
+        for family, now in (
+            (self.queue_depth, dict(queued)),
+            (self.worker_runs, {w["name"]: w["running"] for w in workers}),
+        ):
+            for (label,) in [k for k in _labels(family) if k[0] not in now]:
+                family.labels(label).set(0)
+            for label, value in now.items():
+                family.labels(label).set(value)
 
     def observe(self, event: Event) -> None:
         """Account for one stored event."""
@@ -123,3 +144,8 @@ class ServiceMetrics:
         """The Prometheus text exposition of every family."""
         return generate_latest(self.registry)
 
+
+
+def _labels(family: Gauge) -> list[tuple[str, ...]]:
+    """The label values a labelled gauge has children for."""
+    return [tuple(key) for key in family._metrics]

@@ -15,8 +15,10 @@ from pathlib import Path
 from attrs import frozen
 
 import databuild
+from databuild.bel.backend import EventLogError, parse_uri
 from databuild.graph import Workspace
-from databuild.startup import event_log_setting, reported_version
+from databuild.graph.workspace import EXECUTOR_KINDS
+from databuild.startup import ENV_EVENT_LOG, event_log_setting, reported_version
 
 DEFAULT_PORT = 8080
 DEFAULT_PORT_RANGE = 20
@@ -26,6 +28,9 @@ DEFAULT_KEEPALIVE_S = 15.0
 DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_LEASE_TIMEOUT_S = 30.0
 ENV_IDLE_TIMEOUT = "DATABUILD_SERVICE_TIMEOUT"
+ENV_BROKER = "DATABUILD_BROKER_URL"
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_QUEUE = "databuild"
 
 
 def parse_port(value: object, what: str = "--port") -> int:
@@ -123,6 +128,10 @@ class ServiceConfig:
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
     allowed_hosts: tuple[str, ...] = ()
     """Names a request's ``Host`` may give beyond the service's own (``service.hosts``)."""
+    executor: str = "local"
+    """Where job runs go (SPEC §10): ``local`` child processes or ``celery`` workers."""
+    broker: str = DEFAULT_BROKER
+    queue: str = DEFAULT_QUEUE
 
     @property
     def root(self) -> Path:
@@ -145,6 +154,17 @@ class Flags:
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
     allowed_hosts: tuple[str, ...] = ()
+    executor: str | None = None
+    broker: str | None = None
+
+
+def parse_executor(value: str) -> str:
+    """An executor kind of SPEC §10."""
+    if value not in EXECUTOR_KINDS:
+        raise ValueError(
+            f"--executor must be one of {', '.join(EXECUTOR_KINDS)}, not {value!r}"
+        )
+    return value
 
 
 def check_lease(heartbeat_s: float, lease_timeout_s: float) -> None:
@@ -176,9 +196,18 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
         (flags.max_parallel_jobs, "--max-parallel-jobs"),
         (file.max_parallel_jobs, "[service] max_parallel_jobs"),
     )
+    log_uri = event_log_setting(flags.event_log, environ, file.event_log)
+    kind = flags.executor or workspace.executor.kind or "local"
+    broker = flags.broker or environ.get(ENV_BROKER) or workspace.executor.broker
+    if kind == "celery" and _dialect(log_uri, workspace) != "postgresql":
+        raise ValueError(
+            f"the celery executor needs a PostgreSQL event log, which its workers report to; "
+            f"{log_uri!r} is SQLite: set --event-log (${ENV_EVENT_LOG}, [service] event_log) "
+            f"to postgresql://..., or use --executor local"
+        )
     return ServiceConfig(
         workspace=workspace,
-        event_log=event_log_setting(flags.event_log, environ, file.event_log),
+        event_log=log_uri,
         port=DEFAULT_PORT if port is None else parse_port(*port),
         port_range=flags.port_range,
         interface=flags.interface,
@@ -194,7 +223,18 @@ def resolve(flags: Flags, environ: Mapping[str, str], workspace: Workspace) -> S
         heartbeat_s=flags.heartbeat_s,
         lease_timeout_s=flags.lease_timeout_s,
         allowed_hosts=flags.allowed_hosts,
+        executor=kind,
+        broker=broker or DEFAULT_BROKER,
+        queue=workspace.executor.queue or DEFAULT_QUEUE,
     )
+
+
+def _dialect(uri: str, workspace: Workspace) -> str:
+    """The event log's dialect; an URI that does not parse is left for the log to report."""
+    try:
+        return parse_uri(uri, workspace.root).dialect
+    except EventLogError:
+        return "postgresql"
 
 
 def _first(*candidates: tuple[object, str]) -> tuple[object, str] | None:

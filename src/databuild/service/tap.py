@@ -59,6 +59,12 @@ class Options(usage.Options):
          "Seconds between renewals of this service's lease on a shared event log."],
         ["lease-timeout", None, settings.DEFAULT_LEASE_TIMEOUT_S,
          "Seconds after which a lease not renewed has expired (database clock)."],
+        ["executor", None, None,
+         "Where job runs go: local (child processes) or celery (workers; PostgreSQL log "
+         "only) ([executor] kind, else local)."],
+        ["broker", None, None,
+         f"The Celery broker URL (${settings.ENV_BROKER}, [executor] broker, else "
+         f"{settings.DEFAULT_BROKER})."],
     ]
 
     def __init__(self) -> None:
@@ -99,6 +105,9 @@ class Options(usage.Options):
     def opt_lease_timeout(self, value: str) -> None:
         self["lease-timeout"] = _checked(settings.parse_seconds, value, "--lease-timeout")
 
+    def opt_executor(self, value: str) -> None:
+        self["executor"] = _checked(settings.parse_executor, value)
+
     def opt_workspace(self, value: str) -> None:
         if not Path(value).is_dir():
             raise usage.UsageError(f"--workspace {value!r} is not a directory")
@@ -123,6 +132,8 @@ class Options(usage.Options):
             heartbeat_s=float(self["heartbeat"]),
             lease_timeout_s=float(self["lease-timeout"]),
             allowed_hosts=tuple(self["allowed-host"]),
+            executor=self["executor"],
+            broker=self["broker"],
         )
         try:
             self.config = settings.resolve(flags, os.environ, workspace)

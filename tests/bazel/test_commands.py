@@ -1,4 +1,5 @@
-"""The Launcher against a real (offline) Bazel: builds, failures and one command at a time."""
+"""The command resolver (JobCommands) against a real (offline) Bazel: builds, failures and
+one command at a time."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
 from databuild.errors import AnalysisError
-from databuild.executor.launcher import Launcher
+from databuild.executor.commands import JobCommands
 from databuild.graph.workspace import JobSpec, Workspace, load_workspace
 
 from .conftest import BAZEL, job_env
@@ -44,8 +45,8 @@ def with_bazel_command(workspace: Workspace, command: tuple[str, ...]) -> Worksp
     return evolve(workspace, bazel=evolve(workspace.bazel, command=command))
 
 
-def launcher(workspace: Workspace) -> Launcher:
-    return Launcher(reactor, workspace, env=job_env())
+def commands(workspace: Workspace) -> JobCommands:
+    return JobCommands(reactor, workspace, env=job_env())
 
 
 class LogLines:
@@ -83,7 +84,7 @@ async def test_target_jobs_resolve_to_executables_built_under_bazel_bin(
     assert targets, "the example declares its jobs as Bazel targets"
 
     with LogLines("databuild.executor.bazel") as log:
-        argv = await launcher(workspace).resolve(workspace.jobs)
+        argv = await commands(workspace).resolve(workspace.jobs)
 
     assert set(argv) == {job.label for job in workspace.jobs}
     (started,) = log.formats("bazel build started")
@@ -101,7 +102,7 @@ async def test_target_jobs_resolve_to_executables_built_under_bazel_bin(
 @pytest_twisted.ensureDeferred
 async def test_built_job_answers_the_job_protocol_when_run_directly(workspace: Workspace) -> None:
     job = next(job for job in workspace.jobs if job.target is not None)
-    argv = await launcher(workspace).resolve([job])
+    argv = await commands(workspace).resolve([job])
     ref = _example_ref(job)
 
     out, err, code = await getProcessOutputAndValue(
@@ -119,7 +120,7 @@ async def test_mixed_jobs_keep_commands_and_build_only_targets(workspace: Worksp
     target = next(job for job in workspace.jobs if job.target is not None)
 
     with LogLines("databuild.executor.bazel") as log:
-        argv = await launcher(workspace).resolve([command, target])
+        argv = await commands(workspace).resolve([command, target])
 
     assert argv["plain"] == ("echo", "hi")
     assert argv[target.label][0].endswith(target.target.rpartition(":")[2])
@@ -133,7 +134,7 @@ async def test_only_commands_never_run_bazel(workspace: Workspace) -> None:
     broken = with_bazel_command(workspace, ("/nonexistent/bazel",))
 
     with LogLines("databuild.executor.bazel") as log:
-        argv = await launcher(broken).resolve([command])
+        argv = await commands(broken).resolve([command])
 
     assert argv == {"plain": ("true",)}
     assert log.events == []
@@ -146,7 +147,7 @@ async def test_target_that_fails_to_build_raises_analysis_error_with_bazels_erro
     job = target_job("broken", "//broken:missing_source")
 
     with pytest.raises(AnalysisError) as caught:
-        await launcher(workspace).resolve([job])
+        await commands(workspace).resolve([job])
 
     message = str(caught.value)
     assert "//broken:missing_source" in message
@@ -159,7 +160,7 @@ async def test_target_that_builds_no_executable_is_refused(workspace: Workspace)
     job = target_job("library", "//jobs:shared")
 
     with pytest.raises(AnalysisError) as caught:
-        await launcher(workspace).resolve([job])
+        await commands(workspace).resolve([job])
 
     assert "job library: bazel built //jobs:shared but there is no executable" in str(caught.value)
 
@@ -169,7 +170,7 @@ async def test_a_target_that_is_no_label_fails_without_running_bazel(workspace: 
     job = target_job("odd", "jobs:ingest")
 
     with LogLines("databuild.executor.bazel") as log, pytest.raises(AnalysisError) as caught:
-        await launcher(workspace).resolve([job])
+        await commands(workspace).resolve([job])
 
     assert "job odd" in str(caught.value)
     assert "'jobs:ingest' is not an absolute Bazel label" in str(caught.value)
@@ -182,7 +183,7 @@ async def test_missing_bazel_command_is_named_in_the_error(workspace: Workspace)
     missing = with_bazel_command(workspace, ("/nonexistent/bazel",))
 
     with pytest.raises(AnalysisError) as caught:
-        await launcher(missing).resolve([job])
+        await commands(missing).resolve([job])
 
     assert "'/nonexistent/bazel' was not found" in str(caught.value)
 
@@ -192,7 +193,7 @@ async def test_concurrent_resolves_run_bazel_strictly_one_at_a_time(
     workspace: Workspace, tmp_path: Path
 ) -> None:
     record = tmp_path / "record"
-    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
+    shared = commands(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
     jobs = [job for job in workspace.jobs if job.target is not None]
 
     with LogLines("databuild.executor.bazel") as log:
@@ -223,7 +224,7 @@ async def test_cancelled_resolve_stops_bazel_and_frees_the_lock_only_after_it_en
     workspace: Workspace, tmp_path: Path
 ) -> None:
     record = tmp_path / "record"
-    shared = launcher(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
+    shared = commands(with_bazel_command(workspace, (wrapper(tmp_path, RECORDING_BAZEL), *BAZEL)))
     job = next(job for job in workspace.jobs if job.target is not None)
 
     with LogLines("databuild.executor.bazel") as log:
@@ -275,7 +276,7 @@ async def test_workspace_outside_any_bazel_workspace_gets_bazels_explanation(
     workspace = with_bazel_command(load_workspace(tmp_path), BAZEL)
 
     with pytest.raises(AnalysisError) as caught:
-        await launcher(workspace).resolve(workspace.jobs)
+        await commands(workspace).resolve(workspace.jobs)
 
     assert "bazel build of //tools:tool failed" in str(caught.value)
     assert "only supported from within a workspace" in str(caught.value)
