@@ -386,7 +386,7 @@ class Orchestrator(Service):
     async def _cancel_build(self, build_request_id: str) -> None:
         course = self._courses.get(build_request_id)
         if course is None:
-            found = await self._event_log.get_build(build_request_id)
+            found = await self._event_log.build_summary(build_request_id)
             if found is None:
                 raise NotFound(f"no build request {build_request_id!r}")
             status = BuildStatus.parse(found["status"])
@@ -397,6 +397,11 @@ class Orchestrator(Service):
             )
         course.cancel(f"{CANCELLED_MESSAGE} by request")
         await _copy(course.build.done)
+
+    def ended(self, build_request_id: str) -> Deferred[None]:
+        """Fires once a build this service runs is over (at once for any other build)."""
+        course = self._courses.get(build_request_id)
+        return succeed(None) if course is None else _copy(course.build.done)
 
     def cancel_task(self, job_run_id: str) -> Deferred[None]:
         """Cancel one job run; its downstream fails. Fires once the run is final.

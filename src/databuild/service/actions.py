@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from databuild.graph.source import GraphSource
 from databuild.model import JobGraph, describe_refs
-from databuild.orchestrator import Orchestrator, Subscription
+from databuild.orchestrator import Orchestrator
 from databuild.service.idle import IdleTimer
 
 
@@ -107,19 +107,11 @@ class Actions:
         """Keep the service from idling out until the build finishes."""
         release = self._idle.hold()
 
-        def watch(subscription: Subscription) -> None:
-            def ended(_: object) -> None:
-                subscription.close()
-                release()
-
-            subscription.finished.addBoth(ended)
-
-        def failed(failure: Failure) -> None:
+        def ended(result: object) -> None:
             release()
-            self.log.failure(
-                "cannot watch build {build_request_id}", failure, build_request_id=build_id
-            )
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "cannot watch build {build_request_id}", result, build_request_id=build_id
+                )
 
-        self._orchestrator.hub.subscribe(build_id, 0, lambda _: None).addCallbacks(
-            watch, failed
-        )
+        self._orchestrator.ended(build_id).addBoth(ended)
