@@ -32,12 +32,13 @@ from databuild.orchestrator import Orchestrator, Subscription
 from databuild.service import logs, openapi
 from databuild.service import responses as r
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
+from databuild.service.datasets import list_datasets
 from databuild.service.hot import HotRead
 from databuild.service.idle import IdleTimer
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
-from databuild.service.sse import EventStream, ProgressStream
+from databuild.service.sse import ProgressStream
 
 Handler = Callable[..., Awaitable[object]]
 
@@ -270,6 +271,13 @@ class Api:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         return await self._found(self._log.get_build(build_id), "build", build_id)
 
+    @app.route("/api/v1/builds/<build_id>/jobs", methods=["GET"])
+    @_shielded
+    async def build_jobs(self, request: IRequest, build_id: str) -> dict[str, Any]:
+        """The build at the job level: runs per job label and status, edges between jobs."""
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
+        return await self._found(self._log.build_jobs(build_id), "build", build_id)
+
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
     @_shielded
     async def cancel_build(self, request: IRequest, build_id: str) -> dict[str, Any]:
@@ -302,6 +310,12 @@ class Api:
     async def partition(self, request: IRequest, ref: str) -> dict[str, Any]:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
         return await self._found(self._log.get_partition(ref), "partition", ref)
+
+    @app.route("/api/v1/datasets", methods=["GET"])
+    @_shielded
+    async def datasets(self, request: IRequest) -> dict[str, Any]:
+        """The catalog grouped by the job that makes it, with a status strip each."""
+        return await list_datasets(self._log, self._graph, *_args(request, "limit", "offset"))
 
     @app.route("/api/v1/jobs", methods=["GET"])
     @_shielded
@@ -343,19 +357,13 @@ class Api:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._found(self._log.get_task(task_id), "task", task_id)
         state_dir = self._config.workspace.state_dir
-        offset = r.query_int(request, "offset", 0, 0)
-        tail = r.query_int(request, "tail", None, 0)
         if not r.query_bool(request, "follow"):
+            offset = r.query_int(request, "offset", 0, 0)
+            tail = r.query_int(request, "tail", None, 0)
             limit = r.query_int(request, "limit", logs.DEFAULT_LIMIT, 1, logs.MAX_LIMIT)
             return await deferToThread(logs.log_page, state_dir, task_id, offset, limit, tail)
-
-        async def status() -> str | None:
-            task = await self._log.get_task(task_id)
-            return None if task is None else task["status"]
-
-        stream = EventStream(request, self._clock, self._config.keepalive_s)
-        follower = logs.LogFollower(stream, self._clock, state_dir, task_id, status)
-        await follower.run(await logs.follow_start(request, state_dir, task_id, offset, tail))
+        await logs.follow(request, self._clock, self._config.keepalive_s, state_dir, task_id,
+                          task_status(self._log, task_id))
         return None
 
     @app.route("/api/v1/events", methods=["GET"])
@@ -434,6 +442,16 @@ def _since(request: IRequest) -> int:
 def _args(request: IRequest, *names: str) -> list[str | None]:
     """Query parameters, in order, as the event log's read methods take (and check) them."""
     return [r.query(request, name) for name in names]
+
+
+def task_status(event_log: EventLog, task_id: str) -> logs.TaskStatus:
+    """What a followed log asks of its run: its status now (None once unknown)."""
+
+    async def status() -> str | None:
+        task = await event_log.get_task(task_id)
+        return None if task is None else task["status"]
+
+    return status
 
 
 def read_logs(state_dir: Path, job_run_id: str) -> Deferred[list[Mapping[str, Any]]]:

@@ -66,6 +66,9 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         service_id={**_nullable(STRING), "description": "the service that owns it (§5.8)"},
+        ended_at={**_nullable(NANOS), "description": "when it reached a final status"},
+        duration_s={**_nullable({"type": "number"}),
+                    "description": "from its request to its end; null while it runs"},
     ),
     "Service": _object(
         {
@@ -98,6 +101,11 @@ SCHEMAS: dict[str, Schema] = {
             "message": STRING,
         },
         scheduled_at=_nullable(NANOS),
+        inputs={**_nullable({"type": "array", "items": _object(
+            {"partition_ref": STRING, "dep_type": STRING})}),
+            "description": "from the plan (show only); null for runs planned before"},
+        args=_nullable({"type": "array", "items": STRING}),
+        env=_nullable({"type": "object", "additionalProperties": STRING}),
     ),
     "Partition": _object(
         {
@@ -176,6 +184,8 @@ SCHEMAS["BuildDetail"] = {
         ),
     ]
 }
+_LINKED = {"type": "array", "items": _object(
+    {"partition_ref": STRING, "status": _nullable(_statuses(PartitionStatus))})}
 SCHEMAS["PartitionDetail"] = {
     "allOf": [
         _ref("Partition"),
@@ -183,10 +193,44 @@ SCHEMAS["PartitionDetail"] = {
             {
                 "history": {"type": "array", "items": _ref("Event")},
                 "job_runs": {"type": "array", "items": _ref("Task")},
+                "lineage": {
+                    **_object({"upstream": _LINKED, "downstream": _LINKED}),
+                    "description": "what its producing run read, and what the runs that read "
+                                   "it make (at most 100 each)",
+                },
             }
         ),
     ]
 }
+_COUNTS: Schema = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+SCHEMAS["BuildJobs"] = _object({
+    "build_request_id": STRING,
+    "as_of_idx": {"type": "integer", "minimum": 0,
+                  "description": "the build's last event counted; resume its progress stream "
+                                 "with since=as_of_idx to keep the counts current"},
+    "runs": {"type": "integer", "minimum": 0},
+    "jobs": {"type": "array", "items": _object({
+        "job_label": STRING,
+        "runs": {"type": "integer", "minimum": 0, "description": "planned runs"},
+        "job_runs": {**_COUNTS, "description": "count of the job's runs per job-run status"},
+    })},
+    "edges": {"type": "array", "items": _object({"upstream": STRING, "downstream": STRING})},
+    "running": {"type": "array", "description": "its running runs (at most 1,000)",
+                "items": _object({"job_run_id": STRING, "job_label": STRING})},
+})
+SCHEMAS["Dataset"] = _object({
+    "job_label": STRING,
+    "output_patterns": {"type": "array", "items": STRING},
+    "partitions": {"type": "integer", "minimum": 0},
+    "statuses": {**_COUNTS, "description": "count of its partitions per catalog status"},
+    "strip": {
+        "type": "array",
+        "description": "its partitions in ref order, in at most 60 segments",
+        "items": _object({"first_ref": STRING, "last_ref": STRING,
+                          "partitions": {"type": "integer", "minimum": 1},
+                          "statuses": _COUNTS}),
+    },
+})
 
 ERRORS = {
     "400": "bad input: the message names the problem",
@@ -324,6 +368,10 @@ PATHS: dict[str, Schema] = {
         "cancel a running build", {"200": _json(_ref("BuildDetail"))}, ("400", "404", "409"),
         parameters=[BUILD_ID],
     )},
+    "/api/v1/builds/{build_id}/jobs": {"get": _operation(
+        "the build at the job level: its runs per job label and status, edges between jobs",
+        {"200": _json(_ref("BuildJobs"))}, ("400", "404"), parameters=[BUILD_ID],
+    )},
     "/api/v1/analyze": {"post": _operation(
         "the job graph a build would run; nothing is run or recorded",
         {"200": _json(_object({"job_graph": _ref("JobGraph"), "graph_fingerprint": STRING}))},
@@ -343,6 +391,10 @@ PATHS: dict[str, Schema] = {
         "one partition: its history and producing job runs",
         {"200": _json(_ref("PartitionDetail"))}, ("400", "404"),
         parameters=[_path("ref", "a partition ref, percent-encoded as one segment")],
+    )},
+    "/api/v1/datasets": {"get": _operation(
+        "the partition catalog grouped by the job that makes it, by job label",
+        {"200": _json(_list("datasets", "Dataset"))}, ("400",), parameters=PAGE,
     )},
     "/api/v1/jobs": {"get": _operation(
         "every job's run statistics", {"200": _json(_list("jobs", "Job"))}, ("400",),
