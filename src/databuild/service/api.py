@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from klein import Klein
@@ -452,12 +451,3 @@ def task_status(event_log: EventLog, task_id: str) -> logs.TaskStatus:
         return None if task is None else task["status"]
 
     return status
-
-
-def read_logs(state_dir: Path, job_run_id: str) -> Deferred[list[Mapping[str, Any]]]:
-    """The last ``logs.DEFAULT_LIMIT`` log lines of a job run (at most a page), read on a
-    thread (none if it has no log yet)."""
-    d = deferToThread(
-        logs.log_page, state_dir, job_run_id, 0, logs.DEFAULT_LIMIT, logs.DEFAULT_LIMIT
-    )
-    return d.addCallback(lambda page: page["lines"])

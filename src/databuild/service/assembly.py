@@ -123,6 +123,7 @@ def build_service(
         orchestrator=orchestrator,
         access=access,
         metrics=metrics,
+        graph=graph,
     )
     top = InOrder(
         on_failure=lambda failure: stop(f"could not start: {failure.value}"), report=report
