@@ -188,7 +188,7 @@ def test_screenshots_of_the_pages_at_scale(big: tuple[Service, str], browser: An
     assert finished(service, small) == "BUILD_REQUEST_COMPLETED"
     browser.get(f"{service.url}/builds/{small}")
     until(browser, drawn, "the small build's graph")
-    browser.save_screenshot(str(images / "dashboard-build.png"))
+    browser.save_screenshot(str(images / "dashboard-build-runs.png"))
     task = api(service, "GET", f"/api/v1/tasks?build_request_id={small}&limit=1")[1]["tasks"][0]
     browser.get(f"{service.url}/tasks/{task['job_run_id']}")
     until(browser, lambda d: css(d, '#log[data-ended="true"]'), "the run's log")
