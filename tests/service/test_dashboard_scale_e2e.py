@@ -38,6 +38,21 @@ while not os.path.exists(release):
 print(f"finished {name}", flush=True)
 '''
 
+TICK_JOB = """\
+# Job ``tick``: its runs wait for the file release-ticks, then end at once.
+if [ "$1" = config ]; then
+    shift
+    printf '{"configs": ['
+    sep=""
+    for ref in "$@"; do printf '%s{"outputs": ["%s"]}' "$sep" "$ref"; sep=","; done
+    printf ']}\\n'
+    exit 0
+fi
+while [ ! -f "$DATABUILD_WORKSPACE/release-ticks" ]; do sleep 0.05; done
+"""
+TICKS = 240
+"""Runs of the live big build: over the 200 drawn one by one."""
+
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
@@ -49,6 +64,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str
     with (workspace / "databuild.toml").open("a") as f:
         f.write('\n[[jobs]]\nlabel = "talky"\noutputs = [\'talky/[a-z0-9]+\']\n'
                 'command = ["python3", "jobs/talky.py"]\n')
+        f.write('\n[[jobs]]\nlabel = "tick"\noutputs = [\'tick/[0-9]+\']\n'
+                'command = ["sh", "jobs/tick.sh"]\n')
+    (workspace / "jobs" / "tick.sh").write_text(TICK_JOB)
     build_id = write_build(workspace, BIG)
     service = start_service(workspace, "--idle-timeout", "0")
     yield service, build_id
@@ -123,6 +141,33 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
     until(browser, lambda d: f"of {failed}" in css(d, "#job-runs-range")[0].text,
           "the failed runs only")
     assert {r.text.split()[1] for r in css(browser, "#job-runs tr[data-run]")} == {"failed"}
+    no_console_errors(browser)
+
+
+def test_a_big_running_build_counts_its_runs_live_by_job(
+    big: tuple[Service, str], browser: Any
+) -> None:
+    service, _ = big
+    build_id = submit(service, *(f"tick/{n:04d}" for n in range(TICKS)))
+
+    def counted() -> dict[str, Any] | None:
+        jobs = api(service, "GET", f"/api/v1/builds/{build_id}/jobs")[1]
+        return jobs if jobs["runs"] == TICKS and jobs["running"] else None
+
+    poll_until(counted, "the plan and a running tick", WAIT_S)
+    browser.get(f"{service.url}/builds/{build_id}")
+    until(browser, drawn, "the graph to be drawn")
+    [node] = css(browser, '#graph .node[data-job="tick"]')
+    assert int(node.get_attribute("data-completed")) == 0
+    assert int(node.get_attribute("data-running")) > 0
+    (service.workspace / "release-ticks").touch()
+    until(browser, lambda d: css(d, '#graph .node[data-job="tick"]')[0]
+          .get_attribute("data-completed") == str(TICKS), "every tick counted completed, live")
+    assert finished(service, build_id) == "BUILD_REQUEST_COMPLETED"
+    until(browser, lambda d: css(d, "#build[data-finished]"), "the page to see the build end")
+    assert f"{TICKS} / {TICKS} runs done" in css(browser, "#progress")[0].text
+    assert int(node.get_attribute("data-running")) == 0
+    assert int(node.get_attribute("data-scheduled")) == 0
     no_console_errors(browser)
 
 
