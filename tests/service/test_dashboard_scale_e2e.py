@@ -200,6 +200,13 @@ def test_datasets_strip_and_a_partitions_lineage(big: tuple[Service, str], brows
     service, _ = big
     ref = "color_vote_report/2026-02-03/red"
     assert finished(service, submit(service, ref)) == "BUILD_REQUEST_COMPLETED"
+    code, found = api(service, "GET", "/api/v1/datasets?limit=1000")
+    assert code == 200
+    report = next(d for d in found["datasets"] if d["job_label"] == "color_vote_report")
+    assert report["partitions"] == report["statuses"]["PARTITION_AVAILABLE"] >= 1
+    [pattern] = report["output_patterns"]
+    assert pattern.startswith("color_vote_report/")
+    assert api(service, "GET", "/api/v1/datasets?limit=0")[0] == 400
     browser.get(f"{service.url}/partitions")
     [row] = css(browser, '#datasets tr[data-dataset="color_vote_report"]')
     segments = row.find_elements("css selector", ".strip .segment rect")
