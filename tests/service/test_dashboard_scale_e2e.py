@@ -196,6 +196,24 @@ def test_the_run_page_follows_a_running_jobs_log(big: tuple[Service, str], brows
     no_console_errors(browser)
 
 
+def test_the_build_pages_log_panel_follows_a_running_run(
+    big: tuple[Service, str], browser: Any
+) -> None:
+    service, _ = big
+    build_id = submit(service, "talky/panel")
+    poll_until(lambda: api(service, "GET", f"/api/v1/builds/{build_id}")[1]["job_runs"]
+               ["JOB_RUNNING"], "the talky run to run", WAIT_S)
+    browser.get(f"{service.url}/builds/{build_id}")
+    until(browser, lambda d: css(d, '#graph .node[data-status="JOB_RUNNING"]'), "its node")
+    css(browser, '#graph .node[data-status="JOB_RUNNING"]')[0].click()
+    until(browser, lambda d: "started panel" in css(d, "#log")[0].text, "the first line")
+    (service.workspace / "release-panel").touch()
+    until(browser, lambda d: "finished panel" in css(d, "#log")[0].text,
+          "the last line, followed live")
+    assert finished(service, build_id) == "BUILD_REQUEST_COMPLETED"
+    no_console_errors(browser)
+
+
 def test_datasets_strip_and_a_partitions_lineage(big: tuple[Service, str], browser: Any) -> None:
     service, _ = big
     ref = "color_vote_report/2026-02-03/red"

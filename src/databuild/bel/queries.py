@@ -359,8 +359,8 @@ def _lineage(db: Database, partition: dict[str, Any]) -> dict[str, list[dict[str
     producer = partition["job_run_id"] or next(
         (run["job_run_id"] for run in partition["job_runs"]), None
     )
-    plan = producer and db.one("SELECT inputs FROM job_run_plans WHERE job_run_id = ?",
-                               (producer,))
+    plan = (db.one("SELECT inputs FROM job_run_plans WHERE job_run_id = ?", (producer,))
+            if producer else None)
     upstream = [i["partition_ref"] for i in json.loads(plan[0])] if plan else []
     downstream: dict[str, None] = {}
     for (outputs,) in db.all(
