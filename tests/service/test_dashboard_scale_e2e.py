@@ -83,6 +83,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory, big: tuple[Service, str]) 
         driver.quit()
 
 
+def text(driver: Any, selector: str) -> str:
+    """The text of the first element ``selector`` finds now ("" if none), read in one step so
+    that a page reloading meanwhile cannot leave a stale element behind."""
+    return str(driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        selector,
+    ))
+
+
 def drawn(driver: Any) -> bool:
     return bool(css(driver, '#graph[data-ready="true"]'))
 
@@ -188,9 +197,9 @@ def test_the_run_page_follows_a_running_jobs_log(big: tuple[Service, str], brows
     assert "TALKY" in css(browser, "#env")[0].text
     assert "finished follow" not in css(browser, "#log")[0].text
     (service.workspace / "release-follow").touch()
-    until(browser, lambda d: "finished follow" in css(d, "#log")[0].text,
+    until(browser, lambda d: "finished follow" in text(d, "#log"),
           "the last log line, followed live")
-    until(browser, lambda d: "completed" in css(d, "#task-status")[0].text,
+    until(browser, lambda d: "completed" in text(d, "#task-status"),
           "the page to show the run's end")
     assert finished(service, build_id) == "BUILD_REQUEST_COMPLETED"
     no_console_errors(browser)
