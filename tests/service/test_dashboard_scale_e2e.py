@@ -125,6 +125,12 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
     code, jobs = api(service, "GET", f"/api/v1/builds/{build_id}/jobs")
     assert code == 200
     assert jobs["runs"] == BIG
+    assert jobs["edges"] == [
+        {"upstream": "daily_color_votes", "downstream": "color_report"},
+        {"upstream": "ingest_color_votes", "downstream": "daily_color_votes"},
+    ]
+    missing = api(service, "GET", "/api/v1/builds/0123456789abcdef/jobs")
+    assert missing[0] == 404 and missing[1]["error"]["code"] == "not_found"
     browser.get(f"{service.url}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     for job in jobs["jobs"]:
