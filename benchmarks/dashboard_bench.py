@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/dashboard_bench.py [--runs 1000,10000,100000] [--repeat 3]
 
-For each size, a finished build of that many runs (three jobs in a chain, 1 in 97 runs
-failed) is written into a fresh workspace's SQLite log through the real writer
+For each size, a finished build of that many runs (three jobs in a chain, the runs of three
+days failed) is written into a fresh workspace's SQLite log through the real writer
 (``tests/service/synthetic.py``), a real ``twistd databuild`` serves it, and Debian's headless
 Chromium (Selenium) loads its page: the time from the request of the page to the graph
 element's ``data-ready="true"`` is taken ``--repeat`` times, the median shown, with the time

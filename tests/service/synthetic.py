@@ -9,18 +9,33 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from databuild.bel import BuildRequestEvent, BuildStatus, Event, JobEvent, JobGraphEvent, JobStatus
+from databuild.bel import (
+    BuildRequestEvent,
+    BuildStatus,
+    Event,
+    JobEvent,
+    JobGraphEvent,
+    JobStatus,
+    PartitionEvent,
+    PartitionStatus,
+)
 from databuild.bel.backend import Database, Location
 from databuild.bel.schema import create_or_upgrade
 from databuild.bel.writer import append_batch
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput, new_id
 
-LABELS = ("ingest_color_votes", "daily_color_votes", "color_report")
+LABELS = ("ingest_clicks", "daily_clicks", "clicks_report")
 """Three jobs in a chain: most runs ingest, fewer aggregate, a few report."""
 SHARES = (0.6, 0.3, 0.1)
-FAILING_EVERY = 97
-"""Every this-many-th run failed."""
+BAD_DAYS = range(10, 13)
+"""The runs of March 10 to 12 failed: a bad few days, as backfills meet them."""
 BATCH = 10_000
+
+
+def _failed(ref: str) -> bool:
+    """Whether the run making ``ref`` failed (those of BAD_DAYS in March)."""
+    _, month, day = ref.split("/")[1].split("-")
+    return int(month) == 3 and int(day) in BAD_DAYS
 
 
 def _plan(runs: int) -> JobGraph:
@@ -46,8 +61,8 @@ def _plan(runs: int) -> JobGraph:
 
 
 def _events(build_id: str, graph: JobGraph) -> Iterator[Event]:
-    clock = time.time_ns() - len(graph.job_runs) * 4_000_000
-    B, J = BuildStatus, JobStatus
+    clock = time.time_ns() - len(graph.job_runs) * 7_000_000
+    B, J, P = BuildStatus, JobStatus, PartitionStatus
 
     def at(payload: object) -> Event:
         nonlocal clock
@@ -59,12 +74,18 @@ def _events(build_id: str, graph: JobGraph) -> Iterator[Event]:
     yield at(JobGraphEvent(graph))
     yield at(BuildRequestEvent(B.BUILD_REQUEST_ANALYSIS_COMPLETED))
     yield at(BuildRequestEvent(B.BUILD_REQUEST_EXECUTING))
-    for n, run in enumerate(graph.job_runs):
-        ok = n % FAILING_EVERY != FAILING_EVERY - 1
-        for status in (J.JOB_SCHEDULED, J.JOB_RUNNING, J.JOB_COMPLETED if ok else J.JOB_FAILED):
-            code = (0 if ok else 1) if status.final else None
-            yield at(JobEvent(run.job_run_id, run.job_label, status, run.outputs,
-                              exit_code=code))
+    for run in graph.job_runs:
+        [ref] = run.outputs
+        ok = not _failed(ref)
+        yield at(JobEvent(run.job_run_id, run.job_label, J.JOB_SCHEDULED, run.outputs))
+        yield at(PartitionEvent(ref, P.PARTITION_SCHEDULED, job_run_id=run.job_run_id))
+        yield at(JobEvent(run.job_run_id, run.job_label, J.JOB_RUNNING, run.outputs))
+        yield at(PartitionEvent(ref, P.PARTITION_BUILDING, job_run_id=run.job_run_id))
+        yield at(JobEvent(run.job_run_id, run.job_label,
+                          J.JOB_COMPLETED if ok else J.JOB_FAILED, run.outputs,
+                          exit_code=0 if ok else 1))
+        yield at(PartitionEvent(ref, P.PARTITION_AVAILABLE if ok else P.PARTITION_FAILED,
+                                job_run_id=run.job_run_id))
     yield at(BuildRequestEvent(B.BUILD_REQUEST_FAILED, (), "some job runs failed"))
 
 
@@ -77,6 +98,7 @@ def write_build(workspace: Path, runs: int) -> str:
     db.connect()
     try:
         create_or_upgrade(db)
+        db.execute("PRAGMA synchronous = OFF")  # a fixture: no crash to survive
         build_id = new_id()
         batch: list[Event] = []
         for event in _events(build_id, _plan(runs)):

@@ -19,7 +19,7 @@ from tests.conftest import EXAMPLES
 from tests.polling import poll_until
 from tests.service.browser import api, chromium, console_errors, login_url
 from tests.service.conftest import Service, start_service
-from tests.service.synthetic import write_build
+from tests.service.synthetic import LABELS, write_build
 from tests.service.test_dashboard import WAIT_S, css, finished, submit, until
 
 BIG = 10_000
@@ -103,15 +103,13 @@ def test_a_10000_run_build_page_is_drawn_by_job_and_scrolls(
     browser.get(f"{service.url}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     nodes = css(browser, "#graph .node[data-job]")
-    assert sorted(n.get_attribute("data-job") for n in nodes) == sorted(
-        ["ingest_color_votes", "daily_color_votes", "color_report"]
-    )
+    assert sorted(n.get_attribute("data-job") for n in nodes) == sorted(LABELS)
     assert not css(browser, "#graph .node[data-run]")  # no run is drawn one by one
     assert len(css(browser, "#graph path.edge")) == 2
     assert f"/ {BIG:,} runs done (100.0 %)" in css(browser, "#progress")[0].text
     assert "UTC" in css(browser, "#build-ended")[0].text
     assert css(browser, "#build-duration")[0].text.endswith((" s", " min", " h"))
-    css(browser, '#graph .node[data-job="ingest_color_votes"]')[0].click()
+    css(browser, f'#graph .node[data-job="{LABELS[0]}"]')[0].click()
     until(browser, lambda d: css(d, "#job-runs tbody tr[data-run]"), "the job's runs")
     browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     assert browser.execute_script("return window.scrollY") > 0
@@ -125,9 +123,10 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
     code, jobs = api(service, "GET", f"/api/v1/builds/{build_id}/jobs")
     assert code == 200
     assert jobs["runs"] == BIG
+    ingest, daily, report = LABELS
     assert jobs["edges"] == [
-        {"upstream": "daily_color_votes", "downstream": "color_report"},
-        {"upstream": "ingest_color_votes", "downstream": "daily_color_votes"},
+        {"upstream": daily, "downstream": report},
+        {"upstream": ingest, "downstream": daily},
     ]
     missing = api(service, "GET", "/api/v1/builds/0123456789abcdef/jobs")
     assert missing[0] == 404 and missing[1]["error"]["code"] == "not_found"
@@ -139,11 +138,11 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
             short = status.removeprefix("JOB_").lower()
             assert int(node.get_attribute(f"data-{short}")) == count, (job["job_label"], status)
         assert f'/ {job["runs"]:,} done' in node.text
-    ingest = next(j for j in jobs["jobs"] if j["job_label"] == "ingest_color_votes")
-    css(browser, '#graph .node[data-job="ingest_color_votes"]')[0].click()
+    first = next(j for j in jobs["jobs"] if j["job_label"] == ingest)
+    css(browser, f'#graph .node[data-job="{ingest}"]')[0].click()
     until(browser, lambda d: len(css(d, "#job-runs tbody tr[data-run]")) == 50,
           "the first page of the job's runs")
-    assert f"1\u201350 of {ingest['runs']:,}" in css(browser, "#job-runs-range")[0].text
+    assert f"1\u201350 of {first['runs']:,}" in css(browser, "#job-runs-range")[0].text
     first_page = {r.get_attribute("data-run") for r in css(browser, "#job-runs tr[data-run]")}
     css(browser, "#job-runs-older")[0].click()
     until(browser, lambda d: "51\u2013100" in css(d, "#job-runs-range")[0].text, "the second page")
@@ -152,7 +151,7 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
     from selenium.webdriver.support.ui import Select
 
     Select(css(browser, "#job-runs-status")[0]).select_by_value("failed")
-    failed = ingest["job_runs"]["JOB_FAILED"]
+    failed = first["job_runs"]["JOB_FAILED"]
     until(browser, lambda d: f"of {failed}" in css(d, "#job-runs-range")[0].text,
           "the failed runs only")
     assert {r.text.split()[1] for r in css(browser, "#job-runs tr[data-run]")} == {"failed"}
@@ -245,6 +244,10 @@ def test_datasets_strip_and_a_partitions_lineage(big: tuple[Service, str], brows
     segments = row.find_elements("css selector", ".strip .segment rect")
     assert [s.get_attribute("class") for s in segments] == ["s-available"]
     assert "color_vote_report/" in row.text  # its output pattern
+    [big_row] = css(browser, f'#datasets tr[data-dataset="{LABELS[0]}"]')
+    shown = [s.get_attribute("class") for s in big_row.find_elements("css selector", "rect")]
+    assert len(shown) == 60  # 6,000 partitions in at most 60 segments
+    assert 0 < shown.count("s-failed") < shown.count("s-available")
     browser.get(f"{service.url}/partitions/{quote(ref, safe='')}")
     upstream = css(browser, "#upstream")[0].text
     assert "daily_color_votes/2026-02-03/red" in upstream
@@ -264,7 +267,7 @@ def test_screenshots_of_the_pages_at_scale(big: tuple[Service, str], browser: An
     images.mkdir(parents=True, exist_ok=True)
     browser.get(f"{service.url}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
-    css(browser, '#graph .node[data-job="daily_color_votes"]')[0].click()
+    css(browser, f'#graph .node[data-job="{LABELS[1]}"]')[0].click()
     until(browser, lambda d: css(d, "#job-runs tbody tr[data-run]"), "the job's runs")
     css(browser, "#job-runs tbody tr[data-run] button")[0].click()
     until(browser, lambda d: css(d, '#log[data-ended="true"]'), "the run's log")
