@@ -163,7 +163,7 @@ class ProgressHub:
         subscription = Subscription(build_request_id, on_event, self, last_idx=since)
         self._subscribers[build_request_id].add(subscription)
         try:
-            if await self._log.get_build(build_request_id) is None:
+            if await self._log.build_summary(build_request_id) is None:
                 raise NotFound(f"no build request {build_request_id!r}")
             after = since
             while not subscription.finished.called:
