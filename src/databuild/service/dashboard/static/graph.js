@@ -231,5 +231,5 @@ window.dbGraph = (() => {
     };
   }
 
-  return { draw, drawJobs, fromPlan, middle, STATUSES };
+  return { draw, drawJobs, fromPlan, middle };
 })();
