@@ -1,6 +1,7 @@
 """The event log's schema: numbered ``.sql`` migrations per dialect, applied in order.
 
-``sql/<dialect>-<NNN>-<what>.sql`` takes a log from version NNN-1 to NNN; version 1 creates it.
+``sql/<dialect>-<NNN>-<what>.sql`` takes a log from the version before it to NNN; version 1
+creates it. Numbers may leave gaps (branches reserve theirs); scripts apply in order.
 The version lives in the ``schema_version`` table. ``create_or_upgrade`` is the one entry point.
 """
 

@@ -169,6 +169,12 @@ class _Batch:
     touched_partitions: dict[tuple[str, str], None] = field(factory=dict)
     outputs: list[tuple[str, str]] = field(factory=list)
     """The ``job_run_outputs`` rows of the batch's new runs."""
+    plans: list[tuple[str, ...]] = field(factory=list)
+    """The ``job_run_plans`` rows of the batch's job graphs."""
+    inputs: dict[tuple[str, str], None] = field(factory=dict)
+    """The ``job_run_inputs`` rows of those plans."""
+    job_edges: dict[tuple[str, str, str], None] = field(factory=dict)
+    """The ``build_job_edges`` of those plans."""
     job_counts: defaultdict[tuple[str, str], int] = field(factory=lambda: defaultdict(int))
     stats: defaultdict[str, _Stats] = field(factory=lambda: defaultdict(_Stats))
 
@@ -275,7 +281,9 @@ class _Batch:
                 self._partition(event, payload, idx, job_label)
             case JobEvent():
                 self._job_run(event, payload, idx, run)
-            case DelegationEvent() | JobGraphEvent():
+            case JobGraphEvent():
+                self._plan(event.build_request_id, payload)
+            case DelegationEvent():
                 pass
         return event.stored_at(idx)
 
@@ -335,6 +343,29 @@ class _Batch:
             payload.partition_ref[::-1],
             data_idx,
         )
+
+    def _plan(self, build_request_id: str, payload: JobGraphEvent) -> None:
+        """Stage each planned run's config, what it reads, and the graph's job-level edges."""
+        runs = payload.job_graph.job_runs
+        producer = {ref: run.job_label for run in runs for ref in run.outputs}
+        for run in runs:
+            config = run.config
+            self.plans.append((
+                run.job_run_id,
+                build_request_id,
+                run.job_label,
+                _compact_json([
+                    {"partition_ref": i.partition_ref, "dep_type": i.dep_type.type_name}
+                    for i in config.inputs
+                ]),
+                _compact_json(list(config.args)),
+                _compact_json(dict(config.env)),
+            ))
+            for i in config.inputs:
+                self.inputs[i.partition_ref, run.job_run_id] = None
+                upstream = producer.get(i.partition_ref)
+                if upstream is not None and upstream != run.job_label:
+                    self.job_edges[build_request_id, upstream, run.job_label] = None
 
     def _job_run(self, event: Event, payload: JobEvent, idx: int, run: _Run | None) -> None:
         status, ts = payload.status, event.timestamp
@@ -419,6 +450,16 @@ class _Batch:
             " message = excluded.message",
         )
         db.insert_many("job_run_outputs", ("partition_ref", "job_run_id"), self.outputs)
+        db.insert_many(
+            "job_run_plans",
+            ("job_run_id", "build_request_id", "job_label", "inputs", "args", "env"),
+            self.plans,
+            "ON CONFLICT (job_run_id) DO NOTHING",
+        )
+        db.insert_many("job_run_inputs", ("partition_ref", "job_run_id"), list(self.inputs),
+                       "ON CONFLICT (partition_ref, job_run_id) DO NOTHING")
+        db.insert_many("build_job_edges", ("build_request_id", "upstream", "downstream"),
+                       list(self.job_edges), "ON CONFLICT DO NOTHING")
         # A run's claims go with its final event (SPEC §5.8).
         release(db, [r.job_run_id for r in self.runs.values() if r.changed and r.status.final])
         db.insert_many(

@@ -45,7 +45,7 @@ class EventSource(Protocol):
         job_label: str | None = None,
     ) -> Deferred[dict[str, Any]]: ...
 
-    def get_build(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
+    def build_summary(self, build_request_id: str) -> Deferred[dict[str, Any] | None]: ...
 
 
 def finish_of(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -163,7 +163,7 @@ class ProgressHub:
         subscription = Subscription(build_request_id, on_event, self, last_idx=since)
         self._subscribers[build_request_id].add(subscription)
         try:
-            if await self._event_log.get_build(build_request_id) is None:
+            if await self._event_log.build_summary(build_request_id) is None:
                 raise NotFound(f"no build request {build_request_id!r}")
             after = since
             while not subscription.finished.called:

@@ -1,0 +1,63 @@
+-- Schema version 10: what the dashboard draws of a big build without reading its whole plan
+-- (docs/dashboard.md). The job_graph event stays the record; these rows are written with it.
+
+-- Each planned job run's config: its inputs (JSON [{"partition_ref", "dep_type"}]), args
+-- (JSON list) and env (JSON object), for the run page and a partition's lineage.
+CREATE TABLE job_run_plans (
+    job_run_id TEXT PRIMARY KEY,
+    build_request_id TEXT NOT NULL,
+    job_label TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    args TEXT NOT NULL,
+    env TEXT NOT NULL
+);
+CREATE INDEX job_run_plans_by_build ON job_run_plans (build_request_id, job_label);
+
+-- Which planned runs read each ref: a partition's downstream.
+CREATE TABLE job_run_inputs (
+    partition_ref TEXT NOT NULL,
+    job_run_id TEXT NOT NULL,
+    PRIMARY KEY (partition_ref, job_run_id)
+) WITHOUT ROWID;
+
+-- The job-level graph of each build: a job reads what another job of the same build makes.
+CREATE TABLE build_job_edges (
+    build_request_id TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    downstream TEXT NOT NULL,
+    PRIMARY KEY (build_request_id, upstream, downstream)
+) WITHOUT ROWID;
+
+-- A build's runs counted per job and status, and a job's partitions in ref order, from the
+-- index alone.
+CREATE INDEX job_runs_by_build_label_status ON job_runs (build_request_id, job_label, status);
+CREATE INDEX partitions_by_job ON partitions (job_label, partition_ref, status);
+
+INSERT OR IGNORE INTO job_run_plans
+SELECT
+    json_extract(r.value, '$.job_run_id'),
+    e.build_request_id,
+    json_extract(r.value, '$.job_label'),
+    (SELECT json_group_array(json_object(
+         'partition_ref', json_extract(i.value, '$.partition_ref.str'),
+         'dep_type', COALESCE(json_extract(i.value, '$.dep_type_name'), 'materialize')))
+     FROM json_each(r.value, '$.inputs') AS i),
+    COALESCE(json_extract(r.value, '$.args'), '[]'),
+    COALESCE(json_extract(r.value, '$.env'), '{}')
+FROM events AS e, json_each(e.body, '$.job_graph.job_runs') AS r
+WHERE e.event_type = 'job_graph';
+
+INSERT OR IGNORE INTO job_run_inputs
+SELECT json_extract(i.value, '$.partition_ref'), p.job_run_id
+FROM job_run_plans AS p, json_each(p.inputs) AS i;
+
+INSERT OR IGNORE INTO build_job_edges
+SELECT DISTINCT down.build_request_id, up.job_label, down.job_label
+FROM job_run_plans AS down
+JOIN job_run_inputs AS i ON i.job_run_id = down.job_run_id
+JOIN job_run_outputs AS o ON o.partition_ref = i.partition_ref
+JOIN job_run_plans AS up
+    ON up.job_run_id = o.job_run_id AND up.build_request_id = down.build_request_id
+WHERE up.job_label <> down.job_label;
+
+UPDATE schema_version SET version = 10;
