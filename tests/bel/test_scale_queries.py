@@ -8,6 +8,7 @@ from tests.bel.conftest import Recorder
 
 from databuild.bel import BuildRequestEvent, BuildStatus, Event, EventLog, JobGraphEvent, JobStatus
 from databuild.bel import PartitionStatus as P
+from databuild.bel.events import GRAPH_PIECE_RUNS, graph_pieces
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
 
 B = BuildStatus
@@ -123,3 +124,28 @@ async def test_datasets_strip_their_partitions_in_ref_order_and_cancelled_is_not
     ]
     failed = await event_log.failed_partitions(10, 0)
     assert [p["partition_ref"] for p in failed["partitions"]] == ["day/02"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_job_edges_join_runs_stored_in_different_pieces_of_a_graph(
+    event_log: EventLog, recorder: Recorder
+) -> None:
+    fillers = tuple(_run(f"f{i}", "filler", (f"f/{i}",)) for i in range(GRAPH_PIECE_RUNS - 2))
+    runs = (
+        _run("c1", "late-reader", ("agg/1",), inputs=("x/1",)),  # its producer is in piece 1
+        _run("p1", "early-maker", ("y/1",)),  # its reader is in piece 1
+        *fillers,
+        _run("p2", "late-maker", ("x/1",)),
+        _run("c2", "early-reader", ("z/1",), inputs=("y/1",)),
+    )
+    build_id = await recorder.build((B.BUILD_REQUEST_PLANNING,), refs=("agg/1",))
+    pieces = graph_pieces(JobGraph(outputs=("agg/1",), job_runs=runs), None)
+    assert len(pieces) == 2
+    for piece in pieces:
+        await recorder.log.append(Event(build_id, piece))
+    jobs = await event_log.build_jobs(build_id)
+    assert jobs is not None
+    assert jobs["runs"] == len(runs)
+    assert sorted((e["upstream"], e["downstream"]) for e in jobs["edges"]) == [
+        ("early-maker", "early-reader"), ("late-maker", "late-reader"),
+    ]

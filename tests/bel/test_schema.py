@@ -333,9 +333,6 @@ def test_upgrading_to_version_10_keeps_each_planned_run_and_the_job_edges(
         "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type, body)"
         " VALUES (1, 'e1', 1, 'b1', 'job_graph', ?)", (json.dumps(graph),),
     )
-    database.execute(
-        "INSERT INTO job_run_outputs (partition_ref, job_run_id) VALUES ('raw/1', 'r1')"
-    )
     assert create_or_upgrade(database) == LATEST
     plans = database.all(
         "SELECT job_run_id, build_request_id, job_label, inputs, args, env FROM job_run_plans"

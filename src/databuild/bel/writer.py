@@ -173,8 +173,12 @@ class _Batch:
     """The ``job_run_plans`` rows of the batch's job graphs."""
     inputs: dict[tuple[str, str], None] = field(factory=dict)
     """The ``job_run_inputs`` rows of those plans."""
+    planned_outputs: dict[tuple[str, str, str], None] = field(factory=dict)
+    """The ``build_planned_outputs`` rows of those plans."""
     job_edges: dict[tuple[str, str, str], None] = field(factory=dict)
-    """The ``build_job_edges`` of those plans."""
+    """The ``build_job_edges`` found within one ``job_graph`` event."""
+    graphs_completed: list[str] = field(factory=list)
+    """Builds whose graph of several pieces the batch completes: their edges across pieces."""
     job_counts: defaultdict[tuple[str, str], int] = field(factory=lambda: defaultdict(int))
     stats: defaultdict[str, _Stats] = field(factory=lambda: defaultdict(_Stats))
 
@@ -283,6 +287,8 @@ class _Batch:
                 self._job_run(event, payload, idx, run)
             case JobGraphEvent():
                 self._plan(event.build_request_id, payload)
+                if payload.pieces > 1 and payload.piece == payload.pieces - 1:
+                    self.graphs_completed.append(event.build_request_id)
             case DelegationEvent():
                 pass
         return event.stored_at(idx)
@@ -345,9 +351,12 @@ class _Batch:
         )
 
     def _plan(self, build_request_id: str, payload: JobGraphEvent) -> None:
-        """Stage each planned run's config, what it reads, and the graph's job-level edges."""
+        """Stage each planned run's config, what it reads and makes, and the job-level edges
+        within this piece of the graph (those across pieces wait for its last piece)."""
         runs = payload.job_graph.job_runs
         producer = {ref: run.job_label for run in runs for ref in run.outputs}
+        for ref, label in producer.items():
+            self.planned_outputs[build_request_id, ref, label] = None
         for run in runs:
             config = run.config
             self.plans.append((
@@ -458,8 +467,22 @@ class _Batch:
         )
         db.insert_many("job_run_inputs", ("partition_ref", "job_run_id"), list(self.inputs),
                        "ON CONFLICT (partition_ref, job_run_id) DO NOTHING")
+        db.insert_many("build_planned_outputs", ("build_request_id", "partition_ref", "job_label"),
+                       list(self.planned_outputs), "ON CONFLICT DO NOTHING")
         db.insert_many("build_job_edges", ("build_request_id", "upstream", "downstream"),
                        list(self.job_edges), "ON CONFLICT DO NOTHING")
+        for build_request_id in self.graphs_completed:
+            # The pieces were stored in order: with the last, every run of the plan is known.
+            db.execute(
+                "INSERT INTO build_job_edges (build_request_id, upstream, downstream)"
+                " SELECT DISTINCT p.build_request_id, o.job_label, p.job_label"
+                " FROM job_run_plans p JOIN job_run_inputs i ON i.job_run_id = p.job_run_id"
+                " JOIN build_planned_outputs o ON o.build_request_id = p.build_request_id"
+                " AND o.partition_ref = i.partition_ref"
+                " WHERE p.build_request_id = ? AND o.job_label <> p.job_label"
+                " ON CONFLICT DO NOTHING",
+                (build_request_id,),
+            )
         # A run's claims go with its final event (SPEC §5.8).
         release(db, [r.job_run_id for r in self.runs.values() if r.changed and r.status.final])
         db.insert_many(

@@ -20,6 +20,15 @@ CREATE TABLE job_run_inputs (
     PRIMARY KEY (partition_ref, job_run_id)
 ) WITHOUT ROWID;
 
+-- Which job of a build's plan makes each ref: the upstream end of a job edge, found across
+-- the pieces a big graph is stored in.
+CREATE TABLE build_planned_outputs (
+    build_request_id TEXT NOT NULL,
+    partition_ref TEXT NOT NULL,
+    job_label TEXT NOT NULL,
+    PRIMARY KEY (build_request_id, partition_ref, job_label)
+) WITHOUT ROWID;
+
 -- The job-level graph of each build: a job reads what another job of the same build makes.
 CREATE TABLE build_job_edges (
     build_request_id TEXT NOT NULL,
@@ -51,13 +60,18 @@ INSERT OR IGNORE INTO job_run_inputs
 SELECT json_extract(i.value, '$.partition_ref'), p.job_run_id
 FROM job_run_plans AS p, json_each(p.inputs) AS i;
 
+INSERT OR IGNORE INTO build_planned_outputs
+SELECT e.build_request_id, o.value, json_extract(r.value, '$.job_label')
+FROM events AS e, json_each(e.body, '$.job_graph.job_runs') AS r,
+    json_each(r.value, '$.outputs') AS o
+WHERE e.event_type = 'job_graph';
+
 INSERT OR IGNORE INTO build_job_edges
-SELECT DISTINCT down.build_request_id, up.job_label, down.job_label
-FROM job_run_plans AS down
-JOIN job_run_inputs AS i ON i.job_run_id = down.job_run_id
-JOIN job_run_outputs AS o ON o.partition_ref = i.partition_ref
-JOIN job_run_plans AS up
-    ON up.job_run_id = o.job_run_id AND up.build_request_id = down.build_request_id
-WHERE up.job_label <> down.job_label;
+SELECT DISTINCT p.build_request_id, o.job_label, p.job_label
+FROM job_run_plans AS p
+JOIN job_run_inputs AS i ON i.job_run_id = p.job_run_id
+JOIN build_planned_outputs AS o
+    ON o.build_request_id = p.build_request_id AND o.partition_ref = i.partition_ref
+WHERE o.job_label <> p.job_label;
 
 UPDATE schema_version SET version = 10;
