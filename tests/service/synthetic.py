@@ -14,12 +14,12 @@ from databuild.bel import (
     BuildStatus,
     Event,
     JobEvent,
-    JobGraphEvent,
     JobStatus,
     PartitionEvent,
     PartitionStatus,
 )
 from databuild.bel.backend import Database, Location
+from databuild.bel.events import graph_pieces
 from databuild.bel.schema import create_or_upgrade
 from databuild.bel.writer import append_batch
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput, new_id
@@ -71,7 +71,8 @@ def _events(build_id: str, graph: JobGraph) -> Iterator[Event]:
 
     yield at(BuildRequestEvent(B.BUILD_REQUEST_RECEIVED, graph.outputs))
     yield at(BuildRequestEvent(B.BUILD_REQUEST_PLANNING))
-    yield at(JobGraphEvent(graph))
+    for piece in graph_pieces(graph, None):  # as the service stores a big graph
+        yield at(piece)
     yield at(BuildRequestEvent(B.BUILD_REQUEST_ANALYSIS_COMPLETED))
     yield at(BuildRequestEvent(B.BUILD_REQUEST_EXECUTING))
     for run in graph.job_runs:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from tests.conftest import EXAMPLES
 from tests.polling import poll_until
-from tests.service.browser import api, chromium, console_errors, login_url
+from tests.service.browser import api, chromium, console_errors, dashboard_url, login_url
 from tests.service.conftest import Service, start_service
 from tests.service.synthetic import LABELS, write_build
 from tests.service.test_dashboard import WAIT_S, css, finished, submit, until
@@ -100,7 +100,7 @@ def test_a_10000_run_build_page_is_drawn_by_job_and_scrolls(
     big: tuple[Service, str], browser: Any
 ) -> None:
     service, build_id = big
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     nodes = css(browser, "#graph .node[data-job]")
     assert sorted(n.get_attribute("data-job") for n in nodes) == sorted(LABELS)
@@ -130,7 +130,7 @@ def test_the_job_level_counts_match_the_api_and_a_job_lists_its_runs_paged(
     ]
     missing = api(service, "GET", "/api/v1/builds/0123456789abcdef/jobs")
     assert missing[0] == 404 and missing[1]["error"]["code"] == "not_found"
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     for job in jobs["jobs"]:
         [node] = css(browser, f'#graph .node[data-job="{job["job_label"]}"]')
@@ -169,7 +169,7 @@ def test_a_big_running_build_counts_its_runs_live_by_job(
         return jobs if jobs["runs"] == TICKS and jobs["running"] else None
 
     poll_until(counted, "the plan and a running tick", WAIT_S)
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     [node] = css(browser, '#graph .node[data-job="tick"]')
     assert int(node.get_attribute("data-completed")) == 0
@@ -194,7 +194,7 @@ def test_the_run_page_follows_a_running_jobs_log(big: tuple[Service, str], brows
         return next((t["job_run_id"] for t in tasks if t["status"] == "JOB_RUNNING"), None)
 
     task_id = poll_until(running_task, "the talky run to run", WAIT_S)
-    browser.get(f"{service.url}/tasks/{task_id}")
+    browser.get(f"{dashboard_url(service)}/tasks/{task_id}")
     until(browser, lambda d: "started follow" in css(d, "#log")[0].text, "the first log line")
     assert "running" in css(browser, "#task-status")[0].text
     assert "talky/follow" in css(browser, "#outputs")[0].text
@@ -217,7 +217,7 @@ def test_the_build_pages_log_panel_follows_a_running_run(
     build_id = submit(service, "talky/panel")
     poll_until(lambda: api(service, "GET", f"/api/v1/builds/{build_id}")[1]["job_runs"]
                ["JOB_RUNNING"], "the talky run to run", WAIT_S)
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, lambda d: css(d, '#graph .node[data-status="JOB_RUNNING"]'), "its node")
     css(browser, '#graph .node[data-status="JOB_RUNNING"]')[0].click()
     until(browser, lambda d: "started panel" in css(d, "#log")[0].text, "the first line")
@@ -239,7 +239,7 @@ def test_datasets_strip_and_a_partitions_lineage(big: tuple[Service, str], brows
     [pattern] = report["output_patterns"]
     assert pattern.startswith("color_vote_report/")
     assert api(service, "GET", "/api/v1/datasets?limit=0")[0] == 400
-    browser.get(f"{service.url}/partitions")
+    browser.get(f"{dashboard_url(service)}/partitions")
     [row] = css(browser, '#datasets tr[data-dataset="color_vote_report"]')
     segments = row.find_elements("css selector", ".strip .segment rect")
     assert [s.get_attribute("class") for s in segments] == ["s-available"]
@@ -248,11 +248,11 @@ def test_datasets_strip_and_a_partitions_lineage(big: tuple[Service, str], brows
     shown = [s.get_attribute("class") for s in big_row.find_elements("css selector", "rect")]
     assert len(shown) == 60  # 6,000 partitions in at most 60 segments
     assert 0 < shown.count("s-failed") < shown.count("s-available")
-    browser.get(f"{service.url}/partitions/{quote(ref, safe='')}")
+    browser.get(f"{dashboard_url(service)}/partitions/{quote(ref, safe='')}")
     upstream = css(browser, "#upstream")[0].text
     assert "daily_color_votes/2026-02-03/red" in upstream
     daily = "daily_color_votes/2026-02-03/red"
-    browser.get(f"{service.url}/partitions/{quote(daily, safe='')}")
+    browser.get(f"{dashboard_url(service)}/partitions/{quote(daily, safe='')}")
     assert ref in css(browser, "#downstream")[0].text or "color_votes_1w" in (
         css(browser, "#downstream")[0].text
     )
@@ -265,7 +265,7 @@ def test_screenshots_of_the_pages_at_scale(big: tuple[Service, str], browser: An
     service, build_id = big
     images = Path(os.environ.get("DATABUILD_SCREENSHOTS", tmp_path))
     images.mkdir(parents=True, exist_ok=True)
-    browser.get(f"{service.url}/builds/{build_id}")
+    browser.get(f"{dashboard_url(service)}/builds/{build_id}")
     until(browser, drawn, "the graph to be drawn")
     css(browser, f'#graph .node[data-job="{LABELS[1]}"]')[0].click()
     until(browser, lambda d: css(d, "#job-runs tbody tr[data-run]"), "the job's runs")
@@ -274,17 +274,17 @@ def test_screenshots_of_the_pages_at_scale(big: tuple[Service, str], browser: An
     browser.save_screenshot(str(images / "dashboard-build-jobs.png"))
     small = submit(service, "color_vote_report/2026-03-05/blue", "color_vote_report/2026-03-05/red")
     assert finished(service, small) == "BUILD_REQUEST_COMPLETED"
-    browser.get(f"{service.url}/builds/{small}")
+    browser.get(f"{dashboard_url(service)}/builds/{small}")
     until(browser, drawn, "the small build's graph")
     browser.save_screenshot(str(images / "dashboard-build-runs.png"))
     task = api(service, "GET", f"/api/v1/tasks?build_request_id={small}&limit=1")[1]["tasks"][0]
-    browser.get(f"{service.url}/tasks/{task['job_run_id']}")
+    browser.get(f"{dashboard_url(service)}/tasks/{task['job_run_id']}")
     until(browser, lambda d: css(d, '#log[data-ended="true"]'), "the run's log")
     browser.save_screenshot(str(images / "dashboard-run.png"))
-    browser.get(f"{service.url}/partitions")
+    browser.get(f"{dashboard_url(service)}/partitions")
     browser.save_screenshot(str(images / "dashboard-partitions.png"))
     ref = quote("color_votes_1w/2026-03-05/red", safe="")
-    browser.get(f"{service.url}/partitions/{ref}")
+    browser.get(f"{dashboard_url(service)}/partitions/{ref}")
     browser.save_screenshot(str(images / "dashboard-partition.png"))
     no_console_errors(browser)
 
