@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.service.browser import api, chromium, login_url  # noqa: E402  (the tests' own)
+from tests.service.browser import api, chromium, dashboard_url, login_url  # noqa: E402  (the tests' own)
 from tests.service.conftest import Service, start_service  # noqa: E402
 from tests.service.synthetic import write_build  # noqa: E402
 
@@ -71,7 +71,7 @@ def measure(runs: int, repeat: int, scratch: Path) -> dict[str, float]:
     driver = chromium(scratch / f"profile-{runs}")
     try:
         driver.get(login_url(service))
-        url = f"{service.url}/builds/{build_id}"
+        url = f"{dashboard_url(service)}/builds/{build_id}"
         _ready_s(driver, url)  # warm: the browser's cache of the scripts, the log's pages
         ready = statistics.median(_ready_s(driver, url) for _ in range(repeat))
         aggregate = statistics.median(_aggregate_ms(service, build_id) for _ in range(repeat))
