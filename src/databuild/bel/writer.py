@@ -473,13 +473,15 @@ class _Batch:
                        list(self.job_edges), "ON CONFLICT DO NOTHING")
         for build_request_id in self.graphs_completed:
             # The pieces were stored in order: with the last, every run of the plan is known.
+            # From what the build makes to who reads it: each step an index's prefix.
             db.execute(
                 "INSERT INTO build_job_edges (build_request_id, upstream, downstream)"
-                " SELECT DISTINCT p.build_request_id, o.job_label, p.job_label"
-                " FROM job_run_plans p JOIN job_run_inputs i ON i.job_run_id = p.job_run_id"
-                " JOIN build_planned_outputs o ON o.build_request_id = p.build_request_id"
-                " AND o.partition_ref = i.partition_ref"
-                " WHERE p.build_request_id = ? AND o.job_label <> p.job_label"
+                " SELECT DISTINCT o.build_request_id, o.job_label, p.job_label"
+                " FROM build_planned_outputs o"
+                " JOIN job_run_inputs i ON i.partition_ref = o.partition_ref"
+                " JOIN job_run_plans p ON p.job_run_id = i.job_run_id"
+                " WHERE o.build_request_id = ? AND p.build_request_id = o.build_request_id"
+                " AND o.job_label <> p.job_label"
                 " ON CONFLICT DO NOTHING",
                 (build_request_id,),
             )

@@ -70,12 +70,11 @@ WHERE e.event_type = 'job_graph'
 ON CONFLICT DO NOTHING;
 
 INSERT INTO build_job_edges
-SELECT DISTINCT p.build_request_id, o.job_label, p.job_label
-FROM job_run_plans AS p
-JOIN job_run_inputs AS i ON i.job_run_id = p.job_run_id
-JOIN build_planned_outputs AS o
-    ON o.build_request_id = p.build_request_id AND o.partition_ref = i.partition_ref
-WHERE o.job_label <> p.job_label
+SELECT DISTINCT o.build_request_id, o.job_label, p.job_label
+FROM build_planned_outputs AS o
+JOIN job_run_inputs AS i ON i.partition_ref = o.partition_ref
+JOIN job_run_plans AS p ON p.job_run_id = i.job_run_id
+WHERE p.build_request_id = o.build_request_id AND o.job_label <> p.job_label
 ON CONFLICT DO NOTHING;
 
 UPDATE schema_version SET version = 10;
