@@ -36,7 +36,7 @@ from databuild.bel.schema import (
     migrations,
 )
 
-LATEST = 11
+LATEST = 8
 """The schema version this DataBuild writes."""
 
 
@@ -61,8 +61,7 @@ def table_names(db: Database) -> set[str]:
 
 
 def test_migrations_are_numbered_alike_for_both_dialects() -> None:
-    # 6-8 and 10 are other branches' numbers until they are merged.
-    assert list(migrations("sqlite")) == list(migrations("postgresql")) == [1, 2, 3, 4, 5, 9, 11]
+    assert list(migrations("sqlite")) == list(migrations("postgresql")) == list(range(1, 9))
     assert latest_version("sqlite") == latest_version("postgresql") == LATEST
 
 
@@ -317,3 +316,33 @@ async def test_an_old_sqlite_log_is_copied_before_its_upgrade(tmp_path: Path) ->
     await reopened.open()  # current now: nothing more is copied
     await reopened.close()
     assert sorted(p.name for p in backup.parent.glob("*.backup")) == [backup.name]
+
+
+def test_upgrading_to_version_7_keeps_each_planned_run_and_the_job_edges(
+    database: Database,
+) -> None:
+    assert create_or_upgrade(database, target=5) == 5
+    graph = {"job_graph": {"outputs": ["agg/1"], "job_runs": [
+        {"job_run_id": "r1", "job_label": "ingest", "outputs": ["raw/1"], "inputs": [],
+         "args": ["raw/1"], "env": {"A": "1"}},
+        {"job_run_id": "r2", "job_label": "agg", "outputs": ["agg/1"], "args": [], "env": {},
+         "inputs": [{"dep_type_code": 1, "dep_type_name": "materialize",
+                     "partition_ref": {"str": "raw/1"}}]},
+    ]}, "event_type": "job_graph"}
+    database.execute(
+        "INSERT INTO events (idx, event_id, timestamp, build_request_id, event_type, body)"
+        " VALUES (1, 'e1', 1, 'b1', 'job_graph', ?)", (json.dumps(graph),),
+    )
+    assert create_or_upgrade(database) == LATEST
+    plans = database.all(
+        "SELECT job_run_id, build_request_id, job_label, inputs, args, env FROM job_run_plans"
+        " ORDER BY job_run_id"
+    )
+    assert [(*row[:3], *map(json.loads, row[3:])) for row in plans] == [
+        ("r1", "b1", "ingest", [], ["raw/1"], {"A": "1"}),
+        ("r2", "b1", "agg", [{"partition_ref": "raw/1", "dep_type": "materialize"}], [], {}),
+    ]
+    assert database.all("SELECT partition_ref, job_run_id FROM job_run_inputs") == [
+        ("raw/1", "r2")
+    ]
+    assert database.all("SELECT * FROM build_job_edges") == [("b1", "ingest", "agg")]

@@ -358,6 +358,24 @@ class EventLog:
         """One build as lists show it (no ``tasks``, no ``partitions``), or None."""
         return self._read(queries.build_summary, build_request_id)
 
+    def build_with_retries(self, build_request_id: str) -> Deferred[dict[str, Any] | None]:
+        """One build as lists show it, with ``retried_by``; or None."""
+        return self._read(queries.build_with_retries, build_request_id)
+
+    def build_jobs(self, build_request_id: str) -> Deferred[dict[str, Any] | None]:
+        """The build at the job level: runs per job and status, job edges; or None."""
+        return self._read(queries.build_jobs, build_request_id)
+
+    def list_datasets(self, limit: object = None, offset: object = None
+                      ) -> Deferred[dict[str, Any]]:
+        """``{"datasets": [...]}``: the catalog by producing job, with status strips."""
+        return self._read(queries.list_datasets, limit, offset)
+
+    def failed_partitions(self, limit: object = None, offset: object = None
+                          ) -> Deferred[dict[str, Any]]:
+        """``{"partitions": [...]}``: FAILED because their run failed, newest first."""
+        return self._read(queries.failed_partitions, limit, offset)
+
     def unfinished_builds(self) -> Deferred[list[str]]:
         """Ids of builds not in a final status, oldest first."""
         return self._read(queries.unfinished_builds)

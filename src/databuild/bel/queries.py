@@ -20,6 +20,12 @@ MAX_POSITION = 2**63 - 1
 """The largest offset or event index a query takes (a 64-bit database integer)."""
 HISTORY_LIMIT = 1000
 """At most this many of a partition's latest events (and producing runs) in ``get_partition``."""
+LINEAGE_LIMIT = 100
+"""At most this many upstream and downstream refs in a partition's ``lineage``."""
+STRIP_SEGMENTS = 60
+"""A dataset's status strip has at most this many segments."""
+RUNNING_LIMIT = 1000
+"""At most this many running runs are named in ``build_jobs``."""
 _IN_CHUNK = 500
 TOTAL_CAP = 10_000
 """A list's ``total`` is counted only up to this many matches; beyond, it is null."""
@@ -165,10 +171,17 @@ def _builds(db: Database, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any
             "job_runs": counts[build_id],
             "service_id": service_id,
             "retry_of": retry_of,
+            **_build_times(status, created_at, updated_at),
         }
         for build_id, status, requested, created_at, updated_at, message, service_id, retry_of
         in rows
     ]
+
+
+def _build_times(status: str, created_at: int, updated_at: int) -> dict[str, Any]:
+    """``ended_at`` and ``duration_s`` (from its request to its end): null while it runs."""
+    ended_at = updated_at if BuildStatus(status).final else None
+    return {"ended_at": ended_at, "duration_s": _duration_s(created_at, ended_at)}
 
 
 def list_builds(db: Database, status: object, limit: object, offset: object) -> dict[str, Any]:
@@ -188,7 +201,8 @@ def build_summary(db: Database, build_request_id: str) -> dict[str, Any] | None:
     return _builds(db, rows)[0] if rows else None
 
 
-def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
+def build_with_retries(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    """A build as lists show it, with ``retried_by`` (its retries, newest first), or None."""
     build = build_summary(db, build_request_id)
     if build is None:
         return None
@@ -201,6 +215,13 @@ def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
             (build_request_id, RETRIES_SHOWN),
         )
     ]
+    return build
+
+
+def get_build(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    build = build_with_retries(db, build_request_id)
+    if build is None:
+        return None
     build["tasks"] = _tasks(
         db.all(
             f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE build_request_id = ?"
@@ -349,7 +370,35 @@ def get_partition(db: Database, ref: str) -> dict[str, Any] | None:
             (ref, HISTORY_LIMIT),
         )
     )
+    partition["lineage"] = _lineage(db, partition)
     return partition
+
+
+def _lineage(db: Database, partition: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """What the partition's producing run read (upstream), and what the runs that read it
+    make (downstream), at most LINEAGE_LIMIT refs each, with their catalog status."""
+    producer = partition["job_run_id"] or next(
+        (run["job_run_id"] for run in partition["job_runs"]), None
+    )
+    plan = (db.one("SELECT inputs FROM job_run_plans WHERE job_run_id = ?", (producer,))
+            if producer else None)
+    upstream = [i["partition_ref"] for i in json.loads(plan[0])] if plan else []
+    downstream: dict[str, None] = {}
+    for (outputs,) in db.all(
+        "SELECT j.outputs FROM job_run_inputs i JOIN job_runs j ON j.job_run_id = i.job_run_id"
+        " WHERE i.partition_ref = ? ORDER BY j.created_idx DESC LIMIT ?",
+        (partition["partition_ref"], HISTORY_LIMIT),
+    ):
+        downstream.update(dict.fromkeys(json.loads(outputs)))
+    refs = list(dict.fromkeys(upstream))[:LINEAGE_LIMIT]
+    later = list(downstream)[:LINEAGE_LIMIT]
+    statuses = partition_statuses(db, refs + later)
+
+    def shown(found: list[str]) -> list[dict[str, Any]]:
+        return [{"partition_ref": ref, "status": s.value if (s := statuses.get(ref)) else None}
+                for ref in found]
+
+    return {"upstream": shown(refs), "downstream": shown(later)}
 
 
 def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, PartitionStatus]:
@@ -444,6 +493,117 @@ def get_job(db: Database, job_label: str) -> dict[str, Any] | None:
     return None if row is None else _with_skipped(db, [_job(row)])[0]
 
 
+# --- the dashboard at scale: a build by job, the catalog by dataset ---------------------
+
+
+def build_jobs(db: Database, build_request_id: str) -> dict[str, Any] | None:
+    """A build drawn at the job level: per job label its planned runs and their count per
+    status, the edges between its jobs, its running runs, and ``as_of_idx``, the build's
+    last event these counts include (a progress stream resumed there continues them)."""
+    if db.one("SELECT 1 FROM builds WHERE build_request_id = ?", (build_request_id,)) is None:
+        return None
+    as_of = db.one("SELECT MAX(idx) FROM events WHERE build_request_id = ?",
+                   (build_request_id,))
+    planned = dict(db.all(
+        "SELECT job_label, COUNT(*) FROM job_run_plans WHERE build_request_id = ?"
+        " GROUP BY job_label",
+        (build_request_id,),
+    ))
+    counts: dict[str, dict[str, int]] = {}
+    for label, status, count in db.all(
+        "SELECT job_label, status, COUNT(*) FROM job_runs WHERE build_request_id = ?"
+        " GROUP BY job_label, status",
+        (build_request_id,),
+    ):
+        counts.setdefault(label, {s.value: 0 for s in JobStatus})[status] = count
+    jobs = []
+    for label in sorted({*planned, *counts}):
+        by_status = counts.get(label) or {s.value: 0 for s in JobStatus}
+        runs = max(planned.get(label, 0), sum(by_status.values()))
+        jobs.append({"job_label": label, "runs": runs, "job_runs": by_status})
+    running = db.all(
+        "SELECT job_run_id, job_label FROM job_runs WHERE status = ? AND build_request_id = ?"
+        " LIMIT ?",
+        (JobStatus.JOB_RUNNING.value, build_request_id, RUNNING_LIMIT),
+    )
+    edges = db.all(
+        "SELECT upstream, downstream FROM build_job_edges WHERE build_request_id = ?"
+        " ORDER BY upstream, downstream",
+        (build_request_id,),
+    )
+    return {
+        "build_request_id": build_request_id,
+        "as_of_idx": (as_of[0] if as_of else None) or 0,
+        "runs": sum(job["runs"] for job in jobs),
+        "jobs": jobs,
+        "edges": [{"upstream": up, "downstream": down} for up, down in edges],
+        "running": [{"job_run_id": run_id, "job_label": label} for run_id, label in running],
+    }
+
+
+def list_datasets(db: Database, limit: object, offset: object) -> dict[str, Any]:
+    """The catalog grouped by the job that makes each partition, by job label: each one's
+    partition count per status, and a status strip (the refs in order, cut in at most
+    STRIP_SEGMENTS segments, each with its first and last ref and its count per status)."""
+    limit, offset = paging(limit, offset)
+    rows = db.all(
+        "SELECT job_label FROM job_stats ORDER BY job_label LIMIT ? OFFSET ?",
+        (limit + 1, offset),
+    )
+    has_more = len(rows) > limit
+    datasets = [_dataset(db, label) for (label,) in rows[:limit]]
+    total = offset + len(datasets) if not has_more else None
+    return {"datasets": datasets, "total": total, "has_more": has_more}
+
+
+def _dataset(db: Database, job_label: str) -> dict[str, Any]:
+    statuses = {s.value: 0 for s in PartitionStatus}
+    statuses.update(db.all(
+        "SELECT status, COUNT(*) FROM partitions WHERE job_label = ? GROUP BY status",
+        (job_label,),
+    ))
+    size = sum(statuses.values())
+    segments = min(size, STRIP_SEGMENTS)
+    strip: dict[int, dict[str, Any]] = {}
+    if segments:
+        for segment, first, last, status, count in db.all(
+            "SELECT segment, MIN(partition_ref), MAX(partition_ref), status, COUNT(*) FROM ("
+            " SELECT partition_ref, status,"
+            " (ROW_NUMBER() OVER (ORDER BY partition_ref) - 1) * ? / ? AS segment"
+            " FROM partitions WHERE job_label = ?) AS numbered"
+            " GROUP BY segment, status ORDER BY segment",
+            (segments, size, job_label),
+        ):
+            part = strip.setdefault(segment, {"first_ref": first, "last_ref": last,
+                                              "partitions": 0, "statuses": {}})
+            part["first_ref"] = min(part["first_ref"], first)
+            part["last_ref"] = max(part["last_ref"], last)
+            part["partitions"] += count
+            part["statuses"][status] = count
+    return {
+        "job_label": job_label,
+        "partitions": size,
+        "statuses": statuses,
+        "strip": [strip[k] for k in sorted(strip)],
+    }
+
+
+def failed_partitions(db: Database, limit: object, offset: object) -> dict[str, Any]:
+    """Catalog entries FAILED because their run failed, newest first: a ref whose run was
+    cancelled (or never ran for it) is not counted as failed here."""
+    limit, offset = paging(limit, offset)
+    columns = ", ".join(f"p.{c}" for c in _PARTITION_KEYS)
+    rows = db.all(
+        f"SELECT {columns} FROM partitions p JOIN job_runs j ON j.job_run_id = p.job_run_id"
+        " WHERE p.status = ? AND j.status = ? ORDER BY p.updated_idx DESC LIMIT ? OFFSET ?",
+        (PartitionStatus.PARTITION_FAILED.value, JobStatus.JOB_FAILED.value, limit + 1, offset),
+    )
+    has_more = len(rows) > limit
+    partitions = [dict(zip(_PARTITION_KEYS, row, strict=True)) for row in rows[:limit]]
+    return {"partitions": partitions, "total": None if has_more else offset + len(partitions),
+            "has_more": has_more}
+
+
 # --- tasks (job runs) -----------------------------------------------------------------
 
 _TASK_COLUMNS = (
@@ -503,8 +663,17 @@ def list_tasks(
 
 
 def get_task(db: Database, job_run_id: str) -> dict[str, Any] | None:
+    """One run, with its config from the plan (``inputs``, ``args``, ``env``; null for a
+    run planned before the log kept plans)."""
     rows = db.all(f"SELECT {_TASK_COLUMNS} FROM job_runs WHERE job_run_id = ?", (job_run_id,))
-    return _tasks(rows)[0] if rows else None
+    if not rows:
+        return None
+    task = _tasks(rows)[0]
+    plan = db.one("SELECT inputs, args, env FROM job_run_plans WHERE job_run_id = ?",
+                  (job_run_id,))
+    for key, value in zip(("inputs", "args", "env"), plan or (None,) * 3, strict=True):
+        task[key] = None if value is None else json.loads(value)
+    return task
 
 
 # --- events ---------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """The event log's schema: numbered ``.sql`` migrations per dialect, applied in order.
 
-``sql/<dialect>-<NNN>-<what>.sql`` takes a log from the version of the script before it to NNN;
-version 1 creates it. A dialect may skip numbers (PostgreSQL's worker tables, SPEC §10, have
-no SQLite counterpart).
+``sql/<dialect>-<NNN>-<what>.sql`` takes a log from version NNN - 1 to NNN; version 1 creates it.
 The version lives in the ``schema_version`` table. ``create_or_upgrade`` is the one entry point.
 """
 
@@ -79,10 +77,7 @@ def create_or_upgrade(db: Database, target: int | None = None) -> int:
                 )
             if version >= target:
                 return version
-            # The next script up: numbers are given out per change, so a branch may miss some.
-            db.execute_script(scripts[min(v for v in scripts if v > version)])
-
-
+            db.execute_script(scripts[version + 1])
 
 def has_ref_trigrams(db: Database) -> bool:
     """Whether the catalog's trigram index exists (on PostgreSQL it needs ``pg_trgm``)."""

@@ -79,6 +79,9 @@ SCHEMAS: dict[str, Schema] = {
         },
         service_id={**nullable(STRING), "description": "the service that owns it (§5.8)"},
         retry_of={**nullable(STRING), "description": "the build this one retries (§9)"},
+        ended_at={**nullable(NANOS), "description": "when it reached a final status"},
+        duration_s={**nullable({"type": "number"}),
+                    "description": "from its request to its end; null while it runs"},
     ),
     "Service": obj(
         {
@@ -128,6 +131,11 @@ SCHEMAS: dict[str, Schema] = {
         worker={**nullable(STRING),
                 "description": "the Celery worker of its last attempt (§10; shown by a celery "
                 "service's task endpoints)"},
+        inputs={**nullable({"type": "array", "items": obj(
+            {"partition_ref": STRING, "dep_type": STRING})}),
+            "description": "from the plan (one run only); null for runs planned before"},
+        args=nullable({"type": "array", "items": STRING}),
+        env=nullable({"type": "object", "additionalProperties": STRING}),
     ),
     "Partition": obj(
         {
@@ -200,6 +208,8 @@ SCHEMAS["BuildDetail"] = {
         ),
     ]
 }
+_LINKED: Schema = {"type": "array", "items": obj(
+    {"partition_ref": STRING, "status": nullable(statuses(PartitionStatus))})}
 SCHEMAS["PartitionDetail"] = {
     "allOf": [
         ref("Partition"),
@@ -207,7 +217,45 @@ SCHEMAS["PartitionDetail"] = {
             {
                 "history": {"type": "array", "items": ref("Event")},
                 "job_runs": {"type": "array", "items": ref("Task")},
+                "lineage": {
+                    **obj({"upstream": _LINKED, "downstream": _LINKED}),
+                    "description": "what its producing run read, and what the runs that read "
+                                   "it make (at most 100 each)",
+                },
             }
         ),
     ]
 }
+_COUNTS: Schema = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+SCHEMAS["BuildJobs"] = obj({
+    "build_request_id": STRING,
+    "as_of_idx": {"type": "integer", "minimum": 0,
+                  "description": "the build's last event counted; resume its progress stream "
+                                 "with since=as_of_idx to keep the counts current"},
+    "runs": {"type": "integer", "minimum": 0},
+    "jobs": {"type": "array", "items": obj({
+        "job_label": STRING,
+        "runs": {"type": "integer", "minimum": 0, "description": "planned runs"},
+        "job_runs": {**_COUNTS, "description": "count of the job's runs per job-run status"},
+    })},
+    "edges": {"type": "array", "items": obj({"upstream": STRING, "downstream": STRING})},
+    "running": {"type": "array", "description": "its running runs (at most 1,000)",
+                "items": obj({"job_run_id": STRING, "job_label": STRING})},
+})
+SCHEMAS["Dataset"] = obj(
+    {
+        "job_label": STRING,
+        "partitions": {"type": "integer", "minimum": 0},
+        "statuses": {**_COUNTS, "description": "count of its partitions per catalog status"},
+        "strip": {
+            "type": "array",
+            "description": "its partitions in ref order, in at most 60 segments",
+            "items": obj({"first_ref": STRING, "last_ref": STRING,
+                          "partitions": {"type": "integer", "minimum": 1},
+                          "statuses": _COUNTS}),
+        },
+    },
+    output_patterns={"type": "array", "items": STRING,
+                     "description": "the job's output patterns in the graph as last loaded "
+                                    "(the API adds them)"},
+)

@@ -169,6 +169,16 @@ class _Batch:
     touched_partitions: dict[tuple[str, str], None] = field(factory=dict)
     outputs: list[tuple[str, str]] = field(factory=list)
     """The ``job_run_outputs`` rows of the batch's new runs."""
+    plans: list[tuple[str, ...]] = field(factory=list)
+    """The ``job_run_plans`` rows of the batch's job graphs."""
+    inputs: dict[tuple[str, str], None] = field(factory=dict)
+    """The ``job_run_inputs`` rows of those plans."""
+    planned_outputs: dict[tuple[str, str, str], None] = field(factory=dict)
+    """The ``build_planned_outputs`` rows of those plans."""
+    job_edges: dict[tuple[str, str, str], None] = field(factory=dict)
+    """The ``build_job_edges`` found within one ``job_graph`` event."""
+    graphs_completed: list[str] = field(factory=list)
+    """Builds whose graph of several pieces the batch completes: their edges across pieces."""
     job_counts: defaultdict[tuple[str, str], int] = field(factory=lambda: defaultdict(int))
     stats: defaultdict[str, _Stats] = field(factory=lambda: defaultdict(_Stats))
 
@@ -275,7 +285,11 @@ class _Batch:
                 self._partition(event, payload, idx, job_label)
             case JobEvent():
                 self._job_run(event, payload, idx, run)
-            case DelegationEvent() | JobGraphEvent():
+            case JobGraphEvent():
+                self._plan(event.build_request_id, payload)
+                if payload.pieces > 1 and payload.piece == payload.pieces - 1:
+                    self.graphs_completed.append(event.build_request_id)
+            case DelegationEvent():
                 pass
         return event.stored_at(idx)
 
@@ -335,6 +349,32 @@ class _Batch:
             payload.partition_ref[::-1],
             data_idx,
         )
+
+    def _plan(self, build_request_id: str, payload: JobGraphEvent) -> None:
+        """Stage each planned run's config, what it reads and makes, and the job-level edges
+        within this piece of the graph (those across pieces wait for its last piece)."""
+        runs = payload.job_graph.job_runs
+        producer = {ref: run.job_label for run in runs for ref in run.outputs}
+        for ref, label in producer.items():
+            self.planned_outputs[build_request_id, ref, label] = None
+        for run in runs:
+            config = run.config
+            self.plans.append((
+                run.job_run_id,
+                build_request_id,
+                run.job_label,
+                _compact_json([
+                    {"partition_ref": i.partition_ref, "dep_type": i.dep_type.type_name}
+                    for i in config.inputs
+                ]),
+                _compact_json(list(config.args)),
+                _compact_json(dict(config.env)),
+            ))
+            for i in config.inputs:
+                self.inputs[i.partition_ref, run.job_run_id] = None
+                upstream = producer.get(i.partition_ref)
+                if upstream is not None and upstream != run.job_label:
+                    self.job_edges[build_request_id, upstream, run.job_label] = None
 
     def _job_run(self, event: Event, payload: JobEvent, idx: int, run: _Run | None) -> None:
         status, ts = payload.status, event.timestamp
@@ -419,6 +459,32 @@ class _Batch:
             " message = excluded.message",
         )
         db.insert_many("job_run_outputs", ("partition_ref", "job_run_id"), self.outputs)
+        db.insert_many(
+            "job_run_plans",
+            ("job_run_id", "build_request_id", "job_label", "inputs", "args", "env"),
+            self.plans,
+            "ON CONFLICT (job_run_id) DO NOTHING",
+        )
+        db.insert_many("job_run_inputs", ("partition_ref", "job_run_id"), list(self.inputs),
+                       "ON CONFLICT (partition_ref, job_run_id) DO NOTHING")
+        db.insert_many("build_planned_outputs", ("build_request_id", "partition_ref", "job_label"),
+                       list(self.planned_outputs), "ON CONFLICT DO NOTHING")
+        db.insert_many("build_job_edges", ("build_request_id", "upstream", "downstream"),
+                       list(self.job_edges), "ON CONFLICT DO NOTHING")
+        for build_request_id in self.graphs_completed:
+            # The pieces were stored in order: with the last, every run of the plan is known.
+            # From what the build makes to who reads it: each step an index's prefix.
+            db.execute(
+                "INSERT INTO build_job_edges (build_request_id, upstream, downstream)"
+                " SELECT DISTINCT o.build_request_id, o.job_label, p.job_label"
+                " FROM build_planned_outputs o"
+                " JOIN job_run_inputs i ON i.partition_ref = o.partition_ref"
+                " JOIN job_run_plans p ON p.job_run_id = i.job_run_id"
+                " WHERE o.build_request_id = ? AND p.build_request_id = o.build_request_id"
+                " AND o.job_label <> p.job_label"
+                " ON CONFLICT DO NOTHING",
+                (build_request_id,),
+            )
         # A run's claims go with its final event (SPEC §5.8).
         release(db, [r.job_run_id for r in self.runs.values() if r.changed and r.status.final])
         db.insert_many(

@@ -1,6 +1,6 @@
 """Attempts of runs on Celery workers, as the event log holds them (SPEC §10).
 
-The service and its workers share these tables (``bel/sql/postgresql-011-workers.sql``) and
+The service and its workers share these tables (``bel/sql/postgresql-008-workers.sql``) and
 nothing else: the service inserts an attempt before it publishes its message, a worker takes
 it with a compare-and-set, heartbeats it, writes its lines and its exit status; the service
 reads them back. Plain blocking functions over one ``bel.backend.Database``: the worker calls

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.graph.source import GraphSource
+from databuild.graph.workspace import Workspace
 from databuild.model import JobGraph, describe_refs
 from databuild.orchestrator import Orchestrator
 from databuild.service.idle import IdleTimer
@@ -43,6 +44,11 @@ class Actions:
     @property
     def active_builds(self) -> int:
         return self._orchestrator.active_builds
+
+    @property
+    def workspace(self) -> Workspace:
+        """The graph as last loaded, not read again (what pages describe it by)."""
+        return self._graph.workspace
 
     def describe_graph(self) -> dict[str, object]:
         """The graph as last loaded (``graph`` of ``GET /api/v1/health``)."""

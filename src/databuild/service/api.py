@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from klein import Klein
@@ -53,11 +52,12 @@ from databuild.service.contract import (
     status_filter,
 )
 from databuild.service.dashboard.access import CODE_TTL_S, DashboardAccess
+from databuild.service.datasets import list_datasets
 from databuild.service.hot import HotRead
 from databuild.service.metrics import CONTENT_TYPE, ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
-from databuild.service.sse import EventStream, ProgressStream, event_frame
+from databuild.service.sse import ProgressStream, event_frame
 from databuild.service.trim import Trimmer
 
 Handler = Callable[..., Coroutine[Any, Any, object]]
@@ -378,6 +378,17 @@ class Api:
         build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
         return await self._found(self._event_log.get_build(build_id), "build", build_id)
 
+    @app.route("/api/v1/builds/<build_id>/jobs", methods=["GET"])
+    @declare(
+        "one build at the job level: its runs per job and status, the edges between jobs",
+        "BuildJobs", errors=(400, 404),
+    )
+    @_shielded
+    async def build_jobs(self, request: Request, build_id: str) -> dict[str, Any]:
+        """The build at the job level: runs per job label and status, edges between jobs."""
+        build_id = await self._full_id("build", r.path_segment(build_id, "build id"))
+        return await self._found(self._event_log.build_jobs(build_id), "build", build_id)
+
     @app.route("/api/v1/builds/<build_id>/cancel", methods=["POST"])
     @declare("cancel a running build", "BuildDetail", errors=(400, 404, 409))
     @_shielded
@@ -456,6 +467,17 @@ class Api:
     async def partition(self, request: Request, ref: str) -> dict[str, Any]:
         ref = validate_ref(r.path_segment(ref, "partition ref"))
         return await self._found(self._event_log.get_partition(ref), "partition", ref)
+
+    @app.route("/api/v1/datasets", methods=["GET"])
+    @declare(
+        "the catalog by dataset (the job that makes it), each with a status strip",
+        page("datasets", "Dataset"), errors=(400,), parameters=PAGE,
+    )
+    @_shielded
+    async def datasets(self, request: Request) -> dict[str, Any]:
+        """The catalog grouped by the job that makes it, with a status strip each."""
+        return await list_datasets(self._event_log, self._actions.workspace,
+                                   *_args(request, "limit", "offset"))
 
     @app.route("/api/v1/jobs", methods=["GET"])
     @declare(
@@ -546,21 +568,13 @@ class Api:
         task_id = await self._full_id("task", r.path_segment(task_id, "task id"))
         await self._found(self._event_log.get_task(task_id), "task", task_id)
         state_dir = self._config.workspace.state_dir
-        offset = r.query_int(request, "offset", 0, 0)
-        tail = r.query_int(request, "tail", None, 0)
         if not r.query_bool(request, "follow"):
+            offset = r.query_int(request, "offset", 0, 0)
+            tail = r.query_int(request, "tail", None, 0)
             limit = r.query_int(request, "limit", logs.DEFAULT_LIMIT, 1, logs.MAX_LIMIT)
             return await deferToThread(logs.log_page, state_dir, task_id, offset, limit, tail)
-
-        async def status() -> str | None:
-            task = await self._event_log.get_task(task_id)
-            return None if task is None else task["status"]
-
-        stream = EventStream(
-            request, self._clock, self._config.keepalive_s, trimmer=self._trimmer
-        )
-        follower = logs.LogFollower(stream, self._clock, state_dir, task_id, status)
-        await follower.run(await logs.follow_start(request, state_dir, task_id, offset, tail))
+        await logs.follow(request, self._clock, self._config.keepalive_s, state_dir, task_id,
+                          task_status(self._event_log, task_id))
         return None
 
     @app.route("/api/v1/events", methods=["GET"])
@@ -646,10 +660,11 @@ def _args(request: Request, *names: str) -> list[str | None]:
     return [r.query(request, name) for name in names]
 
 
-def read_logs(state_dir: Path, job_run_id: str) -> Deferred[list[Mapping[str, Any]]]:
-    """The last ``logs.DEFAULT_LIMIT`` log lines of a job run (at most a page), read on a
-    thread (none if it has no log yet)."""
-    d = deferToThread(
-        logs.log_page, state_dir, job_run_id, 0, logs.DEFAULT_LIMIT, logs.DEFAULT_LIMIT
-    )
-    return d.addCallback(lambda page: page["lines"])
+def task_status(event_log: EventLog, task_id: str) -> logs.TaskStatus:
+    """What a followed log asks of its run: its status now (None once unknown)."""
+
+    async def status() -> str | None:
+        task = await event_log.get_task(task_id)
+        return None if task is None else task["status"]
+
+    return status

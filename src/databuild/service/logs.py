@@ -17,7 +17,7 @@ from twisted.web.server import Request
 
 from databuild.bel import JobStatus
 from databuild.executor.runlog import count_lines, find_run_log, position_of, read_from, read_page
-from databuild.service.responses import whole_number
+from databuild.service.responses import query_int, whole_number
 from databuild.service.sse import EventStream, frame
 
 DEFAULT_LIMIT = 1000
@@ -114,3 +114,20 @@ class LogFollower:
                 await deferLater(self._clock, FOLLOW_POLL_S, lambda: None)
         stream.write(frame(END_EVENT, {"job_run_id": self._job_run_id, "next_offset": index}))
         await stream.end()
+
+
+async def follow(
+    request: Request,
+    clock: IReactorTime,
+    keepalive_s: float,
+    state_dir: Path,
+    job_run_id: str,
+    status: TaskStatus,
+) -> None:
+    """Answer ``request`` with the run's log followed live (``?offset=``, ``?tail=``,
+    ``Last-Event-ID``), for the API and the dashboard's run page alike."""
+    offset = query_int(request, "offset", 0, 0)
+    tail = query_int(request, "tail", None, 0)
+    stream = EventStream(request, clock, keepalive_s)
+    follower = LogFollower(stream, clock, state_dir, job_run_id, status)
+    await follower.run(await follow_start(request, state_dir, job_run_id, offset, tail))

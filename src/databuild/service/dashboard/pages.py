@@ -30,11 +30,13 @@ from databuild.errors import Conflict, DataBuildError, NotFound
 from databuild.model import validate_ref, validate_refs
 from databuild.orchestrator import Orchestrator
 from databuild.refs import expand
+from databuild.service import logs
 from databuild.service import responses as r
 from databuild.service.actions import Actions
-from databuild.service.api import read_logs, shielded, stream_progress
+from databuild.service.api import shielded, stream_progress, task_status
 from databuild.service.dashboard.access import DashboardAccess
 from databuild.service.dashboard.templates import render, segment
+from databuild.service.datasets import list_datasets
 from databuild.service.metrics import ServiceMetrics
 from databuild.service.responses import ApiError
 from databuild.service.settings import ServiceConfig
@@ -43,6 +45,10 @@ from databuild.service.trim import Trimmer
 HTML = b"text/html; charset=utf-8"
 TREND_RUNS = 50
 """How many of a job's latest runs its duration trend shows."""
+RUN_LEVEL_LIMIT = 200
+"""A build of more runs than this is drawn at the job level (SPEC §8)."""
+SHOWN_REFS = 12
+"""How many of a build's requested refs its page lists."""
 
 
 class StaticFiles(File):
@@ -169,8 +175,7 @@ class Dashboard:
     async def home(self, request: Request) -> bytes:
         recent = (await self._event_log.list_builds(None, 100, 0))["builds"]
         active = [b for b in recent if not BuildStatus(b["status"]).final]
-        failed = await self._event_log.list_partitions(PartitionStatus.PARTITION_FAILED.value, None,
-                                                 10, 0)
+        failed = await self._event_log.failed_partitions(10, 0)
         jobs = await self._event_log.list_jobs(20, 0)
         return self._page(request, "home.html", active=active, recent=recent[:20],
                           failed=failed["partitions"], jobs=jobs["jobs"])
@@ -188,9 +193,11 @@ class Dashboard:
     @shielded
     async def build(self, request: Request, build_id: str) -> bytes:
         build_id = r.path_segment(build_id, "build id")
-        build = await self._found(self._event_log.get_build(build_id), "build", build_id)
+        build = await self._found(self._event_log.build_with_retries(build_id), "build",
+                                  build_id)
         return self._page(request, "build.html", build=build,
-                          final=BuildStatus(build["status"]).final)
+                          final=BuildStatus(build["status"]).final,
+                          run_level_limit=RUN_LEVEL_LIMIT, shown_refs=SHOWN_REFS)
 
     @app.route("/builds/<build_id>/cancel", methods=["POST"])
     @shielded
@@ -207,10 +214,14 @@ class Dashboard:
         limit, offset = _page_args(request)
         status = _status(request, PartitionStatus)
         pattern = r.query(request, "pattern") or ""
-        found = await self._event_log.list_partitions(
-            status or None, pattern or None, limit, offset
-        )
-        return self._page(request, "partitions.html", partitions=found["partitions"],
+        searched = bool(status or pattern)
+        if searched:
+            found = await self._event_log.list_partitions(status or None, pattern or None,
+                                                          limit, offset)
+        else:
+            found = await list_datasets(self._event_log, self._actions.workspace, limit,
+                                        offset)
+        return self._page(request, "partitions.html", found=found, searched=searched,
                           status=status, pattern=pattern, statuses=list(PartitionStatus),
                           limit=limit, offset=offset)
 
@@ -253,6 +264,14 @@ class Dashboard:
         return self._page(request, "job.html", job=job, runs=runs, durations=durations,
                           limit=limit, offset=offset)
 
+    @app.route("/tasks/<task_id>", methods=["GET"])
+    @shielded
+    async def task(self, request: Request, task_id: str) -> bytes:
+        task_id = r.path_segment(task_id, "task id")
+        task = await self._found(self._event_log.get_task(task_id), "task", task_id)
+        return self._page(request, "task.html", task=task,
+                          final=JobStatus(task["status"]).final)
+
     @app.route("/analyze", methods=["GET"])
     @shielded
     async def analyze(self, request: Request) -> bytes:
@@ -273,13 +292,32 @@ class Dashboard:
             self._clock, self._config.keepalive_s, self._trimmer,
         )
 
-    @app.route("/ui/tasks/<task_id>/log", methods=["GET"])
+    @app.route("/ui/builds/<build_id>/jobs", methods=["GET"])
     @shielded
-    async def task_log(self, request: Request, task_id: str) -> bytes:
+    async def build_jobs(self, request: Request, build_id: str) -> bytes:
+        build_id = r.path_segment(build_id, "build id")
+        found = await self._found(self._event_log.build_jobs(build_id), "build", build_id)
+        return r.respond_json(request, 200, found)
+
+    @app.route("/ui/tasks", methods=["GET"])
+    @shielded
+    async def tasks(self, request: Request) -> bytes:
+        limit, offset = _page_args(request)
+        found = await self._event_log.list_tasks(
+            r.query(request, "build_request_id"), r.query(request, "job_label"),
+            r.query(request, "status"), limit, offset,
+        )
+        return r.respond_json(request, 200, found)
+
+    @app.route("/ui/tasks/<task_id>/logs", methods=["GET"])
+    @shielded
+    async def task_logs(self, request: Request, task_id: str) -> None:
+        """The run's log followed live (SSE), as ``GET /api/v1/tasks/{id}/logs?follow=true``."""
         task_id = r.path_segment(task_id, "task id")
         await self._found(self._event_log.get_task(task_id), "task", task_id)
-        lines = await read_logs(self._config.workspace.state_dir, task_id)
-        return r.respond_json(request, 200, {"job_run_id": task_id, "lines": lines})
+        await logs.follow(request, self._clock, self._config.keepalive_s,
+                          self._config.workspace.state_dir, task_id,
+                          task_status(self._event_log, task_id))
 
     async def _found(self, lookup: Awaitable[dict[str, Any] | None], kind: str, key: str) -> Any:
         found = await lookup

@@ -36,7 +36,17 @@ def seconds(value: float | None) -> str:
     """A duration in seconds, briefly."""
     if value is None:
         return "—"
-    return f"{value:.2f} s" if value < 60 else f"{value / 60:.1f} min"
+    if value < 60:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min" if value < 3600 else f"{value / 3600:.1f} h"
+
+
+def middle(text: str, n: int) -> str:
+    """``text`` in at most ``n`` characters, cut in the middle: refs differ at their end."""
+    if len(text) <= n:
+        return text
+    head = -(-(n - 1) * 35 // 100)
+    return text[:head] + "…" + text[len(text) - (n - 1 - head) :]
 
 
 def short(status: str | None) -> str:
@@ -47,6 +57,18 @@ def short(status: str | None) -> str:
         if status.startswith(prefix):
             return status[len(prefix) :].lower()
     return status.lower()
+
+
+WORST_FIRST = (
+    "PARTITION_FAILED", "PARTITION_BUILDING", "PARTITION_SCHEDULED", "PARTITION_REQUESTED",
+    "PARTITION_DELEGATED", "PARTITION_AVAILABLE",
+)
+"""How a status strip's segment is coloured: by the first of these its partitions have."""
+
+
+def worst(statuses: dict[str, int]) -> str:
+    """The status a segment of a dataset's strip shows (``WORST_FIRST``)."""
+    return next((s for s in WORST_FIRST if statuses.get(s)), "")
 
 
 def segment(value: str) -> str:
@@ -72,7 +94,7 @@ ENV = Environment(
     lstrip_blocks=True,
 )
 ENV.filters.update(when=when, ago=ago, seconds=seconds, short=short, segment=segment,
-                   json=to_json, query=query)
+                   json=to_json, query=query, middle=middle, worst=worst)
 # The log's event types, for the pages' scripts (static/live.js follows them).
 ENV.globals.update(event_types=list(EVENT_TYPES), build_finished=BUILD_FINISHED)
 

@@ -1,4 +1,4 @@
--- Schema version 9: retries (SPEC §9). A build started by `builds retry` names the build it
+-- Schema version 6: retries (SPEC §9). A build started by `builds retry` names the build it
 -- retries (its build_request event's retry_of); the partial index finds the retries of a
 -- build without a scan. Builds recorded before have no retry_of: nothing to derive.
 

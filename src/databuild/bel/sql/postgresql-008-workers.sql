@@ -1,4 +1,4 @@
--- Schema version 11: job runs on Celery workers (SPEC §10). Times are Unix nanoseconds on the
+-- Schema version 8: job runs on Celery workers (SPEC §10). Times are Unix nanoseconds on the
 -- database's clock.
 
 -- One row per attempt of a run handed to a worker. The service inserts it 'queued' before it
