@@ -77,4 +77,4 @@ JOIN job_run_plans AS p ON p.job_run_id = i.job_run_id
 WHERE p.build_request_id = o.build_request_id AND o.job_label <> p.job_label
 ON CONFLICT DO NOTHING;
 
-UPDATE schema_version SET version = 10;
+UPDATE schema_version SET version = 7;

@@ -50,4 +50,4 @@ CREATE TABLE run_log_chunks (
     PRIMARY KEY (job_run_id, seq)
 );
 
-UPDATE schema_version SET version = 11;
+UPDATE schema_version SET version = 8;

@@ -5,4 +5,4 @@
 ALTER TABLE builds ADD COLUMN retry_of TEXT;
 CREATE INDEX builds_by_retry_of ON builds (retry_of, created_idx) WHERE retry_of IS NOT NULL;
 
-UPDATE schema_version SET version = 9;
+UPDATE schema_version SET version = 6;
