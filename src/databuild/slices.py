@@ -20,21 +20,28 @@ STEP = 64
 """Items handled between two looks at the clock: a step stays well under a millisecond."""
 
 
+Pace = Callable[[], "Deferred[None] | None"]
+"""Asked between steps: a Deferred to wait for before the next (the event log catching up),
+or None to go on."""
+
+
 def in_slices(
     items: Iterable[_T],
     work: Callable[[_T], object],
     cooperator: Cooperator | None = None,
+    pace: Pace | None = None,
 ) -> Deferred[None]:
     """Call ``work(item)`` for each of ``items`` in order, a slice of time at a time.
 
     Fires once all are done, or errbacks with what ``work`` raised (the rest are left). A short
-    sequence (one step) is done at once; an iterator always goes through the cooperator.
+    sequence (one step) is done at once; an iterator always goes through the cooperator. With
+    ``pace``, each step waits for what it returns.
     """
     if isinstance(items, Sequence) and len(items) <= STEP:
         for item in items:
             work(item)
         return succeed(None)
-    steps = _steps(items, work)
+    steps = _steps(items, work, pace)
     task = cooperate(steps) if cooperator is None else cooperator.cooperate(steps)
     return task.whenDone().addCallback(lambda _: None)
 
@@ -49,8 +56,10 @@ def collect_in_slices(
     return task.whenDone().addCallback(lambda _: collected)
 
 
-def _steps(items: Iterable[_T], work: Callable[[_T], object]) -> Iterator[None]:
+def _steps(
+    items: Iterable[_T], work: Callable[[_T], object], pace: Pace | None = None
+) -> Iterator[Deferred[None] | None]:
     for count, item in enumerate(items, 1):
         work(item)
         if count % STEP == 0:
-            yield None
+            yield None if pace is None else pace()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -149,3 +150,17 @@ def test_every_string_of_a_document_is_made_printable_keys_too() -> None:
 def test_a_raw_log_line_is_its_text_as_printed() -> None:
     assert render.raw_text({"text": "\x1b[2Jx", "stream": "stdout"}) == "\x1b[2Jx\n"
     assert render.raw_text({"text": "part", "continued": True}) == "part"
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "esc\x1b[2J", "tab\tand\nnewline", "del\x7f", "csi\x9b", "cr\r", "é", "bs\b"]
+)
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_an_event_is_walked_for_controls_only_when_its_json_may_hold_one(
+    text: str, ascii_only: bool
+) -> None:
+    raw = json.dumps({"message": text, "key\x1b": [text]}, ensure_ascii=ascii_only)
+    assert render.printable_json(raw, json.loads(raw)) == render.printable(json.loads(raw))
+    plain = json.dumps({"message": "plain"})
+    doc = json.loads(plain)
+    assert render.printable_json(plain, doc) is doc

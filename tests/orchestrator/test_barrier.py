@@ -17,7 +17,7 @@ from tests.orchestrator.conftest import (
 )
 from tests.orchestrator.test_delegation import wait_for_delegation
 from tests.polling import poll_until_async
-from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from databuild.bel import Event, EventLog, IllegalTransition, JobEvent, JobStatus
 from databuild.executor.runner import Executor, RunHandle
@@ -74,17 +74,30 @@ class RecordingFault:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    def append(self, event: Event) -> Deferred[Event]:
+    def append_many(self, events: list[Event]) -> Deferred[list[Any]]:
+        kept = [e for e in events if not self._faulty(e)]
+
+        def splice(results: list[Any]) -> list[Any]:
+            stored = iter(results)
+            return [self._fault() if self._faulty(e) else next(stored) for e in events]
+
+        return self._log.append_many(kept).addCallback(splice)
+
+    @staticmethod
+    def _faulty(event: Event) -> bool:
         payload = event.payload
-        if (
+        return (
             isinstance(payload, JobEvent)
             and payload.job_label == "boom"
             and payload.status is JobStatus.JOB_RUNNING
-        ):
-            if self._how == "raise":
-                raise Fault("the log broke")
-            return fail(IllegalTransition("the log refused it"))
-        return self._log.append(event)
+        )
+
+    def _fault(self) -> Exception:
+        """What the log answers for the boom job's RUNNING event: an error of its own (a bug
+        in the log), or a refusal."""
+        if self._how == "raise":
+            return Fault("the log broke")
+        return IllegalTransition("the log refused it")
 
 
 class DelegationFault(LocalClaims):

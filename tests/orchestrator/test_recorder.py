@@ -18,7 +18,15 @@ from databuild.bel import (
     StoreUnavailable,
 )
 from databuild.orchestrator.hub import ProgressHub
-from databuild.orchestrator.recorder import RETRY_FIRST_S, RETRY_MAX_S, NotYetStored, Recorder
+from databuild.orchestrator.recorder import (
+    BATCH,
+    PACE_HIGH,
+    PACE_LOW,
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    NotYetStored,
+    Recorder,
+)
 
 
 class Store:
@@ -26,27 +34,46 @@ class Store:
 
     ``lose_answers``: it stores while down but answers StoreUnavailable (the commit's answer
     was lost), and then refuses the same event again as a duplicate, like the real log.
+    ``hold``: answers wait in ``held`` until the test fires them.
     """
 
     def __init__(self) -> None:
         self.up = True
         self.lose_answers = False
+        self.hold = False
+        self.held: list[Deferred[list[Any]]] = []
         self.stored: list[Event] = []
         self.tries = 0
+        self.calls: list[int] = []
+        """How many events each call brought."""
 
-    def append(self, event: Event) -> Deferred[Event]:
+    def append_many(self, events: list[Event]) -> Deferred[list[Any]]:
         self.tries += 1
-        if held := [e for e in self.stored if e.event_id == event.event_id]:
-            return fail(DuplicateEvent("already in the log", held[0].idx or 0))
+        self.calls.append(len(events))
         if not self.up:
             if self.lose_answers:
-                self.stored.append(event.stored_at(len(self.stored) + 1))
+                for event in events:
+                    self.stored.append(event.stored_at(len(self.stored) + 1))
             return fail(StoreUnavailable("the database is gone"))
+        results = [self._one(event) for event in events]
+        if self.hold:
+            self.held.append(Deferred())
+            self.held[-1].addCallback(lambda _: results)
+            return self.held[-1]
+        return succeed(results)
+
+    def _one(self, event: Event) -> Any:
+        if held := [e for e in self.stored if e.event_id == event.event_id]:
+            return DuplicateEvent("already in the log", held[0].idx or 0)
         if event.payload.message == "refuse me":  # type: ignore[union-attr]
-            return fail(IllegalTransition("refused"))
+            return IllegalTransition("refused")
         stored = event.stored_at(len(self.stored) + 1)
         self.stored.append(stored)
-        return succeed(stored)
+        return stored
+
+    def answer(self) -> None:
+        """Answer the oldest held call."""
+        self.held.pop(0).callback(None)
 
 
 class Listener:
@@ -183,3 +210,69 @@ def test_an_admit_whose_own_try_fails_is_told_at_once_and_the_event_kept() -> No
     clock.advance(RETRY_FIRST_S)
     assert error.stored.called
     assert [e.payload.message for e in store.stored] == ["received"]  # type: ignore[union-attr]
+
+
+def test_events_decided_while_the_log_stores_a_batch_go_together_as_the_next() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    first = recorder.append(event("0"))
+    rest = [recorder.append(event(str(i))) for i in range(1, BATCH + 6)]
+    assert store.calls == [1]  # the rest wait for the log's answer
+    store.answer()
+    assert first.called and store.calls == [1, BATCH]
+    store.answer()
+    assert store.calls == [1, BATCH, 5]
+    store.answer()
+    assert [d.result.idx for d in rest] == list(range(2, BATCH + 7))
+    assert recorder.unstored == 0
+
+
+def test_an_emitted_event_that_is_refused_tells_its_callback() -> None:
+    recorder, _, _, _ = make()
+    told: list[Failure] = []
+    recorder.emit(event("refuse me"), told.append)
+    recorder.emit(event("fine"), told.append)
+    assert len(told) == 1 and told[0].check(IllegalTransition)
+    assert recorder.unstored == 0
+
+
+def test_pace_holds_bulk_work_back_until_the_log_catches_up() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    for i in range(PACE_HIGH):
+        recorder.emit(event(str(i)), lambda f: None)
+    assert recorder.pace() is None  # at the mark, not past it
+    recorder.emit(event("one more"), lambda f: None)
+    paced = recorder.pace()
+    assert paced is not None
+    while recorder.unstored > PACE_LOW:
+        assert not paced.called
+        store.answer()
+    assert paced.called
+
+
+def test_pace_never_waits_through_an_outage() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    for i in range(PACE_HIGH + 1):
+        recorder.emit(event(str(i)), lambda f: None)
+    paced = recorder.pace()
+    assert paced is not None
+    store.up = False
+    held = store.held.pop(0)
+    held.errback(StoreUnavailable("the disk is full"))
+    assert paced.called and not recorder.healthy
+    assert recorder.pace() is None
+
+
+def test_flushed_fires_once_everything_before_it_is_stored() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    recorder.append(event("0"))
+    recorder.append(event("1"))
+    flushed = recorder.flushed()
+    recorder.append(event("2"))
+    store.answer()
+    assert not flushed.called
+    store.answer()  # "1" and "2" went together
+    assert flushed.called

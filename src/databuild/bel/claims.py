@@ -125,12 +125,15 @@ def claim_many(db: Database, requests: Sequence[ClaimRequest]) -> list[ClaimResu
         taken = {ref: h for ref, h in holders.items() if h.job_run_id not in batch}
         refused: list[str] = []
         moved: list[tuple[str, ClaimRequest]] = []
+        available = _available(
+            db, sorted({ref for r in requests if r.skip_available for ref in r.refs})
+        )
         for request in requests:
             mine = sorted(set(request.refs))
             held = {ref: taken[ref] for ref in mine if ref in taken}
             if held:
                 result = ClaimResult(held=held)
-            elif request.skip_available and set(mine) <= _available(db, mine):
+            elif request.skip_available and set(mine) <= available:
                 result = ClaimResult(available=True)
             else:
                 result = ClaimResult(granted=True)
@@ -175,16 +178,33 @@ def _available(db: Database, refs: Sequence[str]) -> set[str]:
     catalog: a claim goes in the transaction of its run's final event, while the run's
     PARTITION_AVAILABLE may be stored in the next one; the run's status is never behind.
     """
+    if not refs:
+        return set()
+    # Two lookups by key, not a join: PostgreSQL planned the join as a scan of every job run
+    # (or of every ended one) per claim, so claims slowed as a build ran.
+    condition, params = db.in_condition("partition_ref", refs)
+    outputs = db.execute(
+        f"SELECT partition_ref, job_run_id FROM job_run_outputs WHERE {condition}",
+        params, replan=True,
+    ).fetchall()
+    if not outputs:
+        return set()
+    condition, params = db.in_condition("job_run_id", sorted({run for _, run in outputs}))
+    runs = {
+        run: (status, idx)
+        for run, status, idx in db.execute(
+            f"SELECT job_run_id, status, updated_idx FROM job_runs WHERE {condition}"
+            " AND started_at IS NOT NULL AND status IN (?, ?)",
+            [*params, JobStatus.JOB_COMPLETED.value, JobStatus.JOB_FAILED.value],
+            replan=True,
+        ).fetchall()
+    }
     latest: dict[str, tuple[int, str]] = {}
-    for ref, status, idx in db.all(
-        "SELECT o.partition_ref, r.status, r.updated_idx FROM job_run_outputs o"
-        " JOIN job_runs r ON r.job_run_id = o.job_run_id"
-        f" WHERE o.partition_ref IN ({_marks(refs)}) AND r.started_at IS NOT NULL"
-        " AND r.status IN (?, ?)",
-        [*refs, JobStatus.JOB_COMPLETED.value, JobStatus.JOB_FAILED.value],
-    ):
-        if ref not in latest or idx > latest[ref][0]:
-            latest[ref] = (idx, status)
+    for ref, run in outputs:
+        if run in runs:
+            status, idx = runs[run]
+            if ref not in latest or idx > latest[ref][0]:
+                latest[ref] = (idx, status)
     return {ref for ref, (_, status) in latest.items() if status == JobStatus.JOB_COMPLETED.value}
 
 

@@ -8,7 +8,7 @@ Deferred fires once its transaction has committed, so an acknowledged event is d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -40,6 +40,8 @@ MAX_BATCH = 1000
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_Call = tuple[list[Event], "Deferred[list[Event | DataBuildError]]"]
+"""One ``append_many`` call waiting for its transaction."""
 
 
 def open_event_log(uri: str, workspace_root: Path, reactor: IReactorCore) -> EventLog:
@@ -65,7 +67,7 @@ class EventLog:
             if location.dialect == "sqlite"
             else None
         )
-        self._pending: list[tuple[Event, Deferred[Event]]] = []
+        self._pending: list[_Call] = []
         self._committing = False
         self._claims: list[tuple[ClaimRequest, Deferred[ClaimResult]]] = []
         self._claiming = False
@@ -251,14 +253,24 @@ class EventLog:
         """Store ``event``; fires with it, ``idx`` set, once durable.
 
         Errbacks with IllegalTransition (nothing written) if its status may not follow the
-        current one, with StoreUnavailable if the database failed to store it (then every
-        append queued behind it fails too, so none is stored out of order), or with
-        EventLogError if the log is not open.
+        current one, and otherwise as ``append_many`` does.
+        """
+        return self.append_many([event]).addCallback(_only)
+
+    def append_many(self, events: Sequence[Event]) -> Deferred[list[Event | DataBuildError]]:
+        """Store ``events``, in order; fires once they are durable with each one's outcome:
+        the event stored (``idx`` set), or the DataBuildError refusing it (IllegalTransition,
+        DuplicateEvent; a refused event writes nothing and does not affect the others).
+
+        Errbacks with StoreUnavailable if the database failed to store them (then every call
+        queued behind it fails too, so nothing is stored out of order), with LeaseLost once
+        the log is fenced, or with EventLogError if the log is not open. One Deferred for the
+        lot: a recorder with thousands of events in flight keeps one per batch, not per event.
         """
         if self._state != "open":
             return self._not_open()
-        waiting: Deferred[Event] = Deferred()
-        self._pending.append((event, waiting))
+        waiting: Deferred[list[Event | DataBuildError]] = Deferred()
+        self._pending.append((list(events), waiting))
         if not self._committing:
             self._commit_next()
         return waiting
@@ -281,9 +293,13 @@ class EventLog:
                       location=self.location.describe(), reason=reason)
 
     def _commit_next(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        """Commit the calls queued so far, whole, up to about ``MAX_BATCH`` events."""
+        taken = _calls_within(self._pending, MAX_BATCH)
+        batch = self._pending[:taken]
+        del self._pending[:taken]
         self._committing = True
-        d = self._run(self._work, self._append_batch, [event for event, _ in batch])
+        events = [event for call_events, _ in batch for event in call_events]
+        d = self._run(self._work, self._append_batch, events)
         d.addCallbacks(
             lambda stored: self._deliver(stored[0], stored[1], batch),
             lambda failure: self._fail_batch(failure, batch),
@@ -298,26 +314,23 @@ class EventLog:
         return results, 0 if self._checkpointer is None else self._checkpointer.wal_bytes()
 
     def _deliver(
-        self,
-        results: list[Event | DataBuildError],
-        wal_bytes: int,
-        batch: list[tuple[Event, Deferred[Event]]],
+        self, results: list[Event | DataBuildError], wal_bytes: int, batch: list[_Call]
     ) -> None:
         self.commits += 1
         if self._checkpointer is not None:
             self._checkpointer.committed(wal_bytes)
-        for (_, waiting), result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                waiting.errback(Failure(result))
-            else:
-                waiting.callback(result)
+        start = 0
+        for events, waiting in batch:
+            end = start + len(events)
+            waiting.callback(results[start:end])
+            start = end
 
-    def _fail_batch(self, failure: Failure, batch: list[tuple[Event, Deferred[Event]]]) -> None:
+    def _fail_batch(self, failure: Failure, batch: list[_Call]) -> None:
         self.log.failure(
             "event log {location}: a transaction of {count} appends failed",
             failure,
             location=self.location.describe(),
-            count=len(batch),
+            count=sum(len(events) for events, _ in batch),
         )
         error = failure.value if failure.check(LeaseLost) else StoreUnavailable(
             f"the event log at {self.location.describe()} could not store the event: "
@@ -538,3 +551,22 @@ class EventLog:
     def run_states(self, job_run_ids: list[str]) -> Deferred[dict[str, RunState]]:
         """How each run stands, and whether its owner is live."""
         return self._read(claims.run_states, job_run_ids)
+
+
+def _only(results: list[Event | DataBuildError]) -> Event:
+    """The one outcome of a single append: the event stored, or its refusal raised."""
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _calls_within(calls: list[_Call], room: int) -> int:
+    """How many of ``calls``, from the first, hold at most ``room`` events (at least one)."""
+    taken = total = 0
+    for events, _ in calls:
+        total += len(events)
+        if taken and total > room:
+            break
+        taken += 1
+    return taken

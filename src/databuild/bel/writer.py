@@ -189,9 +189,11 @@ class _Batch:
         All five queries are sent before any result is read: one round trip on PostgreSQL.
         """
         build_ids = list(dict.fromkeys(e.build_request_id for e in events))
-        refs = list(
+        keys = list(
             dict.fromkeys(
-                e.payload.partition_ref for e in events if isinstance(e.payload, PartitionEvent)
+                (e.build_request_id, e.payload.partition_ref)
+                for e in events
+                if isinstance(e.payload, PartitionEvent)
             )
         )
         run_ids = list(
@@ -211,11 +213,12 @@ class _Batch:
             " FROM builds",
             ("build_request_id", build_ids),
         )
-        partitions = _select(
-            db,
-            "build_request_id, partition_ref, status FROM build_partitions",
-            ("build_request_id", build_ids),
-            ("partition_ref", refs),
+        condition, params = db.in_pairs(("build_request_id", "partition_ref"), keys)
+        partitions = db.execute(
+            f"SELECT build_request_id, partition_ref, status FROM build_partitions"
+            f" WHERE {condition}",
+            params,
+            replan=True,
         )
         runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
         return cls(

@@ -259,12 +259,12 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
 
     display = _display(ctx, build_request_id)
 
-    def shown(doc: dict[str, Any]) -> dict[str, Any]:
-        return doc if ctx.json else render.printable(doc)
+    def shown(raw: str, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc if ctx.json else render.printable_json(raw, doc)
 
     follower = Follower(
         ctx.reactor, service.client, build_request_id,
-        lambda raw, event: display.event(raw, shown(event)),
+        lambda raw, event: display.event(raw, shown(raw, event)),
         lambda: _reconnect(ctx, follower.client),
     )  # fmt: skip
     interrupts = 0
@@ -298,7 +298,7 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
         finished = await follower.follow()
         display.close()
         if finished is not None:
-            display.finished(finished[0], shown(finished[1]))
+            display.finished(finished[0], shown(*finished))
         if cancelling is not None:
             sent: Deferred[None] = deferLater(ctx.reactor, CANCEL_SEND_S)
             await DeferredList([cancelling, sent], fireOnOneCallback=True, consumeErrors=True)

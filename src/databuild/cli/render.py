@@ -27,6 +27,18 @@ def visible(text: str) -> str:
     return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+_JSON_CONTROLS = re.compile(r"\\[ubfr]|[\x7f-\x9f]")
+"""What a JSON text holding a control character ``visible`` escapes must contain: JSON writes
+C0 controls as ``\\u00XX`` (or ``\\b``, ``\\f``, ``\\r``), DEL and C1 as they are or
+as ``\\u00XX``."""
+
+
+def printable_json(text: str, doc: Any) -> Any:
+    """``printable(doc)`` of the document ``text`` holds, without walking it when the text
+    cannot hold a control character (a big build's stream has tens of thousands of events)."""
+    return printable(doc) if _JSON_CONTROLS.search(text) else doc
+
+
 def printable(doc: Any) -> Any:
     """An API document with ``visible`` applied to every string in it, keys too."""
     if isinstance(doc, str):

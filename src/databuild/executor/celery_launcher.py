@@ -67,6 +67,8 @@ class CeleryLauncher:
     """A :class:`databuild.executor.launcher.Launcher` over Celery workers."""
 
     log = Logger()
+    window: int | None = None
+    """Every run goes to the broker at once: its queue, not the service, holds them."""
 
     def __init__(
         self,

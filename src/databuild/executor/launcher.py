@@ -59,6 +59,11 @@ class Recovered:
 class Launcher(Protocol):
     """Runs job runs' ``exec`` (SPEC §3.2), at most ``1 + job.retries`` attempts each."""
 
+    window: int | None
+    """How many runs of one build it usefully holds at once (running or queued for a slot),
+    or None for no limit. A build hands it no more, so a build of 100,000 runs keeps the
+    state of a started run (its claim, its handle) for a few runs only (docs/execution.md)."""
+
     def run(
         self, job_run: JobRun, build_request_id: str, argv_prefix: Sequence[str], job: JobSpec
     ) -> RunHandle:

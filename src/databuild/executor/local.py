@@ -16,6 +16,9 @@ from databuild.model import JobRun
 from databuild.proc.info import start_ticks
 from databuild.proc.process import kill_group
 
+WINDOW_PER_SLOT, WINDOW_LEAST = 4, 32
+"""A build hands the executor at most this many runs per slot, and at least the second."""
+
 
 class LocalLauncher:
     """A :class:`databuild.executor.launcher.Launcher` over the service's own Executor."""
@@ -23,6 +26,9 @@ class LocalLauncher:
     def __init__(self, reactor: IReactorTime, executor: Executor) -> None:
         self._reactor = reactor
         self.executor = executor
+        # Enough queued behind the slots that none waits while a build's next runs are
+        # claimed (a claim waits for the log's next transaction).
+        self.window: int | None = max(WINDOW_PER_SLOT * executor.max_parallel_jobs, WINDOW_LEAST)
 
     def run(
         self, job_run: JobRun, build_request_id: str, argv_prefix: Sequence[str], job: JobSpec

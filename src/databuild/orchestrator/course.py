@@ -17,16 +17,25 @@ time (``databuild.slices``): a build of 100,000 runs never holds the reactor for
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.bel.backend import EventLogError, StoreUnavailable
-from databuild.bel.events import DelegationEvent, Event, Payload, graph_pieces
+from databuild.bel.events import (
+    BuildRequestEvent,
+    DelegationEvent,
+    Event,
+    JobEvent,
+    PartitionEvent,
+    Payload,
+    graph_pieces,
+)
 from databuild.bel.services import LeaseLost
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
@@ -72,6 +81,19 @@ class Parts:
     remote: RemoteRuns
 
 
+@define(eq=False)
+class _Plan:
+    """A build's plan: a decision per run, and what scheduling needs of it as a whole."""
+
+    runs: list[RunPlan] = field(factory=list)
+    to_run: int = 0
+    """How many of the runs are RUN (the others SKIP)."""
+    waits: dict[str, Deferred[Outcome]] = field(factory=dict)
+    """The refs it awaits from other builds, and the waits for them."""
+    pending: set[str] = field(factory=set)
+    """Refs not AVAILABLE yet that will be: its runs' outputs and the refs it awaits."""
+
+
 class Course:
     """Drives one build from RECEIVED to its final status."""
 
@@ -85,6 +107,8 @@ class Course:
         self._claims = parts.claims
         self._starting = False
         """Whether ready runs are being started (a slice at a time)."""
+        self._armed = False
+        """Whether a start waits for the recorder (``_start_ready``)."""
 
     @property
     def build_request_id(self) -> str:
@@ -97,9 +121,15 @@ class Course:
 
         Errbacks only if the log refused or lost that final event.
         """
+        # The requested refs are recorded REQUESTED while the graph is analysed (at the log's
+        # pace: 100,000 of them take seconds); scheduling, whose SCHEDULED must follow them,
+        # waits for both.
+        requesting = in_slices(self.build.requested, self._request, pace=self._record.pace)
         try:
-            await in_slices(self.build.requested, self._request)
-            graph = await self._plan()
+            try:
+                graph = await self._plan()
+            finally:
+                await requesting
             if graph is not None:
                 await self._execute(graph)
         except Exception:
@@ -130,38 +160,51 @@ class Course:
 
     async def _execute(self, graph: JobGraph) -> None:
         build = self.build
-        outputs = list(dict.fromkeys(ref for run in graph.job_runs for ref in run.outputs))
-        await self._holdings.hold(build.build_request_id, outputs)
-        available = {ref for ref in outputs if self._holdings.is_available(ref)}
-        await self._holdings.learn_builders(sorted(available))
+        available = await self._hold_outputs(graph)
         if build.ending:
             return
-        plans, waits = await self._claim_and_plan(graph, available)
+        plan = await self._claim_and_plan(graph, available)
         if build.ending:
             return  # its claims go when the build ends
         self.log.info(
             "build {build_request_id} executing: {runs} runs to run, {skipped} skipped, "
             "{delegated} partitions awaited from other builds",
             build_request_id=build.build_request_id,
-            runs=sum(1 for p in plans if p.decision is Decision.RUN),
-            skipped=sum(1 for p in plans if p.decision is Decision.SKIP),
-            delegated=len(waits),
+            runs=plan.to_run,
+            skipped=len(plan.runs) - plan.to_run,
+            delegated=len(plan.waits),
         )
         self._record_build(progress(H.EXECUTION_BEGAN))
-        await self._schedule(plans, waits)
+        # The analysis resolved every job's command (built its Bazel targets): once. Runs
+        # start while the rest are scheduled, each once its SCHEDULED is stored.
+        build.prefixes = build.resolved
+        await self._schedule(plan)
+        # Tasks hold what the build needs from here on: a build of 100,000 runs keeps no plan
+        # per run through its execution (nor does the collector walk them).
+        del plan, available
         # Only now: a delegation settling while the runs were being scheduled must not find
         # the build with nothing open and end it.
         build.executing = True
-        if any(t.state is TaskState.PENDING for t in build.tasks.values()):
-            # The analysis resolved every job's command (built its Bazel targets): once.
-            build.prefixes = build.resolved
-            self._start_ready()
+        self._start_ready()
         build.check_settled()
         await build.settled
 
-    async def _claim_and_plan(
-        self, graph: JobGraph, available: set[str]
-    ) -> tuple[list[RunPlan], dict[str, Deferred[Outcome]]]:
+    async def _hold_outputs(self, graph: JobGraph) -> set[str]:
+        """Hold the graph's outputs; those AVAILABLE, with who built them learned."""
+        outputs: dict[str, None] = {}
+        await in_slices(graph.job_runs, lambda run: outputs.update(dict.fromkeys(run.outputs)))
+        await self._holdings.hold(self.build.build_request_id, list(outputs))
+        available: set[str] = set()
+
+        def note(ref: str) -> None:
+            if self._holdings.is_available(ref):
+                available.add(ref)
+
+        await in_slices(list(outputs), note)
+        await self._holdings.learn_builders(sorted(available))
+        return available
+
+    async def _claim_and_plan(self, graph: JobGraph, available: set[str]) -> _Plan:
         """Claim the refs this build may produce, then decide every run with the claims known.
 
         A run may be RUN only if one of its outputs is not AVAILABLE or force applies to it;
@@ -175,7 +218,7 @@ class Course:
 
         The plan is made a slice at a time, so a claimant may settle a ref meanwhile: this build
         starts waiting for every ref claimed by another at once, with the claim's answer, and
-        returns the waits for the refs its plan delegates.
+        keeps the waits for the refs its plan delegates.
         """
         build = self.build
         me = build.build_request_id
@@ -188,66 +231,82 @@ class Course:
         await in_slices(graph.job_runs, candidate)
         claimants = await self._claims.claim(me, list(candidates))
         waits = {ref: self._claims.wait_for(ref) for ref, c in claimants.items() if c != me}
-        available = set(available)
 
         def recheck(ref: str) -> None:
             if self._holdings.is_available(ref):
                 available.add(ref)
 
         await in_slices(list(claimants), recheck)
-        plans: list[RunPlan] = []
+        plan = _Plan()
+        claimed: set[str] = set()
 
-        def plan(run: JobRun) -> None:
-            plans.append(plan_run(
+        def decide(run: JobRun) -> None:
+            decided = plan_run(
                 run,
                 requested=build.requested_set,
                 force=build.force,
                 available=available,
                 producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
-            ))  # fmt: skip
+            )
+            plan.runs.append(decided)
+            if decided.decision is Decision.RUN:
+                plan.to_run += 1
+                plan.pending.update(run.outputs)
+                claimed.update(decided.claims)
+            for ref in decided.delegated:
+                plan.waits[ref] = waits[ref]
+                plan.pending.add(ref)
 
-        await in_slices(graph.job_runs, plan)
-        claimed = {ref for plan in plans for ref in plan.claims}
-        self._claims.release(
-            me, [ref for ref, c in claimants.items() if c == me and ref not in claimed]
-        )
-        delegated = {ref for plan in plans for ref in plan.delegated}
-        return plans, {ref: wait for ref, wait in waits.items() if ref in delegated}
+        await in_slices(graph.job_runs, decide)
+        unused: list[str] = []
 
-    async def _schedule(self, plans: list[RunPlan], waits: dict[str, Deferred[Outcome]]) -> None:
+        def keep_unused(ref: str) -> None:
+            if claimants[ref] == me and ref not in claimed:
+                unused.append(ref)
+
+        await in_slices(list(claimants), keep_unused)
+        self._claims.release(me, unused)
+        return plan
+
+    async def _schedule(self, plan: _Plan) -> None:
         """Record every run as scheduled, record skips and delegations, queue ready runs.
 
         A skipped run's requested outputs go from REQUESTED straight to DELEGATED (SPEC §4.2
         allows it): a run that never starts needs no SCHEDULED for them.
         """
         build = self.build
-        pending: set[str] = set(waits)
-        for plan in plans:
-            if plan.decision is Decision.RUN:
-                pending.update(plan.job_run.outputs)
 
-        def schedule(plan: RunPlan) -> None:
-            if build.ending:
-                return  # cancelled while scheduling: what is not scheduled has nothing to end
-            run = plan.job_run
+        def schedule(decided: RunPlan) -> None:
+            run = decided.job_run
             task = Task(run)
             build.tasks[run.job_run_id] = task
             self._record_job(task, _run_status(H.RUN_SCHEDULED))
-            skip = plan.decision is Decision.SKIP
+            if build.ending:
+                # Ended (cancelled) while runs started and the rest were scheduled: the rest
+                # end at once, so the build's runs are still its plan's. Their requested
+                # outputs fail with the build (_finish).
+                task.finish()
+                ended = _run_status(downstream_of_failure(build.ended_by))
+                self._record_job(task, ended, build.message)
+                return
+            skip = decided.decision is Decision.SKIP
             for ref in run.outputs:
                 if not (skip and build.partitions.get(ref) is _outputs_status(H.BUILD_RECEIVED)):
                     self._set_partition(ref, _outputs_status(H.RUN_SCHEDULED), "", run.job_run_id)
             if skip:
-                self._skip(task, plan, waits)
+                self._skip(task, decided, plan.waits)
                 return
             build.open += 1
-            task.waiting_on = {ref for ref in run.config.materialize_inputs if ref in pending}
-            for ref in task.waiting_on:
+            waiting_on = {ref for ref in run.config.materialize_inputs if ref in plan.pending}
+            for ref in waiting_on:
                 build.dependents[ref].append(task)
-            if not task.waiting_on:
-                build.ready.append(task)
+            if waiting_on:
+                task.waiting_on = waiting_on
+            else:
+                self._ready(task)
+                self._start_ready()
 
-        await in_slices(plans, schedule)
+        await in_slices(plan.runs, schedule, pace=self._record.pace)
 
     def _skip(self, task: Task, plan: RunPlan, waits: dict[str, Deferred[Outcome]]) -> None:
         run_id = task.job_run_id
@@ -278,7 +337,7 @@ class Course:
         )
         task.state = TaskState.DONE
         self._record_job(task, _run_status(happening), reason)
-        task.done.callback(None)
+        task.finish()
 
     def _remember(self, jobs: Sequence[JobSpec]) -> Deferred[dict[str, tuple[str, ...]]]:
         """The build's analysis resolves commands through this: its runs use them too."""
@@ -308,12 +367,27 @@ class Course:
     # -- runs ------------------------------------------------------------------------------
 
     def _start_ready(self) -> None:
-        """Start the ready runs once every event decided so far is stored (see Recorder)."""
-        if self.build.prefixes is not None and self.build.ready:
-            self._record.flushed().addCallback(lambda _: self._guarded(self._start_now))
+        """Start the ready runs, each once the events decided before it became ready are
+        stored (see Recorder): so no run starts during an outage, nor on an input the log
+        does not yet hold as AVAILABLE. Runs that were ready from the start need not wait
+        for the events of the runs before them."""
+        build = self.build
+        if self._starting or self._armed or build.prefixes is None or build.ending:
+            return
+        if build.ready and self._room():
+            self._armed = True
+            self._record.through(build.ready[0].after).addCallback(
+                lambda _: self._guarded(self._start_now)
+            )
+
+    def _room(self) -> bool:
+        """Whether the launcher's window has room for another run (``Launcher.window``)."""
+        window = self._parts.launcher.window
+        return window is None or self.build.started < window
 
     def _start_now(self) -> None:
         """Start the ready runs a slice at a time; runs that become ready meanwhile join."""
+        self._armed = False
         if self._starting:
             return
         self._starting = True
@@ -323,20 +397,32 @@ class Course:
 
     def _ready_runs(self) -> Iterator[Task]:
         build = self.build
-        while build.ready:
-            task = build.ready.popleft()
-            if task.state is TaskState.PENDING and not build.ending:
+        while build.ready and self._room():
+            task = build.ready[0]
+            startable = task.state is TaskState.PENDING and not build.ending
+            if startable and not self._record.holds(task.after):
+                return  # until what it became ready on is stored: _started_all waits for it
+            build.ready.popleft()
+            if startable:
                 yield task
 
     def _started_all(self, result: object) -> object:
         self._starting = False
+        self._guarded(self._start_ready)
         return result
+
+    def _ready(self, task: Task) -> None:
+        """``task`` waits for nothing more: it may start once what was decided so far is
+        stored."""
+        task.after = self._record.last
+        self.build.ready.append(task)
 
     def _start(self, task: Task) -> None:
         """Claim the run's outputs in the log, then run it (or take another run's outcome)."""
         prefixes = self.build.prefixes
         assert prefixes is not None
         task.state = TaskState.STARTED
+        self.build.started += 1
         d = ensureDeferred(self._claim_and_run(task, prefixes))
         d.addErrback(self._claim_broke, task)
 
@@ -404,8 +490,9 @@ class Course:
             self._set_partition(ref, _outputs_status(H.DELEGATED), message, task.job_run_id)
         task.state = TaskState.DONE
         self.build.open -= 1
+        self.build.started -= 1
         self._record_job(task, _run_status(H.DELEGATED), f"outputs {message}")
-        task.done.callback(None)
+        task.finish()
         for ref in outputs:
             self._settle_ref(ref, happening, message)
         self._start_ready()
@@ -485,6 +572,8 @@ class Course:
             task, happening, message, exit_code = work.pop()
             if task.state is TaskState.DONE:
                 continue
+            if task.state is TaskState.STARTED:
+                build.started -= 1
             task.state = TaskState.DONE
             build.open -= 1
             self._record_job(task, _run_status(happening), message, exit_code)
@@ -494,7 +583,7 @@ class Course:
                     ref, happening, cause, task.job_run_id
                 ):
                     work.append((failed, reason_happening, reason, None))
-            task.done.callback(None)
+            task.finish()
         self._start_ready()
         build.check_settled()
 
@@ -514,9 +603,11 @@ class Course:
         downstream = build.dependents.pop(ref, [])
         if status is P.PARTITION_AVAILABLE:
             for task in downstream:
+                assert task.waiting_on is not None  # it is among the ref's dependents
                 task.waiting_on.discard(ref)
                 if not task.waiting_on and task.state is TaskState.PENDING:
-                    build.ready.append(task)
+                    task.waiting_on = None
+                    self._ready(task)
             return []
         failed = []
         follows = downstream_of_failure(build.ended_by)
@@ -584,32 +675,45 @@ class Course:
         if build.analysis is not None:
             build.analysis.cancel()
         run_happening = downstream_of_failure(happening)
-        tasks = [t for t in build.tasks.values() if t.state is not TaskState.DONE]
-        waiting = sum(1 for s in build.partitions.values() if s is P.PARTITION_DELEGATED)
+        started: list[Task] = []
+        pending: list[Task] = []
+        for task in build.tasks.values():
+            if task.state is TaskState.STARTED:
+                started.append(task)
+            elif task.state is TaskState.PENDING:
+                pending.append(task)
+        waiting = [ref for ref, s in build.partitions.items() if s is P.PARTITION_DELEGATED]
         self.log.info(
             "ending build {build_request_id} early: {message}; stopping {runs} unfinished "
             "runs ({pending} still waiting for inputs), dropping {waiting} waits for other "
             "builds",
             build_request_id=build.build_request_id,
             message=message,
-            runs=len(tasks),
-            pending=sum(1 for t in tasks if t.state is TaskState.PENDING),
-            waiting=waiting,
+            runs=len(started) + len(pending),
+            pending=len(pending),
+            waiting=len(waiting),
         )
         # Running runs first: their processes are what must stop at once.
-        tasks.sort(key=lambda t: t.state is not TaskState.STARTED)
-        stopped = in_slices(tasks, lambda task: self._stop_run(task, run_happening, message))
-        stopped.addCallback(lambda _: self._close_open_work())
+        stopped = in_slices(
+            itertools.chain(started, pending),
+            lambda task: self._stop_run(task, run_happening, message),
+            pace=self._record.pace,
+        )
+        stopped.addCallback(lambda _: self._close_open_work(waiting))
         stopped.addErrback(self.break_)
 
-    def _close_open_work(self) -> None:
+    def _close_open_work(self, waiting: list[str]) -> Deferred[None]:
         """Stop waiting for other builds; the refs awaited fail with the build's message."""
         build = self.build
-        for ref, status in list(build.partitions.items()):
-            if status is P.PARTITION_DELEGATED:
+
+        def drop(ref: str) -> None:
+            if build.partitions.get(ref) is P.PARTITION_DELEGATED:
                 build.open -= 1
                 self._settle_ref(ref, H.DELEGATION_FAILED, build.message)
-        build.check_settled()
+
+        return in_slices(waiting, drop, pace=self._record.pace).addCallback(
+            lambda _: build.check_settled()
+        )
 
     async def _finish(self) -> Event:
         build = self.build
@@ -622,14 +726,20 @@ class Course:
                 stopping.append(_ended(task.handle.result))
         await DeferredList(stopping)
         leftover = build.ended_by or H.INTERNAL_ERROR
-        for task in build.tasks.values():
+
+        def close_run(task: Task) -> None:
             if task.state is not TaskState.DONE:
                 task.state = TaskState.DONE
                 self._record_job(task, _run_status(H.INTERNAL_ERROR), build.message or "broken")
-                task.done.callback(None)
-        for ref in list(build.partitions):
+                task.finish()
+
+        def close_ref(ref: str) -> None:
+            # A build cancelled while it was scheduled has refs no task was made for.
             if not build.is_final(ref):
                 self._ref_ended(ref, leftover, build.message or "not built", None)
+
+        await in_slices(list(build.tasks.values()), close_run, pace=self._record.pace)
+        await in_slices(list(build.partitions), close_ref, pace=self._record.pace)
         status = build_end(build.ended_by, {r: build.partitions.get(r) for r in build.requested})
         message = build.message
         if status is B.BUILD_REQUEST_COMPLETED:
@@ -658,8 +768,7 @@ class Course:
             self.break_(Failure())
 
     def _emit(self, payload: Payload) -> None:
-        d = self._record.record(self.build_request_id, payload)
-        d.addErrback(self._not_recorded)
+        self._record.emit(Event(self.build_request_id, payload), self._not_recorded)
 
     def _not_recorded(self, failure: Failure) -> None:
         """The log refused an event of this build: the course and the log disagree."""
@@ -668,22 +777,22 @@ class Course:
         self._guarded(self.break_, failure)
 
     def _record_build(self, status: BuildStatus) -> None:
-        d = self._record.build(self.build_request_id, self.build.requested, status)
-        d.addErrback(self._not_recorded)
+        self._emit(BuildRequestEvent(status, self.build.requested))
 
     def _record_job(
         self, task: Task, status: JobStatus, message: str = "", exit_code: int | None = None
     ) -> None:
-        d = self._record.job(self.build_request_id, task.job_run, status, message, exit_code)
-        d.addErrback(self._not_recorded)
+        run = task.job_run
+        self._emit(
+            JobEvent(run.job_run_id, run.job_label, status, run.outputs, message, exit_code)
+        )
 
     def _set_partition(
         self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None = None
     ) -> None:
         self._holdings.note(ref, self.build.partitions.get(ref), status)
         self.build.partitions[ref] = status
-        d = self._record.partition(self.build_request_id, ref, status, message, job_run_id)
-        d.addErrback(self._not_recorded)
+        self._emit(PartitionEvent(ref, status, message, job_run_id))
 
     def _request(self, ref: str) -> None:
         """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs)."""

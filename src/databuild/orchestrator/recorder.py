@@ -1,8 +1,14 @@
 """The recorder: the one place that turns the orchestrator's decisions into stored events.
 
-Events are appended in the order they are decided without waiting for one another (the log
-keeps call order and commits them in groups); each stored event is handed to the progress hub,
-so a reader sees an event, a build's end included, only once the log holds it.
+Events are appended in the order they are decided without waiting for one another: whatever
+was decided while the log stored the previous batch goes to it as the next batch
+(``append_many``), so a build with 100,000 events in flight keeps one Deferred per batch, not
+several per event. Each stored event is handed to the progress hub, so a reader sees an event,
+a build's end included, only once the log holds it.
+
+Work that decides events in bulk (a big build's requested refs, its schedule, a cancel) asks
+``pace`` between slices: past ``PACE_HIGH`` unstored events it waits until the log is back
+under ``PACE_LOW``, so a build never has all its events in memory at once (SPEC §7, §9).
 
 No event is dropped. When the store cannot take events (``StoreUnavailable``: the database is
 gone, the disk is full) the recorder keeps every event not yet stored, in order, and tries the
@@ -16,7 +22,10 @@ stopping past its deadline — drops unstored events, loudly.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Callable, Sequence
+from itertools import count
 from typing import Protocol
 
 from attrs import define
@@ -26,26 +35,27 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from databuild.bel.backend import DuplicateEvent, StoreUnavailable
-from databuild.bel.events import (
-    BuildRequestEvent,
-    Event,
-    JobEvent,
-    PartitionEvent,
-    Payload,
-)
-from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
-from databuild.model import JobRun
+from databuild.bel.events import BuildRequestEvent, Event, JobGraphEvent
+from databuild.bel.status import BuildStatus
+from databuild.errors import DataBuildError
 from databuild.orchestrator.hub import ProgressHub
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 OUTAGE_LIMIT_S = 60.0
+BATCH = 1000
+"""At most this many events go to the log in one call (the log's transactions are as big)."""
+PACE_HIGH, PACE_LOW = 5000, 2500
+"""Unstored events past which ``pace`` holds bulk work back, and down to which it waits."""
+
+Refused = Callable[[Failure], None]
+"""Told why an emitted event was not stored (refused by the log, or never stored)."""
 
 
 class EventSink(Protocol):
     """What the recorder uses of ``databuild.bel.EventLog``."""
 
-    def append(self, event: Event) -> Deferred[Event]: ...
+    def append_many(self, events: Sequence[Event]) -> Deferred[list[Event | DataBuildError]]: ...
 
 
 class OutageListener(Protocol):
@@ -66,7 +76,11 @@ class NotYetStored(StoreUnavailable):
 @define(eq=False)
 class _Entry:
     event: Event
-    stored: Deferred[Event]
+    seq: int
+    stored: Deferred[Event] | None = None
+    """For an ``append``: fires with the stored event."""
+    refused: Refused | None = None
+    """For an ``emit``: told if it is not stored."""
     sent: bool = False
     uncertain: bool = False
     """A try failed with StoreUnavailable: the log may hold it all the same."""
@@ -91,6 +105,17 @@ class Recorder:
         self._hub = hub
         self._outage_limit_s = outage_limit_s
         self._unstored: deque[_Entry] = deque()
+        self._seq = count(1)
+        self._asked = count()
+        self._newest = 0
+        """The position of the newest event appended."""
+        self._in_flight = False
+        """Whether a batch is with the log (one at a time: the rest gather for the next)."""
+        self._unsent = 0
+        """Entries of ``_unstored`` not with the log: always the newest ones."""
+        self._throughs: list[tuple[int, int, Deferred[None]]] = []
+        """Heap of ``through`` waiters: (position, order asked, Deferred)."""
+        self._paces: list[Deferred[None]] = []
         self._outage: str | None = None
         self._gave_up: str | None = None
         self._outage_began = 0.0
@@ -111,18 +136,38 @@ class Recorder:
         """How many events wait to be stored."""
         return len(self._unstored)
 
-    def flushed(self) -> Deferred[None]:
-        """Fires once every event appended so far is stored (or refused, or given up)."""
-        if not self._unstored:
+    @property
+    def last(self) -> int:
+        """The position of the newest event appended so far (0 before the first)."""
+        return self._newest
+
+    def holds(self, position: int) -> bool:
+        """Whether every event up to ``position`` is stored (or refused, or given up), and
+        the log takes events (no outage is going on)."""
+        return self.healthy and (not self._unstored or self._unstored[0].seq > position)
+
+    def through(self, position: int) -> Deferred[None]:
+        """Fires once ``holds(position)``."""
+        if self.holds(position) or self._gave_up is not None:
             return succeed(None)
-        flushed: Deferred[None] = Deferred()
+        fired: Deferred[None] = Deferred()
+        heapq.heappush(self._throughs, (position, next(self._asked), fired))
+        return fired
 
-        def fire(result: object) -> object:
-            flushed.callback(None)
-            return result
+    def flushed(self) -> Deferred[None]:
+        """Fires once every event appended so far is stored (or refused, or given up), and
+        the log takes events."""
+        return self.through(self.last)
 
-        self._unstored[-1].stored.addBoth(fire)
-        return flushed
+    def pace(self) -> Deferred[None] | None:
+        """None, or, past ``PACE_HIGH`` unstored events while the log takes them, a Deferred
+        firing once it is back under ``PACE_LOW``. During an outage nothing waits on it: a
+        cancel must still stop processes, and events are kept whatever their number."""
+        if len(self._unstored) <= PACE_HIGH or self._outage is not None or self._gave_up:
+            return None
+        paced: Deferred[None] = Deferred()
+        self._paces.append(paced)
+        return paced
 
     def append(self, event: Event) -> Deferred[Event]:
         """Store ``event`` after every event appended before it; fires with it once stored.
@@ -131,14 +176,31 @@ class Recorder:
         """
         if self._gave_up is not None:
             return fail(StoreUnavailable(f"the event log takes no more events: {self._gave_up}"))
-        return self._enqueue(event).stored
+        stored: Deferred[Event] = Deferred()
+        self._enqueue(event, stored=stored)
+        return stored
 
-    def _enqueue(self, event: Event, admitted: Deferred[Event] | None = None) -> _Entry:
-        entry = _Entry(event, Deferred(), admitted=admitted)
-        self._unstored.append(entry)
-        if self.healthy:
-            self._send(entry)
-        return entry
+    def emit(self, event: Event, refused: Refused) -> None:
+        """``append`` without a Deferred: ``refused`` is told if the event is not stored."""
+        if self._gave_up is not None:
+            refused(Failure(StoreUnavailable(
+                f"the event log takes no more events: {self._gave_up}"
+            )))
+            return
+        self._enqueue(event, refused=refused)
+
+    def _enqueue(
+        self,
+        event: Event,
+        stored: Deferred[Event] | None = None,
+        refused: Refused | None = None,
+        admitted: Deferred[Event] | None = None,
+    ) -> None:
+        self._newest = seq = next(self._seq)
+        self._unstored.append(_Entry(event, seq, stored, refused, admitted=admitted))
+        self._unsent += 1
+        if self.healthy and not self._in_flight:
+            self._send()
 
     def admit(self, event: Event) -> Deferred[Event]:
         """Like ``append``, but never waits through an outage; for events that begin
@@ -167,23 +229,79 @@ class Recorder:
         if self._gave_up is not None:
             return self.append(event)
         admitted: Deferred[Event] = Deferred()
-        self._enqueue(event, admitted)
+        self._enqueue(event, stored=Deferred(), admitted=admitted)
         return admitted
 
-    def _send(self, entry: _Entry) -> None:
-        entry.sent = True
-        d = maybeDeferred(self._sink.append, entry.event)
-        d.addCallbacks(self._stored, self._not_stored, callbackArgs=(entry,), errbackArgs=(entry,))
-        d.addErrback(self._broke, "recording an event broke")
+    # -- batches ---------------------------------------------------------------------------
+
+    def _send(self) -> None:
+        """Hand the oldest unsent entries to the log as one call: at most ``BATCH`` events'
+        worth (a piece of a job graph weighs a row per run)."""
+        batch: list[_Entry] = []
+        weight = 0
+        for i in range(len(self._unstored) - self._unsent, len(self._unstored)):
+            entry = self._unstored[i]
+            batch.append(entry)
+            weight += _weight(entry.event)
+            if weight >= BATCH:
+                break
+        self._unsent -= len(batch)
+        for entry in batch:
+            entry.sent = True
+        self._in_flight = True
+        d = maybeDeferred(self._sink.append_many, [entry.event for entry in batch])
+        d.addCallbacks(
+            self._answered, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+        )
+        d.addErrback(self._broke, "recording events broke")
 
     def _broke(self, failure: Failure, what: str) -> None:
-        # A bound method, not a closure per event: a large build has many events in flight.
         self.log.failure(what, failure)
+
+    def _answered(self, results: list[Event | DataBuildError], batch: list[_Entry]) -> None:
+        self._in_flight = False
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, Event):
+                self._stored(result, entry)
+            else:
+                self._not_stored(Failure(result), entry)
+        self._caught_up()
+        if self._unsent and self.healthy:
+            self._send()
+
+    def _batch_failed(self, failure: Failure, batch: list[_Entry]) -> None:
+        self._in_flight = False
+        if failure.check(StoreUnavailable):
+            for entry in batch:
+                entry.sent, entry.uncertain = False, True
+            self._unsent += len(batch)
+            if self._outage is None:
+                self._begin_outage(failure.getErrorMessage())
+            for entry in batch:
+                if entry.admitted is not None and not entry.admitted.called:
+                    assert entry.stored is not None
+                    entry.admitted.errback(NotYetStored(
+                        f"the event log cannot store events: {failure.getErrorMessage()}",
+                        entry.stored,
+                    ))
+            return
+        # Fenced, or not open: nothing of the batch will be stored. Said once, not per event.
+        self.log.warn(
+            "the event log refused {count} events: {error}",
+            count=len(batch), error=failure.getErrorMessage(),
+        )
+        for entry in batch:
+            self._forget(entry)
+            self._tell(entry, failure)
+        self._caught_up()
+        if self._unsent and self.healthy:
+            self._send()
 
     def _stored(self, event: Event, entry: _Entry) -> None:
         self._forget(entry)
         self._hub.publish(event)
-        entry.stored.callback(event)
+        if entry.stored is not None:
+            entry.stored.callback(event)
         if entry.admitted is not None and not entry.admitted.called:
             entry.admitted.callback(event)
 
@@ -195,17 +313,7 @@ class Recorder:
             self._unstored.remove(entry)
 
     def _not_stored(self, failure: Failure, entry: _Entry) -> None:
-        entry.sent = False
-        if failure.check(StoreUnavailable):
-            entry.uncertain = True
-            if self._outage is None:
-                self._begin_outage(failure.getErrorMessage())
-            if entry.admitted is not None and not entry.admitted.called:
-                entry.admitted.errback(NotYetStored(
-                    f"the event log cannot store events: {failure.getErrorMessage()}",
-                    entry.stored,
-                ))
-            return
+        """The log refused one event of a batch it stored."""
         if entry.uncertain and isinstance(failure.value, DuplicateEvent):
             # The failed try had committed after all: the event is stored, at this idx.
             self._stored(entry.event.stored_at(failure.value.idx), entry)
@@ -217,10 +325,31 @@ class Recorder:
             event_type=entry.event.event_type,
             build_request_id=entry.event.build_request_id,
         )
+        self._tell(entry, failure)
+
+    @staticmethod
+    def _tell(entry: _Entry, failure: Failure) -> None:
+        """Whoever waits for ``entry`` learns that it was not stored."""
         if entry.admitted is not None and not entry.admitted.called:
             entry.admitted.errback(failure)
-            entry.stored.addErrback(lambda _: None)  # told through ``admitted``
-        entry.stored.errback(failure)
+            if entry.stored is not None:
+                entry.stored.addErrback(lambda _: None)  # told through ``admitted``
+        if entry.stored is not None and not entry.stored.called:
+            entry.stored.errback(failure)
+        if entry.refused is not None:
+            entry.refused(failure)
+
+    def _caught_up(self) -> None:
+        """Fire the waiters the stored and refused entries let go on."""
+        while self._throughs and (self.holds(self._throughs[0][0]) or self._gave_up):
+            heapq.heappop(self._throughs)[2].callback(None)
+        if self._paces and len(self._unstored) <= PACE_LOW:
+            self._release_paces()
+
+    def _release_paces(self) -> None:
+        paces, self._paces = self._paces, []
+        for paced in paces:
+            paced.callback(None)
 
     # -- outages ---------------------------------------------------------------------------
 
@@ -232,6 +361,7 @@ class Recorder:
             reason=reason,
             count=len(self._unstored),
         )
+        self._release_paces()
         self._limit = self._reactor.callLater(self._outage_limit_s, self._too_long)
         self._schedule_retry()
 
@@ -252,24 +382,35 @@ class Recorder:
             attempt=self._attempts,
             count=len(self._unstored),
         )
-        d = maybeDeferred(self._sink.append, oldest.event)
+        oldest.sent = True
+        self._unsent -= 1
+        d = maybeDeferred(self._sink.append_many, [oldest.event])
         d.addCallbacks(
-            self._answered, self._still_down, callbackArgs=(oldest,), errbackArgs=(oldest,)
+            self._retried, self._still_down, callbackArgs=(oldest,), errbackArgs=(oldest,)
         )
         d.addErrback(self._broke, "retrying the event log broke")
 
-    def _answered(self, event: Event, entry: _Entry) -> None:
-        self._stored(event, entry)
+    def _retried(self, results: list[Event | DataBuildError], entry: _Entry) -> None:
+        (result,) = results
+        if isinstance(result, Event):
+            self._stored(result, entry)
+        else:
+            self._not_stored(Failure(result), entry)
         self._end_outage()
         self._tried()
+        self._caught_up()
 
     def _still_down(self, failure: Failure, entry: _Entry) -> None:
         if not failure.check(StoreUnavailable):
-            self._not_stored(failure, entry)
+            self._forget(entry)
+            self.log.failure("the event log refused an event it was asked again", failure)
+            self._tell(entry, failure)
             self._end_outage()
             self._tried()
+            self._caught_up()
             return
-        entry.uncertain = True
+        entry.sent, entry.uncertain = False, True
+        self._unsent += 1
         self._outage = failure.getErrorMessage()
         self._schedule_retry()
         self._tried()
@@ -301,20 +442,20 @@ class Recorder:
         if self._limit is not None and self._limit.active():
             self._limit.cancel()
         self._limit = None
-        for entry in list(self._unstored):
-            if not entry.sent:
-                self._send(entry)
+        if self._unsent and not self._in_flight:
+            self._send()
+        self._caught_up()
 
     def give_up(self, reason: str) -> None:
-        """Drop every unstored event (logged with their count) and take no more; their
-        Deferreds errback with StoreUnavailable."""
+        """Drop every unstored event (logged with their count) and take no more; whoever
+        waits for them is told StoreUnavailable."""
         self._gave_up = reason
         for call in (self._retry, self._limit):
             if call is not None and call.active():
                 call.cancel()
         self._retry = self._limit = None
         self._tried()
-        entries, self._unstored = list(self._unstored), deque()
+        entries, self._unstored, self._unsent = list(self._unstored), deque(), 0
         if entries:
             self.log.error(
                 "{count} events were never stored ({reason}); the builds they belong to are "
@@ -324,17 +465,9 @@ class Recorder:
             )
         error = StoreUnavailable(f"the event log did not store this event: {reason}")
         for entry in entries:
-            if entry.admitted is not None and not entry.admitted.called:
-                entry.admitted.errback(Failure(error))
-                entry.stored.addErrback(lambda _: None)  # told through ``admitted``
-            if not entry.stored.called:
-                entry.stored.errback(Failure(error))
-
-    # -- what the course records -----------------------------------------------------------
-
-    def record(self, build_request_id: str, payload: Payload) -> Deferred[Event]:
-        """Append ``payload`` for a build."""
-        return self.append(Event(build_request_id, payload))
+            self._tell(entry, Failure(error))
+        self._caught_up()
+        self._release_paces()
 
     def build(
         self,
@@ -343,27 +476,11 @@ class Recorder:
         status: BuildStatus,
         message: str = "",
     ) -> Deferred[Event]:
-        return self.record(build_request_id, BuildRequestEvent(status, requested, message))
+        """Append a build's ``build_request`` event."""
+        return self.append(Event(build_request_id, BuildRequestEvent(status, requested, message)))
 
-    def job(
-        self,
-        build_request_id: str,
-        run: JobRun,
-        status: JobStatus,
-        message: str = "",
-        exit_code: int | None = None,
-    ) -> Deferred[Event]:
-        return self.record(
-            build_request_id,
-            JobEvent(run.job_run_id, run.job_label, status, run.outputs, message, exit_code),
-        )
 
-    def partition(
-        self,
-        build_request_id: str,
-        ref: str,
-        status: PartitionStatus,
-        message: str,
-        job_run_id: str | None = None,
-    ) -> Deferred[Event]:
-        return self.record(build_request_id, PartitionEvent(ref, status, message, job_run_id))
+def _weight(event: Event) -> int:
+    """What storing ``event`` costs the log, in plain events."""
+    payload = event.payload
+    return len(payload.job_graph.job_runs) or 1 if isinstance(payload, JobGraphEvent) else 1

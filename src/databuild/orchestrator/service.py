@@ -428,7 +428,7 @@ class Orchestrator(Service):
             )
         course, task = found
         course.cancel_run(task, f"{CANCELLED_MESSAGE} by request")
-        await _copy(task.done)
+        await task.when_done()
 
     # -- the barrier around a build ----------------------------------------------------------
 

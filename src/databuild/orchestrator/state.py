@@ -6,7 +6,7 @@ import enum
 from collections import defaultdict, deque
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from databuild.bel.claims import RunState
 from databuild.bel.status import BuildStatus, PartitionStatus
@@ -46,7 +46,9 @@ class Task:
 
     job_run: JobRun
     state: TaskState = TaskState.PENDING
-    waiting_on: set[str] = field(factory=set)
+    waiting_on: set[str] | None = None
+    """The inputs it still waits for; None if none (a build of 100,000 runs that wait for
+    nothing keeps no empty set per run)."""
     handle: RunHandle | None = None
     stopped_by: Happening | None = None
     """Why this service terminated the run, if it did."""
@@ -54,11 +56,31 @@ class Task:
     awaiting: Deferred[dict[str, RunState]] | None = None
     """While STARTED without a handle: waiting for other services' runs that claimed its
     outputs (cancelling it stops the run)."""
-    done: Deferred[None] = field(factory=Deferred)
+    after: int = 0
+    """Once ready: the recorder's position (``Recorder.last``) when it became ready."""
+    _waiters: list[Deferred[None]] | None = None
 
     @property
     def job_run_id(self) -> str:
         return self.job_run.job_run_id
+
+    def finish(self) -> None:
+        """The task is DONE: tell whoever waits for it."""
+        self.state = TaskState.DONE
+        waiters, self._waiters = self._waiters or [], None
+        for waiter in waiters:
+            if not waiter.called:  # a waiter may have been cancelled
+                waiter.callback(None)
+
+    def when_done(self) -> Deferred[None]:
+        """Fires once the task is DONE (cancelling it leaves the task alone)."""
+        if self.state is TaskState.DONE and self._waiters is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        return waiter
 
 
 @define(eq=False)
@@ -79,6 +101,8 @@ class Build:
     """For a FAILED ref, the first failure that caused it, for downstream messages."""
     dependents: defaultdict[str, list[Task]] = field(factory=lambda: defaultdict(list))
     ready: deque[Task] = field(factory=deque)
+    started: int = 0
+    """Runs handed to the launcher (claiming, queued or running) and not yet ended."""
     open: int = 0
     """Own runs not yet final plus delegated refs not yet settled."""
     prefixes: dict[str, tuple[str, ...]] | None = None
