@@ -132,6 +132,7 @@ class Course:
                 await requesting
             if graph is not None:
                 await self._execute(graph)
+                del graph  # its runs go with their tasks, a slice at a time (_finish)
         except Exception:
             self.break_(Failure())
         return await self._finish()
@@ -754,9 +755,11 @@ class Course:
                 + (", ..." if len(failed) > 5 else "")
             )
         build.final_status, build.message = status, message
-        return await self._record.build(
-            self.build_request_id, build.requested, status, message
-        )
+        end = await self._record.build(self.build_request_id, build.requested, status, message)
+        # Let go of the runs a slice at a time: the tasks, runs and configs of 100,000 runs
+        # are half a million objects to free, too many for one turn of the reactor.
+        await in_slices(list(build.tasks), build.tasks.pop)
+        return end
 
     # -- recording -------------------------------------------------------------------------
 

@@ -72,16 +72,19 @@ class Holdings:
             for ref in unknown:
                 available.setdefault(ref, statuses.get(ref) is PartitionStatus.PARTITION_AVAILABLE)
 
-    def release(self, build_request_id: str) -> None:
-        """The build holds nothing any more (its final event is stored)."""
-        for ref in self._held.pop(build_request_id, ()):
-            left = self._holders[ref] - 1
-            if left:
-                self._holders[ref] = left
-            else:
-                del self._holders[ref]
-                self._available.pop(ref, None)
-                self._built_by.pop(ref, None)
+    def release(self, build_request_id: str) -> Deferred[None]:
+        """The build holds nothing any more (its final event is stored); a slice of time at a
+        time. Meanwhile what it still holds is true: the log says the same now."""
+        return in_slices(list(self._held.pop(build_request_id, ())), self._let_go)
+
+    def _let_go(self, ref: str) -> None:
+        left = self._holders[ref] - 1
+        if left:
+            self._holders[ref] = left
+        else:
+            del self._holders[ref]
+            self._available.pop(ref, None)
+            self._built_by.pop(ref, None)
 
     def is_available(self, ref: str) -> bool:
         """Whether a held ref's data is AVAILABLE."""

@@ -351,7 +351,7 @@ class Orchestrator(Service):
                 f"{e}; build {build_id} will be recorded as failed once the log takes events"
             ) from None
         except BaseException:
-            self._holdings.release(build_id)
+            self._release_holdings(build_id)
             del self._courses[build_id]
             raise
         self.log.info(
@@ -470,6 +470,14 @@ class Orchestrator(Service):
         )
         recorded.addCallbacks(lambda _: self._end(course, None), lambda f: self._end(course, f))
 
+    def _release_holdings(self, build_id: str) -> None:
+        self._holdings.release(build_id).addErrback(
+            lambda f: self.log.failure(
+                "releasing the refs of build {build_request_id} broke", f,
+                build_request_id=build_id,
+            )
+        )
+
     def _end(self, course: Course, lost: Failure | None) -> None:
         """The build is over: drop it and its claims; readers learn it if the log cannot."""
         build_id = course.build_request_id
@@ -479,7 +487,7 @@ class Orchestrator(Service):
             self.hub.abandon(build_id, lost)
         # Every event of this build is stored now (the log keeps call order).
         self._parts.claims.release(build_id)
-        self._holdings.release(build_id)
+        self._release_holdings(build_id)
         del self._courses[build_id]
         course.build.done.callback(None)
 
