@@ -81,7 +81,6 @@ class _Entry:
     """For an ``append``: fires with the stored event."""
     refused: Refused | None = None
     """For an ``emit``: told if it is not stored."""
-    sent: bool = False
     uncertain: bool = False
     """A try failed with StoreUnavailable: the log may hold it all the same."""
     admitted: Deferred[Event] | None = None
@@ -246,8 +245,6 @@ class Recorder:
             if weight >= BATCH:
                 break
         self._unsent -= len(batch)
-        for entry in batch:
-            entry.sent = True
         self._in_flight = True
         d = maybeDeferred(self._sink.append_many, [entry.event for entry in batch])
         d.addCallbacks(
@@ -273,7 +270,7 @@ class Recorder:
         self._in_flight = False
         if failure.check(StoreUnavailable):
             for entry in batch:
-                entry.sent, entry.uncertain = False, True
+                entry.uncertain = True
             self._unsent += len(batch)
             if self._outage is None:
                 self._begin_outage(failure.getErrorMessage())
@@ -382,7 +379,6 @@ class Recorder:
             attempt=self._attempts,
             count=len(self._unstored),
         )
-        oldest.sent = True
         self._unsent -= 1
         d = maybeDeferred(self._sink.append_many, [oldest.event])
         d.addCallbacks(
@@ -409,7 +405,7 @@ class Recorder:
             self._tried()
             self._caught_up()
             return
-        entry.sent, entry.uncertain = False, True
+        entry.uncertain = True
         self._unsent += 1
         self._outage = failure.getErrorMessage()
         self._schedule_retry()
