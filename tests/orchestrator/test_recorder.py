@@ -110,7 +110,7 @@ def test_events_that_waited_out_an_outage_are_stored_in_order() -> None:
     sent = [event(str(i)) for i in range(5)]
     results = [recorder.append(e) for e in sent]
     assert not recorder.healthy and recorder.unstored == 5
-    flushed = recorder.flushed()
+    flushed = recorder.through(recorder.last)
 
     clock.advance(RETRY_FIRST_S)  # still down: tried once more, the oldest only
     assert store.tries == 2 and not flushed.called
@@ -265,12 +265,12 @@ def test_pace_never_waits_through_an_outage() -> None:
     assert recorder.pace() is None
 
 
-def test_flushed_fires_once_everything_before_it_is_stored() -> None:
+def test_through_fires_once_everything_up_to_its_position_is_stored() -> None:
     recorder, store, _, _ = make()
     store.hold = True
     recorder.append(event("0"))
     recorder.append(event("1"))
-    flushed = recorder.flushed()
+    flushed = recorder.through(recorder.last)
     recorder.append(event("2"))
     store.answer()
     assert not flushed.called

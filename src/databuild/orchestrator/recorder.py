@@ -14,9 +14,9 @@ No event is dropped. When the store cannot take events (``StoreUnavailable``: th
 gone, the disk is full) the recorder keeps every event not yet stored, in order, and tries the
 oldest again with a growing pause (``RETRY_FIRST_S`` doubling up to ``RETRY_MAX_S``), logging
 each try; once it is stored, the rest follow in order. Builds start a run only once
-``flushed`` says every event decided before is stored, so no run starts during an outage, nor
-on an input the log does not yet hold as AVAILABLE. Its ``listener`` hears when an outage has
-lasted ``outage_limit_s`` (the service then fails its builds). Only ``give_up`` — the service
+``through`` says every event decided before it became ready is stored, so no run starts
+during an outage, nor on an input the log does not yet hold as AVAILABLE. Its ``listener``
+hears when an outage has lasted ``outage_limit_s`` (the service then fails its builds). Only ``give_up`` — the service
 stopping past its deadline — drops unstored events, loudly.
 """
 
@@ -152,11 +152,6 @@ class Recorder:
         fired: Deferred[None] = Deferred()
         heapq.heappush(self._throughs, (position, next(self._asked), fired))
         return fired
-
-    def flushed(self) -> Deferred[None]:
-        """Fires once every event appended so far is stored (or refused, or given up), and
-        the log takes events."""
-        return self.through(self.last)
 
     def pace(self) -> Deferred[None] | None:
         """None, or, past ``PACE_HIGH`` unstored events while the log takes them, a Deferred
