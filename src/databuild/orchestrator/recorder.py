@@ -16,8 +16,8 @@ oldest again with a growing pause (``RETRY_FIRST_S`` doubling up to ``RETRY_MAX_
 each try; once it is stored, the rest follow in order. Builds start a run only once
 ``through`` says every event decided before it became ready is stored, so no run starts
 during an outage, nor on an input the log does not yet hold as AVAILABLE. Its ``listener``
-hears when an outage has lasted ``outage_limit_s`` (the service then fails its builds). Only ``give_up`` — the service
-stopping past its deadline — drops unstored events, loudly.
+hears when an outage has lasted ``outage_limit_s`` (the service then fails its builds). Only
+``give_up`` — the service stopping past its deadline — drops unstored events, loudly.
 """
 
 from __future__ import annotations
