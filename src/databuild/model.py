@@ -218,6 +218,9 @@ class JobGraph:
 
     outputs: tuple[str, ...]
     job_runs: tuple[JobRun, ...]
+    kept: frozenset[str] = frozenset()
+    """Ids of the runs that stand for requested refs AVAILABLE when analysed, a batch of one
+    job's refs each: their job's ``config`` was not asked, and a build only skips them."""
 
     def producer_of(self, ref: str) -> JobRun | None:
         """The run of this graph producing ``ref``, if any."""

@@ -24,8 +24,8 @@ from databuild.bel import (
     events,
 )
 from databuild.bel.events import new_event_id
-from databuild.bel.writer import _compact_json
 from databuild.errors import InvalidRefError
+from databuild.jsontext import compact
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
 
 
@@ -206,15 +206,24 @@ BODIES = [
 @pytest.mark.parametrize("payload", BODIES, ids=lambda p: p.event_type)
 def test_the_stored_body_is_the_compact_json_form_without_idx(payload: object) -> None:
     event = Event("b1", payload, idx=7)  # type: ignore[arg-type]
-    body = _compact_json(event.body_json())
+    body = compact(event.body_json())
     without_idx = {k: v for k, v in event.to_json().items() if k != "idx"}
     assert body == json.dumps(without_idx, separators=(",", ":"))
     assert Event.from_json({"idx": 7, **json.loads(body)}) == event
 
 
+@pytest.mark.parametrize("payload", BODIES, ids=lambda p: p.event_type)
+def test_a_stored_events_json_carries_the_text_of_its_json_form(payload: object) -> None:
+    event = Event("b1", payload)  # type: ignore[arg-type]
+    assert event.to_json().text is None  # not stored: nothing to reuse
+    doc = event.stored_at(7, compact(event.body_json())).to_json()
+    assert doc.text == compact(dict(doc))
+    assert doc == {"idx": 7, **event.body_json()}
+
+
 def test_the_compact_encoder_refuses_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
-        _compact_json({"refs": {"x"}})
+        compact({"refs": {"x"}})
 
 
 def test_a_big_job_graph_is_stored_in_bounded_pieces_that_put_it_back_together() -> None:

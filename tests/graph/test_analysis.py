@@ -162,6 +162,41 @@ async def test_available_inputs_are_not_expanded_but_requested_refs_always_run(
 
 
 @pytest_twisted.ensureDeferred
+async def test_kept_refs_are_not_configured_and_go_into_batched_runs_of_their_job(
+    write_workspace: WriteWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(analysis, "KEPT_BATCH", 2)
+    ws = planned(
+        write_workspace,
+        {"top/1": {"inputs": ["mid/1"]}, "top/2": {"outputs": ["top/2", "top/3"]}},
+        ["top", "mid"],
+    )
+    keep = {"top/3", "top/4", "top/5", "top/6", "mid/9"}
+    requested = ["top/1", "top/2", "top/3", "top/4", "top/5", "top/6", "mid/9"]
+    graph = await analyze(reactor, ws, requested, available=nothing_available, keep=keep)
+    assert sorted(calls(ws)) == ["mid mid/1", "top top/1 top/2"]
+    kept = [run for run in graph.job_runs if run.job_run_id in graph.kept]
+    # top/3 is made by top/2's run anyway; the rest, two refs a run at most, one job's each.
+    assert [(run.job_label, run.outputs) for run in kept] == [
+        ("top", ("top/4", "top/5")), ("top", ("top/6",)), ("mid", ("mid/9",))
+    ]
+    assert all(run.config.inputs == () and run.config.args == () for run in kept)
+    assert set(runs_by_outputs(graph)) == {
+        ("top/1",), ("top/2", "top/3"), ("mid/1",), *(run.outputs for run in kept)
+    }
+    assert_upstream_first(graph)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_ref_no_job_produces_still_fails_the_lookup(
+    write_workspace: WriteWorkspace,
+) -> None:
+    ws = planned(write_workspace, {}, ["top"])
+    with pytest.raises(LookupFailed, match="nope/1"):
+        await analyze(reactor, ws, ["nope/1"], available=nothing_available, keep={"nope/1"})
+
+
+@pytest_twisted.ensureDeferred
 async def test_query_inputs_are_recorded_but_not_expanded(
     write_workspace: WriteWorkspace,
 ) -> None:

@@ -67,6 +67,54 @@ async def test_an_available_partition_is_skipped_and_force_rebuilds_only_it(
 
 
 @pytest_twisted.ensureDeferred
+async def test_available_requested_refs_are_kept_in_one_skipped_run_without_their_config(
+    harness: Harness,
+) -> None:
+    refs = [f"work/{i}" for i in range(5)]
+    await harness.build(refs)
+    (harness.root / "plan.json").write_text("not JSON: a config call would fail")
+    again = await harness.build(refs)
+    assert again["status"] == "BUILD_REQUEST_COMPLETED"
+    assert [(t["status"], sorted(t["outputs"])) for t in again["tasks"]] == [
+        ("JOB_SKIPPED", refs)
+    ]
+    events = await harness.events(again["build_request_id"])
+    assert Counter(e["status"] for e in events if e["event_type"] == "partition") == {
+        "PARTITION_REQUESTED": 5, "PARTITION_DELEGATED": 5, "PARTITION_AVAILABLE": 5
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_ref_that_a_forced_build_fails_meanwhile_fails_and_is_not_run(
+    harness: Harness,
+) -> None:
+    gate = harness.root / "go"
+    harness.plan({})
+    first = await harness.build(["work/x"])
+    assert first["status"] == "BUILD_REQUEST_COMPLETED"
+    harness.plan({"work/x": {"exit": 1}, "work/slow": {"config_until": str(gate)}})
+    try:
+        kept = await harness.orchestrator.submit(["work/x", "work/slow"])
+        await poll_until_async((harness.root / "config-started").exists, "analysis to start")
+        forced = await harness.build(["work/x"], force=True)
+        assert forced["status"] == "BUILD_REQUEST_FAILED"
+    finally:
+        gate.touch()
+    build = await harness.finished(kept)
+    assert build["status"] == "BUILD_REQUEST_FAILED"
+    assert [
+        (e["status"], e["message"])
+        for e in await harness.events(kept)
+        if e["event_type"] == "partition" and e["partition_ref"] == "work/x"
+    ] == [
+        ("PARTITION_REQUESTED", "requested"),
+        ("PARTITION_FAILED", "no longer available: another build rebuilt it without success "
+                             "after this build's analysis; ask for it again"),
+    ]
+    assert Counter(r["ref"] for r in harness.starts()) == {"work/x": 2, "work/slow": 1}
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_builds_of_one_partition_run_its_job_once(harness: Harness) -> None:
     go = harness.root / "go"
     harness.plan(

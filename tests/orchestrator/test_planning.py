@@ -10,8 +10,8 @@ def run(run_id: str, *outputs: str) -> JobRun:
     return JobRun(run_id, "job", JobConfig(outputs=outputs))
 
 
-def plan(runs: list[JobRun], requested=(), force=False, available=(), producing=None):
-    graph = JobGraph(outputs=tuple(requested), job_runs=tuple(runs))
+def plan(runs: list[JobRun], requested=(), force=False, available=(), producing=None, kept=()):
+    graph = JobGraph(outputs=tuple(requested), job_runs=tuple(runs), kept=frozenset(kept))
     others = producing or {}
     return {
         p.job_run.job_run_id: p
@@ -72,3 +72,16 @@ def test_available_plus_produced_elsewhere_is_skipped_with_both_recorded() -> No
     assert plans["r1"].decision is Decision.SKIP
     assert plans["r1"].available == ("b",)
     assert dict(plans["r1"].delegated) == {"a": "other"}
+
+
+def test_a_kept_run_is_never_run_and_what_it_lost_fails() -> None:
+    plans = plan(
+        [run("k", "a", "b", "c")],
+        requested=("a", "b", "c"),
+        available={"a"},
+        producing={"c": "other"},
+        kept={"k"},
+    )
+    kept = plans["k"]
+    assert kept.decision is Decision.SKIP and kept.claims == ()
+    assert (kept.available, kept.lost, dict(kept.delegated)) == (("a",), ("b",), {"c": "other"})

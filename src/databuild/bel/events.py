@@ -19,6 +19,23 @@ from databuild.errors import DataBuildError
 from databuild.model import JobGraph, validate_ref
 
 
+class EventJSON(dict[str, Any]):
+    """An event's JSON form, with its compact JSON ``text`` when the log's stored body gave it:
+    a progress stream sends that as it is instead of encoding the event again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, fields: Mapping[str, Any], text: str | None = None) -> None:
+        super().__init__(fields)
+        self.text = text
+
+    @classmethod
+    def stored(cls, idx: int, body: str, fields: Mapping[str, Any]) -> EventJSON:
+        """The event stored at ``idx`` with ``body`` (its compact JSON without ``idx``),
+        ``fields`` being that body's fields."""
+        return cls({"idx": idx, **fields}, f'{{"idx":{idx:d},{body[1:]}')
+
+
 class InvalidEvent(DataBuildError, ValueError):
     """An event's JSON form is missing fields or has fields of the wrong type."""
 
@@ -252,18 +269,25 @@ class Event:
     event_id: str = field(factory=new_event_id)
     timestamp: int = field(factory=time.time_ns)
     idx: int | None = None
+    body: str | None = field(default=None, eq=False, repr=False)
+    """The compact JSON of ``body_json()`` the log stored, once stored by this process."""
 
     @property
     def event_type(self) -> str:
         return self.payload.event_type
 
-    def stored_at(self, idx: int) -> Event:
-        """This event as stored at position ``idx``."""
+    def stored_at(self, idx: int, body: str | None = None) -> Event:
+        """This event as stored at position ``idx`` (with ``body``, if the caller has it)."""
         # Not attrs.evolve, which costs twice as much: the writer calls this per event.
-        return Event(self.build_request_id, self.payload, self.event_id, self.timestamp, idx)
+        return Event(
+            self.build_request_id, self.payload, self.event_id, self.timestamp, idx, body
+        )
 
-    def to_json(self) -> dict[str, Any]:
-        return {"idx": self.idx, **self.body_json()}
+    def to_json(self) -> EventJSON:
+        fields = self.body_json()
+        if self.idx is not None and self.body is not None:
+            return EventJSON.stored(self.idx, self.body, fields)
+        return EventJSON({"idx": self.idx, **fields})
 
     def body_json(self) -> dict[str, Any]:
         """The JSON form without ``idx``: what the log stores as the event's body."""

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from databuild.bel.backend import Database
+from databuild.bel.events import EventJSON
 from databuild.bel.services import live_sql
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
@@ -418,18 +419,29 @@ def partition_statuses(db: Database, refs: Iterable[str]) -> dict[str, Partition
 
 def partition_builders(db: Database, refs: Iterable[str]) -> dict[str, str]:
     """For each of ``refs``, the build whose job run last made it (completed); without one,
-    the build of its catalog row's latest event. Refs the log does not know are left out."""
+    the build of its catalog row's latest event. Refs the log does not know are left out.
+
+    A catalog row that says AVAILABLE from a run's own event names that run's build: only the
+    other refs are looked for among the runs that made them (a ref kept by many no-op builds
+    is an output of each one's skipped run).
+    """
     wanted = list(dict.fromkeys(refs))
     found: dict[str, str] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        for ref, build_request_id in db.all(
-            "SELECT partition_ref, build_request_id FROM partitions"
+        whole = wanted[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(whole))
+        chunk = []
+        for ref, build_request_id, status, data_idx in db.all(
+            "SELECT partition_ref, build_request_id, status, data_idx FROM partitions"
             f" WHERE partition_ref IN ({marks}) AND build_request_id IS NOT NULL",
-            chunk,
+            whole,
         ):
             found[ref] = build_request_id
+            if status != PartitionStatus.PARTITION_AVAILABLE.value or data_idx is None:
+                chunk.append(ref)
+        if not chunk:
+            continue
+        marks = ", ".join("?" * len(chunk))
         # CROSS JOIN keeps SQLite from walking every completed run by its status index.
         latest: dict[str, int] = {}
         for ref, build_request_id, created_idx in db.all(
@@ -679,8 +691,8 @@ def get_task(db: Database, job_run_id: str) -> dict[str, Any] | None:
 # --- events ---------------------------------------------------------------------------
 
 
-def _event(idx: int, body: str) -> dict[str, Any]:
-    return {"idx": idx, **json.loads(body)}
+def _event(idx: int, body: str) -> EventJSON:
+    return EventJSON.stored(idx, body, json.loads(body))
 
 
 def events(

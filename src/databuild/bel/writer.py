@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from attrs import define, field
@@ -32,26 +31,9 @@ from databuild.bel.services import ask_fence
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.bel.transitions import IllegalTransition, check_transition
 from databuild.errors import DataBuildError
+from databuild.jsontext import compact
 
 _RAN = (JobStatus.JOB_COMPLETED, JobStatus.JOB_FAILED)
-
-
-def _not_json(value: object) -> None:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-_encode = c_make_encoder(
-    None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, True
-)
-
-
-def _compact_json(value: object) -> str:
-    """``json.dumps(value, separators=(",", ":"))`` of plain JSON values, for the log's columns.
-
-    It calls the C encoder that ``json.dumps`` builds afresh on every call (with the Python
-    layers above it, 2.7 against 1.7 µs for an event's body).
-    """
-    return "".join(_encode(value, 0))
 
 
 def append_batch(db: Database, events: Sequence[Event]) -> list[Event | DataBuildError]:
@@ -280,7 +262,7 @@ class _Batch:
         idx = self.idx
         self.idx += 1
         self.stored[event.event_id] = idx
-        self._event_row(event, idx, job_label)
+        body = self._event_row(event, idx, job_label)
         match payload:
             case BuildRequestEvent():
                 self._build(event, payload, idx, build)
@@ -294,10 +276,12 @@ class _Batch:
                     self.graphs_completed.append(event.build_request_id)
             case DelegationEvent():
                 pass
-        return event.stored_at(idx)
+        return event.stored_at(idx, body)
 
-    def _event_row(self, event: Event, idx: int, job_label: str | None) -> None:
+    def _event_row(self, event: Event, idx: int, job_label: str | None) -> str:
+        """Stage the event's row; its body's compact JSON."""
         payload = event.payload
+        body = compact(event.body_json())
         self.event_rows.append((
             idx,
             event.event_id,
@@ -307,8 +291,9 @@ class _Batch:
             getattr(payload, "partition_ref", None),
             getattr(payload, "job_run_id", None),
             job_label,
-            _compact_json(event.body_json()),
+            body,
         ))
+        return body
 
     def _build(
         self, event: Event, payload: BuildRequestEvent, idx: int, build: _Build | None
@@ -317,7 +302,7 @@ class _Batch:
             build = self.builds[event.build_request_id] = _Build(
                 payload.status,
                 created_idx=idx,
-                requested_partitions=_compact_json(payload.requested_partitions),
+                requested_partitions=compact(payload.requested_partitions),
                 created_at=event.timestamp,
                 message=payload.message,
                 retry_of=payload.retry_of,
@@ -366,12 +351,12 @@ class _Batch:
                 run.job_run_id,
                 build_request_id,
                 run.job_label,
-                _compact_json([
+                compact([
                     {"partition_ref": i.partition_ref, "dep_type": i.dep_type.type_name}
                     for i in config.inputs
                 ]),
-                _compact_json(list(config.args)),
-                _compact_json(dict(config.env)),
+                compact(list(config.args)),
+                compact(dict(config.env)),
             ))
             for i in config.inputs:
                 self.inputs[i.partition_ref, run.job_run_id] = None
@@ -386,7 +371,7 @@ class _Batch:
                 payload.job_run_id,
                 event.build_request_id,
                 payload.job_label,
-                _compact_json(payload.outputs),
+                compact(payload.outputs),
                 status,
                 created_idx=idx,
                 updated_idx=idx,

@@ -35,26 +35,19 @@ class SSEParser:
             chunk = chunk[1:]
         self._pending_cr = False
         buffer = self._buffer + chunk
+        if b"\r" in buffer:
+            # A CR ending the buffer ends a line; an LF opening the next chunk is its CRLF's.
+            self._pending_cr = buffer.endswith(b"\r")
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        complete, newline, self._buffer = buffer.rpartition(b"\n")
+        if not newline:
+            return []
         frames: list[Frame] = []
-        start = 0
-        while True:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
-            ends = [i for i in (cr, lf) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            line = buffer[start:end]
-            if buffer[end : end + 1] == b"\r":
-                if end + 1 == len(buffer):
-                    self._pending_cr = True
-                elif buffer[end + 1 : end + 2] == b"\n":
-                    end += 1
-            start = end + 1
-            frame = self._line(line.decode("utf-8", errors="replace"))
+        # Lines are cut at LF before decoding: a UTF-8 sequence never holds that byte.
+        for line in complete.decode("utf-8", errors="replace").split("\n"):
+            frame = self._line(line)
             if frame is not None:
                 frames.append(frame)
-        self._buffer = buffer[start:]
         return frames
 
     def _line(self, line: str) -> Frame | None:

@@ -14,7 +14,7 @@ reactor for long.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from twisted.internet.defer import (
     Deferred,
@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from databuild.errors import AnalysisError
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.config import run_config
-from databuild.graph.lookup import lookup
+from databuild.graph.lookup import Assignment, lookup
 from databuild.graph.workspace import Workspace
 from databuild.model import JobConfig, JobGraph, JobRun, describe_refs, new_id, validate_refs
 from databuild.slices import collect_in_slices, in_slices
@@ -40,6 +40,8 @@ AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]
 
 MAX_JOB_RUNS = 100_000
 """A graph growing past this many runs is taken for a job whose inputs never end."""
+KEPT_BATCH = 1_000
+"""Requested refs kept as they are go into runs of at most this many outputs each."""
 
 
 def analyze(
@@ -49,15 +51,19 @@ def analyze(
     *,
     available: AvailableQuery,
     resolve: CommandResolver = plain_commands,
+    keep: Collection[str] = (),
     max_concurrent_configs: int | None = None,
     cooperator: Cooperator | None = None,
 ) -> Deferred[JobGraph]:
     """Analyse a build of ``refs`` into a JobGraph.
 
     Every requested ref gets a run, AVAILABLE or not (the orchestrator records the skip, or
-    rebuilds it for a forced build). A ``materialize`` input that is AVAILABLE is not expanded.
-    Errbacks with InvalidRefError, LookupFailed or AnalysisError (a job's config failed, a
-    dependency cycle, a graph without end). ``cooperator`` runs the slices (Twisted's own by
+    rebuilds it for a forced build). Requested refs in ``keep`` (AVAILABLE, a build that will
+    not rebuild them) are looked up but not configured: they go into the graph's ``kept`` runs,
+    a batch of each job's refs per run, unless a configured run makes them anyway. A
+    ``materialize`` input that is AVAILABLE is not expanded. Errbacks with InvalidRefError,
+    LookupFailed or AnalysisError (a job's config failed, a dependency cycle, a graph without
+    end). ``cooperator`` runs the slices (Twisted's own by
     default).
     """
     analysis = _Analysis(
@@ -68,7 +74,7 @@ def analyze(
         DeferredSemaphore(max_concurrent_configs or os.cpu_count() or 2),
         cooperator,
     )
-    return ensureDeferred(analysis.run(refs))
+    return ensureDeferred(analysis.run(refs, keep))
 
 
 class _Analysis:
@@ -94,26 +100,66 @@ class _Analysis:
         self._producers: dict[str, JobRun] = {}
         self._known_available: set[str] = set()
 
-    async def run(self, refs: Sequence[str]) -> JobGraph:
+    async def run(self, refs: Sequence[str], keep: Collection[str]) -> JobGraph:
         requested = validate_refs(refs)
-        pending: Sequence[str] = requested
-        while pending:
-            new_runs = await self._round(pending)
-            pending = await self._unbuilt_inputs(new_runs)
+        assignment = await self._lookup(requested)
+        kept: dict[str, list[str]] = {}
+        if keep:
+            kept, assignment = await self._split(assignment, keep)
+        new_runs = await self._round(assignment)
+        while pending := await self._unbuilt_inputs(new_runs):
+            new_runs = await self._round(await self._lookup(pending))
         ordered = await collect_in_slices(_upstream_first(self._runs), self._cooperator)
-        graph = JobGraph(outputs=requested, job_runs=tuple(ordered))
+        kept_runs = await collect_in_slices(self._kept_runs(kept), self._cooperator)
+        graph = JobGraph(
+            outputs=requested,
+            job_runs=(*kept_runs, *ordered),
+            kept=frozenset(run.job_run_id for run in kept_runs),
+        )
         self.log.debug(
-            "analysed {refs} into {count} job runs",
+            "analysed {refs} into {count} job runs, {kept} of them kept refs",
             refs=describe_refs(requested),
             count=len(graph.job_runs),
+            kept=len(kept_runs),
         )
         return graph
 
-    async def _round(self, refs: Sequence[str]) -> list[JobRun]:
-        """Configure ``refs`` (none of them covered yet); return the runs this added."""
-        assignment = await lookup(
-            self._reactor, self._workspace, refs, cooperator=self._cooperator
-        )
+    async def _split(
+        self, assignment: Assignment, keep: Collection[str]
+    ) -> tuple[dict[str, list[str]], Assignment]:
+        """``assignment``'s refs in ``keep``, and the others, each by job."""
+        kept: dict[str, list[str]] = {}
+        rest: dict[str, list[str]] = {}
+
+        def place(labelled: tuple[str, str]) -> None:
+            label, ref = labelled
+            (kept if ref in keep else rest).setdefault(label, []).append(ref)
+
+        pairs = ((label, ref) for label, refs in assignment.items() for ref in refs)
+        await in_slices(pairs, place, self._cooperator)
+        return kept, {label: tuple(refs) for label, refs in rest.items()}
+
+    def _kept_runs(self, kept: dict[str, list[str]]) -> Iterator[JobRun]:
+        """Runs of at most KEPT_BATCH kept refs, one job's each; a ref a configured run makes
+        is left to that run."""
+        for label, refs in kept.items():
+            batch: list[str] = []
+            for ref in refs:
+                if ref not in self._producers:
+                    batch.append(ref)
+                if len(batch) == KEPT_BATCH:
+                    yield JobRun(new_id(), label, JobConfig(outputs=tuple(batch)))
+                    batch = []
+            if batch:
+                yield JobRun(new_id(), label, JobConfig(outputs=tuple(batch)))
+
+    def _lookup(self, refs: Sequence[str]) -> Deferred[Assignment]:
+        return lookup(self._reactor, self._workspace, refs, cooperator=self._cooperator)
+
+    async def _round(self, assignment: Assignment) -> list[JobRun]:
+        """Configure the refs of ``assignment`` (none covered yet); return the runs added."""
+        if not assignment:
+            return []
         await self._resolve_commands(assignment)
         calls = [
             self._configs_at_once.run(

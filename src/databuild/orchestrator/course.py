@@ -18,7 +18,7 @@ time (``databuild.slices``): a build of 100,000 runs never holds the reactor for
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -72,7 +72,9 @@ class Parts:
 
     launcher: Launcher
     resolve: CommandResolver
-    analyze: Callable[[Sequence[str], Workspace, CommandResolver], Deferred[JobGraph]]
+    analyze: Callable[
+        [Sequence[str], Workspace, CommandResolver, Collection[str]], Deferred[JobGraph]
+    ]
     recorder: Recorder
     holdings: Holdings
     claims: Claims
@@ -142,7 +144,12 @@ class Course:
         if build.ending:
             return None
         self._record_build(progress(H.PLANNING_BEGAN))
-        build.analysis = self._parts.analyze(build.requested, build.workspace, self._remember)
+        keep = await self._keep()
+        if build.ending:
+            return None
+        build.analysis = self._parts.analyze(
+            build.requested, build.workspace, self._remember, keep
+        )
         try:
             graph = await build.analysis
         except CancelledError:
@@ -158,6 +165,25 @@ class Course:
             self._emit(piece)
         self._record_build(progress(H.GRAPH_ANALYZED))
         return graph
+
+    async def _keep(self) -> set[str]:
+        """The requested refs the build keeps as they are: AVAILABLE now, and not forced.
+
+        The build holds its requested refs from here on, so what the holdings say of them
+        stays true while it is analysed and planned.
+        """
+        build, holdings = self.build, self._holdings
+        keep: set[str] = set()
+        if build.force:
+            return keep
+        await holdings.hold(build.build_request_id, build.requested)
+
+        def note(ref: str) -> None:
+            if holdings.is_available(ref):
+                keep.add(ref)
+
+        await in_slices(build.requested, note)
+        return keep
 
     async def _execute(self, graph: JobGraph) -> None:
         build = self.build
@@ -226,6 +252,8 @@ class Course:
         candidates: dict[str, None] = {}
 
         def candidate(run: JobRun) -> None:
+            if run.job_run_id in graph.kept:
+                return  # never run
             if any(ref not in available for ref in run.outputs) or build.forces(run):
                 candidates.update(dict.fromkeys(run.outputs))
 
@@ -248,6 +276,7 @@ class Course:
                 force=build.force,
                 available=available,
                 producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,
+                kept=run.job_run_id in graph.kept,
             )
             plan.runs.append(decided)
             if decided.decision is Decision.RUN:
@@ -322,6 +351,14 @@ class Course:
             self._set_partition(ref, _via_status(H.ALREADY_AVAILABLE), message, run_id)
             self._set_partition(
                 ref, _outputs_status(H.ALREADY_AVAILABLE), "already available", run_id
+            )
+        for ref in plan.lost:
+            self._set_partition(
+                ref,
+                _outputs_status(H.AVAILABILITY_LOST),
+                "no longer available: another build rebuilt it without success after this "
+                "build's analysis; ask for it again",
+                run_id,
             )
         for ref, other in plan.delegated.items():
             self._emit(DelegationEvent(ref, other, f"being built by build {other}"))

@@ -99,6 +99,13 @@ class Subscription:
             self.close()
             self.finished.callback(done)
 
+    def _replay_caught_up(self, after: int) -> bool:
+        """Whether the replay, having read to ``after``, reached the live events held: the
+        build's later events all came live (it is this service's), so the log need not be
+        read for them."""
+        held = self._held
+        return held is not None and len(held) > 0 and held[0]["idx"] <= after + 1
+
     def _replayed(self) -> None:
         if self.closed:
             return
@@ -234,6 +241,8 @@ class ProgressHub:
                 raise NotFound(f"no build request {build_request_id!r}")
             after: int | None = since
             while after is not None and not subscription.closed:
+                if subscription._replay_caught_up(after):
+                    break
                 if ready is not None and not await ready():
                     subscription.close()
                 if not subscription.closed:

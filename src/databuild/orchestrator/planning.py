@@ -37,6 +37,9 @@ class RunPlan:
     """Output ref -> id of the live build producing it now, which this build waits for."""
     claims: tuple[str, ...] = ()
     """Outputs this build produces and claims (RUN only)."""
+    lost: tuple[str, ...] = ()
+    """Outputs of a kept run that are no longer AVAILABLE (SKIP only): a build rebuilt them
+    and failed since the analysis, which did not configure them, so they fail."""
 
 
 def plan_runs(
@@ -49,7 +52,14 @@ def plan_runs(
 ) -> list[RunPlan]:
     """One RunPlan per run of ``graph``, in the graph's order (``plan_run`` for each)."""
     return [
-        plan_run(run, requested=requested, force=force, available=available, producing=producing)
+        plan_run(
+            run,
+            requested=requested,
+            force=force,
+            available=available,
+            producing=producing,
+            kept=run.job_run_id in graph.kept,
+        )
         for run in graph.job_runs
     ]
 
@@ -61,6 +71,7 @@ def plan_run(
     force: bool,
     available: Collection[str],
     producing: Callable[[str], str | None],
+    kept: bool = False,
 ) -> RunPlan:
     """What a build does with ``run``.
 
@@ -70,10 +81,19 @@ def plan_run(
     requested ref) and some of its outputs are not being produced elsewhere. Any other run is
     SKIP: its outputs are taken as AVAILABLE or awaited from the builds producing them. A RUN
     claims the outputs no other build is producing; those another build produces are built again
-    by this run too, since a job run makes all its outputs together.
+    by this run too, since a job run makes all its outputs together. A ``kept`` run (see
+    ``JobGraph.kept``) is never RUN: its outputs not AVAILABLE any more are ``lost``.
     """
     elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None}
     unclaimed = tuple(ref for ref in run.outputs if ref not in elsewhere)
+    if kept:
+        return RunPlan(
+            run,
+            Decision.SKIP,
+            available=tuple(ref for ref in unclaimed if ref in available),
+            delegated=elsewhere,
+            lost=tuple(ref for ref in unclaimed if ref not in available),
+        )
     forced = force and any(ref in requested for ref in run.outputs)
     needed = [ref for ref in unclaimed if ref not in available]
     if needed or (forced and unclaimed):

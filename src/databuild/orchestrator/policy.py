@@ -43,6 +43,7 @@ class Happening(enum.Enum):
     RUN_TIMED_OUT = "a run outlived its job's timeout"
     RUN_CANCELLED = "a run was cancelled"
     ALREADY_AVAILABLE = "a run's outputs were AVAILABLE already"
+    AVAILABILITY_LOST = "a ref AVAILABLE when analysed was not when planned, and was kept"
     DELEGATED = "a run's outputs are being built by another build"
     DELEGATION_SUCCEEDED = "the build producing a delegated ref made it AVAILABLE"
     DELEGATION_FAILED = "the build producing a delegated ref did not make it"
@@ -81,6 +82,7 @@ POLICY: Mapping[Happening, Next] = {
     Happening.ALREADY_AVAILABLE: Next(
         J.JOB_SKIPPED, P.PARTITION_AVAILABLE, via=P.PARTITION_DELEGATED
     ),
+    Happening.AVAILABILITY_LOST: Next(J.JOB_SKIPPED, P.PARTITION_FAILED),
     Happening.DELEGATED: Next(J.JOB_SKIPPED, P.PARTITION_DELEGATED),
     Happening.DELEGATION_SUCCEEDED: Next(None, P.PARTITION_AVAILABLE),
     Happening.DELEGATION_FAILED: Next(None, P.PARTITION_FAILED),

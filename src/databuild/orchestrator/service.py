@@ -13,7 +13,7 @@ the events the log could not store (the next start fails those builds).
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol, cast
 
 from twisted.application.service import Service
@@ -268,16 +268,19 @@ class Orchestrator(Service):
         refs: Sequence[str],
         workspace: Workspace | None = None,
         resolve: CommandResolver | None = None,
+        keep: Collection[str] = (),
     ) -> Deferred[JobGraph]:
         """The job graph a build of ``refs`` would run with ``workspace`` (by default the one
         the orchestrator was made with), its commands resolved by ``resolve`` (by default the
-        orchestrator's); nothing is run or recorded."""
+        orchestrator's), the requested refs in ``keep`` kept as they are
+        (``JobGraph.kept``); nothing is run or recorded."""
         return analyze(
             self._reactor,
             workspace or self._workspace,
             refs,
             available=self._holdings.available,
             resolve=resolve or self._resolve,
+            keep=keep,
         )
 
     def submit(

@@ -9,6 +9,8 @@ from urllib.parse import unquote
 
 from twisted.web.iweb import IRequest
 
+from databuild.jsontext import compact
+
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BUILD_BODY_BYTES = 16 * 1024 * 1024
 """The limit for a build or analyze request (``BUILD_PATHS``), which may carry 100,000 refs."""
@@ -54,7 +56,7 @@ def body_too_large(limit: int) -> ApiError:
 
 def json_bytes(document: object) -> bytes:
     """``document`` as compact UTF-8 JSON."""
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return compact(document).encode("utf-8")
 
 
 def json_headers(request: IRequest, status: int) -> None:

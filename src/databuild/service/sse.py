@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from databuild.bel.events import EventJSON
 from databuild.orchestrator import Subscription
 from databuild.service.responses import json_bytes
 from databuild.service.trim import Trimmer
@@ -43,8 +44,12 @@ whole into every stalled reader's connection buffer."""
 
 def frame(event: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:
     """One SSE frame; the JSON of ``data`` is one line, so it needs one ``data:`` field."""
+    return _frame(event, json_bytes(data), event_id)
+
+
+def _frame(event: str, data: bytes, event_id: int | None) -> bytes:
     head = b"" if event_id is None else b"id: %d\n" % event_id
-    return head + b"event: " + event.encode("utf-8") + b"\ndata: " + json_bytes(data) + b"\n\n"
+    return head + b"event: " + event.encode("utf-8") + b"\ndata: " + data + b"\n\n"
 
 
 @implementer(IPushProducer)
@@ -79,6 +84,7 @@ class EventStream:
         self._sent = 0
         """How much of the queue's first frame is already sent."""
         self._paused = False
+        self._flush_call: IDelayedCall | None = None
         self._stall_call: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
         self.opened = False
@@ -104,15 +110,22 @@ class EventStream:
         self._keepalive.start(self._keepalive_s, now=False)
 
     def write(self, data: bytes) -> None:
-        """Send ``data`` now, or queue it while the reader's connection takes nothing."""
+        """Send ``data`` at the end of this reactor turn, or queue it while the reader's
+        connection takes nothing.
+
+        What is written in one turn (a batch of stored events, a page of the replay) goes
+        out together, in pieces of up to ``PIECE`` bytes: a reader parses a few large
+        chunks rather than one per frame.
+        """
         if self.closed:
             return
         self._queue.append(data)
         self._queued += len(data)
-        if not self._paused:
-            self._flush()
-        elif self._queued > self._max_behind:
-            self._drop(f"it fell over {self._max_behind} bytes behind")
+        if self._paused:
+            if self._queued > self._max_behind:
+                self._drop(f"it fell over {self._max_behind} bytes behind")
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
 
     def writable(self) -> Deferred[None]:
         """Fires once the queue is empty and the connection takes more (or the stream is
@@ -142,12 +155,17 @@ class EventStream:
 
     def _flush(self) -> None:
         """Write queued frames, a piece at a time, until the connection pauses us."""
+        self._cancel_flush()
         queue = self._queue
         while queue and not self._paused and not self.closed:
             head = queue[0]
             if self._sent == 0 and len(head) <= PIECE:
-                piece = head
-                queue.popleft()
+                parts = [queue.popleft()]
+                size = len(head)
+                while queue and size + len(queue[0]) <= PIECE:
+                    size += len(queue[0])
+                    parts.append(queue.popleft())
+                piece = b"".join(parts)
             else:
                 piece = head[self._sent:self._sent + PIECE]
                 self._sent += len(piece)
@@ -183,6 +201,7 @@ class EventStream:
         self._close()
 
     def _close(self) -> None:
+        self._cancel_flush()
         self._cancel_stall()
         if self._keepalive.running:
             self._keepalive.stop()
@@ -196,6 +215,11 @@ class EventStream:
         if not self.gone.called:
             self.gone.callback(None)
         self._wake()
+
+    def _cancel_flush(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
 
     def _cancel_stall(self) -> None:
         if self._stall_call is not None and self._stall_call.active():
@@ -218,8 +242,11 @@ Render = Callable[[Mapping[str, Any]], bytes]
 
 
 def event_frame(event: Mapping[str, Any]) -> bytes:
-    """The frame of one BEL event: ``id`` its ``idx``, ``event`` its type."""
-    return frame(event["event_type"], event, event["idx"])
+    """The frame of one BEL event: ``id`` its ``idx``, ``event`` its type; its data the text
+    the log stored, where the event came with it (``EventJSON``)."""
+    text = event.text if isinstance(event, EventJSON) else None
+    data = json_bytes(event) if text is None else text.encode("utf-8")
+    return _frame(event["event_type"], data, event["idx"])
 
 
 class ProgressStream:
