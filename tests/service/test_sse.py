@@ -293,12 +293,14 @@ class CountingLog:
     def __init__(self, event_log: EventLog) -> None:
         self._event_log = event_log
         self.pages = 0
+        self.summaries = 0
 
     def events(self, **query: Any) -> Any:
         self.pages += 1
         return self._event_log.events(**query)
 
     def build_summary(self, build_request_id: str) -> Any:
+        self.summaries += 1
         return self._event_log.build_summary(build_request_id)
 
 
@@ -426,3 +428,21 @@ async def test_a_replay_reads_the_log_only_up_to_the_events_that_came_live(
     assert got == list(range(1, 3001))  # each once, in order
     assert counting.pages == 1  # 1..1000 from the log; from 501 on they came live
     subscription.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_build_this_service_drives_is_not_looked_up_before_its_replay(
+    event_log: EventLog,
+) -> None:
+    counting = CountingLog(event_log)
+    build_id = new_id()
+    await partitions_requested(event_log, build_id, 2)
+    for is_local, summaries in ((lambda _: True, 0), (lambda _: False, 1)):
+        progress = ProgressHub(counting, is_local=is_local)  # type: ignore[arg-type]
+        counting.summaries = 0
+        got: list[int] = []
+        subscription = await progress.subscribe(
+            build_id, 0, lambda e, got=got: got.append(e["idx"])
+        )
+        assert got == [1, 2, 3] and counting.summaries == summaries
+        subscription.close()

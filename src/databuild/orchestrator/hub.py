@@ -160,7 +160,12 @@ class Renders:
 
 
 class ProgressHub:
-    """Fans each build's events out to its subscribers."""
+    """Fans each build's events out to its subscribers.
+
+    ``is_local(build_request_id)`` says whether this service drives the build (its events are
+    published here); other builds' subscribers are fed by polling the log, every ``POLL_S``
+    with ``clock``, and only once the replay found them.
+    """
 
     log = Logger()
 
@@ -168,7 +173,7 @@ class ProgressHub:
         self,
         event_log: EventSource,
         clock: IReactorTime | None = None,
-        is_local: Callable[[str], bool] = lambda _: True,
+        is_local: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self._event_log = event_log
         self._clock = clock
@@ -237,7 +242,12 @@ class ProgressHub:
         subscription = Subscription(build_request_id, on_event, self, last_idx=since)
         self._subscribers[build_request_id].add(subscription)
         try:
-            if await self._event_log.build_summary(build_request_id) is None:
+            # A build this service drives exists: the log is not asked (it is busy storing
+            # that build's events, and every read waits for the batch being stored).
+            if (
+                not self._is_local(build_request_id)
+                and await self._event_log.build_summary(build_request_id) is None
+            ):
                 raise NotFound(f"no build request {build_request_id!r}")
             after: int | None = since
             while after is not None and not subscription.closed:

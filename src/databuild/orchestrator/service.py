@@ -86,9 +86,7 @@ class Orchestrator(Service):
         self._event_log = event_log
         self._launcher = launcher
         self._resolve = resolve
-        self.hub = ProgressHub(
-            event_log, cast(IReactorTime, reactor), lambda build_id: build_id in self._courses
-        )
+        self.hub = ProgressHub(event_log, cast(IReactorTime, reactor), self.runs)
         self._recorder = Recorder(reactor, event_log, self.hub, outage_limit_s)  # type: ignore[arg-type]
         self._recorder.listener = self
         self._holdings = Holdings(event_log)
@@ -113,6 +111,10 @@ class Orchestrator(Service):
     def active_builds(self) -> int:
         """How many builds are live (not yet final) in this service."""
         return len(self._courses)
+
+    def runs(self, build_request_id: str) -> bool:
+        """Whether this service drives the build now (it is live here)."""
+        return build_request_id in self._courses
 
     @property
     def event_log_healthy(self) -> bool:

@@ -601,6 +601,8 @@ class Api:
 
     async def _full_id(self, kind: str, given: str) -> str:
         """The build or task id ``given`` names, itself or as a unique prefix (SPEC §6)."""
+        if kind == "build" and self._orchestrator.runs(given):
+            return given  # a live build's own id: no need to wait for the busy log
         found = await self._event_log.resolve_id(kind, given)
         if len(found) == 1:
             return found[0]
