@@ -8,7 +8,8 @@ cycles and put in dependency order, upstream first.
 
 Everything that grows with the request (lookup, making runs of configs, the dependency order)
 is done a slice at a time (``databuild.slices``), so a request of 100,000 refs never holds the
-reactor for long.
+reactor for long. Requested refs a build keeps as they are (AVAILABLE, not forced) are looked
+up but never configured: they go into the graph's ``kept`` runs, which the build only skips.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ def analyze(
     a batch of each job's refs per run, unless a configured run makes them anyway. A
     ``materialize`` input that is AVAILABLE is not expanded. Errbacks with InvalidRefError,
     LookupFailed or AnalysisError (a job's config failed, a dependency cycle, a graph without
-    end). ``cooperator`` runs the slices (Twisted's own by
-    default).
+    end). ``cooperator`` runs the slices (Twisted's own by default).
     """
     analysis = _Analysis(
         reactor,
