@@ -276,3 +276,41 @@ def test_through_fires_once_everything_up_to_its_position_is_stored() -> None:
     assert not flushed.called
     store.answer()  # "1" and "2" went together
     assert flushed.called
+
+
+def test_events_recorded_together_go_in_one_call_and_a_batch_never_cuts_them() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    with recorder.together():
+        recorder.append(event("run"))
+        assert store.calls == []  # nothing goes before the group is whole
+        recorder.append(event("its output"))
+    assert store.calls == [2]
+    for i in range(BATCH - 1):
+        recorder.emit(event(str(i)), lambda f: None)
+    with recorder.together():
+        for i in range(5):
+            recorder.emit(event(f"group {i}"), lambda f: None)
+    recorder.emit(event("after"), lambda f: None)
+    store.answer()
+    assert store.calls == [2, BATCH - 1 + 5]  # past BATCH rather than split the group
+    store.answer()
+    assert store.calls == [2, BATCH + 4, 1]
+
+
+def test_append_all_stores_its_events_together_and_fires_with_them() -> None:
+    recorder, store, _, _ = make()
+    stored = recorder.append_all([event("a"), event("b"), event("c")])
+    assert store.calls == [3]
+    assert [e.idx for e in stored.result] == [1, 2, 3]
+
+
+def test_after_an_outage_a_group_is_tried_again_whole() -> None:
+    recorder, store, clock, _ = make()
+    store.up = False
+    recorder.append_all([event("run"), event("output 1"), event("output 2")])
+    recorder.append(event("alone"))
+    store.up = True
+    clock.advance(RETRY_FIRST_S)
+    assert store.calls == [3, 3, 1]  # failed whole, tried again whole, then the rest
+    assert recorder.unstored == 0

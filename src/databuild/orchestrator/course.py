@@ -565,10 +565,11 @@ class Course:
     def _run_started(self, task: Task) -> None:
         build = self.build
         happening = H.RUN_STARTED
-        self._record_job(task, _run_status(happening))
-        for ref in task.job_run.outputs:
-            if not build.is_final(ref):
-                self._set_partition(ref, _outputs_status(happening), "", task.job_run_id)
+        with self._record.together():
+            self._record_job(task, _run_status(happening))
+            for ref in task.job_run.outputs:
+                if not build.is_final(ref):
+                    self._set_partition(ref, _outputs_status(happening), "", task.job_run_id)
 
     def _run_ended(self, result: ProcessResult, task: Task) -> None:
         label = task.job_run.job_label
@@ -614,13 +615,14 @@ class Course:
                 build.started -= 1
             task.state = TaskState.DONE
             build.open -= 1
-            self._record_job(task, _run_status(happening), message, exit_code)
             cause = "" if happening is H.RUN_SUCCEEDED else f"{message} (job run {task.job_run_id})"
-            for ref in task.job_run.outputs:
-                for failed, reason_happening, reason in self._ref_ended(
-                    ref, happening, cause, task.job_run_id
-                ):
-                    work.append((failed, reason_happening, reason, None))
+            with self._record.together():
+                self._record_job(task, _run_status(happening), message, exit_code)
+                for ref in task.job_run.outputs:
+                    for failed, reason_happening, reason in self._ref_ended(
+                        ref, happening, cause, task.job_run_id
+                    ):
+                        work.append((failed, reason_happening, reason, None))
             task.finish()
         self._start_ready()
         build.check_settled()

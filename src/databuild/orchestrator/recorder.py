@@ -6,6 +6,12 @@ was decided while the log stored the previous batch goes to it as the next batch
 several per event. Each stored event is handed to the progress hub, so a reader sees an event,
 a build's end included, only once the log holds it.
 
+Events that must be seen together — a run's status and its outputs' — are enqueued in one
+``together()`` (or ``append_all``): a batch is never cut inside such a group, so the log
+stores them in one transaction, and a reader (or a service that takes the run over after a
+crash) never finds a run RUNNING whose outputs are not BUILDING, or COMPLETED whose outputs
+are not AVAILABLE.
+
 Work that decides events in bulk (a big build's requested refs, its schedule, a cancel) asks
 ``pace`` between slices: past ``PACE_HIGH`` unstored events it waits until the log is back
 under ``PACE_LOW``, so a build never has all its events in memory at once (SPEC §7, §9).
@@ -24,12 +30,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import count
 from typing import Protocol
 
 from attrs import define
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -85,6 +92,8 @@ class _Entry:
     """A try failed with StoreUnavailable: the log may hold it all the same."""
     admitted: Deferred[Event] | None = None
     """For an ``admit``: told at the first try's answer, whatever it is."""
+    group: int = 0
+    """The ``together`` it was enqueued in (0: none): a batch holds all of a group or none."""
 
 
 class Recorder:
@@ -105,6 +114,9 @@ class Recorder:
         self._outage_limit_s = outage_limit_s
         self._unstored: deque[_Entry] = deque()
         self._seq = count(1)
+        self._groups = count(1)
+        self._group = 0
+        """The ``together`` open now (0: none)."""
         self._asked = count()
         self._newest = 0
         """The position of the newest event appended."""
@@ -163,6 +175,26 @@ class Recorder:
         self._paces.append(paced)
         return paced
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Events appended or emitted inside go to the log in one transaction."""
+        if self._group:  # already inside one: it takes these too
+            yield
+            return
+        self._group = next(self._groups)
+        try:
+            yield
+        finally:
+            self._group = 0
+            if self._unsent and self.healthy and not self._in_flight:
+                self._send()
+
+    def append_all(self, events: Sequence[Event]) -> Deferred[list[Event]]:
+        """``append`` each of ``events``, ``together``; fires with them once stored."""
+        with self.together():
+            stored = [self.append(event) for event in events]
+        return gatherResults(stored, consumeErrors=True)
+
     def append(self, event: Event) -> Deferred[Event]:
         """Store ``event`` after every event appended before it; fires with it once stored.
 
@@ -191,9 +223,11 @@ class Recorder:
         admitted: Deferred[Event] | None = None,
     ) -> None:
         self._newest = seq = next(self._seq)
-        self._unstored.append(_Entry(event, seq, stored, refused, admitted=admitted))
+        self._unstored.append(
+            _Entry(event, seq, stored, refused, admitted=admitted, group=self._group)
+        )
         self._unsent += 1
-        if self.healthy and not self._in_flight:
+        if self.healthy and not self._in_flight and not self._group:
             self._send()
 
     def admit(self, event: Event) -> Deferred[Event]:
@@ -229,16 +263,16 @@ class Recorder:
     # -- batches ---------------------------------------------------------------------------
 
     def _send(self) -> None:
-        """Hand the oldest unsent entries to the log as one call: at most ``BATCH`` events'
-        worth (a piece of a job graph weighs a row per run)."""
+        """Hand the oldest unsent entries to the log as one call: ``BATCH`` events' worth (a
+        piece of a job graph weighs a row per run), and the rest of a group it began."""
         batch: list[_Entry] = []
         weight = 0
         for i in range(len(self._unstored) - self._unsent, len(self._unstored)):
             entry = self._unstored[i]
+            if weight >= BATCH and not (entry.group and entry.group == batch[-1].group):
+                break
             batch.append(entry)
             weight += _weight(entry.event)
-            if weight >= BATCH:
-                break
         self._unsent -= len(batch)
         self._in_flight = True
         d = maybeDeferred(self._sink.append_many, [entry.event for entry in batch])
@@ -368,40 +402,48 @@ class Recorder:
             self._end_outage()
             self._tried()
             return
-        oldest = self._unstored[0]
+        oldest = [self._unstored[0]]  # and the rest of its group
+        while (
+            oldest[-1].group
+            and len(oldest) < len(self._unstored)
+            and self._unstored[len(oldest)].group == oldest[-1].group
+        ):
+            oldest.append(self._unstored[len(oldest)])
         self.log.info(
             "trying the event log again (attempt {attempt}, {count} events wait)",
             attempt=self._attempts,
             count=len(self._unstored),
         )
-        self._unsent -= 1
-        d = maybeDeferred(self._sink.append_many, [oldest.event])
+        self._unsent -= len(oldest)
+        d = maybeDeferred(self._sink.append_many, [entry.event for entry in oldest])
         d.addCallbacks(
             self._retried, self._still_down, callbackArgs=(oldest,), errbackArgs=(oldest,)
         )
         d.addErrback(self._broke, "retrying the event log broke")
 
-    def _retried(self, results: list[Event | DataBuildError], entry: _Entry) -> None:
-        (result,) = results
-        if isinstance(result, Event):
-            self._stored(result, entry)
-        else:
-            self._not_stored(Failure(result), entry)
+    def _retried(self, results: list[Event | DataBuildError], entries: list[_Entry]) -> None:
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, Event):
+                self._stored(result, entry)
+            else:
+                self._not_stored(Failure(result), entry)
         self._end_outage()
         self._tried()
         self._caught_up()
 
-    def _still_down(self, failure: Failure, entry: _Entry) -> None:
+    def _still_down(self, failure: Failure, entries: list[_Entry]) -> None:
         if not failure.check(StoreUnavailable):
-            self._forget(entry)
-            self.log.failure("the event log refused an event it was asked again", failure)
-            self._tell(entry, failure)
+            self.log.failure("the event log refused events it was asked again", failure)
+            for entry in entries:
+                self._forget(entry)
+                self._tell(entry, failure)
             self._end_outage()
             self._tried()
             self._caught_up()
             return
-        entry.uncertain = True
-        self._unsent += 1
+        for entry in entries:
+            entry.uncertain = True
+        self._unsent += len(entries)
         self._outage = failure.getErrorMessage()
         self._schedule_retry()
         self._tried()

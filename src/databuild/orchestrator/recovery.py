@@ -55,6 +55,8 @@ class RecoverySource(Protocol):
 
 
 Record = Callable[[Event], Deferred[Event]]
+RecordAll = Callable[[Sequence[Event]], Deferred[list[Event]]]
+"""Appends events to be stored in one transaction (``Recorder.append_all``)."""
 
 
 async def fail_orphaned_builds(
@@ -140,9 +142,10 @@ class TaskSource(Protocol):
 
 
 async def record_adopted_end(
-    event_log: TaskSource, record: Record, run: AdoptedRun, result: ProcessResult
+    event_log: TaskSource, record_all: RecordAll, run: AdoptedRun, result: ProcessResult
 ) -> None:
-    """Record how an adopted run ended, and its outputs, as its own service would have."""
+    """Record how an adopted run ended, and its outputs, as its own service would have: in
+    one transaction (``record_all``), as that service records a run's end."""
     task = await event_log.get_task(run.job_run_id)
     if task is None or JobStatus.parse(task["status"]).final:
         return
@@ -163,9 +166,7 @@ async def record_adopted_end(
                            message, result.exit_code))
     events += [PartitionEvent(ref, outcome.outputs, message, run.job_run_id)
                for ref in task["outputs"]]
-    await gatherResults(
-        [record(Event(run.build_request_id, payload)) for payload in events], consumeErrors=True
-    )
+    await record_all([Event(run.build_request_id, payload) for payload in events])
     log.info(
         "adopted job run {job_run_id} of build {build_request_id} ended: {outcome}",
         job_run_id=run.job_run_id,

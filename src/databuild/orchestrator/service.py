@@ -180,7 +180,7 @@ class Orchestrator(Service):
 
     def _adopted_ended(self, result: ProcessResult, run: AdoptedRun) -> Deferred[None]:
         return ensureDeferred(
-            record_adopted_end(self._event_log, self._recorder.append, run, result)
+            record_adopted_end(self._event_log, self._recorder.append_all, run, result)
         )
 
     def _adopted_unrecorded(self, failure: Failure, run: AdoptedRun) -> None:
