@@ -42,3 +42,14 @@ def test_a_short_sequence_is_done_at_once_without_pacing() -> None:
     done: list[int] = []
     finished = in_slices(list(range(STEP)), done.append, pace=lambda: Deferred())
     assert finished.called and done == list(range(STEP))
+
+
+def test_a_step_of_one_gives_the_reactor_back_after_each_item() -> None:
+    clock = Clock()
+    done: list[int] = []
+    finished = in_slices(list(range(3)), done.append, one_step_per_slice(clock), step=1)
+    seen = []
+    while not finished.called:
+        clock.advance(0.01)
+        seen.append(len(done))
+    assert seen[:3] == [1, 2, 3] and done == [0, 1, 2]

@@ -30,18 +30,20 @@ def in_slices(
     work: Callable[[_T], object],
     cooperator: Cooperator | None = None,
     pace: Pace | None = None,
+    step: int = STEP,
 ) -> Deferred[None]:
     """Call ``work(item)`` for each of ``items`` in order, a slice of time at a time.
 
     Fires once all are done, or errbacks with what ``work`` raised (the rest are left). A short
     sequence (one step) is done at once; an iterator always goes through the cooperator. With
-    ``pace``, each step waits for what it returns.
+    ``pace``, each step waits for what it returns. ``step`` items go between two looks at the
+    clock: 1 where one item may hold much work (a kept run's hundreds of refs).
     """
-    if isinstance(items, Sequence) and len(items) <= STEP:
+    if isinstance(items, Sequence) and len(items) <= step:
         for item in items:
             work(item)
         return succeed(None)
-    steps = _steps(items, work, pace)
+    steps = _steps(items, work, pace, step)
     task = cooperate(steps) if cooperator is None else cooperator.cooperate(steps)
     return task.whenDone().addCallback(lambda _: None)
 
@@ -57,9 +59,9 @@ def collect_in_slices(
 
 
 def _steps(
-    items: Iterable[_T], work: Callable[[_T], object], pace: Pace | None = None
+    items: Iterable[_T], work: Callable[[_T], object], pace: Pace | None = None, step: int = STEP
 ) -> Iterator[Deferred[None] | None]:
     for count, item in enumerate(items, 1):
         work(item)
-        if count % STEP == 0:
+        if count % step == 0:
             yield None if pace is None else pace()

@@ -41,8 +41,9 @@ AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]
 
 MAX_JOB_RUNS = 100_000
 """A graph growing past this many runs is taken for a job whose inputs never end."""
-KEPT_BATCH = 1_000
-"""Requested refs kept as they are go into runs of at most this many outputs each."""
+KEPT_BATCH = 250
+"""Requested refs kept as they are go into runs of at most this many outputs each: a build
+records a kept run's skip (two events per ref) in one turn of the reactor."""
 
 
 def analyze(

@@ -286,11 +286,7 @@ class Recorder:
 
     def _answered(self, results: list[Event | DataBuildError], batch: list[_Entry]) -> None:
         self._in_flight = False
-        for entry, result in zip(batch, results, strict=True):
-            if isinstance(result, Event):
-                self._stored(result, entry)
-            else:
-                self._not_stored(Failure(result), entry)
+        self._settle(results, batch)
         self._caught_up()
         if self._unsent and self.healthy:
             self._send()
@@ -322,6 +318,14 @@ class Recorder:
         self._caught_up()
         if self._unsent and self.healthy:
             self._send()
+
+    def _settle(self, results: list[Event | DataBuildError], entries: list[_Entry]) -> None:
+        """The log's answer for each of ``entries``: stored, or refused."""
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, Event):
+                self._stored(result, entry)
+            else:
+                self._not_stored(Failure(result), entry)
 
     def _stored(self, event: Event, entry: _Entry) -> None:
         self._forget(entry)
@@ -422,11 +426,7 @@ class Recorder:
         d.addErrback(self._broke, "retrying the event log broke")
 
     def _retried(self, results: list[Event | DataBuildError], entries: list[_Entry]) -> None:
-        for entry, result in zip(entries, results, strict=True):
-            if isinstance(result, Event):
-                self._stored(result, entry)
-            else:
-                self._not_stored(Failure(result), entry)
+        self._settle(results, entries)
         self._end_outage()
         self._tried()
         self._caught_up()
