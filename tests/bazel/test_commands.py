@@ -19,6 +19,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
 from databuild.errors import AnalysisError
+from databuild.executor.bazel import Bazel
 from databuild.executor.commands import JobCommands
 from databuild.graph.workspace import JobSpec, Workspace, load_workspace
 
@@ -246,6 +247,21 @@ async def test_cancelled_resolve_stops_bazel_and_frees_the_lock_only_after_it_en
     assert kinds == ["start", "stopping", "end", "start", "end", "start", "end"]
     finished = [e for e in log.events if e["log_format"].startswith("bazel build finished")]
     assert [e["outcome"] for e in finished] == ["cancelled", "exited with code 0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_bazel_s_server_outlives_each_command_and_serves_the_next(
+    workspace: Workspace,
+) -> None:
+    # The service ends what a program leaves behind; Bazel's server is the exception
+    # (docs/bazel.md): ended after each command, every build would start a new one.
+    bazel = Bazel(reactor, workspace.root, BAZEL, workspace.bazel.build_flags, job_env())
+
+    first = int(await bazel.info("server_pid"))
+    second = int(await bazel.info("server_pid"))
+
+    assert second == first
+    assert Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def wrapper(directory: Path, script: str) -> str:

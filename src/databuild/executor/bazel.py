@@ -121,7 +121,10 @@ class Bazel:
     async def _run(self, verb: str, *args: str, output: _Output) -> ProcessResult:
         argv = (*self.command, verb, *PLAIN_OUTPUT, *args)
         try:
-            child = spawn(self.reactor, argv, cwd=self.root, env=self.env, on_line=output)
+            # Bazel's server outlives each command (docs/bazel.md): only the client is ours.
+            child = spawn(
+                self.reactor, argv, cwd=self.root, env=self.env, on_line=output, daemons=True
+            )
         except FileNotFoundError as e:
             raise AnalysisError(
                 f"{argv[0]!r} was not found; is Bazel installed, "

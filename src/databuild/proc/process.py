@@ -415,6 +415,7 @@ def spawn(
     grace_s: float = DEFAULT_GRACE_S,
     drain_s: float = DEFAULT_DRAIN_S,
     max_line_bytes: int | None = None,
+    daemons: bool = False,
 ) -> ChildProcess:
     """Start ``argv`` in a new process group. Raises OSError if it cannot be started:
     FileNotFoundError if ``argv[0]`` is not found (on ``env``'s ``PATH`` if it has no slash),
@@ -423,11 +424,17 @@ def spawn(
     Lines longer than ``max_line_bytes`` reach ``on_line`` in pieces (``continued``). The child
     gets ``env`` without DataBuild's secrets (``startup.JOB_SECRETS``): every program the
     service starts (a job's ``config`` or ``exec``, a lookup, Bazel) comes through here.
+
+    With ``daemons``, the child may start a daemon of a session of its own that is meant to
+    outlive it (Bazel's server, which exits when idle): its environment gets no marker, so
+    only its group and its session are ended with it.
     """
     _leftovers.subreaper()
     child = ChildProcess(reactor=reactor, on_line=on_line, grace_s=grace_s, drain_s=drain_s)
-    name, _, value = child.marker.partition("=")
-    env = {**without(env, JOB_SECRETS), name: value}
+    env = without(env, JOB_SECRETS)
+    if not daemons:
+        name, _, value = child.marker.partition("=")
+        env[name] = value
     directory = os.path.abspath(cwd)
     executable = _executable(argv[0], env, directory)
     argv = list(argv)
