@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
 from databuild.proc.info import alive, children, start_ticks
-from databuild.proc.process import ChildProcess, ProcessResult, spawn
+from databuild.proc.process import MARKER_ENV, ChildProcess, ProcessResult, spawn
 
 
 async def _wait_gone(pid: int, deadline_s: float = 10.0) -> bool:
@@ -239,6 +239,27 @@ async def test_a_double_forked_daemon_is_killed_at_the_run_end_and_reaped(
     assert await _wait_gone(daemon)
     # It was reparented to us (the spawner is a child subreaper), and its zombie is reaped.
     await poll_until_async(lambda: daemon not in children(os.getpid()), "the zombie reaped")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_meant_to_outlive_its_starter_is_left_running(tmp_path: Path) -> None:
+    # Bazel's server: its own session, and no marker to find it by (``daemons=True``).
+    pidfile = tmp_path / "daemon.pid"
+    child = spawn(
+        reactor, [sys.executable, "-c", DOUBLE_FORK, str(pidfile), "keep"], cwd=tmp_path,
+        env=os.environ, grace_s=0.5, daemons=True,
+    )
+    assert (await child.result).succeeded
+    daemon = int(pidfile.read_text())
+    try:
+        # The leader's end was swept before its result fired: a signal would be on its way.
+        assert alive(daemon)
+        environ = Path(f"/proc/{daemon}/environ").read_bytes().split(b"\0")
+        assert not any(entry.startswith(f"{MARKER_ENV}=".encode()) for entry in environ)
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+        assert await _wait_gone(daemon)
+        os.waitpid(daemon, 0)  # our child (we are a subreaper): nobody else reaps it
 
 
 def _holding_pipes(pidfile: Path, then: str) -> list[str]:
