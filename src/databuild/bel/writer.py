@@ -145,6 +145,8 @@ class _Batch:
     partitions: dict[tuple[str, str], PartitionStatus]
     """Each (build request, ref)'s status within its build."""
     runs: dict[str, _Run]
+    with_data: set[str]
+    """The batch's refs whose catalog row holds data already: no bookkeeping event changes it."""
     event_rows: list[tuple[Any, ...]] = field(factory=list)
     catalog: dict[str, tuple[Any, ...]] = field(factory=dict)
     """Each ref's ``partitions`` row: the batch's last data event's, else its last event's."""
@@ -203,6 +205,15 @@ class _Batch:
             replan=True,
         )
         runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
+        with_data = None
+        if keys:
+            condition, params = db.in_condition("partition_ref", list({r for _, r in keys}))
+            with_data = db.execute(
+                f"SELECT partition_ref FROM partitions WHERE data_idx IS NOT NULL"
+                f" AND {condition}",
+                params,
+                replan=True,
+            )
         return cls(
             int(last.fetchone()[0]) + 1,
             {event_id: int(idx) for event_id, idx in known.fetchall()},
@@ -215,6 +226,7 @@ class _Batch:
                 for build_id, ref, status in partitions.fetchall()
             },
             {row[0]: _Run.from_row(row) for row in runs.fetchall()},
+            set() if with_data is None else {ref for (ref,) in with_data.fetchall()},
         )
 
     def add(self, event: Event) -> Event:
@@ -323,6 +335,8 @@ class _Batch:
         self.touched_partitions[key] = None
         # The rows of one ref, applied in turn under the catalog's rule (bel/catalog.py), leave
         # the last that carries a data_idx, or else the last of all: only that one is stored.
+        if data_idx is None and payload.partition_ref in self.with_data:
+            return
         prior = self.catalog.get(payload.partition_ref)
         if data_idx is None and prior is not None and prior[-1] is not None:
             return
