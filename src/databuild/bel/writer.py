@@ -170,7 +170,7 @@ class _Batch:
     def read(cls, db: Database, events: Sequence[Event]) -> _Batch:
         """The next ``idx``, and what the log holds about everything ``events`` name.
 
-        All five queries are sent before any result is read: one round trip on PostgreSQL.
+        All six queries are sent before any result is read: one round trip on PostgreSQL.
         """
         build_ids = list(dict.fromkeys(e.build_request_id for e in events))
         keys = list(
