@@ -335,6 +335,8 @@ class _Batch:
         self.touched_partitions[key] = None
         # The rows of one ref, applied in turn under the catalog's rule (bel/catalog.py), leave
         # the last that carries a data_idx, or else the last of all: only that one is stored.
+        # A row holding data takes no bookkeeping: the upsert's WHERE (write) is the rule, and
+        # holds against another service's commit in between; this spares the rows it refuses.
         if data_idx is None and payload.partition_ref in self.with_data:
             return
         prior = self.catalog.get(payload.partition_ref)
