@@ -20,6 +20,8 @@ from databuild.bel import (
 from databuild.orchestrator.hub import ProgressHub
 from databuild.orchestrator.recorder import (
     BATCH,
+    GATHER_EVENTS,
+    GATHER_S,
     PACE_HIGH,
     PACE_LOW,
     RETRY_FIRST_S,
@@ -279,7 +281,7 @@ def test_through_fires_once_everything_up_to_its_position_is_stored() -> None:
 
 
 def test_events_recorded_together_go_in_one_call_and_a_batch_never_cuts_them() -> None:
-    recorder, store, _, _ = make()
+    recorder, store, clock, _ = make()
     store.hold = True
     with recorder.together():
         recorder.append(event("run"))
@@ -295,7 +297,84 @@ def test_events_recorded_together_go_in_one_call_and_a_batch_never_cuts_them() -
     store.answer()
     assert store.calls == [2, BATCH - 1 + 5]  # past BATCH rather than split the group
     store.answer()
+    clock.advance(GATHER_S)  # nobody waits for the last one: it gathered first
     assert store.calls == [2, BATCH + 4, 1]
+
+
+def test_a_few_events_nobody_waits_for_gather_before_they_go() -> None:
+    recorder, store, clock, _ = make()
+    store.hold = True
+    recorder.emit(event("first"), lambda f: None)
+    assert store.calls == [1]  # the first goes at once: the log was idle
+    for i in range(3):
+        recorder.emit(event(str(i)), lambda f: None)
+    store.answer()
+    assert store.calls == [1]
+    recorder.emit(event("meanwhile"), lambda f: None)
+    clock.advance(GATHER_S / 2)
+    assert store.calls == [1]
+    clock.advance(GATHER_S / 2)
+    assert store.calls == [1, 4]
+    assert recorder.unstored == 4  # the call is held: in flight
+
+
+def test_enough_events_go_without_gathering() -> None:
+    recorder, store, clock, _ = make()
+    store.hold = True
+    recorder.emit(event("first"), lambda f: None)
+    for i in range(GATHER_EVENTS - 1):
+        recorder.emit(event(str(i)), lambda f: None)
+    store.answer()
+    assert store.calls == [1]  # gathering
+    recorder.emit(event("the last of a full batch"), lambda f: None)
+    assert store.calls == [1, GATHER_EVENTS]
+    assert clock.getDelayedCalls() == []
+
+
+def test_whoever_waits_for_a_gathering_event_sends_it_at_once() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    recorder.emit(event("first"), lambda f: None)
+    recorder.emit(event("gathers"), lambda f: None)
+    store.answer()
+    assert store.calls == [1]
+    flushed = recorder.through(recorder.last)  # a run waits for it to start
+    assert store.calls == [1, 1]
+    store.answer()
+    assert flushed.called
+
+    recorder.emit(event("gathers"), lambda f: None)
+    recorder.emit(event("gathers too"), lambda f: None)
+    store.answer()
+    assert store.calls == [1, 1, 1]
+    stored = recorder.append(event("awaited"))  # its caller awaits it
+    assert store.calls == [1, 1, 1, 2]
+    store.answer()
+    assert stored.called and stored.result.payload.message == "awaited"
+
+
+def test_a_batch_answered_while_someone_waits_is_followed_at_once() -> None:
+    recorder, store, _, _ = make()
+    store.hold = True
+    recorder.emit(event("first"), lambda f: None)
+    recorder.emit(event("second"), lambda f: None)
+    flushed = recorder.through(recorder.last)
+    store.answer()
+    assert store.calls == [1, 1]  # not gathered: a through waits for it
+    store.answer()
+    assert flushed.called
+
+
+def test_giving_up_ends_the_gathering() -> None:
+    recorder, store, clock, _ = make()
+    store.hold = True
+    recorder.emit(event("first"), lambda f: None)
+    refused: list[Failure] = []
+    recorder.emit(event("gathers"), refused.append)
+    store.answer()
+    recorder.give_up("stopping")
+    assert clock.getDelayedCalls() == [] and len(refused) == 1
+    assert store.calls == [1]
 
 
 def test_append_all_stores_its_events_together_and_fires_with_them() -> None:

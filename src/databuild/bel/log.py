@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -490,8 +490,8 @@ class EventLog:
     ) -> Deferred[ClaimResult]:
         """Claim a run's outputs, all or none, before its exec starts (``claims.claim_many``).
 
-        Claims asked for while a batch of them is being claimed go into the next batch
-        together, as appends do.
+        Claims asked for in one turn of the reactor, or while a batch of them is being
+        claimed, go to the log together, in one transaction.
         """
         if self._state != "open":
             return self._not_open()
@@ -499,7 +499,8 @@ class EventLog:
         request = ClaimRequest(job_run_id, build_request_id, tuple(refs), skip_available)
         self._claims.append((request, waiting))
         if not self._claiming:
-            self._claim_next()
+            self._claiming = True
+            cast(IReactorTime, self._reactor).callLater(0, self._claim_next)
         return waiting
 
     def _claim_next(self) -> None:

@@ -6,6 +6,13 @@ was decided while the log stored the previous batch goes to it as the next batch
 several per event. Each stored event is handed to the progress hub, so a reader sees an event,
 a build's end included, only once the log holds it.
 
+A transaction costs the log far more than an event in it (docs/performance.md): when a batch
+comes back and what gathered meanwhile is small (under ``GATHER_EVENTS``) and nobody waits for
+it, the recorder gathers for ``GATHER_S`` more before sending it. Whoever waits sends at once:
+a ``through`` (a run about to start), an ``append`` or ``admit`` (a caller awaiting its event).
+So a build of many short runs commits in a tenth of the transactions, and a chain of runs, each
+waiting for its input's event, loses no time.
+
 Events that must be seen together — a run's status and its outputs' — are enqueued in one
 ``together()`` (or ``append_all``): a batch is never cut inside such a group, so the log
 stores them in one transaction, and a reader (or a service that takes the run over after a
@@ -52,6 +59,9 @@ RETRY_MAX_S = 5.0
 OUTAGE_LIMIT_S = 60.0
 BATCH = 1000
 """At most this many events go to the log in one call (the log's transactions are as big)."""
+GATHER_EVENTS = 64
+GATHER_S = 0.002
+"""Fewer unsent events than this, awaited by nobody, wait this long for more (see above)."""
 PACE_HIGH, PACE_LOW = 5000, 2500
 """Unstored events past which ``pace`` holds bulk work back, and down to which it waits."""
 
@@ -124,6 +134,10 @@ class Recorder:
         """Whether a batch is with the log (one at a time: the rest gather for the next)."""
         self._unsent = 0
         """Entries of ``_unstored`` not with the log: always the newest ones."""
+        self._hurry = False
+        """Somebody waits for an unsent entry: it goes at once, without gathering."""
+        self._gathering: IDelayedCall | None = None
+        """Set while small, unawaited unsent entries wait for more (``GATHER_S``)."""
         self._throughs: list[tuple[int, int, Deferred[None]]] = []
         """Heap of ``through`` waiters: (position, order asked, Deferred)."""
         self._paces: list[Deferred[None]] = []
@@ -163,6 +177,8 @@ class Recorder:
             return succeed(None)
         fired: Deferred[None] = Deferred()
         heapq.heappush(self._throughs, (position, next(self._asked), fired))
+        self._hurry = True
+        self._offer()
         return fired
 
     def pace(self) -> Deferred[None] | None:
@@ -186,8 +202,8 @@ class Recorder:
             yield
         finally:
             self._group = 0
-            if self._unsent and self.healthy and not self._in_flight:
-                self._send()
+            if self._unsent:
+                self._offer()
 
     def append_all(self, events: Sequence[Event]) -> Deferred[list[Event]]:
         """``append`` each of ``events``, ``together``; fires with them once stored."""
@@ -227,8 +243,9 @@ class Recorder:
             _Entry(event, seq, stored, refused, admitted=admitted, group=self._group)
         )
         self._unsent += 1
-        if self.healthy and not self._in_flight and not self._group:
-            self._send()
+        if stored is not None or admitted is not None:
+            self._hurry = True
+        self._offer()
 
     def admit(self, event: Event) -> Deferred[Event]:
         """Like ``append``, but never waits through an outage; for events that begin
@@ -262,6 +279,22 @@ class Recorder:
 
     # -- batches ---------------------------------------------------------------------------
 
+    def _offer(self) -> None:
+        """Send the unsent entries now, unless a batch is with the log, a group is open, or
+        they are gathering and nobody waits for them yet."""
+        if not self.healthy or self._in_flight or self._group or not self._unsent:
+            return
+        if self._gathering is not None:
+            if not self._hurry and self._unsent < GATHER_EVENTS:
+                return
+            self._gathering.cancel()
+            self._gathering = None
+        self._send()
+
+    def _gathered(self) -> None:
+        self._gathering = None
+        self._offer()
+
     def _send(self) -> None:
         """Hand the oldest unsent entries to the log as one call: ``BATCH`` events' worth (a
         piece of a job graph weighs a row per run), and the rest of a group it began."""
@@ -274,6 +307,7 @@ class Recorder:
             batch.append(entry)
             weight += _weight(entry.event)
         self._unsent -= len(batch)
+        self._hurry = self._hurry and self._unsent > 0
         self._in_flight = True
         d = maybeDeferred(self._sink.append_many, [entry.event for entry in batch])
         d.addCallbacks(
@@ -288,8 +322,12 @@ class Recorder:
         self._in_flight = False
         self._settle(results, batch)
         self._caught_up()
-        if self._unsent and self.healthy:
+        if not (self._unsent and self.healthy):
+            return
+        if self._hurry or self._throughs or self._unsent >= GATHER_EVENTS:
             self._send()
+        else:
+            self._gathering = self._reactor.callLater(GATHER_S, self._gathered)
 
     def _batch_failed(self, failure: Failure, batch: list[_Entry]) -> None:
         self._in_flight = False
@@ -483,10 +521,10 @@ class Recorder:
         """Drop every unstored event (logged with their count) and take no more; whoever
         waits for them is told StoreUnavailable."""
         self._gave_up = reason
-        for call in (self._retry, self._limit):
+        for call in (self._retry, self._limit, self._gathering):
             if call is not None and call.active():
                 call.cancel()
-        self._retry = self._limit = None
+        self._retry = self._limit = self._gathering = None
         self._tried()
         entries, self._unstored, self._unsent = list(self._unstored), deque(), 0
         if entries:
