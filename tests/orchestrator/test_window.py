@@ -3,13 +3,16 @@ state of a started run (its claim, its handle, its queued slot) exists for a few
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from tests.orchestrator.conftest import start_harness, stop_harness
 from twisted.internet import reactor
 
+from databuild.bel import claims
 from databuild.executor.local import WINDOW_LEAST, LocalLauncher
 from databuild.executor.runner import Executor, RunHandle
 from databuild.model import JobRun
@@ -38,8 +41,16 @@ class CountingExecutor(Executor):
 
 @pytest_twisted.ensureDeferred
 async def test_a_build_of_more_runs_than_its_window_hands_them_over_a_window_at_a_time(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    transactions: list[int] = []
+    claim_many = claims.claim_many
+
+    def counted(db: Any, requests: list[Any]) -> Any:
+        transactions.append(len(requests))
+        return claim_many(db, requests)
+
+    monkeypatch.setattr(claims, "claim_many", counted)
     runs = 3 * WINDOW_LEAST
     harness = await start_harness(
         tmp_path / "ws", max_parallel_jobs=2, executor_type=CountingExecutor
@@ -58,5 +69,9 @@ async def test_a_build_of_more_runs_than_its_window_hands_them_over_a_window_at_
         # so a slot that frees starts the next run at once.
         assert executor.most <= window
         assert executor.most > executor.max_parallel_jobs
+        # Runs are handed over half a window at a time, their claims in one transaction:
+        # not a transaction per run as each run ends.
+        assert sum(transactions) == runs
+        assert len(transactions) <= 1 + math.ceil((runs - window) / (window // 2))
     finally:
         await stop_harness(harness)
