@@ -146,7 +146,8 @@ class _Batch:
     """Each (build request, ref)'s status within its build."""
     runs: dict[str, _Run]
     with_data: set[str]
-    """The batch's refs whose catalog row holds data already: no bookkeeping event changes it."""
+    """The batch's refs whose catalog row holds data already: no bookkeeping event changes it
+    (read on SQLite only, see ``read``)."""
     event_rows: list[tuple[Any, ...]] = field(factory=list)
     catalog: dict[str, tuple[Any, ...]] = field(factory=dict)
     """Each ref's ``partitions`` row: the batch's last data event's, else its last event's."""
@@ -170,7 +171,7 @@ class _Batch:
     def read(cls, db: Database, events: Sequence[Event]) -> _Batch:
         """The next ``idx``, and what the log holds about everything ``events`` name.
 
-        All six queries are sent before any result is read: one round trip on PostgreSQL.
+        The queries are sent before any result is read: one round trip on PostgreSQL.
         """
         build_ids = list(dict.fromkeys(e.build_request_id for e in events))
         keys = list(
@@ -206,7 +207,10 @@ class _Batch:
         )
         runs = _select(db, f"{', '.join(_RUN_COLUMNS)} FROM job_runs", ("job_run_id", run_ids))
         with_data = None
-        if keys:
+        # Not on PostgreSQL: its planner answered this lookup from the refs' trigram index
+        # (which serves equality too) while the table was young, at up to seconds a batch;
+        # there the upsert's WHERE alone refuses those rows (docs/performance.md).
+        if keys and db.dialect == "sqlite":
             condition, params = db.in_condition("partition_ref", list({r for _, r in keys}))
             with_data = db.execute(
                 f"SELECT partition_ref FROM partitions WHERE data_idx IS NOT NULL"

@@ -10,8 +10,8 @@ A transaction costs the log far more than an event in it (docs/performance.md): 
 comes back and what gathered meanwhile is small (under ``GATHER_EVENTS``) and nobody waits for
 it, the recorder gathers for ``GATHER_S`` more before sending it. Whoever waits sends at once:
 a ``through`` (a run about to start), an ``append`` or ``admit`` (a caller awaiting its event).
-So a build of many short runs commits in a tenth of the transactions, and a chain of runs, each
-waiting for its input's event, loses no time.
+So a build of many short runs commits in less than half the transactions, and a chain of runs,
+each waiting for its input's event, loses no time.
 
 Events that must be seen together — a run's status and its outputs' — are enqueued in one
 ``together()`` (or ``append_all``): a batch is never cut inside such a group, so the log

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from klein import Klein
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -67,7 +67,8 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[Any]]:
     """Run ``handler`` to its end whatever happens to the Deferred Klein gets.
 
     Klein gets a fresh Deferred; cancelling it does not cancel the handler. A ``dict`` result
-    is answered as JSON with status 200 (or the status the handler set).
+    is answered as JSON with status 200 (or the status the handler set), encoded a slice at a
+    time if it is big (``responses.json_in_slices``).
     """
 
     @functools.wraps(handler)
@@ -75,22 +76,25 @@ def _shielded(handler: Handler) -> Callable[..., Deferred[Any]]:
         outer: Deferred[object] = Deferred()
         inner: Deferred[object] = ensureDeferred(handler(self, request, **kwargs))
 
+        def answer(result: object) -> None:
+            if not outer.called:
+                outer.callback(result)
+
+        def fail(failure: Failure) -> None:
+            # An answer that cannot be encoded too: the routes' error handler logs it and
+            # answers 500, rather than the request waiting forever.
+            if not outer.called:
+                outer.errback(failure)
+
         def deliver(result: object) -> None:
             if outer.called:
                 return
-            try:
-                if isinstance(result, dict):
-                    result = r.respond_json(request, request.code, result)
-            except Exception:
-                # An answer that cannot be encoded: the routes' error handler logs it and
-                # answers 500, rather than the request waiting forever.
-                outer.errback(Failure())
+            if not isinstance(result, dict):
+                outer.callback(result)
                 return
-            outer.callback(result)
-
-        def fail(failure: Failure) -> None:
-            if not outer.called:
-                outer.errback(failure)
+            r.json_headers(request, request.code)
+            encoded = maybeDeferred(r.json_in_slices, result)
+            encoded.addCallbacks(answer, fail)
 
         inner.addCallbacks(deliver, fail)
         return outer
