@@ -99,10 +99,8 @@ def _pieces(value: object) -> Iterator[str]:
         yield "}"
     elif isinstance(value, list) and len(value) > LONG_LIST:
         yield "["
-        first = True
-        for item in value:
-            yield compact(item) if first else "," + compact(item)
-            first = False
+        for n, item in enumerate(value):
+            yield f"{',' if n else ''}{compact(item)}"
         yield "]"
     else:
         yield compact(value)
