@@ -270,3 +270,46 @@ def test_a_job_graph_in_pieces_counts_the_runs_of_every_piece() -> None:
                                  status="BUILD_REQUEST_ANALYSIS_COMPLETED"))
     assert progress.planned == 2500
     assert [n.text for n in notes] == ["analysed: 2500 job runs"]
+
+
+def no_op_build() -> list[dict[str, Any]]:
+    """A build of two refs, both already AVAILABLE: what a no-op streams."""
+    events = [event(1, 0, "build_request", status="BUILD_REQUEST_RECEIVED",
+                    requested_partitions=["p/a", "p/b"], message="")]
+    for n, ref in enumerate(("p/a", "p/b")):
+        events += [
+            event(2 + 3 * n, 0.1, "partition", partition_ref=ref, status="PARTITION_REQUESTED",
+                  message="requested", job_run_id=None),
+            event(3 + 3 * n, 0.2, "partition", partition_ref=ref, status="PARTITION_DELEGATED",
+                  message="already available; not built again (built by build old)",
+                  job_run_id="r1"),
+            event(4 + 3 * n, 0.2, "partition", partition_ref=ref, status="PARTITION_AVAILABLE",
+                  message="already available", job_run_id="r1"),
+        ]
+    return [
+        *events,
+        job(8, 0.3, "r1", "JOB_SKIPPED", message="outputs already available"),
+        event(9, 0.4, "build_request", status="BUILD_REQUEST_COMPLETED",
+              requested_partitions=["p/a", "p/b"], message=""),
+    ]
+
+
+def test_only_the_partition_events_a_display_shows_are_parsed_and_it_prints_the_same() -> None:
+    events = no_op_build()
+    finished = {"build_request_id": "b1", "status": "BUILD_REQUEST_COMPLETED", "message": ""}
+    shown = {}
+    for name, wanted in (("all", lambda kind, data: True), ("wanted", BuildProgress.wants)):
+        out = io.StringIO()
+        display = PlainDisplay(out, BuildProgress("b1"))
+        for e in events:
+            if wanted(e["event_type"], json.dumps(e)):
+                display.event(json.dumps(e), e)
+        display.finished(json.dumps(finished), finished)
+        shown[name] = out.getvalue()
+    assert shown["wanted"] == shown["all"]
+    assert "available p/b: already available" in shown["all"]
+    assert shown["all"].endswith("build b1 completed in 0.4s (1 skipped)\n")
+    kept = [e["status"] for e in events if BuildProgress.wants(e["event_type"], json.dumps(e))]
+    assert "PARTITION_REQUESTED" not in kept and "PARTITION_AVAILABLE" not in kept
+    assert kept.count("PARTITION_DELEGATED") == 2 and "JOB_SKIPPED" in kept
+    assert JsonDisplay(io.StringIO()).wants("partition", "{}")

@@ -167,3 +167,26 @@ async def test_error_answers_map_to_exit_codes_with_the_services_message(
         await client.get("/errors/401")
     assert e.value.exit_code == UNAVAILABLE
     assert "refused the token" in e.value.message
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_not_wanted_are_not_handed_on_but_a_resume_starts_after_them(
+    server: tuple[str, Progress],
+) -> None:
+    url, progress = server
+    client = ApiClient(reactor, url, "t")
+    seen: list[int] = []
+
+    async def same_service() -> ApiClient:
+        return client
+
+    def wants(kind: str, data: str) -> bool:
+        assert kind == "job"
+        return json.loads(data)["idx"] != 2
+
+    follower = Follower(
+        reactor, client, "b1", lambda raw, e: seen.append(e["idx"]), same_service, wants
+    )
+    await follower.follow()
+    assert seen == [1, 3]
+    assert progress.resumed_from == [None, b"2"]  # frame 2 was read, though not handed on

@@ -100,6 +100,14 @@ class BuildProgress:
         spent = max(0, now_ns - self.executing_ns) / 1e9
         return spent * (self.total - self.done) / self.done
 
+    @staticmethod
+    def wants(event_type: str, data: str) -> bool:
+        """Whether ``apply`` can make anything of an event of ``event_type`` whose JSON is
+        ``data``: of partition events, only a DELEGATED one (``data`` naming that status is
+        checked again there). The others time nothing either: a build's first and last
+        events are its own statuses."""
+        return event_type != "partition" or '"PARTITION_DELEGATED"' in data
+
     def apply(self, event: Mapping[str, Any]) -> list[Note]:
         """Take one event into account; returns the lines it is worth."""
         ts = event.get("timestamp")
@@ -250,8 +258,10 @@ def _duration(value_s: float) -> str:
 
 
 class Display(Protocol):
-    """Where a build's progress goes: each event, then the ``build_finished`` object."""
+    """Where a build's progress goes: each event it wants, then the ``build_finished``
+    object."""
 
+    def wants(self, event_type: str, data: str) -> bool: ...
     def event(self, raw: str, event: Mapping[str, Any]) -> None: ...
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None: ...
     def close(self) -> None: ...
@@ -262,6 +272,9 @@ class JsonDisplay:
     """One JSON object per line: each event as the service sent it, then ``build_finished``."""
 
     out: TextIO
+
+    def wants(self, event_type: str, data: str) -> bool:
+        return True
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
         self.out.write(raw + "\n")
@@ -280,6 +293,9 @@ class PlainDisplay:
 
     out: TextIO
     progress: BuildProgress
+
+    def wants(self, event_type: str, data: str) -> bool:
+        return self.progress.wants(event_type, data)
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
         for note in self.progress.apply(event):
@@ -327,6 +343,9 @@ class LiveDisplay:
     def _above(self, text: str) -> None:
         self.out.write("\r\x1b[K" + text + "\n" + self._shown)
         self.out.flush()
+
+    def wants(self, event_type: str, data: str) -> bool:
+        return self.progress.wants(event_type, data)
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
         for note in self.progress.apply(event):

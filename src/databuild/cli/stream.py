@@ -63,7 +63,11 @@ class _StreamReader(Protocol):
 
 
 class Follower:
-    """Reads one build's events to the end; ``detach()`` stops reading at once."""
+    """Reads one build's events to the end; ``detach()`` stops reading at once.
+
+    ``wants(event_type, data)`` says which frames ``on_event`` gets: the others are not
+    parsed (a no-op of 5,000 refs streams 15,050 events, 10,000 of which no display shows).
+    """
 
     end_event = "build_finished"
 
@@ -74,11 +78,13 @@ class Follower:
         build_request_id: str,
         on_event: Callable[[str, dict[str, Any]], None],
         reconnect: Reconnect,
+        wants: Callable[[str, str], bool] = lambda event_type, data: True,
     ) -> None:
         self.reactor = reactor
         self.client = client
         self.build_request_id = build_request_id
         self.on_event = on_event
+        self.wants = wants
         self.reconnect = reconnect
         self.last_event_id: str | None = None
         self.finished: tuple[str, dict[str, Any]] | None = None
@@ -101,6 +107,8 @@ class Follower:
                 self._reader.abort()
             return
         self.last_event_id = frame.id
+        if not self.wants(frame.event, frame.data):
+            return
         try:
             self.on_event(frame.data, parse_event(frame.data))
         except Exception:  # printing failed (``| head`` closed stdout): no reconnecting
