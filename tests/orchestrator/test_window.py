@@ -4,6 +4,7 @@ state of a started run (its claim, its handle, its queued slot) exists for a few
 from __future__ import annotations
 
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,22 @@ from databuild.proc.process import ProcessResult
 
 
 class CountingExecutor(Executor):
-    """The real executor, counting the runs it holds (queued or running) at once."""
+    """The real executor, counting the runs it holds (queued or running) at once, and the
+    handles of its runs anyone still holds."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.holding = 0
         self.most = 0
+        self.handles: weakref.WeakSet[RunHandle] = weakref.WeakSet()
+        self.most_handles = 0
 
     def run(self, job_run: JobRun, *args: Any, **kwargs: Any) -> RunHandle:
         handle = super().run(job_run, *args, **kwargs)
         self.holding += 1
         self.most = max(self.most, self.holding)
+        self.handles.add(handle)
+        self.most_handles = max(self.most_handles, len(self.handles))
         handle.result.addCallback(self._ended)
         return handle
 
@@ -69,6 +75,8 @@ async def test_a_build_of_more_runs_than_its_window_hands_them_over_a_window_at_
         # so a slot that frees starts the next run at once.
         assert executor.most <= window
         assert executor.most > executor.max_parallel_jobs
+        # A finished run's handle is let go of (the build keeps its task to its end).
+        assert executor.most_handles <= window + window // 2
         # Runs are handed over half a window at a time, their claims in one transaction:
         # not a transaction per run as each run ends.
         assert sum(transactions) == runs
