@@ -21,19 +21,19 @@ from databuild.model import JobGraph, validate_ref
 
 class EventJSON(dict[str, Any]):
     """An event's JSON form, with its compact JSON ``text`` when the log's stored body gave it:
-    a progress stream sends that as it is instead of encoding the event again."""
+    a progress stream sends that as it is instead of encoding the event again. Every
+    published event makes one: built as a plain dict is, ``text`` set after."""
 
     __slots__ = ("text",)
-
-    def __init__(self, fields: Mapping[str, Any], text: str | None = None) -> None:
-        super().__init__(fields)
-        self.text = text
+    text: str | None
 
     @classmethod
     def stored(cls, idx: int, body: str, fields: Mapping[str, Any]) -> EventJSON:
         """The event stored at ``idx`` with ``body`` (its compact JSON without ``idx``),
         ``fields`` being that body's fields."""
-        return cls({"idx": idx, **fields}, f'{{"idx":{idx:d},{body[1:]}')
+        data = cls({"idx": idx, **fields})
+        data.text = f'{{"idx":{idx:d},{body[1:]}'
+        return data
 
 
 class InvalidEvent(DataBuildError, ValueError):
@@ -284,10 +284,11 @@ class Event:
         )
 
     def to_json(self) -> EventJSON:
-        fields = self.body_json()
         if self.idx is not None and self.body is not None:
-            return EventJSON.stored(self.idx, self.body, fields)
-        return EventJSON({"idx": self.idx, **fields})
+            return EventJSON.stored(self.idx, self.body, self.body_json())
+        data = EventJSON({"idx": self.idx, **self.body_json()})
+        data.text = None
+        return data
 
     def body_json(self) -> dict[str, Any]:
         """The JSON form without ``idx``: what the log stores as the event's body."""
