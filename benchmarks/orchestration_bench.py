@@ -55,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +205,11 @@ async def run_executor(
 
 
 async def run_databuild(
-    reactor, root: Path, refs: list[str], parallel: int, work_s: str, *, tethered: bool = True
+    reactor, root: Path, refs: list[str], parallel: int, work_s: str, *, tethered: bool = True,
+    at_submit: Callable[[], None] = lambda: None,
 ) -> float:
+    """Seconds from ``submit`` to ``build_finished``; ``at_submit`` is called just before
+    ``submit``, with the log open and the orchestrator started."""
     # The service runs in its workspace (the CLI starts it there); so does this one.
     previous = os.getcwd()
     os.chdir(root)
@@ -216,6 +220,7 @@ async def run_databuild(
     orchestrator = Orchestrator(reactor, workspace, log, LocalLauncher(reactor, executor))
     await orchestrator.startService()
     try:
+        at_submit()
         start = time.perf_counter()
         build_id = await orchestrator.submit(refs)
         subscription = await orchestrator.hub.subscribe(build_id, None, lambda event: None)
@@ -345,14 +350,21 @@ async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
     timed(runner, "spawn", spent)
     timed(RunningJournal, "started", spent)
     timed(RunningJournal, "ended", spent)
-    before = rss_mib()
-    time_collections(spent)
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    elapsed = await run_databuild(reactor, root, refs, SCALE_PARALLEL, "0", tethered=not stub_exec)
+    marks: dict[str, Any] = {}
+
+    def at_submit() -> None:
+        marks["rss"] = rss_mib()
+        marks["cpu"] = resource.getrusage(resource.RUSAGE_SELF)
+        time_collections(spent)
+
+    elapsed = await run_databuild(
+        reactor, root, refs, SCALE_PARALLEL, "0", tethered=not stub_exec, at_submit=at_submit
+    )
     after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = marks["cpu"]
     print(json.dumps({
         "seconds": elapsed,
-        "rss_before": before,
+        "rss_before": marks["rss"],
         "rss_peak": after.ru_maxrss / 1024,
         "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
         **spent,
