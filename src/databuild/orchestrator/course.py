@@ -327,7 +327,18 @@ class Course:
                 self._skip(task, decided, plan.waits)
                 return
             build.open += 1
-            waiting_on = {ref for ref in run.config.materialize_inputs if ref in plan.pending}
+            # An input may have ended already, while the runs before this one were scheduled
+            # (its run was quick, or the build it was delegated to finished): its dependents
+            # were released then, and this run was not yet among them.
+            waiting_on = set()
+            for ref in run.config.materialize_inputs:
+                if ref in plan.pending and not build.is_final(ref):
+                    waiting_on.add(ref)
+                elif ref in build.root_causes:  # ended without becoming AVAILABLE
+                    for out in run.outputs:
+                        build.root_causes.setdefault(out, build.root_causes[ref])
+                    self._end_run(task, *self._after_failure(build.root_causes[ref]), None)
+                    return
             for ref in waiting_on:
                 build.dependents[ref].append(task)
             if waiting_on:
@@ -643,6 +654,8 @@ class Course:
             return []
         status = _outputs_status(happening)
         root = build.root_causes.get(ref, f"{ref}: {message}")
+        if status is not P.PARTITION_AVAILABLE:
+            build.root_causes.setdefault(ref, root)  # for a run scheduled after this
         self._set_partition(ref, status, message, job_run_id)
         if status is P.PARTITION_AVAILABLE and job_run_id is not None:
             self._holdings.made(ref, build.build_request_id)
@@ -657,14 +670,21 @@ class Course:
                     self._ready(task)
             return []
         failed = []
-        follows = downstream_of_failure(build.ended_by)
-        reason = f"upstream failed: {root}" if follows is H.UPSTREAM_FAILED else build.message
+        follows, reason = self._after_failure(root)
         for task in downstream:
             if task.state is TaskState.PENDING:
                 for out in task.job_run.outputs:
                     build.root_causes.setdefault(out, root)
                 failed.append((task, follows, reason))
         return failed
+
+    def _after_failure(self, root: str) -> tuple[Happening, str]:
+        """How a run downstream of a ref that did not become AVAILABLE ends, and why;
+        ``root`` is what failed first."""
+        build = self.build
+        follows = downstream_of_failure(build.ended_by)
+        reason = f"upstream failed: {root}" if follows is H.UPSTREAM_FAILED else build.message
+        return follows, reason
 
     def _settle_ref(self, ref: str, happening: Happening, message: str) -> None:
         """Record the end of a ref no run of this build made, and end the runs it fails."""
