@@ -87,9 +87,23 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def every_frame(kind: str, data: str) -> bool:
+    return True
+
+
+def all_but_event_2(kind: str, data: str) -> bool:
+    assert kind == "job"
+    return json.loads(data)["idx"] != 2
+
+
+@pytest.mark.parametrize(("wants", "handed_on"), [
+    (every_frame, [1, 2, 3]),
+    # A frame not wanted is not handed on, yet a resume starts after it.
+    (all_but_event_2, [1, 3]),
+])
 @pytest_twisted.ensureDeferred
 async def test_a_dropped_stream_resumes_after_the_last_event_seen(
-    server: tuple[str, Progress],
+    server: tuple[str, Progress], wants: Any, handed_on: list[int]
 ) -> None:
     url, progress = server
     client = ApiClient(reactor, url, "t")
@@ -98,9 +112,11 @@ async def test_a_dropped_stream_resumes_after_the_last_event_seen(
     async def same_service() -> ApiClient:
         return client
 
-    follower = Follower(reactor, client, "b1", lambda raw, e: seen.append(e["idx"]), same_service)
+    follower = Follower(
+        reactor, client, "b1", lambda raw, e: seen.append(e["idx"]), same_service, wants
+    )
     raw, finished = await follower.follow()  # type: ignore[misc]
-    assert seen == [1, 2, 3]
+    assert seen == handed_on
     assert finished == FINISHED
     assert json.loads(raw) == FINISHED
     assert progress.resumed_from == [None, b"2"]
@@ -167,26 +183,3 @@ async def test_error_answers_map_to_exit_codes_with_the_services_message(
         await client.get("/errors/401")
     assert e.value.exit_code == UNAVAILABLE
     assert "refused the token" in e.value.message
-
-
-@pytest_twisted.ensureDeferred
-async def test_frames_not_wanted_are_not_handed_on_but_a_resume_starts_after_them(
-    server: tuple[str, Progress],
-) -> None:
-    url, progress = server
-    client = ApiClient(reactor, url, "t")
-    seen: list[int] = []
-
-    async def same_service() -> ApiClient:
-        return client
-
-    def wants(kind: str, data: str) -> bool:
-        assert kind == "job"
-        return json.loads(data)["idx"] != 2
-
-    follower = Follower(
-        reactor, client, "b1", lambda raw, e: seen.append(e["idx"]), same_service, wants
-    )
-    await follower.follow()
-    assert seen == [1, 3]
-    assert progress.resumed_from == [None, b"2"]  # frame 2 was read, though not handed on
