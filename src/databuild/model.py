@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from attrs import field, frozen
+from attrs import frozen
 
 from databuild.errors import InvalidRefError, JobProtocolError
 
@@ -118,12 +119,16 @@ def _str_tuple(value: object, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+NO_ENV: Mapping[str, str] = MappingProxyType({})
+"""The env of a config that sets none: one shared mapping, not an empty dict per run."""
+
+
 def _str_map(value: object, what: str) -> Mapping[str, str]:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise JobProtocolError(f"{what} must be an object of strings, got {value!r}")
-    return dict(value)
+    return dict(value) if value else NO_ENV
 
 
 @frozen
@@ -133,7 +138,7 @@ class JobConfig:
     outputs: tuple[str, ...]
     inputs: tuple[PartitionInput, ...] = ()
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(factory=dict)
+    env: Mapping[str, str] = NO_ENV
 
     @property
     def materialize_inputs(self) -> tuple[str, ...]:

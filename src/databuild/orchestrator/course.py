@@ -92,7 +92,7 @@ class _Plan:
     """How many of the runs are RUN (the others SKIP)."""
     waits: dict[str, Deferred[Outcome]] = field(factory=dict)
     """The refs it awaits from other builds, and the waits for them."""
-    pending: set[str] = field(factory=set)
+    pending: dict[str, None] = field(factory=dict)
     """Refs not AVAILABLE yet that will be: its runs' outputs and the refs it awaits."""
 
 
@@ -166,21 +166,21 @@ class Course:
         self._record_build(progress(H.GRAPH_ANALYZED))
         return graph
 
-    async def _keep(self) -> set[str]:
+    async def _keep(self) -> dict[str, None]:
         """The requested refs the build keeps as they are: AVAILABLE now, and not forced.
 
         The build holds its requested refs from here on, so what the holdings say of them
         stays true while it is analysed and planned.
         """
         build, holdings = self.build, self._holdings
-        keep: set[str] = set()
+        keep: dict[str, None] = {}
         if build.force:
             return keep
         await holdings.hold(build.build_request_id, build.requested)
 
         def note(ref: str) -> None:
             if holdings.is_available(ref):
-                keep.add(ref)
+                keep[ref] = None
 
         await in_slices(build.requested, note)
         return keep
@@ -216,22 +216,22 @@ class Course:
         build.check_settled()
         await build.settled
 
-    async def _hold_outputs(self, graph: JobGraph) -> set[str]:
+    async def _hold_outputs(self, graph: JobGraph) -> dict[str, None]:
         """Hold the graph's outputs; those AVAILABLE, with who built them learned."""
         outputs: dict[str, None] = {}
         await in_slices(graph.job_runs, lambda run: outputs.update(dict.fromkeys(run.outputs)))
         await self._holdings.hold(self.build.build_request_id, list(outputs))
-        available: set[str] = set()
+        available: dict[str, None] = {}
 
         def note(ref: str) -> None:
             if self._holdings.is_available(ref):
-                available.add(ref)
+                available[ref] = None
 
         await in_slices(list(outputs), note)
         await self._holdings.learn_builders(sorted(available))
         return available
 
-    async def _claim_and_plan(self, graph: JobGraph, available: set[str]) -> _Plan:
+    async def _claim_and_plan(self, graph: JobGraph, available: dict[str, None]) -> _Plan:
         """Claim the refs this build may produce, then decide every run with the claims known.
 
         A run may be RUN only if one of its outputs is not AVAILABLE or force applies to it;
@@ -263,11 +263,11 @@ class Course:
 
         def recheck(ref: str) -> None:
             if self._holdings.is_available(ref):
-                available.add(ref)
+                available[ref] = None
 
         await in_slices(list(claimants), recheck)
         plan = _Plan()
-        claimed: set[str] = set()
+        claimed: dict[str, None] = {}
 
         def decide(run: JobRun) -> None:
             decided = plan_run(
@@ -281,11 +281,11 @@ class Course:
             plan.runs.append(decided)
             if decided.decision is Decision.RUN:
                 plan.to_run += 1
-                plan.pending.update(run.outputs)
-                claimed.update(decided.claims)
+                plan.pending.update(dict.fromkeys(run.outputs))
+                claimed.update(dict.fromkeys(decided.claims))
             for ref in decided.delegated:
                 plan.waits[ref] = waits[ref]
-                plan.pending.add(ref)
+                plan.pending[ref] = None
 
         await in_slices(graph.job_runs, decide)
         unused: list[str] = []

@@ -43,7 +43,8 @@ class Holdings:
         """Whether a held ref's data is AVAILABLE, once learned from the log."""
         self._built_by: dict[str, str] = {}
         """The build whose run made a held ref AVAILABLE, once known."""
-        self._held: dict[str, set[str]] = {}
+        self._held: dict[str, dict[str, None]] = {}
+        """The refs each live build holds (dict keys: smaller than a set)."""
         self._learning = DeferredLock()
 
     def hold(self, build_request_id: str, refs: Sequence[str]) -> Deferred[None]:
@@ -56,12 +57,12 @@ class Holdings:
 
     async def _take(self, build_request_id: str, refs: Sequence[str]) -> None:
         unknown: list[str] = []
-        held = self._held.setdefault(build_request_id, set())
+        held = self._held.setdefault(build_request_id, {})
         holders, available = self._holders, self._available
 
         def take(ref: str) -> None:
             if ref not in held:
-                held.add(ref)
+                held[ref] = None
                 holders[ref] = holders.get(ref, 0) + 1
             if ref not in available:
                 unknown.append(ref)
