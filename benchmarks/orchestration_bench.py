@@ -31,14 +31,19 @@ databuild median to the xargs median (target: at most 1.25).
 of N ``sh`` no-op jobs (``sh jobs/noop.sh exec REF``, exiting 0) with ``max_parallel_jobs =
 2`` against a bare Twisted reactor spawning the same processes (target: at most 1.3 times it),
 with ``seq 1 N | xargs -P 2 -I@ sh jobs/noop.sh exec @`` printed beside both, in the same run.
-Each databuild build runs in a child process of its own, which also reports its peak RSS:
-the growth over the RSS it had before ``submit``, per 1,000 jobs (target: at most 2 MiB), is
-the memory the graph costs; it also reports its CPU time and the time its garbage collector
-took. A second baseline, also in a child process of its own: a bare
-Twisted reactor starting the same processes with ``spawnProcess``, two at a time, each with
-its config on stdin and its stdout and stderr on pipes, and nothing else (no event, no log, no
-process group): the floor of any service built on one Twisted reactor. With ``--stub-exec`` the
-executor starts no process: each run's "child" ends with exit code 0 at once, so the build's
+Each databuild build runs in a child process of its own, set up as ``twistd`` sets up the
+service (logging begun, to a file), which first runs a warm-up build of ``WARM_UP_JOBS`` other
+refs, as a service that has built before: the first build of a fresh process pays about 4 MiB
+more than later ones, whether of 300 runs or of 5,000 (the RSS the warm-up added is printed as
+"warm-up"). The child reports its peak RSS: the growth over the RSS it had before ``submit``,
+per 1,000 jobs (target: at most 2 MiB), is the memory the graph costs; it also reports its CPU
+time and the time its garbage collector took.
+
+A second baseline, also in a child process of its own: a bare Twisted reactor starting the
+same processes with ``spawnProcess``, two at a time, each with its config on stdin and its
+stdout and stderr on pipes, and nothing else (no event, no log, no process group): the floor
+of any service built on one Twisted reactor. With ``--stub-exec`` the executor starts no
+process: each run's "child" ends with exit code 0 at once, so the build's
 CPU is the service's own (orchestrator, executor bookkeeping, event log) per job.
 """
 
@@ -55,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,7 @@ from attrs import define, field
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from databuild.bel import open_event_log
 from databuild.executor import runner
@@ -80,6 +86,7 @@ SCALE_TARGET_RATIO = 1.3
 """Of the bare Twisted reactor's time (SPEC §7)."""
 SCALE_MIB_PER_1000 = 2.0
 SCALE_PARALLEL = 2
+WARM_UP_JOBS = 200
 ENV = {"PATH": "/usr/bin:/bin"}
 
 JOB_SH = """\
@@ -206,10 +213,11 @@ async def run_executor(
 
 async def run_databuild(
     reactor, root: Path, refs: list[str], parallel: int, work_s: str, *, tethered: bool = True,
-    at_submit: Callable[[], None] = lambda: None,
+    at_submit: Callable[[], None] = lambda: None, warm_up: Sequence[str] = (),
 ) -> float:
     """Seconds from ``submit`` to ``build_finished``; ``at_submit`` is called just before
-    ``submit``, with the log open and the orchestrator started."""
+    ``submit``, with the log open, the orchestrator started and a build of ``warm_up`` (if
+    any) done."""
     # The service runs in its workspace (the CLI starts it there); so does this one.
     previous = os.getcwd()
     os.chdir(root)
@@ -220,19 +228,25 @@ async def run_databuild(
     orchestrator = Orchestrator(reactor, workspace, log, LocalLauncher(reactor, executor))
     await orchestrator.startService()
     try:
+        if warm_up:
+            await build_once(orchestrator, warm_up)
         at_submit()
         start = time.perf_counter()
-        build_id = await orchestrator.submit(refs)
-        subscription = await orchestrator.hub.subscribe(build_id, None, lambda event: None)
-        finished = await subscription.finished
-        elapsed = time.perf_counter() - start
-        if finished["status"] != "BUILD_REQUEST_COMPLETED":
-            raise SystemExit(f"the benchmark build failed: {finished['message']}")
-        return elapsed
+        await build_once(orchestrator, refs)
+        return time.perf_counter() - start
     finally:
         await orchestrator.stopService()
         await log.close()
         os.chdir(previous)
+
+
+async def build_once(orchestrator: Orchestrator, refs: Sequence[str]) -> None:
+    """Submit a build of ``refs`` and wait for its end; exit unless it completed."""
+    build_id = await orchestrator.submit(refs)
+    subscription = await orchestrator.hub.subscribe(build_id, None, lambda event: None)
+    finished = await subscription.finished
+    if finished["status"] != "BUILD_REQUEST_COMPLETED":
+        raise SystemExit(f"the benchmark build failed: {finished['message']}")
 
 
 def make_noop_workspace(root: Path) -> None:
@@ -344,13 +358,19 @@ async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
     """One no-op build of ``jobs`` jobs in this process; prints seconds, RSS and where the
     reactor thread's time went (the executor's spawn and running-journal calls) as JSON."""
     refs = [f"bench/{i}" for i in range(1, jobs + 1)]
+    warm_up = [f"bench/{i}" for i in range(jobs + 1, jobs + 1 + WARM_UP_JOBS)]
+    # As twistd does for the service: without it, Twisted keeps every log event (and what
+    # its fields hold, a build's analysis among them) in memory until logging begins.
+    (root / ".databuild").mkdir(exist_ok=True)
+    service_log = (root / ".databuild" / "service.log").open("a")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(service_log)], redirectStandardIO=False)
     spent: dict[str, float] = {}
     if stub_exec:
         runner.spawn = stub_spawn
     timed(runner, "spawn", spent)
     timed(RunningJournal, "started", spent)
     timed(RunningJournal, "ended", spent)
-    marks: dict[str, Any] = {}
+    marks: dict[str, Any] = {"fresh": rss_mib()}
 
     def at_submit() -> None:
         marks["rss"] = rss_mib()
@@ -358,12 +378,14 @@ async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
         time_collections(spent)
 
     elapsed = await run_databuild(
-        reactor, root, refs, SCALE_PARALLEL, "0", tethered=not stub_exec, at_submit=at_submit
+        reactor, root, refs, SCALE_PARALLEL, "0", tethered=not stub_exec, at_submit=at_submit,
+        warm_up=warm_up,
     )
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = marks["cpu"]
     print(json.dumps({
         "seconds": elapsed,
+        "rss_fresh": marks["fresh"],
         "rss_before": marks["rss"],
         "rss_peak": after.ru_maxrss / 1024,
         "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
@@ -397,7 +419,8 @@ def run_scale(args: argparse.Namespace) -> None:
     print()
     header = (f"{'jobs':>7}  {'xargs -P2 (s)':>13}  {'bare Twisted (s)':>16}  {'bare/xargs':>10}  "
               f"{'databuild (s)':>13}  {'ratio':>6}  {'vs bare':>7}  "
-              f"{'RSS before (MiB)':>16}  {'RSS peak (MiB)':>14}  {'MiB / 1,000 jobs':>16}  target")
+              f"{'warm-up (MiB)':>13}  {'RSS before (MiB)':>16}  {'RSS peak (MiB)':>14}  "
+              f"{'MiB / 1,000 jobs':>16}  target")
     print(header)
     print("-" * len(header))
     for jobs, base, bare, ours in rows:
@@ -412,6 +435,7 @@ def run_scale(args: argparse.Namespace) -> None:
         print(
             f"{jobs:>7,}  {base:>13.2f}  {bare:>16.2f}  {bare / base:>10.2f}  "
             f"{ours['seconds']:>13.2f}  {ratio:>6.2f}  {ours['seconds'] / bare:>7.2f}  "
+            f"{ours['rss_before'] - ours['rss_fresh']:>13.1f}  "
             f"{ours['rss_before']:>16.0f}  {ours['rss_peak']:>14.0f}  {growth:>16.2f}  "
             f"{target}"
         )
@@ -420,7 +444,8 @@ def run_scale(args: argparse.Namespace) -> None:
     print("refs from submit to build_finished (every event committed), in a fresh process;")
     print("bare Twisted = the same processes through reactor.spawnProcess, two at a time, with")
     print("stdin and pipes and nothing else; ratio = databuild / xargs; vs bare = databuild /")
-    print("bare Twisted (the target's, with the peak RSS growth per 1,000 jobs)")
+    print("bare Twisted (the target's, with the peak RSS growth per 1,000 jobs); warm-up = the")
+    print(f"RSS the warm-up build of {WARM_UP_JOBS} other refs added before (see the docstring)")
     print()
     header = (f"{'jobs':>7}  {'process CPU':>11}  {'in spawn()':>10}  "
               f"{'in running journal':>18}  {'in gc':>6}  (ms per job, the databuild process)")
