@@ -229,6 +229,22 @@ def test_events_decided_while_the_log_stores_a_batch_go_together_as_the_next() -
     assert recorder.unstored == 0
 
 
+def test_the_next_batch_goes_to_the_log_before_the_answered_one_is_published() -> None:
+    store = Store()
+    store.hold = True
+    published: list[int] = []
+    hub: Any = ProgressHub(None)  # type: ignore[arg-type]
+    hub.publish = lambda stored: published.append(len(store.calls))
+    recorder = Recorder(Clock(), store, hub)
+    for i in range(GATHER_EVENTS + 1):
+        recorder.emit(event(str(i)), lambda f: None)
+    store.answer()
+    # The log holds the next batch while the first one's event is handed to the hub.
+    assert store.calls == [1, GATHER_EVENTS] and published == [2]
+    store.answer()
+    assert published == [2] + [2] * GATHER_EVENTS and recorder.unstored == 0
+
+
 def test_an_emitted_event_that_is_refused_tells_its_callback() -> None:
     recorder, _, _, _ = make()
     told: list[Failure] = []

@@ -2,7 +2,8 @@
 
 Events are appended in the order they are decided without waiting for one another: whatever
 was decided while the log stored the previous batch goes to it as the next batch
-(``append_many``), so a build with 100,000 events in flight keeps one Deferred per batch, not
+(``append_many``; sent before the answered batch is published, so the log stores it
+meanwhile), so a build with 100,000 events in flight keeps one Deferred per batch, not
 several per event. Each stored event is handed to the progress hub, so a reader sees an event,
 a build's end included, only once the log holds it.
 
@@ -320,14 +321,23 @@ class Recorder:
 
     def _answered(self, results: list[Event | DataBuildError], batch: list[_Entry]) -> None:
         self._in_flight = False
+        # What is ready goes before the answered events are published: SQLite stores it,
+        # without the GIL, while the reactor hands those to the progress hub.
+        if self._unsent and self.healthy and self._urgent():
+            self._send()
         self._settle(results, batch)
         self._caught_up()
-        if not (self._unsent and self.healthy):
+        if self._in_flight or not (self._unsent and self.healthy):
             return
-        if self._hurry or self._throughs or self._unsent >= GATHER_EVENTS:
+        if self._urgent():
             self._send()
         else:
             self._gathering = self._reactor.callLater(GATHER_S, self._gathered)
+
+    def _urgent(self) -> bool:
+        """Whether the unsent entries go at once rather than gather: someone waits for them,
+        or enough gathered."""
+        return self._hurry or bool(self._throughs) or self._unsent >= GATHER_EVENTS
 
     def _batch_failed(self, failure: Failure, batch: list[_Entry]) -> None:
         self._in_flight = False
