@@ -119,8 +119,9 @@ def _str_tuple(value: object, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-NO_ENV: Mapping[str, str] = MappingProxyType({})
-"""The env of a config that sets none: one shared mapping, not an empty dict per run."""
+EMPTY: Mapping[str, str] = MappingProxyType({})
+"""One empty mapping for all that have none (a config's env, a plan's delegations): not an
+empty dict per run of a big build."""
 
 
 def _str_map(value: object, what: str) -> Mapping[str, str]:
@@ -128,7 +129,7 @@ def _str_map(value: object, what: str) -> Mapping[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise JobProtocolError(f"{what} must be an object of strings, got {value!r}")
-    return dict(value) if value else NO_ENV
+    return dict(value) if value else EMPTY
 
 
 @frozen
@@ -138,7 +139,7 @@ class JobConfig:
     outputs: tuple[str, ...]
     inputs: tuple[PartitionInput, ...] = ()
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] = NO_ENV
+    env: Mapping[str, str] = EMPTY
 
     @property
     def materialize_inputs(self) -> tuple[str, ...]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Collection, Mapping
-from types import MappingProxyType
 
 from attrs import frozen
 
-from databuild.model import JobGraph, JobRun
+from databuild.model import EMPTY, JobGraph, JobRun
 
 
 class Decision(enum.Enum):
@@ -26,10 +25,6 @@ class Decision(enum.Enum):
     """No output needs building: each is AVAILABLE already or being built by another build."""
 
 
-NOBODY: Mapping[str, str] = MappingProxyType({})
-"""The ``delegated`` of a run no other build produces: one shared mapping for them all."""
-
-
 @frozen
 class RunPlan:
     """What a build does with one run of its graph."""
@@ -38,7 +33,7 @@ class RunPlan:
     decision: Decision
     available: tuple[str, ...] = ()
     """Outputs taken as they are, AVAILABLE already (SKIP only)."""
-    delegated: Mapping[str, str] = NOBODY
+    delegated: Mapping[str, str] = EMPTY
     """Output ref -> id of the live build producing it now, which this build waits for."""
     claims: tuple[str, ...] = ()
     """Outputs this build produces and claims (RUN only)."""
@@ -89,7 +84,7 @@ def plan_run(
     by this run too, since a job run makes all its outputs together. A ``kept`` run (see
     ``JobGraph.kept``) is never RUN: its outputs not AVAILABLE any more are ``lost``.
     """
-    elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None} or NOBODY
+    elsewhere = {ref: b for ref in run.outputs if (b := producing(ref)) is not None} or EMPTY
     unclaimed = (
         tuple(ref for ref in run.outputs if ref not in elsewhere) if elsewhere else run.outputs
     )
