@@ -240,6 +240,13 @@ async def run_databuild(
         os.chdir(previous)
 
 
+def log_as_twistd(path: Path) -> None:
+    """Begin logging to ``path``, as twistd does for the service: until logging begins,
+    Twisted keeps every log event in memory, and what its fields hold (a build's analysis)."""
+    observer = textFileLogObserver(path.open("a"))
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
 async def build_once(orchestrator: Orchestrator, refs: Sequence[str]) -> None:
     """Submit a build of ``refs`` and wait for its end; exit unless it completed."""
     build_id = await orchestrator.submit(refs)
@@ -359,11 +366,8 @@ async def scale_child(reactor, root: Path, jobs: int, stub_exec: bool) -> None:
     reactor thread's time went (the executor's spawn and running-journal calls) as JSON."""
     refs = [f"bench/{i}" for i in range(1, jobs + 1)]
     warm_up = [f"bench/{i}" for i in range(jobs + 1, jobs + 1 + WARM_UP_JOBS)]
-    # As twistd does for the service: without it, Twisted keeps every log event (and what
-    # its fields hold, a build's analysis among them) in memory until logging begins.
     (root / ".databuild").mkdir(exist_ok=True)
-    service_log = (root / ".databuild" / "service.log").open("a")
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(service_log)], redirectStandardIO=False)
+    log_as_twistd(root / ".databuild" / "service.log")
     spent: dict[str, float] = {}
     if stub_exec:
         runner.spawn = stub_spawn
@@ -463,6 +467,7 @@ async def main(reactor, args: argparse.Namespace) -> None:
     rows = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="orchestration-bench-") as tmp:
+        log_as_twistd(Path(tmp) / "service.log")
         for kind, work_ms in args.cases:
             work_s = "0" if work_ms == 0 else f"{work_ms / 1000:g}"
             baseline, alone, ours = [], [], []
