@@ -272,7 +272,7 @@ class Course:
         def decide(run: JobRun) -> None:
             decided = plan_run(
                 run,
-                requested=build.requested_set,
+                requested=build.requested_keys,
                 force=build.force,
                 available=available,
                 producing=lambda ref: None if (c := claimants.get(ref, me)) == me else c,

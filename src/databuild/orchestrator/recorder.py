@@ -286,7 +286,7 @@ class Recorder:
         if not self.healthy or self._in_flight or self._group or not self._unsent:
             return
         if self._gathering is not None:
-            if not self._hurry and self._unsent < GATHER_EVENTS:
+            if not self._urgent():
                 return
             self._gathering.cancel()
             self._gathering = None

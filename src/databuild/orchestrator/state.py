@@ -95,7 +95,7 @@ class Build:
     force: bool
     workspace: Workspace
     """The graph this build is planned and run with, whatever the file says later."""
-    requested_set: dict[str, None] = field(init=False)
+    requested_keys: dict[str, None] = field(init=False)
     """``requested`` for lookups: a large forced build asks of each run's outputs. (Refs are
     kept as dict keys, here and wherever a build keeps thousands: a dict of 5,000 strings
     takes a fifth of a set's memory.)"""
@@ -125,14 +125,14 @@ class Build:
     done: Deferred[None] = field(factory=Deferred)
     """Fires once the build's final status is recorded."""
 
-    @requested_set.default
-    def _requested_set(self) -> dict[str, None]:
+    @requested_keys.default
+    def _requested_keys(self) -> dict[str, None]:
         return dict.fromkeys(self.requested)
 
     def forces(self, run: JobRun) -> bool:
         """Whether ``force`` applies to ``run``: the build is forced and the run outputs a
         requested ref."""
-        return self.force and any(ref in self.requested_set for ref in run.outputs)
+        return self.force and any(ref in self.requested_keys for ref in run.outputs)
 
     @property
     def ending(self) -> bool:
