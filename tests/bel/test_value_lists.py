@@ -1,0 +1,66 @@
+"""Lists of values in SQL on SQLite: one statement text whatever their length, so the
+connection compiles and keeps one statement per query, not one per length."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from databuild.bel import BuildRequestEvent, Event, PartitionEvent
+from databuild.bel.backend import Database, parse_uri
+from databuild.bel.schema import create_or_upgrade
+from databuild.bel.writer import append_batch
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database(parse_uri(str(tmp_path / "bel.sqlite"), tmp_path))
+    db.connect()
+    create_or_upgrade(db)
+    yield db
+    db.close()
+
+
+def test_a_list_of_any_length_selects_exactly_its_rows_with_one_statement(
+    database: Database,
+) -> None:
+    database.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    database.insert_many("t", ("k",), [(f"k{n}",) for n in range(50_000)])
+    texts = set()
+    # 40,000 values: more than the 32,766 variables one SQLite statement may have.
+    for size in (0, 1, 7, 1_000, 40_000):
+        wanted = [f"k{n}" for n in range(0, 2 * size, 2)]
+        condition, params = database.in_condition("k", [*wanted, "k-none", "ü/ß \"q\""])
+        texts.add(condition)
+        got = {k for (k,) in database.all(f"SELECT k FROM t WHERE {condition}", params)}
+        assert got == {k for k in wanted if int(k[1:]) < 50_000}
+    assert len(texts) == 1
+
+
+def test_batches_of_every_size_run_the_same_statements(database: Database) -> None:
+    statements: set[str] = set()
+    execute = database.execute
+
+    def spy(sql: str, params: Any = (), **kwargs: Any) -> Any:
+        statements.add(sql)
+        return execute(sql, params, **kwargs)
+
+    database.execute = spy  # type: ignore[method-assign]
+    refs = [f"out/{n}" for n in range(800)]
+    append_batch(database, [Event("b1", BuildRequestEvent("received", tuple(refs)))])
+
+    def store(sizes: range, first: int) -> int:
+        for size in sizes:
+            batch = [Event("b1", PartitionEvent(ref, "requested"))
+                     for ref in refs[first:first + size]]
+            assert all(isinstance(r, Event) for r in append_batch(database, batch))
+            first += size
+        return first
+
+    after = store(range(1, 13), 0)
+    seen = set(statements)
+    store(range(13, 40), after)
+    assert statements == seen
