@@ -82,7 +82,7 @@ def stalled_reader(service: Service, build_id: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
     sock.sendall(
-        f"GET /api/v1/cli/builds/{build_id}/progress HTTP/1.1\r\nHost: x\r\n"
+        f"GET /api/v1/cli/builds/{build_id}/progress HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {service.info['token']}\r\nConnection: close\r\n\r\n".encode()
     )
     return sock
