@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from tests.polling import poll_until_async
 from twisted.internet import reactor, task
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
@@ -248,14 +249,37 @@ async def test_a_reader_that_takes_nothing_is_dropped_after_the_stall_time(
     event_log: EventLog,
 ) -> None:
     hub, build, clock, request, done = await _paused_after_one_event(event_log)
+    connection = request.transport
     clock.advance(STALL_S - 0.1)
-    assert not request.transport.aborted
+    assert not connection.aborted
     clock.advance(0.1)
-    assert request.transport.aborted
+    assert connection.aborted
+    # The request may outlive the connection (in a reference cycle): it lets go of it.
+    assert request.transport is None
     assert await done is None
     assert hub.subscribers(build.id) == 0
     assert request.producer is None
     assert clock.getDelayedCalls() == []
+
+
+def test_a_stream_keeps_one_piece_in_its_connection_and_gives_the_connection_back() -> None:
+    request = StreamingRequest()
+    connection = FileDescriptor()  # what a TCP connection's transport is
+    request.transport = connection  # type: ignore[assignment]
+    stream = EventStream(request, Clock(), KEEPALIVE_S)
+    stream.open()
+    assert connection.bufferSize == PIECE  # Twisted pauses the stream past one piece
+    stream.stopProducing()  # its end: the connection may answer more requests
+    assert connection.bufferSize == FileDescriptor.bufferSize
+    assert request.transport is connection
+
+
+def test_a_reader_whose_connection_is_lost_lets_go_of_it() -> None:
+    request = StreamingRequest()
+    stream = EventStream(request, Clock(), KEEPALIVE_S)
+    stream.open()
+    request.processingFailed(Failure(ConnectionDone()))
+    assert stream.closed and request.transport is None
 
 
 def test_a_reader_too_far_behind_is_dropped_at_once() -> None:
@@ -263,10 +287,11 @@ def test_a_reader_too_far_behind_is_dropped_at_once() -> None:
     stream = EventStream(request, Clock(), KEEPALIVE_S, max_behind=100)
     stream.open()
     request.producer.pauseProducing()
+    connection = request.transport
     stream.write(b"x" * 60)
-    assert not request.transport.aborted
+    assert not connection.aborted
     stream.write(b"x" * 60)
-    assert request.transport.aborted
+    assert connection.aborted and request.transport is None
     assert stream.closed and stream.gone.called
     stream.write(b"more")  # after the drop: nothing, no error
 
@@ -339,8 +364,9 @@ async def test_a_stalled_reader_holds_one_page_and_lets_go_of_everything_when_dr
     assert sum(map(len, request.written)) < 8000 + PIECE
     gone = weakref.ref(stream)
     del stream
+    connection = request.transport
     clock.advance(STALL_S)
-    assert request.transport.aborted
+    assert connection.aborted and request.transport is None
     assert await done is None
     await poll_until_async(lambda: progress.subscribers() == 0, "the subscription to close")
     assert counting.pages == 1  # the replay stopped with the reader

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.task import LoopingCall
@@ -87,6 +88,9 @@ class EventStream:
         self._flush_call: IDelayedCall | None = None
         self._stall_call: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
+        self._connection_buffer: int | None = None
+        """The connection's own ``bufferSize``, given back when the stream ends (the
+        connection may answer more requests)."""
         self.opened = False
         self._unregistered = False
         self.gone: Deferred[None] = Deferred()
@@ -105,6 +109,12 @@ class EventStream:
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")
         request.registerProducer(self, True)
+        if isinstance(request.transport, FileDescriptor):
+            # Twisted pauses the stream once this much waits in the connection: a piece, not
+            # its default 64 KiB. Frames waiting in the stream's queue are shared with other
+            # readers; what the connection holds is this reader's own copy.
+            self._connection_buffer = request.transport.bufferSize
+            request.transport.bufferSize = PIECE
         self.opened = True
         self.write(b": stream open\n\n")
         self._keepalive.start(self._keepalive_s, now=False)
@@ -194,11 +204,21 @@ class EventStream:
         self._close()
         if transport is not None:  # a TCP connection's (HTTP/1.1)
             cast(ITCPTransport, transport).abortConnection()
+        self._let_go_of_connection()
 
-    def _left(self, _: object) -> None:
+    def _left(self, reason: object) -> None:
         if not self.closed:
             self.log.debug("stream reader disconnected")
         self._close()
+        if isinstance(reason, Failure):  # the connection was lost, not the answer finished
+            self._let_go_of_connection()
+
+    def _let_go_of_connection(self) -> None:
+        """The connection is gone, but its request lives on in a reference cycle (Klein's
+        adapters of it) until a full collection, and through it the connection's transport
+        with what it still buffered for the reader: about 64 KiB for one that stalled, which
+        500 dropped readers kept for minutes. Nothing writes to the request any more."""
+        self._request.transport = None
 
     def _close(self) -> None:
         self._cancel_flush()
@@ -212,6 +232,9 @@ class EventStream:
         if self.opened and not self._unregistered:
             self._unregistered = True
             self._request.unregisterProducer()
+            transport = self._request.transport
+            if isinstance(transport, FileDescriptor) and self._connection_buffer is not None:
+                transport.bufferSize = self._connection_buffer
         if not self.gone.called:
             self.gone.callback(None)
         self._wake()
