@@ -65,9 +65,8 @@ GATHER_S = 0.02
 """Fewer unsent events than this, awaited by nobody, wait this long for more (see above)."""
 PACE_HIGH, PACE_LOW = 1000, 500
 """Unstored events past which ``pace`` holds bulk work back, and down to which it waits:
-about a batch (``BATCH``) in hand, which keeps the log busy, as deciding an event costs the
-reactor far less than storing it costs the log; the rest waits undecided (an unstored event
-holds about 400 bytes; docs/performance.md)."""
+about a batch (``BATCH``) in hand for the log, the rest undecided (an unstored event holds
+about 400 bytes; docs/performance.md)."""
 
 Refused = Callable[[Failure], None]
 """Told why an emitted event was not stored (refused by the log, or never stored)."""
