@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,21 @@ from databuild.bel import (
     PartitionStatus,
     open_event_log,
 )
+from databuild.bel.backend import Database, parse_uri
+from databuild.bel.schema import create_or_upgrade
 from databuild.model import new_id
+
+
+@contextmanager
+def connected(uri: str, tmp_path: Path) -> Iterator[Database]:
+    """A connection of its own to the log at ``uri``, its schema made; closed after."""
+    db = Database(parse_uri(uri, tmp_path))
+    db.connect()
+    create_or_upgrade(db)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.bel.conftest import connected
 
 from databuild.bel import BuildRequestEvent, Event, JobEvent, PartitionEvent
-from databuild.bel.backend import Database, parse_uri
-from databuild.bel.schema import create_or_upgrade
+from databuild.bel.backend import Database
 from databuild.bel.writer import append_batch
 
 TABLES = {
@@ -80,21 +80,15 @@ def contents(db: Database) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture
 def database(log_uri: str, tmp_path: Path) -> Iterator[Database]:
-    db = Database(parse_uri(log_uri, tmp_path))
-    db.connect()
-    create_or_upgrade(db)
-    yield db
-    db.close()
+    with connected(log_uri, tmp_path) as db:
+        yield db
 
 
 @pytest.fixture
 def one_each(tmp_path: Path) -> Iterator[Database]:
     """A fresh SQLite log, for the same events stored one transaction each."""
-    db = Database(parse_uri(str(tmp_path / "one-each.sqlite"), tmp_path))
-    db.connect()
-    create_or_upgrade(db)
-    yield db
-    db.close()
+    with connected(str(tmp_path / "one-each.sqlite"), tmp_path) as db:
+        yield db
 
 
 def _described(results: list[Any]) -> list[Any]:

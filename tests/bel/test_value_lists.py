@@ -8,20 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.bel.conftest import connected
 
 from databuild.bel import BuildRequestEvent, Event, PartitionEvent
-from databuild.bel.backend import Database, parse_uri
-from databuild.bel.schema import create_or_upgrade
+from databuild.bel.backend import Database
 from databuild.bel.writer import append_batch
 
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(parse_uri(str(tmp_path / "bel.sqlite"), tmp_path))
-    db.connect()
-    create_or_upgrade(db)
-    yield db
-    db.close()
+    with connected(str(tmp_path / "bel.sqlite"), tmp_path) as db:
+        yield db
 
 
 def test_a_list_of_any_length_selects_exactly_its_rows_with_one_statement(
