@@ -85,6 +85,12 @@ def stalled_reader(service: Service, build_id: str) -> socket.socket:
         f"GET /api/v1/cli/builds/{build_id}/progress HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {service.info['token']}\r\nConnection: close\r\n\r\n".encode()
     )
+    # Peeked, not read: the answer's first bytes stay in the window the reader never drains.
+    sock.settimeout(60)
+    status = sock.recv(64, socket.MSG_PEEK).split(b"\r\n", 1)[0]
+    sock.settimeout(None)
+    if not status.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"the service did not give a reader the stream: {status!r}")
     return sock
 
 
