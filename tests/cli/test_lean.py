@@ -83,3 +83,41 @@ def test_a_list_command_does_not_load_progress_rendering() -> None:
     loaded = modules_after("import databuild.cli.main, databuild.cli.commands")
     assert "databuild.cli.progress" not in loaded
     assert "databuild.cli.stream" not in loaded
+
+
+COLLECTOR = """
+import gc, json, sys
+from databuild.cli import main as cli
+seen = {}
+def command_body():
+    seen["loading"] = gc.isenabled()
+    cli.settled()
+    seen["running"] = gc.isenabled()
+    seen["frozen_running"] = gc.get_freeze_count()
+    cli.made_while_running = [[] for _ in range(100)]
+    return 3
+cli.main = command_body
+code = cli.command()
+seen["frozen_at_exit"] = gc.get_freeze_count()
+print(json.dumps(seen))
+sys.exit(code)
+"""
+
+
+def test_the_console_script_keeps_the_collector_off_what_it_loaded_and_on_for_the_rest() -> None:
+    done = subprocess.run([sys.executable, "-c", COLLECTOR], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["loading"] is False  # no collection while the modules load
+    assert seen["running"] is True  # a build streaming for hours collects its garbage
+    assert seen["frozen_running"] > 0  # but never walks the modules again
+    assert seen["frozen_at_exit"] > seen["frozen_running"]  # nor on the way out
+
+
+def test_in_a_process_that_goes_on_the_cli_leaves_the_collector_alone() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import gc; from databuild.cli.main import settled; settled();"
+         " print(gc.isenabled(), gc.get_freeze_count())"],
+        capture_output=True, text=True, check=True,
+    )
+    assert done.stdout.split() == ["True", "0"]
