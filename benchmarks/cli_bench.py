@@ -1,6 +1,6 @@
 """CLI benchmark: warm ``builds list`` against its floor, cold ``build``, ``bazel info``.
 
-    .venv/bin/python benchmarks/cli_bench.py [--runs N] [--cold-runs N]
+    .venv/bin/python benchmarks/cli_bench.py [--runs N] [--cold-runs N] [--bazel-runs N]
 
 All in one run, on a fresh copy of ``examples/color_votes`` in a temporary directory:
 
@@ -12,7 +12,7 @@ All in one run, on a fresh copy of ``examples/color_votes`` in a temporary direc
    stdout (the service starts in between). Target: <= 2 s. Each run stops the service first
    and builds a new ref.
 4. ``bazel info`` (warm server, in a tiny temporary workspace, offline) if bazel is installed,
-   for comparison with a C++ client, a third as many times as the warm runs (10 by default);
+   for comparison with a C++ client, ``--bazel-runs`` times (10 by default; 0 leaves it out);
    its server is shut down afterwards.
 
 Every command runs with bytecode caching on, as an installed CLI has it: the environment's
@@ -113,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="warm runs of each command")
     parser.add_argument("--cold-runs", type=int, default=5, help="cold builds")
+    parser.add_argument("--bazel-runs", type=int, default=10,
+                        help="warm `bazel info` runs, for comparison (0: none)")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cli-bench-") as tmp:
@@ -143,7 +145,7 @@ def main() -> None:
         finally:
             subprocess.run([DATABUILD, "service", "stop", "--force"], cwd=ws, env=env,
                            capture_output=True)
-    bazel = bazel_info(max(1, options.runs // 3))
+    bazel = bazel_info(options.bazel_runs) if options.bazel_runs > 0 else None
 
     base = statistics.median(s.wall for s in floor)
     base_cpu = statistics.median(s.cpu for s in floor if s.cpu is not None)
