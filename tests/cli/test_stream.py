@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from databuild.cli import stream
 from databuild.cli.client import ApiClient
 from databuild.cli.exits import NOT_FOUND, UNAVAILABLE, USAGE, CliError
+from databuild.cli.progress import JsonDisplay, PlainDisplay
 from databuild.cli.stream import Follower
 
 
@@ -35,11 +36,13 @@ class Progress(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.resumed_from: list[str | None] = []
+        self.omitted: list[list[bytes] | None] = []
 
     def render_GET(self, request: Any) -> Any:
         header = request.getHeader(b"last-event-id")
         since = int(header) if header else 0
         self.resumed_from.append(header)
+        self.omitted.append(request.args.get(b"omit"))
         request.setHeader(b"content-type", b"text/event-stream")
         request.write(b": keepalive\n\n")
         for event in EVENTS:
@@ -120,6 +123,27 @@ async def test_a_dropped_stream_resumes_after_the_last_event_seen(
     assert finished == FINISHED
     assert json.loads(raw) == FINISHED
     assert progress.resumed_from == [None, b"2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_statuses_a_display_never_shows_are_left_out_by_the_service_on_every_connection(
+    server: tuple[str, Progress],
+) -> None:
+    url, progress = server
+    client = ApiClient(reactor, url, "t")
+
+    async def same_service() -> ApiClient:
+        return client
+
+    follower = Follower(
+        reactor, client, "b1", lambda raw, e: None, same_service, every_frame,
+        PlainDisplay.omit,
+    )  # fmt: skip
+    await follower.follow()
+    assert "PARTITION_DELEGATED" not in PlainDisplay.omit
+    assert "PARTITION_AVAILABLE" in PlainDisplay.omit and JsonDisplay.omit == ()
+    sent = [",".join(PlainDisplay.omit).encode()]
+    assert progress.omitted == [sent, sent]
 
 
 @pytest_twisted.ensureDeferred

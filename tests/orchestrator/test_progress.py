@@ -72,6 +72,26 @@ async def test_subscribers_joining_at_any_moment_see_each_event_once_in_order(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_subscriber_is_not_given_the_statuses_it_omits_live_or_replayed(
+    harness: Harness,
+) -> None:
+    harness.plan({f"work/{i}": {"inputs": [f"work/{i - 1}"] if i else []} for i in range(4)})
+    build_id = await harness.orchestrator.submit(["work/3"])
+    omit = frozenset({"PARTITION_REQUESTED", "PARTITION_BUILDING", "JOB_RUNNING"})
+    live: list[dict[str, Any]] = []
+    following = await harness.orchestrator.hub.subscribe(build_id, 0, live.append, omit=omit)
+    finished = await following.finished
+    replayed: list[dict[str, Any]] = []
+    again = await harness.orchestrator.hub.subscribe(build_id, 0, replayed.append, omit=omit)
+    assert await again.finished == finished == {
+        "build_request_id": build_id, "status": "BUILD_REQUEST_COMPLETED", "message": "",
+    }
+    events = await harness.events(build_id)
+    assert omit <= {e.get("status") for e in events}
+    assert live == replayed == [e for e in events if e.get("status") not in omit]
+
+
+@pytest_twisted.ensureDeferred
 async def test_closing_a_subscription_stops_delivery_but_not_the_build(harness: Harness) -> None:
     harness.plan({"work/a": {"sleep": 0.3}})
     build_id = await harness.orchestrator.submit(["work/a"])

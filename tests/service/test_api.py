@@ -190,6 +190,35 @@ async def test_finished_build_replays_and_resumes_after_last_event_id(service: S
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_stream_leaves_out_the_statuses_omit_names_and_still_ends(
+    service: Service,
+) -> None:
+    build_id = await submit(service, "daily_votes/2026-01-04")
+    whole = await read_stream(service, build_id)
+    omit = {"PARTITION_REQUESTED", "PARTITION_AVAILABLE", "JOB_RUNNING"}
+    assert omit <= {f.data.get("status") for f in whole[:-1]}
+    some = await read_stream(service, build_id, query=f"?omit={','.join(sorted(omit))}")
+    assert [f.data for f in some] == [f.data for f in whole if f.data.get("status") not in omit]
+    assert some[-1].event == "build_finished"
+
+
+@pytest.mark.parametrize(
+    ("omit", "named"),
+    [("PARTITION_AVAILABLE,nope", "'nope'"), ("available", "'available'"),
+     ("BUILD_REQUEST_COMPLETED", "'BUILD_REQUEST_COMPLETED'")],
+)
+@pytest_twisted.ensureDeferred
+async def test_omit_takes_only_job_and_partition_statuses(
+    service: Service, omit: str, named: str
+) -> None:
+    build_id = await submit(service, "daily_votes/2026-01-05")
+    await read_stream(service, build_id)
+    code, body = await call(service, "GET", f"/api/v1/cli/builds/{build_id}/progress?omit={omit}")
+    assert (code, body["error"]["code"]) == (400, "bad_request")
+    assert named in body["error"]["message"] and "PARTITION_DELEGATED" in body["error"]["message"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_readers_of_a_running_build_each_see_every_event(service: Service) -> None:
     build_id = await submit(service, "slow/tworeaders")
     first = await open_stream(service, build_id)

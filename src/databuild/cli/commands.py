@@ -266,7 +266,7 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
         ctx.reactor, service.client, build_request_id,
         lambda raw, event: display.event(raw, shown(raw, event)),
         lambda: _reconnect(ctx, follower.client),
-        display.wants,
+        display.wants, display.omit,
     )  # fmt: skip
     interrupts = 0
     cancelling: Deferred[None] | None = None

@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TextIO
+from typing import Any, ClassVar, Protocol, TextIO
 
 from attrs import define, field
 
@@ -25,6 +25,12 @@ FINISHED_JOB_STATUSES = ("JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED", "JOB_SK
 FINAL_BUILD_STATUSES = (
     "BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED",
 )
+UNSHOWN_PARTITION_STATUSES = (
+    "PARTITION_REQUESTED", "PARTITION_SCHEDULED", "PARTITION_BUILDING", "PARTITION_AVAILABLE",
+    "PARTITION_FAILED",
+)
+"""The partition events no display makes anything of (only a DELEGATED one says something):
+the CLI asks the service to leave them out of the stream (two thirds of a no-op's events)."""
 
 
 BIG_BUILD_RUNS = 100
@@ -105,7 +111,7 @@ class BuildProgress:
         """Whether ``apply`` can make anything of an event of ``event_type`` whose JSON is
         ``data``: of partition events, only a DELEGATED one (``data`` naming that status is
         checked again there). The others time nothing either: a build's first and last
-        events are its own statuses."""
+        events are its own statuses. (A service that ignores ``omit`` sends them all.)"""
         return event_type != "partition" or '"PARTITION_DELEGATED"' in data
 
     def apply(self, event: Mapping[str, Any]) -> list[Note]:
@@ -259,7 +265,10 @@ def _duration(value_s: float) -> str:
 
 class Display(Protocol):
     """Where a build's progress goes: each event it wants, then the ``build_finished``
-    object."""
+    object. ``omit``: the statuses whose events it never wants, left out by the service."""
+
+    @property
+    def omit(self) -> tuple[str, ...]: ...
 
     def wants(self, event_type: str, data: str) -> bool: ...
     def event(self, raw: str, event: Mapping[str, Any]) -> None: ...
@@ -272,6 +281,7 @@ class JsonDisplay:
     """One JSON object per line: each event as the service sent it, then ``build_finished``."""
 
     out: TextIO
+    omit: ClassVar[tuple[str, ...]] = ()
 
     def wants(self, event_type: str, data: str) -> bool:
         return True
@@ -293,6 +303,7 @@ class PlainDisplay:
 
     out: TextIO
     progress: BuildProgress
+    omit: ClassVar[tuple[str, ...]] = UNSHOWN_PARTITION_STATUSES
 
     def wants(self, event_type: str, data: str) -> bool:
         return self.progress.wants(event_type, data)
@@ -316,6 +327,7 @@ class LiveDisplay:
 
     out: TextIO
     progress: BuildProgress
+    omit: ClassVar[tuple[str, ...]] = UNSHOWN_PARTITION_STATUSES
     schedule: Callable[[float, Callable[[], None]], Any]
     clock: Callable[[], float] = time.time
     _shown: str = ""

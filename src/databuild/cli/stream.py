@@ -9,7 +9,7 @@ gives up with exit 3.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -66,7 +66,8 @@ class Follower:
     """Reads one build's events to the end; ``detach()`` stops reading at once.
 
     ``wants(event_type, data)`` says which frames ``on_event`` gets: the others are not
-    parsed (a no-op of 5,000 refs streams 15,050 events, 10,000 of which no display shows).
+    parsed (a no-op of 5,000 refs streams 15,050 events, 10,000 of which no display shows;
+    ``omit`` asks the service to leave such events out, ``wants`` drops what it sends anyway).
     """
 
     end_event = "build_finished"
@@ -79,12 +80,14 @@ class Follower:
         on_event: Callable[[str, dict[str, Any]], None],
         reconnect: Reconnect,
         wants: Callable[[str, str], bool] = lambda event_type, data: True,
+        omit: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
         self.client = client
         self.build_request_id = build_request_id
         self.on_event = on_event
         self.wants = wants
+        self.omit = omit
         self.reconnect = reconnect
         self.last_event_id: str | None = None
         self.finished: tuple[str, dict[str, Any]] | None = None
@@ -95,8 +98,9 @@ class Follower:
 
     @property
     def path(self) -> str:
-        """The API path of the build's progress stream."""
-        return f"/api/v1/cli/builds/{segment(self.build_request_id)}/progress"
+        """The API path of the build's progress stream, without the events of ``omit``."""
+        path = f"/api/v1/cli/builds/{segment(self.build_request_id)}/progress"
+        return f"{path}?omit={','.join(self.omit)}" if self.omit else path
 
     def _frame(self, frame: Frame) -> None:
         if self.finished is not None or self.detached:

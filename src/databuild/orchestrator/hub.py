@@ -78,6 +78,8 @@ class Subscription:
     """Live events that arrived during the replay; None once the replay is over."""
     closed: bool = False
     """Whether it stopped watching (closed, or the build finished)."""
+    omit: frozenset[str] = frozenset()
+    """Job and partition statuses whose events this subscriber is not given."""
 
     def _offer(self, event: dict[str, Any]) -> None:
         if self._held is not None:
@@ -89,11 +91,12 @@ class Subscription:
         if self.closed or event["idx"] <= self._last_idx:
             return
         self._last_idx = event["idx"]
-        try:
-            self._on_event(event)
-        except Exception:
-            self._hub.log.failure("progress subscriber of {build_request_id} failed",
-                                  build_request_id=self.build_request_id)
+        if event.get("status") not in self.omit:
+            try:
+                self._on_event(event)
+            except Exception:
+                self._hub.log.failure("progress subscriber of {build_request_id} failed",
+                                      build_request_id=self.build_request_id)
         done = finish_of(event)
         if done is not None:
             self.close()
@@ -210,9 +213,12 @@ class ProgressHub:
                 self.log.failure("event observer {observer!r} failed", observer=observe)
         subscriptions = self._subscribers.get(event.build_request_id)
         if subscriptions:
-            data = event.to_json()
-            for subscription in list(subscriptions):
-                subscription._offer(data)
+            status = getattr(event.payload, "status", None)
+            takers = [s for s in subscriptions if status is None or status.value not in s.omit]
+            if takers:
+                data = event.to_json()
+                for subscription in takers:
+                    subscription._offer(data)
 
     def abandon(self, build_request_id: str, reason: Failure) -> None:
         """End a build's subscriptions with ``reason`` (they errback) when its last event
@@ -228,18 +234,27 @@ class ProgressHub:
         since: int | None,
         on_event: EventCallback,
         ready: Ready | None = None,
+        omit: frozenset[str] = frozenset(),
     ) -> Deferred[Subscription]:
-        """Watch a build: its events after ``since`` from the log, then live ones. With
-        ``ready``, each page of the replay waits for it.
+        """Watch a build: its events after ``since`` from the log, then live ones, but those
+        of a job or partition status in ``omit``. With ``ready``, each page of the replay
+        waits for it.
 
         Errbacks with NotFound for an unknown build.
         """
-        return ensureDeferred(self._subscribe(build_request_id, since or 0, on_event, ready))
+        return ensureDeferred(
+            self._subscribe(build_request_id, since or 0, on_event, ready, omit)
+        )
 
     async def _subscribe(
-        self, build_request_id: str, since: int, on_event: EventCallback, ready: Ready | None
+        self,
+        build_request_id: str,
+        since: int,
+        on_event: EventCallback,
+        ready: Ready | None,
+        omit: frozenset[str],
     ) -> Subscription:
-        subscription = Subscription(build_request_id, on_event, self, last_idx=since)
+        subscription = Subscription(build_request_id, on_event, self, last_idx=since, omit=omit)
         self._subscribers[build_request_id].add(subscription)
         try:
             # A build this service drives exists: the log is not asked (it is busy storing

@@ -352,6 +352,9 @@ class Api:
         errors=(400, 404),
         parameters=[
             query("since", {"type": "integer", "minimum": 0}, "resume after this event idx"),
+            query("omit", {"type": "string"},
+                  "job and partition statuses (SPEC §4.1 names, comma-separated) whose events "
+                  "the stream leaves out"),
             LAST_EVENT_ID,
         ],
     )
@@ -634,13 +637,14 @@ async def stream_progress(
 ) -> None:
     """Answer ``request`` with the progress stream of ``build_id`` (API and dashboard)."""
     since = _since(request)
+    omit = _omitted(request)
     hub = orchestrator.hub
     stream = ProgressStream(
         request, clock, keepalive_s, lambda event: hub.rendered(event, event_frame), trimmer
     )
     with metrics.progress_streams.track_inprogress():
         await stream.run(
-            lambda on_event, ready: hub.subscribe(build_id, since, on_event, ready)
+            lambda on_event, ready: hub.subscribe(build_id, since, on_event, ready, omit)
         )
 
 
@@ -659,6 +663,24 @@ def _since(request: Request) -> int:
     if header is not None:
         return r.whole_number(header.decode("latin-1"), "Last-Event-ID", 0)
     return r.query_int(request, "since", 0, 0)
+
+
+OMITTABLE = frozenset(s.value for s in (*JobStatus, *PartitionStatus))
+"""What a progress stream may leave out: events of these statuses (a build's own come always,
+its last one ending the stream)."""
+
+
+def _omitted(request: Request) -> frozenset[str]:
+    """The statuses ``?omit=`` names (comma-separated), whose events a stream leaves out."""
+    text = r.query(request, "omit")
+    names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    unknown = sorted(names - OMITTABLE)
+    if unknown:
+        raise r.bad_request(
+            f"'omit' names {', '.join(map(repr, unknown))}: give job and partition statuses "
+            f"as SPEC §4.1 spells them, of {', '.join(sorted(OMITTABLE))}"
+        )
+    return names
 
 
 def _args(request: Request, *names: str) -> list[str | None]:
