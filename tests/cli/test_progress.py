@@ -6,6 +6,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from twisted.internet.task import Clock
 
 from databuild.cli.progress import BuildProgress, JsonDisplay, LiveDisplay, PlainDisplay
@@ -272,11 +273,12 @@ def test_a_job_graph_in_pieces_counts_the_runs_of_every_piece() -> None:
     assert [n.text for n in notes] == ["analysed: 2500 job runs"]
 
 
-def no_op_build() -> list[dict[str, Any]]:
-    """A build of two refs, both already AVAILABLE: what a no-op streams."""
+def no_op_build(refs: tuple[str, ...] = ("p/a", "p/b")) -> list[dict[str, Any]]:
+    """A build of ``refs``, all already AVAILABLE: what a no-op streams."""
+    requested = list(refs)
     events = [event(1, 0, "build_request", status="BUILD_REQUEST_RECEIVED",
-                    requested_partitions=["p/a", "p/b"], message="")]
-    for n, ref in enumerate(("p/a", "p/b")):
+                    requested_partitions=requested, message="")]
+    for n, ref in enumerate(refs):
         events += [
             event(2 + 3 * n, 0.1, "partition", partition_ref=ref, status="PARTITION_REQUESTED",
                   message="requested", job_run_id=None),
@@ -286,12 +288,40 @@ def no_op_build() -> list[dict[str, Any]]:
             event(4 + 3 * n, 0.2, "partition", partition_ref=ref, status="PARTITION_AVAILABLE",
                   message="already available", job_run_id="r1"),
         ]
+    last = 2 + 3 * len(refs)
     return [
         *events,
-        job(8, 0.3, "r1", "JOB_SKIPPED", message="outputs already available"),
-        event(9, 0.4, "build_request", status="BUILD_REQUEST_COMPLETED",
-              requested_partitions=["p/a", "p/b"], message=""),
+        job(last, 0.3, "r1", "JOB_SKIPPED", message="outputs already available"),
+        event(last + 1, 0.4, "build_request", status="BUILD_REQUEST_COMPLETED",
+              requested_partitions=requested, message=""),
     ]
+
+
+@pytest.mark.parametrize(("count", "lines", "summary"), [
+    (2, 2, "(1 skipped)"),
+    # Over BIG_BUILD_RUNS refs: no line each on a terminal, their number in the last line.
+    (150, 0, "(1 skipped; 150 already available)"),
+])
+def test_a_terminal_lists_the_refs_already_available_only_for_a_small_request(
+    count: int, lines: int, summary: str
+) -> None:
+    refs = tuple(f"p/{n}" for n in range(count))
+    finished = {"build_request_id": "b1", "status": "BUILD_REQUEST_COMPLETED", "message": ""}
+    shown = {}
+    for kind in ("live", "plain"):
+        out = io.StringIO()
+        progress = BuildProgress("b1")
+        display = (LiveDisplay(out, progress, Clock().callLater) if kind == "live"
+                   else PlainDisplay(out, progress))
+        for e in no_op_build(refs):
+            display.event(json.dumps(e), e)
+        display.finished(json.dumps(finished), finished)
+        shown[kind] = out.getvalue()
+    assert shown["live"].count("available p/") == lines
+    assert shown["live"].endswith(f"build b1 completed in 0.4s {summary}\n")
+    # Plain lines (pipes, files) list every ref, as the log they are.
+    assert shown["plain"].count("available p/") == count
+    assert shown["plain"].endswith("build b1 completed in 0.4s (1 skipped)\n")
 
 
 def test_only_the_partition_events_a_display_shows_are_parsed_and_it_prints_the_same() -> None:

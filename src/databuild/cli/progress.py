@@ -34,7 +34,8 @@ the CLI asks the service to leave them out of the stream (two thirds of a no-op'
 
 
 BIG_BUILD_RUNS = 100
-"""Above this many job runs, a terminal lists only the runs that did not succeed (SPEC §6)."""
+"""Above this many job runs, a terminal lists only the runs that did not succeed (SPEC §6);
+above this many requested refs, it lists no line per ref (``Note.per_ref``)."""
 TASK_ID_SHOWN = 12
 """How much of a failed run's id its line shows: a prefix any command takes (SPEC §6)."""
 RUNNING_SHOWN = 3
@@ -60,6 +61,8 @@ class Note:
     text: str
     started: bool = False
     routine: bool = False
+    per_ref: bool = False
+    """One of the lines a build has for each of its refs (already available, waited for)."""
 
 
 @define
@@ -83,6 +86,8 @@ class BuildProgress:
     """The job runs running now, oldest first."""
     unstarted_cancelled: int = 0
     """Runs cancelled before they started: told in one line when the build ends."""
+    available: int = 0
+    """Requested refs that were AVAILABLE already (not built again)."""
 
     @property
     def total(self) -> int:
@@ -93,6 +98,11 @@ class BuildProgress:
     def big(self) -> bool:
         """Whether the build has too many runs to list each one that succeeds."""
         return self.total > BIG_BUILD_RUNS
+
+    @property
+    def many_refs(self) -> bool:
+        """Whether the build asked for too many refs to give each a line."""
+        return self.requested > BIG_BUILD_RUNS
 
     def elapsed_s(self, now_ns: int) -> float:
         """Seconds since the build was received."""
@@ -143,7 +153,7 @@ class BuildProgress:
         text = f"waiting   {event.get('partition_ref')}: {event.get('message') or 'delegated'}"
         if other not in text:
             text += f" (build {other})"
-        return Note(text, routine=True)
+        return Note(text, routine=True, per_ref=True)
 
     def _relied_on(self, event: Mapping[str, Any]) -> list[Note]:
         """A requested ref that was AVAILABLE already: not built again. The service says so in
@@ -151,7 +161,9 @@ class BuildProgress:
         message = str(event.get("message") or "")
         if not message.startswith("already available"):
             return []  # a ref being built by another build: its ``delegation`` event says so
-        return [Note(f"available {event.get('partition_ref')}: {message}", routine=True)]
+        self.available += 1
+        return [Note(f"available {event.get('partition_ref')}: {message}", routine=True,
+                     per_ref=True)]
 
     def _build(self, event: Mapping[str, Any]) -> list[Note]:
         status = event.get("status")
@@ -234,9 +246,10 @@ class BuildProgress:
                 line += f" (+{more} more)"
         return line
 
-    def summary(self, finished: Mapping[str, Any]) -> str:
+    def summary(self, finished: Mapping[str, Any], *, per_ref_counted: bool = False) -> str:
         """The last line: outcome, elapsed time, job counts and why it failed (a long reason
-        continues on indented lines)."""
+        continues on indented lines); with ``per_ref_counted`` (the lines per ref were not
+        shown), how many refs were available already."""
         status = short_status(finished.get("status"))
         elapsed = ""
         if self.received_ns is not None and self.last_ns is not None:
@@ -245,6 +258,8 @@ class BuildProgress:
         for job in self.jobs.values():
             tally[short_status(job.status)] = tally.get(short_status(job.status), 0) + 1
         jobs = ", ".join(f"{n} {s}" for s, n in tally.items()) or "no job runs"
+        if per_ref_counted and self.available:
+            jobs += f"; {self.available} already available"
         line = f"build {self.build_request_id} {status}{elapsed} ({jobs})"
         message = str(finished.get("message") or "")
         if message and status != "completed":
@@ -360,13 +375,17 @@ class LiveDisplay:
         return self.progress.wants(event_type, data)
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
-        for note in self.progress.apply(event):
-            if not note.started and not (note.routine and self.progress.big):
+        progress = self.progress
+        for note in progress.apply(event):
+            if not note.started and not (
+                note.routine and (progress.big or (note.per_ref and progress.many_refs))
+            ):
                 self._above(note.text)
 
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
         self.close()
-        self.out.write(self.progress.summary(finished) + "\n")
+        summary = self.progress.summary(finished, per_ref_counted=self.progress.many_refs)
+        self.out.write(summary + "\n")
         self.out.flush()
 
     def close(self) -> None:
