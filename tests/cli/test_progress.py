@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from databuild.cli.progress import BuildProgress, JsonDisplay, LiveDisplay, PlainDisplay
+from databuild.bel.status import PartitionStatus
+from databuild.cli.progress import (
+    SHOWN_PARTITION_STATUS,
+    UNSHOWN_PARTITION_STATUSES,
+    BuildProgress,
+    JsonDisplay,
+    LiveDisplay,
+    PlainDisplay,
+)
 
 S = 1_000_000_000
 T0 = 1_795_000_000 * S
@@ -343,3 +351,10 @@ def test_only_the_partition_events_a_display_shows_are_parsed_and_it_prints_the_
     assert "PARTITION_REQUESTED" not in kept and "PARTITION_AVAILABLE" not in kept
     assert kept.count("PARTITION_DELEGATED") == 2 and "JOB_SKIPPED" in kept
     assert JsonDisplay(io.StringIO()).wants("partition", "{}")
+
+
+def test_the_partition_statuses_the_cli_shows_and_leaves_out_are_every_status_once() -> None:
+    unshown = set(UNSHOWN_PARTITION_STATUSES)
+    assert SHOWN_PARTITION_STATUS not in unshown
+    assert unshown | {SHOWN_PARTITION_STATUS} == {s.value for s in PartitionStatus}
+    assert len(unshown) == len(UNSHOWN_PARTITION_STATUSES)

@@ -25,12 +25,17 @@ FINISHED_JOB_STATUSES = ("JOB_COMPLETED", "JOB_FAILED", "JOB_CANCELLED", "JOB_SK
 FINAL_BUILD_STATUSES = (
     "BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED",
 )
+SHOWN_PARTITION_STATUS = "PARTITION_DELEGATED"
+"""The one partition status a display makes anything of (a ref already available, or being
+built by another build)."""
+_SHOWN_IN_JSON = f'"{SHOWN_PARTITION_STATUS}"'
 UNSHOWN_PARTITION_STATUSES = (
     "PARTITION_REQUESTED", "PARTITION_SCHEDULED", "PARTITION_BUILDING", "PARTITION_AVAILABLE",
     "PARTITION_FAILED",
 )
-"""The partition events no display makes anything of (only a DELEGATED one says something):
-the CLI asks the service to leave them out of the stream (two thirds of a no-op's events)."""
+"""Every other partition status (SPEC §4.1; the CLI does not load the event log's modules to
+list them): the CLI asks the service to leave their events out of the stream, two thirds of
+a no-op's events."""
 
 
 BIG_BUILD_RUNS = 100
@@ -122,7 +127,7 @@ class BuildProgress:
         ``data``: of partition events, only a DELEGATED one (``data`` naming that status is
         checked again there). The others time nothing either: a build's first and last
         events are its own statuses. (A service that ignores ``omit`` sends them all.)"""
-        return event_type != "partition" or '"PARTITION_DELEGATED"' in data
+        return event_type != "partition" or _SHOWN_IN_JSON in data
 
     def apply(self, event: Mapping[str, Any]) -> list[Note]:
         """Take one event into account; returns the lines it is worth."""
@@ -143,7 +148,7 @@ class BuildProgress:
             return self._job(event)
         if kind == "delegation":
             return [self._delegation(event)]
-        if kind == "partition" and event.get("status") == "PARTITION_DELEGATED":
+        if kind == "partition" and event.get("status") == SHOWN_PARTITION_STATUS:
             return self._relied_on(event)
         return []
 

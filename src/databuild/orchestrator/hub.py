@@ -81,6 +81,10 @@ class Subscription:
     omit: frozenset[str] = frozenset()
     """Job and partition statuses whose events this subscriber is not given."""
 
+    def takes(self, status: str | None) -> bool:
+        """Whether this subscriber is given events of ``status`` (None: an event without one)."""
+        return status not in self.omit
+
     def _offer(self, event: dict[str, Any]) -> None:
         if self._held is not None:
             self._held.append(event)
@@ -91,7 +95,7 @@ class Subscription:
         if self.closed or event["idx"] <= self._last_idx:
             return
         self._last_idx = event["idx"]
-        if event.get("status") not in self.omit:
+        if self.takes(event.get("status")):
             try:
                 self._on_event(event)
             except Exception:
@@ -214,7 +218,8 @@ class ProgressHub:
         subscriptions = self._subscribers.get(event.build_request_id)
         if subscriptions:
             status = getattr(event.payload, "status", None)
-            takers = [s for s in subscriptions if status is None or status.value not in s.omit]
+            value = None if status is None else status.value
+            takers = [s for s in subscriptions if s.takes(value)]
             if takers:
                 data = event.to_json()
                 for subscription in takers:
