@@ -25,7 +25,7 @@ from databuild.bel import (
 )
 from databuild.bel.events import new_event_id
 from databuild.errors import InvalidRefError
-from databuild.jsontext import compact
+from databuild.jsontext import compact, compact_utf8
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
 
 
@@ -208,7 +208,7 @@ def test_the_stored_body_is_the_compact_json_form_without_idx(payload: object) -
     event = Event("b1", payload, idx=7)  # type: ignore[arg-type]
     body = compact(event.body_json())
     without_idx = {k: v for k, v in event.to_json().items() if k != "idx"}
-    assert body == json.dumps(without_idx, separators=(",", ":"))
+    assert body == json.dumps(without_idx, separators=(",", ":"), ensure_ascii=False)
     assert Event.from_json({"idx": 7, **json.loads(body)}) == event
 
 
@@ -224,6 +224,22 @@ def test_a_stored_events_json_carries_the_text_of_its_json_form(payload: object)
 def test_the_compact_encoder_refuses_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         compact({"refs": {"x"}})
+
+
+@pytest.mark.parametrize(("value", "ascii"), [
+    ({"ref": "données/é", "message": "ünïcode ✓", "n": -3, "ok": True, "none": None}, False),
+    # What orjson refuses and the standard library writes, escaped: a lone surrogate (from
+    # undecodable bytes a job printed), an integer past 64 bits, a key that is no string.
+    ({"message": "bad \udcff byte"}, True),
+    ({"n": 2**70}, True),
+    ({1: "one"}, True),
+])  # fmt: skip
+def test_the_compact_encoder_writes_compact_json_of_anything_json_holds(
+    value: object, ascii: bool
+) -> None:
+    text = compact(value)
+    assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=ascii)
+    assert compact_utf8(value) == text.encode("utf-8")
 
 
 def test_a_big_job_graph_is_stored_in_bounded_pieces_that_put_it_back_together() -> None:

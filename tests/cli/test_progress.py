@@ -305,17 +305,16 @@ def no_op_build(refs: tuple[str, ...] = ("p/a", "p/b")) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(("count", "lines", "summary"), [
-    (2, 2, "(1 skipped)"),
-    # Over BIG_BUILD_RUNS refs: no line each on a terminal, their number in the last line.
-    (150, 0, "(1 skipped; 150 already available)"),
+@pytest.mark.parametrize(("count", "lines"), [
+    (2, 2),
+    # Over BIG_BUILD_RUNS refs: no line each, on a terminal or not (SPEC §6 lists runs).
+    (150, 0),
 ])
-def test_a_terminal_lists_the_refs_already_available_only_for_a_small_request(
-    count: int, lines: int, summary: str
+def test_the_refs_already_available_get_a_line_each_only_in_a_small_request(
+    count: int, lines: int
 ) -> None:
     refs = tuple(f"p/{n}" for n in range(count))
     finished = {"build_request_id": "b1", "status": "BUILD_REQUEST_COMPLETED", "message": ""}
-    shown = {}
     for kind in ("live", "plain"):
         out = io.StringIO()
         progress = BuildProgress("b1")
@@ -324,12 +323,23 @@ def test_a_terminal_lists_the_refs_already_available_only_for_a_small_request(
         for e in no_op_build(refs):
             display.event(json.dumps(e), e)
         display.finished(json.dumps(finished), finished)
-        shown[kind] = out.getvalue()
-    assert shown["live"].count("available p/") == lines
-    assert shown["live"].endswith(f"build b1 completed in 0.4s {summary}\n")
-    # Plain lines (pipes, files) list every ref, as the log they are.
-    assert shown["plain"].count("available p/") == count
-    assert shown["plain"].endswith("build b1 completed in 0.4s (1 skipped)\n")
+        shown = out.getvalue()
+        assert shown.count("available p/") == lines, kind
+        assert shown.endswith("build b1 completed in 0.4s (1 skipped)\n"), kind
+
+
+def test_a_display_asks_for_delegated_refs_only_when_it_would_give_them_lines() -> None:
+    unshown = set(UNSHOWN_PARTITION_STATUSES)
+    for requested, omitted in ((2, unshown), (150, unshown | {SHOWN_PARTITION_STATUS}),
+                               (0, unshown)):  # fmt: skip
+        progress = BuildProgress("b1", requested=requested)
+        for display in (PlainDisplay(io.StringIO(), progress),
+                        LiveDisplay(io.StringIO(), progress, Clock().callLater)):  # fmt: skip
+            assert set(display.omit) == omitted, (requested, display)
+    # ``tail`` learns the number from the build's first event, once the stream is asked for.
+    progress = BuildProgress("b1")
+    progress.apply(no_op_build(tuple(f"p/{n}" for n in range(150)))[0])
+    assert progress.many_refs and SHOWN_PARTITION_STATUS in progress.omit
 
 
 def test_only_the_partition_events_a_display_shows_are_parsed_and_it_prints_the_same() -> None:

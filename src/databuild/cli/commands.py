@@ -222,12 +222,14 @@ async def tasks_cancel(ctx: Context) -> int:
 # -- progress -----------------------------------------------------------------------------------
 
 
-def _display(ctx: Context, build_request_id: str) -> Display:
+def _display(ctx: Context, build_request_id: str, requested: int) -> Display:
+    """How the build's progress is shown; ``requested``: how many refs the CLI asked for
+    (0: not known before its events tell it)."""
     from databuild.cli.progress import BuildProgress, JsonDisplay, LiveDisplay, PlainDisplay
 
     if ctx.json:
         return JsonDisplay(ctx.out)
-    progress = BuildProgress(build_request_id)
+    progress = BuildProgress(build_request_id, requested=requested)
     if ctx.out.isatty():
         return LiveDisplay(ctx.out, progress, ctx.reactor.callLater)
     return PlainDisplay(ctx.out, progress)
@@ -245,7 +247,9 @@ async def _reconnect(ctx: Context, client: ApiClient) -> ApiClient | None:
     return None if service is None else service.client
 
 
-async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner: bool) -> int:
+async def _watch(
+    ctx: Context, service: Service, build_request_id: str, *, owner: bool, requested: int = 0
+) -> int:
     """Stream a build to its end. The ``owner`` (``build``) cancels on the first Ctrl-C and
     stops waiting on the second; anyone else (``tail``) detaches on the first.
 
@@ -257,7 +261,7 @@ async def _watch(ctx: Context, service: Service, build_request_id: str, *, owner
     """
     from databuild.cli.stream import Follower
 
-    display = _display(ctx, build_request_id)
+    display = _display(ctx, build_request_id, requested)
 
     def shown(raw: str, doc: dict[str, Any]) -> dict[str, Any]:
         return doc if ctx.json else render.printable_json(raw, doc)
@@ -318,14 +322,16 @@ async def build(ctx: Context) -> int:
     service = await ctx.service()
     body = {"partitions": a.refs, "force": a.force}
     answer = await service.client.post("/api/v1/cli/build", body)
-    return await _started(ctx, service, answer)
+    return await _started(ctx, service, answer, len(set(a.refs)))
 
 
-async def _started(ctx: Context, service: Service, answer: Answer) -> int:
+async def _started(ctx: Context, service: Service, answer: Answer, requested: int = 0) -> int:
     """A build the service accepted: its id (``--background``), or its progress to the end."""
     if ctx.args.background:
         return ctx.show(answer, lambda doc: doc["build_request_id"])
-    return await _watch(ctx, service, answer.doc["build_request_id"], owner=True)
+    return await _watch(
+        ctx, service, answer.doc["build_request_id"], owner=True, requested=requested
+    )
 
 
 async def builds_retry(ctx: Context) -> int:

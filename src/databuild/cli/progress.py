@@ -40,7 +40,7 @@ a no-op's events."""
 
 BIG_BUILD_RUNS = 100
 """Above this many job runs, a terminal lists only the runs that did not succeed (SPEC §6);
-above this many requested refs, it lists no line per ref (``Note.per_ref``)."""
+above this many requested refs, no display lists a line per ref (``Note.per_ref``)."""
 TASK_ID_SHOWN = 12
 """How much of a failed run's id its line shows: a prefix any command takes (SPEC §6)."""
 RUNNING_SHOWN = 3
@@ -91,8 +91,6 @@ class BuildProgress:
     """The job runs running now, oldest first."""
     unstarted_cancelled: int = 0
     """Runs cancelled before they started: told in one line when the build ends."""
-    available: int = 0
-    """Requested refs that were AVAILABLE already (not built again)."""
 
     @property
     def total(self) -> int:
@@ -108,6 +106,20 @@ class BuildProgress:
     def many_refs(self) -> bool:
         """Whether the build asked for too many refs to give each a line."""
         return self.requested > BIG_BUILD_RUNS
+
+    def lists(self, note: Note) -> bool:
+        """Whether ``note`` gets a line at all: not one of a line per ref when the build asked
+        for too many refs (SPEC §6 lists runs, not refs; its status line counts them)."""
+        return not (note.per_ref and self.many_refs)
+
+    @property
+    def omit(self) -> tuple[str, ...]:
+        """The partition statuses whose events no line of this build needs: with too many
+        refs for a line each, DELEGATED too, whose only use is such a line (known when the
+        CLI asked for the refs itself: ``build``, not ``tail``)."""
+        if self.many_refs:
+            return (SHOWN_PARTITION_STATUS, *UNSHOWN_PARTITION_STATUSES)
+        return UNSHOWN_PARTITION_STATUSES
 
     def elapsed_s(self, now_ns: int) -> float:
         """Seconds since the build was received."""
@@ -166,7 +178,6 @@ class BuildProgress:
         message = str(event.get("message") or "")
         if not message.startswith("already available"):
             return []  # a ref being built by another build: its ``delegation`` event says so
-        self.available += 1
         return [Note(f"available {event.get('partition_ref')}: {message}", routine=True,
                      per_ref=True)]
 
@@ -251,10 +262,9 @@ class BuildProgress:
                 line += f" (+{more} more)"
         return line
 
-    def summary(self, finished: Mapping[str, Any], *, per_ref_counted: bool = False) -> str:
+    def summary(self, finished: Mapping[str, Any]) -> str:
         """The last line: outcome, elapsed time, job counts and why it failed (a long reason
-        continues on indented lines); with ``per_ref_counted`` (the lines per ref were not
-        shown), how many refs were available already."""
+        continues on indented lines)."""
         status = short_status(finished.get("status"))
         elapsed = ""
         if self.received_ns is not None and self.last_ns is not None:
@@ -263,8 +273,6 @@ class BuildProgress:
         for job in self.jobs.values():
             tally[short_status(job.status)] = tally.get(short_status(job.status), 0) + 1
         jobs = ", ".join(f"{n} {s}" for s, n in tally.items()) or "no job runs"
-        if per_ref_counted and self.available:
-            jobs += f"; {self.available} already available"
         line = f"build {self.build_request_id} {status}{elapsed} ({jobs})"
         message = str(finished.get("message") or "")
         if message and status != "completed":
@@ -323,14 +331,19 @@ class PlainDisplay:
 
     out: TextIO
     progress: BuildProgress
-    omit: ClassVar[tuple[str, ...]] = UNSHOWN_PARTITION_STATUSES
+
+    @property
+    def omit(self) -> tuple[str, ...]:
+        return self.progress.omit
 
     def wants(self, event_type: str, data: str) -> bool:
         return self.progress.wants(event_type, data)
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
-        for note in self.progress.apply(event):
-            self.out.write(note.text + "\n")
+        progress = self.progress
+        for note in progress.apply(event):
+            if progress.lists(note):
+                self.out.write(note.text + "\n")
         self.out.flush()
 
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
@@ -347,7 +360,6 @@ class LiveDisplay:
 
     out: TextIO
     progress: BuildProgress
-    omit: ClassVar[tuple[str, ...]] = UNSHOWN_PARTITION_STATUSES
     schedule: Callable[[float, Callable[[], None]], Any]
     clock: Callable[[], float] = time.time
     _shown: str = ""
@@ -376,21 +388,22 @@ class LiveDisplay:
         self.out.write("\r\x1b[K" + text + "\n" + self._shown)
         self.out.flush()
 
+    @property
+    def omit(self) -> tuple[str, ...]:
+        return self.progress.omit
+
     def wants(self, event_type: str, data: str) -> bool:
         return self.progress.wants(event_type, data)
 
     def event(self, raw: str, event: Mapping[str, Any]) -> None:
         progress = self.progress
         for note in progress.apply(event):
-            if not note.started and not (
-                note.routine and (progress.big or (note.per_ref and progress.many_refs))
-            ):
+            if not note.started and progress.lists(note) and not (note.routine and progress.big):
                 self._above(note.text)
 
     def finished(self, raw: str, finished: Mapping[str, Any]) -> None:
         self.close()
-        summary = self.progress.summary(finished, per_ref_counted=self.progress.many_refs)
-        self.out.write(summary + "\n")
+        self.out.write(self.progress.summary(finished) + "\n")
         self.out.flush()
 
     def close(self) -> None:

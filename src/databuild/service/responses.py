@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.iweb import IRequest
 
-from databuild.jsontext import compact
+from databuild.jsontext import compact, compact_utf8
 from databuild.slices import collect_in_slices
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -59,7 +59,7 @@ def body_too_large(limit: int) -> ApiError:
 
 def json_bytes(document: object) -> bytes:
     """``document`` as compact UTF-8 JSON."""
-    return compact(document).encode("utf-8")
+    return compact_utf8(document)
 
 
 LONG_LIST = 1000
