@@ -61,3 +61,43 @@ def test_batches_of_every_size_run_the_same_statements(database: Database) -> No
     seen = set(statements)
     store(range(13, 40), after)
     assert statements == seen
+
+
+def test_rows_go_many_to_a_statement_and_apply_in_order(database: Database) -> None:
+    """SQLite takes up to 128 rows a statement, in a few sizes; a later row of the same key
+    updates what an earlier one left, as one statement a row would have."""
+    database.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
+    conn = database._conn
+    texts: set[str] = set()
+    calls = 0
+
+    class Counting:
+        def execute(self, sql: str, params: Any = ()) -> Any:
+            nonlocal calls
+            texts.add(sql)
+            calls += 1
+            return conn.execute(sql, params)
+
+        def executemany(self, sql: str, rows: Any) -> Any:
+            nonlocal calls
+            texts.add(sql)
+            calls += 1
+            return conn.executemany(sql, rows)
+
+    database._conn = Counting()
+    expected: dict[int, tuple[str, int]] = {}
+    for size in (1, 15, 16, 17, 200, 255, 1_000):
+        rows = [(n % 97, f"v{size}.{n}", 1) for n in range(size)]
+        for k, v, one in rows:
+            old = expected.get(k)
+            expected[k] = (v, one if old is None else old[1] + one)
+        database.insert_many(
+            "t", ("k", "v", "n"), rows,
+            "ON CONFLICT (k) DO UPDATE SET v = excluded.v, n = t.n + excluded.n",
+        )  # fmt: skip
+    database._conn = conn
+    got = {k: (v, n) for k, v, n in database.all("SELECT k, v, n FROM t")}
+    assert got == expected
+    assert len(texts) <= 5  # 128, 64, 32 and 16 rows, and one row
+    # Not a statement a row: 1000 rows are 7 x 128 + 64 + 32, then 8 one at a time.
+    assert calls == 1 + 1 + 1 + 2 + 3 + 5 + 10

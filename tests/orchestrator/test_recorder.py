@@ -236,20 +236,22 @@ def test_the_next_batch_goes_to_the_log_before_the_answered_one_is_published() -
     hub: Any = ProgressHub(None)  # type: ignore[arg-type]
     hub.publish = lambda stored: published.append(len(store.calls))
     recorder = Recorder(Clock(), store, hub)
-    for i in range(GATHER_EVENTS + 1):
+    for i in range(2 * GATHER_EVENTS):
         recorder.emit(event(str(i)), lambda f: None)
     store.answer()
-    # The log holds the next batch while the first one's event is handed to the hub.
-    assert store.calls == [1, GATHER_EVENTS] and published == [2]
+    # The log holds the next batch while the first one's events are handed to the hub.
+    assert store.calls == [GATHER_EVENTS, GATHER_EVENTS]
+    assert published == [2] * GATHER_EVENTS
     store.answer()
-    assert published == [2] + [2] * GATHER_EVENTS and recorder.unstored == 0
+    assert published == [2] * 2 * GATHER_EVENTS and recorder.unstored == 0
 
 
 def test_an_emitted_event_that_is_refused_tells_its_callback() -> None:
-    recorder, _, _, _ = make()
+    recorder, _, clock, _ = make()
     told: list[Failure] = []
     recorder.emit(event("refuse me"), told.append)
     recorder.emit(event("fine"), told.append)
+    clock.advance(0)
     assert len(told) == 1 and told[0].check(IllegalTransition)
     assert recorder.unstored == 0
 
@@ -321,37 +323,43 @@ def test_a_few_events_nobody_waits_for_gather_before_they_go() -> None:
     recorder, store, clock, _ = make()
     store.hold = True
     recorder.emit(event("first"), lambda f: None)
-    assert store.calls == [1]  # the first goes at once: the log was idle
+    recorder.emit(event("second"), lambda f: None)
+    assert store.calls == []  # the log is idle: what this turn decides goes at its end
+    clock.advance(0)
+    assert store.calls == [2]
     for i in range(3):
         recorder.emit(event(str(i)), lambda f: None)
     store.answer()
-    assert store.calls == [1]
+    assert store.calls == [2]  # few, and nobody waits: they linger
     recorder.emit(event("meanwhile"), lambda f: None)
     clock.advance(GATHER_S / 2)
-    assert store.calls == [1]
+    assert store.calls == [2]
     clock.advance(GATHER_S / 2)
-    assert store.calls == [1, 4]
+    assert store.calls == [2, 4]
     assert recorder.unstored == 4  # the call is held: in flight
 
 
 def test_enough_events_go_without_gathering() -> None:
     recorder, store, clock, _ = make()
     store.hold = True
-    recorder.emit(event("first"), lambda f: None)
+    for i in range(GATHER_EVENTS):
+        recorder.emit(event(str(i)), lambda f: None)
+    assert store.calls == [GATHER_EVENTS]  # not waiting for the turn's end
     for i in range(GATHER_EVENTS - 1):
         recorder.emit(event(str(i)), lambda f: None)
     store.answer()
-    assert store.calls == [1]  # gathering
+    assert store.calls == [GATHER_EVENTS]  # lingering
     recorder.emit(event("the last of a full batch"), lambda f: None)
-    assert store.calls == [1, GATHER_EVENTS]
+    assert store.calls == [GATHER_EVENTS, GATHER_EVENTS]
     assert clock.getDelayedCalls() == []
 
 
 def test_whoever_waits_for_a_gathering_event_sends_it_at_once() -> None:
-    recorder, store, _, _ = make()
+    recorder, store, clock, _ = make()
     store.hold = True
     recorder.emit(event("first"), lambda f: None)
-    recorder.emit(event("gathers"), lambda f: None)
+    clock.advance(0)
+    recorder.emit(event("lingers"), lambda f: None)
     store.answer()
     assert store.calls == [1]
     flushed = recorder.through(recorder.last)  # a run waits for it to start
@@ -359,8 +367,9 @@ def test_whoever_waits_for_a_gathering_event_sends_it_at_once() -> None:
     store.answer()
     assert flushed.called
 
-    recorder.emit(event("gathers"), lambda f: None)
-    recorder.emit(event("gathers too"), lambda f: None)
+    recorder.emit(event("lingers"), lambda f: None)
+    clock.advance(0)
+    recorder.emit(event("lingers too"), lambda f: None)
     store.answer()
     assert store.calls == [1, 1, 1]
     stored = recorder.append(event("awaited"))  # its caller awaits it
@@ -368,11 +377,27 @@ def test_whoever_waits_for_a_gathering_event_sends_it_at_once() -> None:
     store.answer()
     assert stored.called and stored.result.payload.message == "awaited"
 
+    # While the log is idle, an awaited event goes at once; a run about to start waits for
+    # the end of the turn, with whatever else the turn decides.
+    assert recorder.unstored == 0
+    recorder.append(event("awaited, idle"))
+    assert store.calls == [1, 1, 1, 2, 1]
+    store.answer()
+    recorder.emit(event("decided"), lambda f: None)
+    flushed = recorder.through(recorder.last)
+    recorder.emit(event("decided in the same turn"), lambda f: None)
+    assert store.calls == [1, 1, 1, 2, 1]
+    clock.advance(0)
+    assert store.calls == [1, 1, 1, 2, 1, 2]
+    store.answer()
+    assert flushed.called
+
 
 def test_a_batch_answered_while_someone_waits_is_followed_at_once() -> None:
-    recorder, store, _, _ = make()
+    recorder, store, clock, _ = make()
     store.hold = True
     recorder.emit(event("first"), lambda f: None)
+    clock.advance(0)
     recorder.emit(event("second"), lambda f: None)
     flushed = recorder.through(recorder.last)
     store.answer()
@@ -385,12 +410,19 @@ def test_giving_up_ends_the_gathering() -> None:
     recorder, store, clock, _ = make()
     store.hold = True
     recorder.emit(event("first"), lambda f: None)
+    clock.advance(0)
     refused: list[Failure] = []
-    recorder.emit(event("gathers"), refused.append)
+    recorder.emit(event("lingers"), refused.append)
     store.answer()
     recorder.give_up("stopping")
     assert clock.getDelayedCalls() == [] and len(refused) == 1
     assert store.calls == [1]
+
+    recorder, store, clock, _ = make()
+    recorder.emit(event("waits for the turn's end"), refused.append)
+    recorder.give_up("stopping")
+    assert clock.getDelayedCalls() == [] and len(refused) == 2
+    assert store.calls == []
 
 
 def test_append_all_stores_its_events_together_and_fires_with_them() -> None:

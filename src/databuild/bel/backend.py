@@ -176,6 +176,14 @@ def _starting_with(column: str, text: str) -> tuple[str, list[Any]] | None:
     return f"{column} >= ? AND {column} < ?", [text, text[:-1] + chr(ord(text[-1]) + 1)]
 
 
+_SQLITE_ROWS, _SQLITE_FEWEST_ROWS = 128, 16
+"""An SQLite ``INSERT`` of many rows takes them 128, 64, 32 or 16 at a time: it steps once
+for them all, so the log's thread gives up the GIL and waits to win it back once, not once a
+row, and the reactor decides the next batch meanwhile. Powers of two, so that few
+statements are compiled (four a table, about 50 KiB each); the last rows, fewer than 16,
+go one at a time (docs/performance.md)."""
+
+
 class Database:
     """One connection to an event log, used from one thread at a time."""
 
@@ -312,16 +320,27 @@ class Database:
         On PostgreSQL it is one statement whatever the number of rows: they travel as one JSON
         parameter that ``json_populate_recordset`` turns into rows of the table's own types,
         so its text never changes and is prepared once. Rows may then not repeat a key that
-        ``tail``'s ON CONFLICT updates.
+        ``tail``'s ON CONFLICT updates. On SQLite they go many to a statement
+        (``_SQLITE_ROWS``), each applied in turn, as one statement a row would.
         """
         if not rows:
             return
         names = ", ".join(columns)
         if self.dialect == "sqlite":
-            marks = ", ".join("?" * len(columns))
-            self._conn.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({marks}) {tail}", rows
-            )
+            head = f"INSERT INTO {table} ({names}) VALUES "
+            row_marks = f"({', '.join('?' * len(columns))})"
+            done, count = 0, _SQLITE_ROWS
+            while count >= _SQLITE_FEWEST_ROWS:
+                while len(rows) - done >= count:
+                    chunk = rows[done : done + count]
+                    done += count
+                    self._conn.execute(
+                        f"{head}{', '.join([row_marks] * count)} {tail}",
+                        [value for row in chunk for value in row],
+                    )
+                count //= 2
+            if done < len(rows):
+                self._conn.executemany(f"{head}{row_marks} {tail}", rows[done:])
             return
         sql = (
             f"INSERT INTO {table} ({names}) SELECT {names}"

@@ -87,9 +87,18 @@ _TABLES: Mapping[type, Mapping] = {
 }
 
 
+def legal(current: _S | None, new: _S) -> bool:
+    """Whether ``new`` may follow ``current``."""
+    return new in _TABLES[type(new)][current]
+
+
+def illegal(current: _S | None, new: _S, subject: str) -> IllegalTransition:
+    """The refusal of ``new`` after ``current`` for ``subject``."""
+    was = "nothing" if current is None else current.value
+    return IllegalTransition(f"{subject}: {new.value} may not follow {was}")
+
+
 def check_transition(current: _S | None, new: _S, subject: str) -> None:
     """Raise IllegalTransition unless ``new`` may follow ``current`` for ``subject``."""
-    if new in _TABLES[type(new)][current]:
-        return
-    was = "nothing" if current is None else current.value
-    raise IllegalTransition(f"{subject}: {new.value} may not follow {was}")
+    if not legal(current, new):
+        raise illegal(current, new, subject)

@@ -7,12 +7,15 @@ meanwhile), so a build with 100,000 events in flight keeps one Deferred per batc
 several per event. Each stored event is handed to the progress hub, so a reader sees an event,
 a build's end included, only once the log holds it.
 
-A transaction costs the log far more than an event in it (docs/performance.md): when a batch
-comes back and what gathered meanwhile is small (under ``GATHER_EVENTS``) and nobody waits for
-it, the recorder gathers for ``GATHER_S`` more before sending it. Whoever waits sends at once:
-a ``through`` (a run about to start), an ``append`` or ``admit`` (a caller awaiting its event).
-So a build of 5,000 no-op runs commits in about 200 transactions, not 800 (gathering 2 ms
-for 64), and a chain of runs, each waiting for its input's event, loses no time.
+A transaction costs the log far more than an event in it (docs/performance.md). While the
+log is idle, what the reactor decides in one turn goes to it at the turn's end as one batch
+(at once past ``GATHER_EVENTS``): a slice that decides hundreds of events sends them
+together, not its first event alone. When a batch comes back and what gathered meanwhile is
+small (under ``GATHER_EVENTS``) and nobody waits for it, the recorder gathers for
+``GATHER_S`` more before sending it; whoever waits sends it at once: a ``through`` (a run
+about to start), an ``append`` or ``admit`` (a caller awaiting its event). So a build of
+5,000 no-op runs commits in about 200 transactions, not 800 (gathering 2 ms for 64), and a
+chain of runs, each waiting for its input's event, loses no time.
 
 Events that must be seen together — a run's status and its outputs' — are enqueued in one
 ``together()`` (or ``append_all``): a batch is never cut inside such a group, so the log
@@ -58,15 +61,15 @@ from databuild.orchestrator.hub import ProgressHub
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 OUTAGE_LIMIT_S = 60.0
-BATCH = 1000
+BATCH = 500
 """At most this many events go to the log in one call (the log's transactions are as big)."""
 GATHER_EVENTS = 500
 GATHER_S = 0.02
 """Fewer unsent events than this, awaited by nobody, wait this long for more (see above)."""
-PACE_HIGH, PACE_LOW = 1000, 500
-"""Unstored events past which ``pace`` holds bulk work back, and down to which it waits:
-about a batch (``BATCH``) in hand for the log, the rest undecided (an unstored event holds
-about 400 bytes; docs/performance.md)."""
+PACE_HIGH, PACE_LOW = 2 * BATCH, BATCH
+"""Unstored events past which ``pace`` holds bulk work back, and down to which it waits: a
+batch with the log and the next one being decided meanwhile, while SQLite stores the first
+without the GIL (an unstored event holds about 400 bytes; docs/performance.md)."""
 
 Refused = Callable[[Failure], None]
 """Told why an emitted event was not stored (refused by the log, or never stored)."""
@@ -140,7 +143,9 @@ class Recorder:
         self._hurry = False
         """Somebody waits for an unsent entry: it goes at once, without gathering."""
         self._gathering: IDelayedCall | None = None
-        """Set while small, unawaited unsent entries wait for more (``GATHER_S``)."""
+        """Set while unsent entries wait for the end of this turn, or for more (``GATHER_S``,
+        ``_lingering``)."""
+        self._lingering = False
         self._throughs: list[tuple[int, int, Deferred[None]]] = []
         """Heap of ``through`` waiters: (position, order asked, Deferred)."""
         self._paces: list[Deferred[None]] = []
@@ -180,7 +185,6 @@ class Recorder:
             return succeed(None)
         fired: Deferred[None] = Deferred()
         heapq.heappush(self._throughs, (position, next(self._asked), fired))
-        self._hurry = True
         self._offer()
         return fired
 
@@ -283,20 +287,29 @@ class Recorder:
     # -- batches ---------------------------------------------------------------------------
 
     def _offer(self) -> None:
-        """Send the unsent entries now, unless a batch is with the log, a group is open, or
-        they are gathering and nobody waits for them yet."""
+        """Send the unsent entries once this turn of the reactor ends, unless a batch is with
+        the log or a group is open: what the turn decides goes as one batch (a slice that
+        decides hundreds of events sends them together, not its first event alone; a run
+        about to start, ``through``, waits for the turn's end too). They go at once when a
+        caller awaits one (``append``, ``admit``) or enough gathered (``GATHER_EVENTS``), and
+        so do those lingering after a batch came back (``GATHER_S``) once anyone waits."""
         if not self.healthy or self._in_flight or self._group or not self._unsent:
             return
-        if self._gathering is not None:
-            if not self._urgent():
-                return
-            self._gathering.cancel()
-            self._gathering = None
-        self._send()
+        if self._hurry or self._unsent >= GATHER_EVENTS or (self._lingering and self._throughs):
+            self._stop_gathering()
+            self._send()
+        elif self._gathering is None:
+            self._gathering = self._reactor.callLater(0, self._gathered)
 
     def _gathered(self) -> None:
-        self._gathering = None
-        self._offer()
+        self._gathering, self._lingering = None, False
+        if self.healthy and not self._in_flight and not self._group and self._unsent:
+            self._send()
+
+    def _stop_gathering(self) -> None:
+        if self._gathering is not None and self._gathering.active():
+            self._gathering.cancel()
+        self._gathering, self._lingering = None, False
 
     def _send(self) -> None:
         """Hand the oldest unsent entries to the log as one call: ``BATCH`` events' worth (a
@@ -335,6 +348,7 @@ class Recorder:
             self._send()
         else:
             self._gathering = self._reactor.callLater(GATHER_S, self._gathered)
+            self._lingering = True
 
     def _urgent(self) -> bool:
         """Whether the unsent entries go at once rather than gather: someone waits for them,
@@ -533,10 +547,11 @@ class Recorder:
         """Drop every unstored event (logged with their count) and take no more; whoever
         waits for them is told StoreUnavailable."""
         self._gave_up = reason
-        for call in (self._retry, self._limit, self._gathering):
+        for call in (self._retry, self._limit):
             if call is not None and call.active():
                 call.cancel()
-        self._retry = self._limit = self._gathering = None
+        self._retry = self._limit = None
+        self._stop_gathering()
         self._tried()
         entries, self._unstored, self._unsent = list(self._unstored), deque(), 0
         if entries:
