@@ -173,21 +173,19 @@ class _Batch:
 
         The queries are sent before any result is read: one round trip on PostgreSQL.
         """
-        build_ids = list(dict.fromkeys(e.build_request_id for e in events))
-        keys = list(
-            dict.fromkeys(
-                (e.build_request_id, e.payload.partition_ref)
-                for e in events
-                if isinstance(e.payload, PartitionEvent)
-            )
-        )
-        run_ids = list(
-            dict.fromkeys(
-                e.payload.job_run_id
-                for e in events
-                if isinstance(e.payload, PartitionEvent | JobEvent)
-            )
-        )
+        build_set: dict[str, None] = {}
+        key_set: dict[tuple[str, str], None] = {}
+        run_set: dict[str, None] = {}
+        for e in events:  # one pass: the log's thread holds the GIL for it
+            build_set[e.build_request_id] = None
+            payload = e.payload
+            if isinstance(payload, PartitionEvent):
+                key_set[e.build_request_id, payload.partition_ref] = None
+                if payload.job_run_id is not None:
+                    run_set[payload.job_run_id] = None
+            elif isinstance(payload, JobEvent):
+                run_set[payload.job_run_id] = None
+        build_ids, keys, run_ids = list(build_set), list(key_set), list(run_set)
         last = db.execute("SELECT COALESCE(MAX(idx), 0) FROM events")
         known = _select(
             db, "event_id, idx FROM events", ("event_id", [e.event_id for e in events])
