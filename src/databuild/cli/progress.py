@@ -109,7 +109,7 @@ class BuildProgress:
 
     def lists(self, note: Note) -> bool:
         """Whether ``note`` gets a line at all: not one of a line per ref when the build asked
-        for too many refs (SPEC §6 lists runs, not refs; its status line counts them)."""
+        for too many refs (SPEC §6 lists runs, not refs; each run's line names its refs)."""
         return not (note.per_ref and self.many_refs)
 
     @property
