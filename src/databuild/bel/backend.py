@@ -14,6 +14,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +337,7 @@ class Database:
                     done += count
                     self._conn.execute(
                         f"{head}{', '.join([row_marks] * count)} {tail}",
-                        [value for row in chunk for value in row],
+                        list(chain.from_iterable(chunk)),
                     )
                 count //= 2
             if done < len(rows):
