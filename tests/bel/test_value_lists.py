@@ -11,7 +11,7 @@ import pytest
 from tests.bel.conftest import connected
 
 from databuild.bel import BuildRequestEvent, Event, PartitionEvent
-from databuild.bel.backend import Database
+from databuild.bel.backend import FETCH_ROWS, Database
 from databuild.bel.writer import append_batch
 
 
@@ -101,3 +101,15 @@ def test_rows_go_many_to_a_statement_and_apply_in_order(database: Database) -> N
     assert len(texts) <= 5  # 128, 64, 32 and 16 rows, and one row
     # Not a statement a row: 1000 rows are 7 x 128 + 64 + 32, then 8 one at a time.
     assert calls == 1 + 1 + 1 + 2 + 3 + 5 + 10
+
+
+def test_all_rows_come_back_whole_and_in_order_past_one_chunk(log_uri: str, tmp_path: Path) -> None:
+    """``Database.all`` turns rows into Python ``FETCH_ROWS`` at a time (so that psycopg
+    gives the GIL back between chunks): every row comes back, in the query's order."""
+    count = 2 * FETCH_ROWS + 7
+    with connected(log_uri, tmp_path) as db, db.write_transaction():
+        db.execute("CREATE TABLE chunked (k INTEGER PRIMARY KEY, v TEXT)")
+        db.insert_many("chunked", ("k", "v"), [(n, f"v{n}") for n in range(count)])
+        rows = db.all("SELECT k, v FROM chunked ORDER BY k DESC")
+        assert [tuple(row) for row in rows] == [(n, f"v{n}") for n in reversed(range(count))]
+        assert db.all("SELECT k FROM chunked WHERE k < 0") == []

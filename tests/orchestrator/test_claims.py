@@ -35,3 +35,20 @@ def test_releasing_a_claim_tells_its_waiters_it_failed() -> None:
     claims.release("b1")
     assert on_y.result.status is PartitionStatus.PARTITION_FAILED
     assert claims.producer("y") is None
+
+
+def test_a_claim_repeating_refs_takes_each_once_and_its_release_lets_go_of_only_its_own() -> None:
+    claims = LocalClaims()
+    claims.claim("b1", ["held"])
+    assert claims.claim("b2", ["x", "held", "x", "y"]).result == {
+        "x": "b2", "held": "b1", "y": "b2"
+    }
+    assert claims.claim("b3", []).result == {}
+    on_held = claims.wait_for("held")
+    claims.release("b2")
+    assert (claims.producer("x"), claims.producer("y"), claims.producer("held")) == (
+        None, None, "b1"
+    )
+    assert not on_held.called
+    claims.release("b3")  # claimed nothing: nothing to let go of
+    assert claims.producer("held") == "b1"

@@ -9,6 +9,7 @@ event log's database can share it between several services on one log.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from itertools import filterfalse
 from typing import Protocol
 
 from attrs import define, field
@@ -63,12 +64,15 @@ class LocalClaims:
     """The refs each build claims (dict keys: smaller than a set)."""
 
     def claim(self, build_request_id: str, refs: Collection[str]) -> Deferred[Mapping[str, str]]:
+        # In one turn, so that the answer is true when the caller acts on it; with loops in C
+        # (filterfalse, dict.fromkeys, map), as a loop in Python over 100,000 refs held the
+        # reactor 130 ms (docs/performance.md).
         claims = self._claims
-        for ref in refs:
-            if ref not in claims:
-                claims[ref] = build_request_id
-                self._by_build.setdefault(build_request_id, {})[ref] = None
-        return succeed({ref: claims[ref] for ref in refs})
+        new = dict.fromkeys(filterfalse(claims.__contains__, refs))
+        if new:
+            claims.update(dict.fromkeys(new, build_request_id))
+            self._by_build.setdefault(build_request_id, {}).update(new)
+        return succeed(dict(zip(refs, map(claims.__getitem__, refs), strict=True)))
 
     def release(self, build_request_id: str, refs: Collection[str] | None = None) -> None:
         held = self._by_build.get(build_request_id, {})
