@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+from tests.slicing import one_step_per_slice
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, Cooperator
+from twisted.internet.task import Clock
 
 from databuild.slices import STEP, in_slices
-
-
-def one_step_per_slice(clock: Clock) -> Cooperator:
-    return Cooperator(
-        terminationPredicateFactory=lambda: lambda: True,
-        scheduler=lambda work: clock.callLater(0.01, work),
-    )
 
 
 def test_work_waits_between_steps_while_its_pace_says_so() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tests.slicing import one_step_per_slice, slices_until
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, succeed
-from twisted.internet.task import Clock, Cooperator
+from twisted.internet.task import Clock
 
 from databuild.graph.analysis import _Analysis
 from databuild.graph.commands import plain_commands
@@ -25,10 +26,6 @@ def run(n: int) -> JobRun:
 
 def test_the_inputs_of_many_runs_are_gathered_a_slice_at_a_time() -> None:
     clock = Clock()
-    cooperator = Cooperator(
-        terminationPredicateFactory=lambda: lambda: True,  # one step per slice
-        scheduler=lambda work: clock.callLater(0.01, work),
-    )
     asked: list[list[str]] = []
 
     def available(refs: Sequence[str]) -> Deferred[set[str]]:
@@ -36,17 +33,12 @@ def test_the_inputs_of_many_runs_are_gathered_a_slice_at_a_time() -> None:
         return succeed({ref for ref in refs if ref.endswith("0")})
 
     analysis: Any = _Analysis(
-        clock, None, available, plain_commands, DeferredSemaphore(1), cooperator  # type: ignore[arg-type]
+        clock, None, available, plain_commands, DeferredSemaphore(1), one_step_per_slice(clock)  # type: ignore[arg-type]
     )
     runs = [run(n) for n in range(20 * STEP)]
     analysis._producers = {f"made/{n}": runs[n] for n in range(3)}
     unbuilt = ensureDeferred(analysis._unbuilt_inputs(runs))
-    slices = 0
-    while not unbuilt.called:
-        assert clock.getDelayedCalls(), "the gathering stalled"
-        clock.advance(0.01)
-        slices += 1
-    assert slices >= 20
+    assert slices_until(clock, unbuilt, "the gathering") >= 20
     # Each materialize input once, in the order first needed; none a run makes, no query input.
     assert asked == [[f"in/{n}" for n in range(500)]]
     assert unbuilt.result == [f"in/{n}" for n in range(500) if n % 10]

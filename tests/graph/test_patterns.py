@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.slicing import one_step_per_slice, slices_until
 from twisted.internet import reactor
-from twisted.internet.task import Clock, Cooperator
+from twisted.internet.task import Clock
 
 from databuild.errors import LookupFailed
 from databuild.graph import lookup, match_job
@@ -116,17 +117,8 @@ def test_a_long_lookup_gives_the_reactor_back_between_slices(tmp_path: Path) -> 
     ws = big_workspace(tmp_path, 500)
     refs = [f"dataset{i % 500}/2026-02-{1 + i // 500:02d}" for i in range(20 * STEP)]
     clock = Clock()
-    cooperator = Cooperator(
-        terminationPredicateFactory=lambda: lambda: True,  # one step per slice
-        scheduler=lambda work: clock.callLater(0.01, work),
-    )
-    assigned = lookup(reactor, ws, refs, cooperator=cooperator)
-    slices = 0
-    while not assigned.called:
-        assert clock.getDelayedCalls(), "the lookup stalled"
-        clock.advance(0.01)
-        slices += 1
-    assert slices >= 20
+    assigned = lookup(reactor, ws, refs, cooperator=one_step_per_slice(clock))
+    assert slices_until(clock, assigned, "the lookup") >= 20
     assignment = assigned.result
     assert sum(len(found) for found in assignment.values()) == len(refs)
     assert assignment["job3"] == tuple(r for r in refs if r.startswith("dataset3/"))
