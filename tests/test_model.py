@@ -12,6 +12,7 @@ from databuild.model import (
     JobGraph,
     JobRun,
     PartitionInput,
+    Refs,
     describe_refs,
     new_id,
     parse_config_output,
@@ -52,6 +53,17 @@ def test_validate_refs_drops_repeats_keeping_order() -> None:
         validate_refs([])
     with pytest.raises(InvalidRefError, match="non-empty list"):
         validate_refs("a")
+
+
+def test_refs_are_checked_once_and_then_trusted() -> None:
+    refs = validate_refs(["b", "a", "b"])
+    assert type(refs) is Refs
+    # The orchestrator's and the analysis's checks of a request's refs take them as they are.
+    assert validate_refs(refs) is refs
+    # A plain tuple, even one that names the same refs, is still checked.
+    assert type(validate_refs(tuple(refs))) is Refs
+    with pytest.raises(InvalidRefError, match="whitespace"):
+        validate_refs(("a", "has space"))
 
 
 def test_describe_refs_shortens_long_lists() -> None:

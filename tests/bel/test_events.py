@@ -26,7 +26,7 @@ from databuild.bel import (
 from databuild.bel.events import new_event_id
 from databuild.errors import InvalidRefError
 from databuild.jsontext import compact, compact_utf8
-from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
+from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput, validate_refs
 
 
 def test_status_values_are_the_spec_names() -> None:
@@ -147,6 +147,13 @@ def test_events_validate_refs() -> None:
         PartitionEvent("has space", "requested")
     with pytest.raises(InvalidRefError):
         BuildRequestEvent("received", ("",))
+
+
+def test_a_request_event_takes_refs_checked_at_the_door_as_they_are() -> None:
+    refs = validate_refs(["daily/2026-01-01", "daily/2026-01-02"])
+    assert BuildRequestEvent("received", refs).requested_partitions is refs
+    # What did not come through the door's check is checked here.
+    assert BuildRequestEvent("received", ["a", "b"]).requested_partitions == ("a", "b")
 
 
 def test_a_job_graph_event_records_its_graph_fingerprint_and_old_ones_still_read() -> None:

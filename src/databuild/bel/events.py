@@ -16,7 +16,7 @@ from attrs import field, frozen
 
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
-from databuild.model import JobGraph, validate_ref
+from databuild.model import JobGraph, Refs, validate_ref
 
 
 class EventJSON(dict[str, Any]):
@@ -55,6 +55,8 @@ def _job_status(value: object) -> JobStatus:
 
 
 def _refs(values: object) -> tuple[str, ...]:
+    if type(values) is Refs:
+        return values
     if not isinstance(values, list | tuple):
         raise InvalidEvent(f"expected a list of partition refs, got {values!r}")
     return tuple(map(validate_ref, values))
