@@ -81,7 +81,8 @@ from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.executor.running import RunningJournal
 from databuild.graph.workspace import load_workspace
-from databuild.model import JobConfig, JobRun, new_id
+from databuild.ids import new_id
+from databuild.model import JobConfig, JobRun
 from databuild.orchestrator import Orchestrator
 from databuild.proc.process import ProcessResult
 from databuild.proc.tether import Tether

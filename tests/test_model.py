@@ -14,7 +14,6 @@ from databuild.model import (
     PartitionInput,
     Refs,
     describe_refs,
-    new_id,
     parse_config_output,
     validate_ref,
     validate_refs,
@@ -69,10 +68,6 @@ def test_refs_are_checked_once_and_then_trusted() -> None:
 def test_describe_refs_shortens_long_lists() -> None:
     assert describe_refs(["a", "b"]) == "a, b"
     assert describe_refs([str(i) for i in range(8)]) == "0, 1, 2, 3, 4 and 3 more"
-
-
-def test_new_ids_are_fresh() -> None:
-    assert len({new_id() for _ in range(100)}) == 100
 
 
 def test_input_accepts_code_name_or_neither() -> None:

@@ -7,7 +7,6 @@ event log and the API carry them).
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -64,11 +63,6 @@ def describe_refs(refs: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(refs[:limit])
     more = len(refs) - limit
     return f"{shown} and {more} more" if more > 0 else shown
-
-
-def new_id() -> str:
-    """A fresh identifier for a build request, job run or event."""
-    return uuid.uuid4().hex
 
 
 def _ref_from_json(value: object, where: str) -> str:

@@ -23,7 +23,7 @@ from databuild.bel import (
 )
 from databuild.bel.backend import Database, parse_uri
 from databuild.bel.schema import create_or_upgrade
-from databuild.model import new_id
+from databuild.ids import new_id
 
 
 @contextmanager

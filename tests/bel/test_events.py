@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import random
-import uuid
 
 import pytest
 
@@ -23,7 +20,6 @@ from databuild.bel import (
     PartitionStatus,
     events,
 )
-from databuild.bel.events import new_event_id
 from databuild.errors import InvalidRefError
 from databuild.jsontext import compact, compact_utf8
 from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput, validate_refs
@@ -161,47 +157,6 @@ def test_a_job_graph_event_records_its_graph_fingerprint_and_old_ones_still_read
     assert stored["graph_fingerprint"] == "01533cd1ac4eb9b9"
     del stored["graph_fingerprint"]  # as written before the service recorded it
     assert Event.from_json(stored).payload == JobGraphEvent(GRAPH, None)
-
-
-def test_event_ids_are_version_7_uuids_that_sort_by_the_millisecond_they_were_made_in(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    start_ms = 1_795_000_000_000
-    clock = iter(range(start_ms * 10**6, (start_ms + 1_000) * 10**6, 10**6))
-    monkeypatch.setattr(events.time, "time_ns", lambda: next(clock))
-    ids = [new_event_id() for _ in range(1_000)]
-    assert sorted(ids) == ids
-    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
-    assert int(ids[0][:12], 16) == start_ms
-    assert all(len(i) == 32 for i in ids)
-
-
-def test_event_ids_made_in_one_millisecond_differ(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events.time, "time_ns", lambda: 1_795_000_000_000 * 10**6)
-    ids = {new_event_id() for _ in range(10_000)}
-    assert len(ids) == 10_000
-    assert len({i[:12] for i in ids}) == 1
-
-
-def test_event_ids_do_not_repeat_when_the_random_module_is_seeded_again_or_the_process_forks(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(events.time, "time_ns", lambda: 1_795_000_000_000 * 10**6)
-    random.seed(7)
-    first = new_event_id()
-    random.seed(7)
-    assert new_event_id() != first
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.write(write, new_event_id().encode())
-        os._exit(0)
-    os.close(write)
-    in_child = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(child, 0)
-    assert len(in_child) == 32
-    assert in_child != new_event_id()
 
 
 BODIES = [

@@ -20,7 +20,7 @@ from databuild.bel import (
 )
 from databuild.bel.transitions import check_transition
 from databuild.errors import DataBuildError
-from databuild.model import new_id
+from databuild.ids import new_id
 
 from .conftest import Recorder
 

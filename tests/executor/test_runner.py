@@ -16,7 +16,8 @@ from twisted.internet.defer import gatherResults
 from databuild.executor.runlog import find_run_log, read_run_log
 from databuild.executor.runner import Executor
 from databuild.executor.running import read_records
-from databuild.model import JobConfig, JobRun, new_id
+from databuild.ids import new_id
+from databuild.model import JobConfig, JobRun
 from databuild.proc.info import alive
 from databuild.proc.tether import Tether
 

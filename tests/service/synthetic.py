@@ -22,7 +22,8 @@ from databuild.bel.backend import Database, Location
 from databuild.bel.events import graph_pieces
 from databuild.bel.schema import create_or_upgrade
 from databuild.bel.writer import append_batch
-from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput, new_id
+from databuild.ids import new_id
+from databuild.model import DepType, JobConfig, JobGraph, JobRun, PartitionInput
 
 LABELS = ("ingest_clicks", "daily_clicks", "clicks_report")
 """Three jobs in a chain: most runs ingest, fewer aggregate, a few report."""

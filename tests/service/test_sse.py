@@ -30,8 +30,8 @@ from databuild.bel import (
     open_event_log,
 )
 from databuild.errors import NotFound
+from databuild.ids import new_id
 from databuild.jsontext import compact
-from databuild.model import new_id
 from databuild.orchestrator import ProgressHub
 from databuild.orchestrator import hub as hub_module
 from databuild.service.sse import (

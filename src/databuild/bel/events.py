@@ -6,8 +6,6 @@ An event's JSON form is the envelope's fields (``idx``, ``event_id``, ``timestam
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -16,6 +14,7 @@ from attrs import field, frozen
 
 from databuild.bel.status import BuildStatus, JobStatus, PartitionStatus
 from databuild.errors import DataBuildError
+from databuild.ids import new_event_id
 from databuild.model import JobGraph, Refs, validate_ref
 
 
@@ -60,28 +59,6 @@ def _refs(values: object) -> tuple[str, ...]:
     if not isinstance(values, list | tuple):
         raise InvalidEvent(f"expected a list of partition refs, got {values!r}")
     return tuple(map(validate_ref, values))
-
-
-_LOW_62 = (1 << 62) - 1
-_ids = random.Random()
-"""The random bits of event ids: seeded from the OS, again in a forked child, and apart from
-the ``random`` module's own generator, which tests (Hypothesis) seed to repeat themselves."""
-os.register_at_fork(after_in_child=_ids.seed)
-
-
-def new_event_id() -> str:
-    """A fresh event id: a UUID of version 7 (RFC 9562) in hex, which begins with the time.
-
-    Ids made one after another sort together, so each commit adds its events' ids to the last
-    page or two of the log's index of event ids, where random (version 4) ids landed on one
-    page each: a fifth of the pages a commit of 50 events wrote (docs/performance.md).
-    """
-    # Not secret, only unique: 74 random bits a millisecond, at half the cost of a system call.
-    rand = _ids.getrandbits(74)
-    ms = time.time_ns() // 1_000_000
-    # 48 bits of milliseconds, the version (7), 12 random bits, the variant (0b10), 62 more.
-    value = ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0x2 << 62 | (rand & _LOW_62)
-    return f"{value:032x}"
 
 
 @frozen

@@ -33,7 +33,8 @@ from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.config import run_config
 from databuild.graph.lookup import Assignment, lookup
 from databuild.graph.workspace import Workspace
-from databuild.model import JobConfig, JobGraph, JobRun, describe_refs, new_id, validate_refs
+from databuild.ids import new_id
+from databuild.model import JobConfig, JobGraph, JobRun, describe_refs, validate_refs
 from databuild.slices import collect_in_slices, in_slices
 
 AvailableQuery = Callable[[Sequence[str]], Deferred[set[str]]]

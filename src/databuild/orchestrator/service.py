@@ -30,7 +30,8 @@ from databuild.executor.launcher import AdoptedRun, Launcher
 from databuild.graph.analysis import analyze
 from databuild.graph.commands import CommandResolver, plain_commands
 from databuild.graph.workspace import Workspace
-from databuild.model import JobGraph, describe_refs, new_id, validate_refs
+from databuild.ids import new_id
+from databuild.model import JobGraph, describe_refs, validate_refs
 from databuild.orchestrator.claims import Claims, LocalClaims
 from databuild.orchestrator.course import CANCELLED_MESSAGE, Course, Parts
 from databuild.orchestrator.holdings import Holdings, PartitionSource

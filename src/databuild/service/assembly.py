@@ -28,7 +28,7 @@ from databuild.executor.launcher import Launcher
 from databuild.executor.local import LocalLauncher
 from databuild.executor.runner import Executor
 from databuild.graph.source import GraphSource
-from databuild.model import new_id
+from databuild.ids import new_id
 from databuild.orchestrator import Orchestrator
 from databuild.proc.info import start_ticks
 from databuild.proc.process import reap_strays
