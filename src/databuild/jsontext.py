@@ -17,9 +17,16 @@ def compact_utf8(value: object) -> bytes:
     is not JSON raises TypeError, from either.
     """
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_tuple)
     except orjson.JSONEncodeError:
         return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _tuple(value: object) -> tuple[object, ...]:
+    """orjson writes tuples, but not a subclass of one (``model.Refs``): as the tuple it is."""
+    if isinstance(value, tuple):
+        return tuple(value)
+    raise TypeError
 
 
 def compact(value: object) -> str:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from databuild import jsontext
 from databuild.bel import (
     BuildRequestEvent,
     BuildStatus,
@@ -202,6 +203,17 @@ def test_the_compact_encoder_writes_compact_json_of_anything_json_holds(
     text = compact(value)
     assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=ascii)
     assert compact_utf8(value) == text.encode("utf-8")
+
+
+def test_refs_checked_at_the_door_are_written_by_the_fast_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow(*_: object, **__: object) -> str:
+        raise AssertionError("the standard library's encoder was used")
+
+    monkeypatch.setattr(jsontext.json, "dumps", slow)
+    refs = validate_refs(["a/1", "b/2"])
+    assert compact_utf8({"requested_partitions": refs}) == b'{"requested_partitions":["a/1","b/2"]}'
 
 
 def test_a_big_job_graph_is_stored_in_bounded_pieces_that_put_it_back_together() -> None:
