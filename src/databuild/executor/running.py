@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from databuild.jsontext import compact_utf8
 from databuild.proc.info import alive, start_ticks, stat_fields
 from databuild.proc.process import DEFAULT_GRACE_S, kill_group
 
@@ -146,7 +147,7 @@ def _started(record: RunningRecord) -> bytes:
 
 
 def _line(data: object) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+    return compact_utf8(data) + b"\n"
 
 
 def _record(data: dict[str, object]) -> RunningRecord:

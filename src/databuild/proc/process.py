@@ -54,9 +54,26 @@ REAP_AGAIN_S = 0.1
 _PR_SET_CHILD_SUBREAPER = 36
 
 log = Logger()
-_markers = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count())
-"""Each child's marker value: unique on the host (random per service process, a count within
-it), at a fraction of the cost of a random token per child."""
+
+
+class _Markers:
+    """Each child's marker value: unique on the host (random per process, drawn again in a
+    forked child such as a Celery worker's, and a count within it), at a fraction of the cost
+    of a random token per child: a system call that gives up the GIL."""
+
+    def __init__(self) -> None:
+        self.fresh()
+
+    def fresh(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def __next__(self) -> str:
+        return f"{self._prefix}-{next(self._count)}"
+
+
+_markers = _Markers()
+os.register_at_fork(after_in_child=_markers.fresh)
 
 
 class LineCallback(Protocol):
