@@ -15,7 +15,6 @@ from tests.polling import poll_until_async
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from databuild.proc import process
 from databuild.proc.info import alive, children, start_ticks
 from databuild.proc.process import MARKER_ENV, ChildProcess, ProcessResult, spawn
 
@@ -369,20 +368,8 @@ async def test_a_50_mb_line_without_newline_arrives_in_capped_pieces(tmp_path: P
     assert [continued for _, continued in pieces] == [True] * (len(pieces) - 1) + [False]
 
 
-def test_markers_are_one_random_prefix_and_a_count_drawn_again_in_a_forked_child() -> None:
-    first, second = next(process._markers), next(process._markers)
-    prefix, _, count = first.rpartition("-")
-    assert second == f"{prefix}-{int(count) + 1}"
-    assert len(prefix) == 16
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.write(write, next(process._markers).encode())
-        os._exit(0)
-    os.close(write)
-    in_child = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(child, 0)
-    # A Celery worker's pool forks: its children must not repeat each other's markers.
-    assert in_child.rpartition("-")[0] not in ("", prefix)
-    assert in_child.endswith("-0")
+def test_each_child_gets_its_own_marker() -> None:
+    children = [ChildProcess(reactor=reactor, on_line=None, grace_s=1.0) for _ in range(1_000)]
+    markers = {child.marker for child in children}
+    assert len(markers) == 1_000
+    assert all(m.startswith(f"{MARKER_ENV}=") and len(m) == len(MARKER_ENV) + 33 for m in markers)

@@ -22,7 +22,8 @@ os.register_at_fork(after_in_child=_bits.seed)
 
 
 def new_id() -> str:
-    """A fresh id of a build request or job run: a random UUID (version 4) in hex.
+    """A fresh id of a build request, a job run or a child process's marker: a random UUID
+    (version 4) in hex.
 
     Random, so that the first few characters tell ids apart: people type them by prefix.
     """

@@ -23,9 +23,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import itertools
 import os
-import secrets
 import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +37,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from databuild.ids import new_id
 from databuild.proc.info import boot_ticks, children, environment_holds, start_ticks, stat_fields
 from databuild.startup import JOB_SECRETS, without
 
@@ -54,26 +53,6 @@ REAP_AGAIN_S = 0.1
 _PR_SET_CHILD_SUBREAPER = 36
 
 log = Logger()
-
-
-class _Markers:
-    """Each child's marker value: unique on the host (random per process, drawn again in a
-    forked child such as a Celery worker's, and a count within it), at a fraction of the cost
-    of a random token per child: a system call that gives up the GIL."""
-
-    def __init__(self) -> None:
-        self.fresh()
-
-    def fresh(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._count = itertools.count()
-
-    def __next__(self) -> str:
-        return f"{self._prefix}-{next(self._count)}"
-
-
-_markers = _Markers()
-os.register_at_fork(after_in_child=_markers.fresh)
 
 
 class LineCallback(Protocol):
@@ -227,7 +206,8 @@ class ChildProcess:
     on_line: LineCallback | None
     grace_s: float
     drain_s: float = DEFAULT_DRAIN_S
-    marker: str = field(factory=lambda: f"{MARKER_ENV}={next(_markers)}")
+    marker: str = field(factory=lambda: f"{MARKER_ENV}={new_id()}")
+    """Its entry in the child's environment: a fresh random id, unique on the host."""
     pid: int = 0
     start_time: int | None = None
     """When the leader started, in clock ticks since boot (as ``info.start_ticks`` reads it);
