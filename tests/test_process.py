@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -62,6 +63,45 @@ async def test_stdin_is_delivered_and_closed(tmp_path: Path) -> None:
     )
     assert (await child.result).succeeded
     assert out == ["HELLO"]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("size", [0, 1 << 20])
+async def test_stdin_of_any_size_is_delivered_and_closed(tmp_path: Path, size: int) -> None:
+    # Nothing at all, and more than a pipe holds: the child reads what it was given, then EOF.
+    data = bytes(i % 251 for i in range(size))
+    out: list[str] = []
+    child = spawn(
+        reactor,
+        [sys.executable, "-c", "import hashlib, sys; "
+         "print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())"],
+        cwd=tmp_path,
+        env=os.environ,
+        stdin=data,
+        on_line=lambda stream, text: out.append(text),
+    )
+    assert (await child.result).succeeded
+    assert out == [hashlib.sha256(data).hexdigest()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stdin_pipe_is_the_childs_fd_0_alone(tmp_path: Path) -> None:
+    # The pipe the service filled reaches the child as its stdin, and as nothing else.
+    script = (
+        "import os\n"
+        "def link(f):\n"
+        "    try:\n"
+        "        return os.readlink(f'/proc/self/fd/{f}')\n"
+        "    except FileNotFoundError:  # the listing's own descriptor, closed since\n"
+        "        return None\n"
+        "links = {f: link(f) for f in os.listdir('/proc/self/fd')}\n"
+        "print(sorted(f for f, target in links.items() if target == links['0']))\n"
+    )
+    out: list[str] = []
+    child = spawn(reactor, [sys.executable, "-c", script], cwd=tmp_path, env=os.environ,
+                  stdin=b"{}", on_line=lambda stream, text: out.append(text))
+    assert (await child.result).succeeded
+    assert out == ["['0']"]
 
 
 async def _output(argv: list[str], cwd: str | Path, env: Mapping[str, str] = os.environ,

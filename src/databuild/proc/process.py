@@ -439,20 +439,30 @@ def spawn(
         # posix_spawn cannot change directory: the child changes it itself.
         executable, argv = ENV, [ENV, "-C", directory, "--", *argv]
 
+    filled = _filled_pipe(stdin or b"")
+    # What does not fit in a pipe goes through the reactor, as the child reads it.
+    unwritten = stdin if filled is None else None
+
     def start(executable: str, argv: list[str]) -> None:
-        protocol = _GroupProtocol(child, stdin, max_line_bytes)
+        protocol = _GroupProtocol(child, unwritten, max_line_bytes)
+        child_stdin: int | str = "w" if filled is None else filled
         _SessionLeader(
-            reactor, executable, argv, env, None, protocol, childFDs={0: "w", 1: "r", 2: "r"}
+            reactor, executable, argv, env, None, protocol,
+            childFDs={0: child_stdin, 1: "r", 2: "r"},
         )
 
     before = boot_ticks()
     try:
-        start(executable, argv)
-    except OSError as e:
-        if e.errno != errno.ENOEXEC:
-            raise
-        # A script without a "#!" line runs under the shell, as execvp would run it.
-        start(SHELL, [SHELL, executable, *argv[1:]])
+        try:
+            start(executable, argv)
+        except OSError as e:
+            if e.errno != errno.ENOEXEC:
+                raise
+            # A script without a "#!" line runs under the shell, as execvp would run it.
+            start(SHELL, [SHELL, executable, *argv[1:]])
+    finally:
+        if filled is not None:
+            os.close(filled)
     # The kernel stamps a process's start during the spawn call, on the clock of boot_ticks:
     # unless a tick began meanwhile, that is the tick. Reading /proc/<pid>/stat instead
     # waits for the child's exec to finish (docs/performance.md).
@@ -508,6 +518,29 @@ class _SessionLeader(process.Process):
                 if fd != fdmap[child]:
                     os.close(fd)
         self.status = -1
+
+
+def _filled_pipe(data: bytes) -> int | None:
+    """The read end of a new pipe holding all of ``data``, its write end closed; None if
+    ``data`` does not fit in the pipe.
+
+    A child's stdin given so costs the reactor no writer to register and remove, and no turn
+    to write in (docs/performance.md)."""
+    read_end, write_end = os.pipe()
+    try:
+        # A write into an empty pipe that fits its capacity completes without blocking.
+        fits = len(data) <= fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        if fits and data:
+            fits = os.write(write_end, data) == len(data)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    if not fits:
+        os.close(read_end)
+        return None
+    return read_end
 
 
 def _executable(program: str, env: Mapping[str, str], directory: str) -> str:
