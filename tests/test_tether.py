@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.polling import poll_until
+import pytest_twisted
+from tests.polling import poll_until, poll_until_async
+from twisted.internet import reactor
 
 from databuild.proc.info import alive, command_line
-from databuild.proc.process import kill_group
+from databuild.proc.process import kill_group, spawn
+from databuild.proc.tether import Tether
 from databuild.proc.watchdog import held_groups
 
 TETHERED = Path(__file__).with_name("tethered.py")
@@ -54,3 +57,38 @@ def test_a_killed_service_takes_its_held_jobs_down_even_after_its_watchdog_was_k
         service.wait()
         if started:
             kill_group(started["released"], signal.SIGKILL)
+
+
+@pytest_twisted.ensureDeferred
+async def test_lines_a_stalled_watchdog_cannot_take_wait_in_order(tmp_path: Path) -> None:
+    # A stopped watchdog reads nothing: its pipe fills, and the lines after wait, without
+    # holding up the reactor, and reach it in their order once it reads again.
+    groups = [spawn(reactor, ["sleep", "300"], cwd=tmp_path, env=os.environ) for _ in range(3)]
+    kept, churned, released = (child.pgid for child in groups)
+    others = set(_watchdogs(os.getpid()))
+    tether = Tether(reactor)
+    tether.startService()
+    watchdog = None
+    try:
+        [watchdog] = poll_until(lambda: set(_watchdogs(os.getpid())) - others,
+                                "the watchdog to run")
+        os.kill(watchdog, signal.SIGSTOP)
+        tether.hold(kept)
+        tether.hold(released)
+        for _ in range(20_000):  # some 200 KiB: more than a pipe holds
+            tether.hold(churned)
+            tether.release(churned)
+        tether.release(released)
+        assert tether.unwritten > 0
+        os.kill(watchdog, signal.SIGCONT)
+        await poll_until_async(lambda: not tether.unwritten, "the watchdog to take every line")
+    finally:
+        if watchdog is not None:
+            os.kill(watchdog, signal.SIGCONT)
+        await tether.stopService()  # as if the service died: the watchdog kills what it holds
+    try:
+        await poll_until_async(lambda: not alive(groups[0].pid), "the held group to die")
+        assert alive(groups[1].pid) and alive(groups[2].pid)
+    finally:
+        for child in groups:
+            kill_group(child.pgid, signal.SIGKILL)
