@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from databuild.proc.info import alive, command_line
 from databuild.proc.process import kill_group, spawn
 from databuild.proc.tether import Tether
-from databuild.proc.watchdog import held_groups
+from databuild.proc.watchdog import held_groups, lines_until_hang_up
 
 TETHERED = Path(__file__).with_name("tethered.py")
 
@@ -25,6 +25,17 @@ TETHERED = Path(__file__).with_name("tethered.py")
 def test_the_groups_held_are_those_added_and_not_released() -> None:
     lines = [b"+10\n", b"+11\n", b"-10\n", b"+12\n", b"-13\n", b"-9\n"]
     assert held_groups({9, 13, 14}, lines) == {11, 12, 14}
+
+
+def test_the_watchdog_reads_every_whole_line_written_before_its_service_hung_up() -> None:
+    read_end, write_end = os.pipe()
+    lines = [b"+%d" % pgid for pgid in range(5000)]
+    os.write(write_end, b"\n".join(lines) + b"\n-12")  # the last line torn by a death
+    os.close(write_end)
+    try:
+        assert list(lines_until_hang_up(read_end)) == lines
+    finally:
+        os.close(read_end)
 
 
 def _watchdogs(parent: int) -> list[int]:
