@@ -51,6 +51,11 @@ CASES = {
         "multi_bench.py", ["--tops", "5", "--services", "1", "2", "--dsn", PG_ADMIN_DSN],
         r"^\s+2\s+\d+\s+\d+\s+\d+\s+0\s(?s:.*)take-over after kill -9: \d",
     ),
+    "a spawn's cost to the reactor": (
+        "spawn_bench.py", ["--spawns", "20", "--repeat", "1", "--pairs", "100"],
+        r"^databuild spawn\(\), tethered +\d+\.\d +\d+\.\d +\d+\.\d\d(?s:.*)"
+        r"^tether hold \+ release: -?\d+\.\d us",
+    ),
     "ending a run": ("run_end_bench.py", ["--runs", "10", "--host", "0", "100"],
                      r"^\s+100\s+\d+\s+\d"),
     "Celery workers": (
