@@ -10,11 +10,14 @@ import pytest
 import pytest_twisted
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness
 from tests.polling import poll_until_async
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
+from databuild.bel.events import Event
+from databuild.bel.status import PartitionStatus
 from databuild.errors import InvalidRefError
 from databuild.graph import JobSpec
 from databuild.graph.commands import plain_commands
+from databuild.orchestrator.recorder import PACE_HIGH
 
 
 def statuses(events: list[dict[str, Any]], event_type: str, key: str) -> dict[str, list[str]]:
@@ -180,5 +183,90 @@ async def test_each_jobs_command_is_resolved_once_per_build(tmp_path: Path) -> N
         assert build["status"] == "BUILD_REQUEST_COMPLETED"
         assert len(harness.starts()) == 3
         assert sorted(resolved) == sorted(set(resolved))
+    finally:
+        await stop_harness(harness)
+
+
+NOOP_SH = """\
+if [ "$1" = config ]; then
+  shift
+  printf '{"configs": ['
+  sep=
+  for ref in "$@"; do
+    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
+    sep=,
+  done
+  printf ']}\\n'
+fi
+exit 0
+"""
+
+
+class HeldRequests:
+    """The event log, its appends of batches that record a PARTITION_REQUESTED held until
+    ``release``."""
+
+    def __init__(self) -> None:
+        self._log: Any = None
+        self._held: list[Deferred[None]] = []
+        self._released = False
+
+    def wrap(self, log: Any) -> HeldRequests:
+        self._log = log
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def append_many(self, events: list[Event]) -> Deferred[list[Any]]:
+        requested = PartitionStatus.PARTITION_REQUESTED
+        if self._released or all(getattr(e.payload, "status", None) is not requested
+                                 for e in events):
+            return self._log.append_many(events)  # type: ignore[no-any-return]
+        return ensureDeferred(self._after_release(events))
+
+    async def _after_release(self, events: list[Event]) -> list[Any]:
+        held: Deferred[None] = Deferred()
+        self._held.append(held)
+        await held
+        return await self._log.append_many(events)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        self._released = True
+        for held in self._held:
+            held.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_start_while_the_requested_refs_are_still_recorded(tmp_path: Path) -> None:
+    """The first runs of a big request need not wait for the log to store every requested
+    ref's REQUESTED; each ref's REQUESTED still comes before anything else of it."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "databuild.toml").write_text(
+        '[graph]\nlabel = "test"\n\n[[jobs]]\nlabel = "noop"\n'
+        "outputs = ['n/\\d+']\ncommand = ['sh', 'noop.sh']\n"
+    )
+    (root / "noop.sh").write_text(NOOP_SH)
+    # More than the recorder keeps unstored (PACE_HIGH) past the first run's events.
+    refs = [f"n/{i}" for i in range(3 * PACE_HIGH)]
+    log = HeldRequests()
+    harness = await start_harness(root, wrap_log=log.wrap)
+    try:
+        build_id = await harness.orchestrator.submit(refs)
+        build = harness.orchestrator._courses[build_id].build
+        # Nothing REQUESTED is stored, yet the build is analysed and its runs scheduled.
+        await poll_until_async(lambda: build.tasks, "the first run to be scheduled")
+        log.release()
+        assert (await harness.finished(build_id))["status"] == "BUILD_REQUEST_COMPLETED"
+        events = await harness.events(build_id)
+        first: dict[str, str] = {}
+        for e in events:
+            if e["event_type"] == "partition":
+                first.setdefault(e["partition_ref"], e["status"])
+        assert first == dict.fromkeys(refs, "PARTITION_REQUESTED")
+        requested = [e["idx"] for e in events if e.get("status") == "PARTITION_REQUESTED"]
+        running = [e["idx"] for e in events if e.get("status") == "JOB_RUNNING"]
+        assert min(running) < max(requested)
     finally:
         await stop_harness(harness)

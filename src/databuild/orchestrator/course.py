@@ -123,18 +123,19 @@ class Course:
 
         Errbacks only if the log refused or lost that final event.
         """
-        # The requested refs are recorded REQUESTED while the graph is analysed (at the log's
-        # pace: 100,000 of them take seconds); scheduling, whose SCHEDULED must follow them,
-        # waits for both.
+        # The requested refs are recorded REQUESTED at the log's pace (100,000 of them take
+        # seconds) while the graph is analysed and the runs are scheduled and start: a ref
+        # whose run is scheduled before the slices reach it is recorded REQUESTED then
+        # (_set_partition), so its REQUESTED still comes first. The end waits for them all.
         requesting = in_slices(self.build.requested, self._request, pace=self._record.pace)
         try:
             try:
                 graph = await self._plan()
+                if graph is not None:
+                    await self._execute(graph)
+                    del graph  # its runs go with their tasks, a slice at a time (_finish)
             finally:
                 await requesting
-            if graph is not None:
-                await self._execute(graph)
-                del graph  # its runs go with their tasks, a slice at a time (_finish)
         except Exception:
             self.break_(Failure())
         return await self._finish()
@@ -321,7 +322,7 @@ class Course:
                 return
             skip = decided.decision is Decision.SKIP
             for ref in run.outputs:
-                if not (skip and build.partitions.get(ref) is _outputs_status(H.BUILD_RECEIVED)):
+                if not (skip and self._only_requested(ref)):
                     self._set_partition(ref, _outputs_status(H.RUN_SCHEDULED), "", run.job_run_id)
             if skip:
                 self._skip(task, decided, plan.waits)
@@ -373,6 +374,8 @@ class Course:
                 run_id,
             )
         for ref, other in plan.delegated.items():
+            if ref in self.build.requested_keys:
+                self._request(ref)  # before the delegation, as before any event of the ref
             self._emit(DelegationEvent(ref, other, f"being built by build {other}"))
             self._set_partition(
                 ref, _outputs_status(H.DELEGATED), f"waiting for build {other}", run_id
@@ -859,13 +862,30 @@ class Course:
     def _set_partition(
         self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None = None
     ) -> None:
-        self._holdings.note(ref, self.build.partitions.get(ref), status)
-        self.build.partitions[ref] = status
+        build = self.build
+        previous = build.partitions.get(ref)
+        if previous is None and ref in build.requested_keys:
+            requested = _outputs_status(H.BUILD_RECEIVED)
+            if status is not requested:
+                # Reached before the requesting slices: its REQUESTED goes first.
+                self._set_partition(ref, requested, "requested")
+                previous = requested
+        self._holdings.note(ref, previous, status)
+        build.partitions[ref] = status
         self._emit(PartitionEvent(ref, status, message, job_run_id))
 
     def _request(self, ref: str) -> None:
-        """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs)."""
-        self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
+        """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs), unless
+        that is done already."""
+        if ref not in self.build.partitions:
+            self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
+
+    def _only_requested(self, ref: str) -> bool:
+        """Whether ``ref`` is requested and this build recorded nothing of it but that (or
+        not even that yet)."""
+        status = self.build.partitions.get(ref)
+        requested = _outputs_status(H.BUILD_RECEIVED)
+        return status is requested or (status is None and ref in self.build.requested_keys)
 
 
 def _run_status(happening: Happening) -> JobStatus:
