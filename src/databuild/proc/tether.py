@@ -60,7 +60,8 @@ class Tether(Service):
         self._watchdog: _Watchdog | None = None
         self._pipe: int | None = None
         """The service's end of the watchdog's stdin (non-blocking)."""
-        self._unwritten = b""
+        self._unwritten = bytearray()
+        """Lines the pipe had no room for yet, in order."""
         self._retry: IDelayedCall | None = None
         self._restart: IDelayedCall | None = None
 
@@ -118,16 +119,17 @@ class Tether(Service):
             written = 0
         except OSError:
             # The watchdog is gone (EPIPE); its end is on its way (watchdog_ended).
-            self._unwritten = b""
+            self._unwritten.clear()
             return
-        self._unwritten = self._unwritten[written:]
+        del self._unwritten[:written]
         if self._unwritten:
             self._retry = self._reactor.callLater(RETRY_WRITE_S, self._flush)
 
     def _close_pipe(self) -> None:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
-        self._retry, self._unwritten = None, b""
+        self._retry = None
+        self._unwritten.clear()
         if self._pipe is not None:
             os.close(self._pipe)
             self._pipe = None
