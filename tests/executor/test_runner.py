@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -361,6 +363,35 @@ async def test_a_setsid_process_holding_the_pipes_does_not_hold_the_run(tmp_path
         find_run_log(tmp_path / ".databuild", run.job_run_id))] == ["started"]
     await poll_until_async(lambda: not alive(int(daemon.read_text())), "the daemon to be gone")
     assert executor.running == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_daemon_whose_environment_cannot_be_read_yet_is_looked_at_again(
+    tmp_path: Path,
+) -> None:
+    # While a process runs execve, /proc shows it no environment: the sweep at the leader's
+    # exit cannot tell whose it is. This daemon shows none until ``go`` exists, then execs
+    # into a process that carries the run's marker: a later look must find it.
+    daemon, escaped, go = tmp_path / "daemon.pid", tmp_path / "escaped", tmp_path / "go"
+    prefix = _shell_job(
+        tmp_path,
+        f'setsid env -i sh -c "touch {escaped}; while [ ! -e {go} ]; do sleep 0.01; done; '
+        f'exec env DATABUILD_SPAWN_ID=$DATABUILD_SPAWN_ID sleep 300" &\n'
+        f"echo $! > {daemon}\n"
+        # The leader ends once the daemon is in a session of its own.
+        f"while [ ! -e {escaped} ]; do sleep 0.01; done\n",
+    )
+    executor = Executor(reactor, tmp_path, 1, grace_s=60)
+    result = await executor.run(job_run(), "b", prefix, None).result
+    assert result.succeeded
+    pid = int(daemon.read_text())
+    try:
+        assert alive(pid)  # not told yet: left alone
+        go.touch()
+        await poll_until_async(lambda: not alive(pid), "the daemon to be gone")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest_twisted.ensureDeferred

@@ -111,8 +111,9 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in listed.split()] if listed else []
 
 
-def environment_holds(pid: int, entry: bytes) -> bool:
-    """Whether ``pid``'s environment holds ``entry`` (``NAME=value``); False if it cannot be
-    read (another user's process, a zombie, gone)."""
+def environment_holds(pid: int, entry: bytes) -> bool | None:
+    """Whether ``pid``'s environment holds ``entry`` (``NAME=value``); None if that cannot be
+    told now: the environment cannot be read (another user's process, gone) or is empty, as
+    it is for a moment while the process runs ``execve``."""
     environ = _read(f"/proc/{pid}/environ", whole=True)
-    return environ is not None and entry in environ.split(b"\0")
+    return entry in environ.split(b"\0") if environ else None

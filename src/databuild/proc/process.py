@@ -50,6 +50,9 @@ MARKER_ENV = "DATABUILD_SPAWN_ID"
 """Set to a fresh value in each child's environment, so that its descendants can be found."""
 REAP_AGAIN_S = 0.1
 """After the last signal to a leftover, its zombie is reaped this much later."""
+UNSURE_AGAIN_S = 0.05
+"""An orphan whose run cannot be told yet is looked at again this much later (until the
+grace period ends)."""
 _PR_SET_CHILD_SUBREAPER = 36
 
 log = Logger()
@@ -222,6 +225,8 @@ class ChildProcess:
     _timeout_call: IDelayedCall | None = None
     _kill_call: IDelayedCall | None = None
     _drain_call: IDelayedCall | None = None
+    _kill_left: IDelayedCall | None = None
+    """The SIGKILL of what the leader left, once something was found (``_terminate_left``)."""
     _done: bool = False
 
     @property
@@ -272,24 +277,32 @@ class ChildProcess:
         ``drain_s`` if they are still open then."""
         self._exited = True
         self._drain_call = self.reactor.callLater(self.drain_s, close_pipes)
-        self._swept(self._sweep(signal.SIGTERM))
+        self._terminate_left(self.reactor.seconds() + self.grace_s)
 
-    def _swept(self, anything_left: bool) -> None:
-        if anything_left:
-            self.reactor.callLater(self.grace_s, self._last_sweep)
+    def _terminate_left(self, until: float) -> None:
+        """SIGTERM what the leader left, and SIGKILL it after the grace period. An orphan
+        whose run cannot be told yet (in the middle of an ``execve`` a process shows no
+        environment) is looked at again, until the grace period ends."""
+        found, unsure = self._sweep(signal.SIGTERM)
+        if found and self._kill_left is None:
+            self._kill_left = self.reactor.callLater(self.grace_s, self._last_sweep)
+        if unsure and self.reactor.seconds() + UNSURE_AGAIN_S < until:
+            self.reactor.callLater(UNSURE_AGAIN_S, self._terminate_left, until)
 
     def _last_sweep(self) -> None:
-        if self._sweep(signal.SIGKILL):
+        if self._sweep(signal.SIGKILL)[0]:
             self.reactor.callLater(REAP_AGAIN_S, _leftovers.reap)
 
-    def _sweep(self, sig: int) -> bool:
-        """Send ``sig`` to the group and to what left it; whether there was anything."""
+    def _sweep(self, sig: int) -> tuple[bool, bool]:
+        """Send ``sig`` to the group and to what left it; whether there was anything, and
+        whether an orphan's run could not be told (``_Leftovers.signal``)."""
         in_group = kill_group(self.pgid, sig)
         try:
-            return _leftovers.signal(self.pid, self.marker.encode(), sig) or in_group
+            found, unsure = _leftovers.signal(self.pid, self.marker.encode(), sig)
         except OSError:
             log.failure("cannot look for what process {pid} left behind", pid=self.pid)
-            return in_group
+            return in_group, False
+        return found or in_group, unsure
 
     def ended(self, reason: Failure) -> None:
         """The child and its pipes are done: fire ``result`` from ``reason``."""
@@ -346,18 +359,22 @@ class _Leftovers:
             raise OSError(error_number, f"cannot become a child subreaper: "
                           f"{os.strerror(error_number)}")
 
-    def signal(self, session: int, marker: bytes, sig: int) -> bool:
+    def signal(self, session: int, marker: bytes, sig: int) -> tuple[bool, bool]:
         """Send ``sig`` to the orphans of the run whose leader was ``session`` or whose
-        children carry ``marker``, and to their groups; whether there were any."""
+        children carry ``marker``, and to their groups; whether there were any, and whether
+        an orphan of another session could not be told (its environment unreadable now)."""
         own_group = os.getpgrp()
-        found = False
+        found = unsure = False
         for pid, fields in self._orphans():
             if fields[0] == b"Z":
                 if self.strays or pid in self._signalled or int(fields[3]) == session:
                     self._reap(pid)
                 continue
-            if int(fields[3]) != session and not environment_holds(pid, marker):
-                continue
+            if int(fields[3]) != session:
+                holds = environment_holds(pid, marker)
+                unsure = unsure or holds is None
+                if not holds:
+                    continue
             try:
                 os.kill(pid, sig)
             except OSError:
@@ -366,7 +383,7 @@ class _Leftovers:
             self._signalled.add(pid)
             if int(fields[2]) != own_group:
                 kill_group(int(fields[2]), sig)
-        return found
+        return found, unsure
 
     def reap(self) -> None:
         """Reap the zombies of the orphans signalled so far."""
