@@ -87,6 +87,9 @@ from databuild.orchestrator import Orchestrator
 from databuild.proc.process import ProcessResult
 from databuild.proc.tether import Tether
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.shell_jobs import one_run_per_ref
+
 TARGET_RATIO = 1.25
 SCALE_TARGET_RATIO = 1.3
 """Of the bare Twisted reactor's time (SPEC §7)."""
@@ -95,20 +98,7 @@ SCALE_PARALLEL = 2
 WARM_UP_JOBS = 200
 ENV = {"PATH": "/usr/bin:/bin"}
 
-JOB_SH = """\
-if [ "$1" = config ]; then
-  shift
-  printf '{"configs": ['
-  sep=
-  for ref in "$@"; do
-    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
-    sep=,
-  done
-  printf ']}\\n'
-  exit 0
-fi
-[ "$WORK_S" = 0 ] || sleep "$WORK_S"
-"""
+JOB_SH = one_run_per_ref('[ "$WORK_S" = 0 ] || sleep "$WORK_S"')
 
 JOB_PY = """\
 import os, sys
@@ -138,19 +128,7 @@ KINDS = {
 }
 
 
-NOOP_SH = """\
-if [ "$1" = config ]; then
-  shift
-  printf '{"configs": ['
-  sep=
-  for ref in "$@"; do
-    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
-    sep=,
-  done
-  printf ']}\\n'
-fi
-exit 0
-"""
+NOOP_SH = one_run_per_ref()
 
 
 def parse_case(text: str) -> tuple[str, int]:

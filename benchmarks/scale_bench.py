@@ -46,6 +46,9 @@ from typing import Any
 
 from multi_bench import Schema, until
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.shell_jobs import one_run_per_ref
+
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 DATABUILD = str(BIN / "databuild")
@@ -53,19 +56,7 @@ HEALTH_EVERY_S = 0.02
 NOOP_TARGET, DOWNSTREAM_TARGET = 3.0, 2.0
 FINAL = {"BUILD_REQUEST_COMPLETED", "BUILD_REQUEST_FAILED", "BUILD_REQUEST_CANCELLED"}
 
-JOB_SH = """\
-if [ "$1" = config ]; then
-  shift
-  printf '{"configs": ['
-  sep=
-  for ref in "$@"; do
-    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
-    sep=,
-  done
-  printf ']}\\n'
-fi
-exit 0
-"""
+JOB_SH = one_run_per_ref()
 
 ALL_SH = """\
 # The one run of "all" needs every n/<k>, k < @REFS@.

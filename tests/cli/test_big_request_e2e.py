@@ -13,26 +13,14 @@ from typing import Any
 
 import pytest
 from tests.polling import poll_until
+from tests.shell_jobs import one_run_per_ref
 
 from .conftest import Run, server_info, service_pid, stop_processes
 
 JOBS = 300
 REFS = 20_000
 
-JOB_SH = """\
-if [ "$1" = config ]; then
-  shift
-  printf '{"configs": ['
-  sep=
-  for ref in "$@"; do
-    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
-    sep=,
-  done
-  printf ']}\\n'
-  exit 0
-fi
-exec sleep 60
-"""
+JOB_SH = one_run_per_ref("exec sleep 60")
 
 
 @pytest.fixture

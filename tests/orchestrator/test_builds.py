@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from tests.orchestrator.conftest import Harness, start_harness, stop_harness
 from tests.polling import poll_until_async
+from tests.shell_jobs import one_run_per_ref
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from databuild.bel.events import Event
@@ -187,21 +188,6 @@ async def test_each_jobs_command_is_resolved_once_per_build(tmp_path: Path) -> N
         await stop_harness(harness)
 
 
-NOOP_SH = """\
-if [ "$1" = config ]; then
-  shift
-  printf '{"configs": ['
-  sep=
-  for ref in "$@"; do
-    printf '%s{"outputs": ["%s"], "args": ["%s"]}' "$sep" "$ref" "$ref"
-    sep=,
-  done
-  printf ']}\\n'
-fi
-exit 0
-"""
-
-
 class HeldRequests:
     """The event log, its appends of batches that record a PARTITION_REQUESTED held until
     ``release``."""
@@ -247,7 +233,7 @@ async def test_runs_start_while_the_requested_refs_are_still_recorded(tmp_path: 
         '[graph]\nlabel = "test"\n\n[[jobs]]\nlabel = "noop"\n'
         "outputs = ['n/\\d+']\ncommand = ['sh', 'noop.sh']\n"
     )
-    (root / "noop.sh").write_text(NOOP_SH)
+    (root / "noop.sh").write_text(one_run_per_ref())
     # More than the recorder keeps unstored (PACE_HIGH) past the first run's events.
     refs = [f"n/{i}" for i in range(3 * PACE_HIGH)]
     log = HeldRequests()
