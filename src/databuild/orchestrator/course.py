@@ -374,8 +374,7 @@ class Course:
                 run_id,
             )
         for ref, other in plan.delegated.items():
-            if ref in self.build.requested_keys:
-                self._request(ref)  # before the delegation, as before any event of the ref
+            self._request(ref)  # before the delegation, as before any event of the ref
             self._emit(DelegationEvent(ref, other, f"being built by build {other}"))
             self._set_partition(
                 ref, _outputs_status(H.DELEGATED), f"waiting for build {other}", run_id
@@ -863,21 +862,16 @@ class Course:
         self, ref: str, status: PartitionStatus, message: str, job_run_id: str | None = None
     ) -> None:
         build = self.build
-        previous = build.partitions.get(ref)
-        if previous is None and ref in build.requested_keys:
-            requested = _outputs_status(H.BUILD_RECEIVED)
-            if status is not requested:
-                # Reached before the requesting slices: its REQUESTED goes first.
-                self._set_partition(ref, requested, "requested")
-                previous = requested
-        self._holdings.note(ref, previous, status)
+        if ref not in build.partitions and status is not _outputs_status(H.BUILD_RECEIVED):
+            self._request(ref)  # reached before the requesting slices: REQUESTED goes first
+        self._holdings.note(ref, build.partitions.get(ref), status)
         build.partitions[ref] = status
         self._emit(PartitionEvent(ref, status, message, job_run_id))
 
     def _request(self, ref: str) -> None:
-        """Record a requested ref as REQUESTED (RECEIVED is stored: the course runs), unless
-        that is done already."""
-        if ref not in self.build.partitions:
+        """Record ``ref`` as REQUESTED (RECEIVED is stored: the course runs) if it is a
+        requested ref this build has recorded nothing of yet."""
+        if ref not in self.build.partitions and ref in self.build.requested_keys:
             self._set_partition(ref, _outputs_status(H.BUILD_RECEIVED), "requested")
 
     def _only_requested(self, ref: str) -> bool:
